@@ -1,0 +1,1 @@
+"""Distillation of MotivNet and other teachers into small ViT students (needs torch)."""

@@ -1,0 +1,241 @@
+"""Readers for the face datasets users hold, with explicit label remapping.
+
+Every reader returns a ``FaceSet``: uint8 images as the dataset stores them (faces already
+cropped), per-image soft labels and hard labels in the *target* label order, and the file
+names. Images go through ``motivnet_edge.preprocess.face_crop`` later, never here.
+Formats: FER+ folders (label.csv vote counts), the FER2013 CSV, one-folder-per-class
+image trees, and unlabelled folders (teacher-only distillation).
+"""
+
+from __future__ import annotations
+
+import csv
+import logging
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from motivnet_edge.errors import LabelError, MotivnetError
+from motivnet_edge.image_io import IMAGE_SUFFIXES
+from motivnet_edge.labels import FER2013_LABELS, FERPLUS_COLUMNS, MOTIVNET_LABELS, remap_indices
+
+log = logging.getLogger(__name__)
+
+
+class DataError(MotivnetError, ValueError):
+    """A dataset file is missing or malformed."""
+
+
+@dataclass
+class FaceSet:
+    """Faces in memory: images (list of HxW or HxWx3 uint8), soft (N, K), hard (N,), -1 = none."""
+
+    images: list[np.ndarray]
+    soft: np.ndarray
+    hard: np.ndarray
+    labels: tuple[str, ...]
+    files: list[str]
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    def subset(self, idx) -> "FaceSet":
+        idx = np.asarray(idx)
+        return FaceSet([self.images[i] for i in idx], self.soft[idx], self.hard[idx], self.labels,
+                       [self.files[i] for i in idx])
+
+
+def _read(path: Path) -> np.ndarray:
+    img = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
+    if img is None:
+        raise DataError(f"{path} is not a readable image; remove it or re-save it as PNG")
+    return img if img.ndim == 2 else cv2.cvtColor(img, cv2.COLOR_BGRA2BGR) if img.shape[2] == 4 else img
+
+
+def _hard(soft: np.ndarray) -> np.ndarray:
+    """Majority label, or -1 where there is no vote or the top vote is tied."""
+    top = soft.max(1, keepdims=True)
+    unique = (soft == top).sum(1) == 1
+    return np.where(unique & (top[:, 0] > 0), soft.argmax(1), -1).astype(np.int64)
+
+
+def read_ferplus(folder: str | Path, *, labels: Sequence[str] = MOTIVNET_LABELS,
+                 mapping: Mapping[str, str | None] | None = None, limit: int | None = None) -> FaceSet:
+    """Reads a FER+ split folder: PNGs plus ``label.csv`` (image, box, 10 vote counts).
+
+    Soft labels are the emotion votes over ``labels``; the hard label follows the FER+
+    majority protocol (no label when the top vote is unknown, not-a-face, tied, or a
+    class that ``mapping`` drops). FER+ has "contempt", which MotivNet lacks: pass
+    ``mapping={"contempt": None}`` to drop it (the default does so and logs it).
+
+    Raises:
+        DataError: label.csv missing or a row malformed (the row is named).
+        LabelError: a FER+ class has no target and the mapping does not say what to do.
+    """
+    folder = Path(folder)
+    csv_path = folder / "label.csv"
+    if not csv_path.is_file():
+        raise DataError(f"{folder} has no label.csv; a FER+ split folder holds PNGs and label.csv")
+    if mapping is None and "contempt" not in labels:
+        mapping = {"contempt": None}
+        log.info("FER+ 'contempt' votes dropped: %s has no contempt class", list(labels))
+    emo = FERPLUS_COLUMNS[:8]
+    to_target = remap_indices(emo, labels, mapping=mapping)
+    images, votes, files = [], [], []
+    with open(csv_path, newline="") as f:
+        for n, row in enumerate(csv.reader(f), 1):
+            if limit is not None and len(images) >= limit:
+                break
+            if len(row) != 12:
+                raise DataError(f"{csv_path}:{n}: expected 12 fields (image, box, 10 votes), got {len(row)}")
+            try:
+                v = np.array([float(x) for x in row[2:]], dtype=np.float32)
+            except ValueError:
+                raise DataError(f"{csv_path}:{n}: vote counts must be numbers: {row[2:]}") from None
+            if (v < 0).any():
+                raise DataError(f"{csv_path}:{n}: negative vote count")
+            images.append(_read(folder / row[0]))
+            votes.append(v)
+            files.append(row[0])
+    if not images:
+        raise DataError(f"{csv_path} lists no images")
+    votes = np.stack(votes)
+    soft = np.zeros((len(images), len(labels)), np.float32)
+    for src, dst in enumerate(to_target):
+        if dst >= 0:
+            soft[:, dst] += votes[:, src]
+    # FER+ majority: the top vote over all 10 columns must be a kept emotion, untied.
+    full_top = votes.argmax(1)
+    tied = (votes == votes.max(1, keepdims=True)).sum(1) > 1
+    hard = np.where((full_top < 8) & ~tied, to_target[np.minimum(full_top, 7)], -1)
+    total = soft.sum(1, keepdims=True)
+    soft = np.divide(soft, total, out=np.zeros_like(soft), where=total > 0)
+    return FaceSet(images, soft, hard.astype(np.int64), tuple(labels), files)
+
+
+def read_fer2013_labels(csv_path: str | Path, folder: str | Path, *,
+                        labels: Sequence[str] = MOTIVNET_LABELS) -> FaceSet:
+    """FER+ images with their original FER2013 labels (``fer2013_labels.csv``: split,image,label)."""
+    csv_path, folder = Path(csv_path), Path(folder)
+    wanted = {p.name for p in folder.glob("*.png")}
+    images, hard, files = [], [], []
+    index = {name: i for i, name in enumerate(labels)}
+    with open(csv_path, newline="") as f:
+        for n, row in enumerate(csv.DictReader(f), 2):
+            if row.get("image") not in wanted:
+                continue
+            name = row["fer2013_label"]
+            dst = remap_indices([name], labels, on_missing="drop")[0]
+            if dst < 0 and name not in index:
+                continue
+            images.append(_read(folder / row["image"]))
+            hard.append(dst)
+            files.append(row["image"])
+    if not images:
+        raise DataError(f"no image of {folder} is listed in {csv_path}")
+    hard = np.asarray(hard, np.int64)
+    return FaceSet(images, np.eye(len(labels), dtype=np.float32)[hard], hard, tuple(labels), files)
+
+
+def read_fer2013_csv(path: str | Path, *, usage: str | None = None,
+                     labels: Sequence[str] = MOTIVNET_LABELS) -> FaceSet:
+    """Reads Kaggle's ``fer2013.csv`` (emotion,pixels,Usage); ``usage`` filters e.g. "PrivateTest".
+
+    Raises:
+        DataError: missing columns or a row whose pixels are not 48x48 numbers.
+    """
+    path = Path(path)
+    to_target = remap_indices(FER2013_LABELS, labels, on_missing="drop")
+    images, hard, files = [], [], []
+    with open(path, newline="") as f:
+        reader = csv.DictReader(f)
+        if not reader.fieldnames or not {"emotion", "pixels"} <= set(reader.fieldnames):
+            raise DataError(f"{path} needs columns emotion,pixels[,Usage]; found {reader.fieldnames}")
+        for n, row in enumerate(reader, 2):
+            if usage and row.get("Usage") != usage:
+                continue
+            try:
+                px = np.array(row["pixels"].split(), dtype=np.uint8)
+                emotion = int(row["emotion"])
+            except (ValueError, AttributeError):
+                raise DataError(f"{path}:{n}: pixels/emotion are not numbers") from None
+            if px.size != 48 * 48 or not 0 <= emotion < 7:
+                raise DataError(f"{path}:{n}: expected 2304 pixels and emotion 0..6")
+            if to_target[emotion] < 0:
+                continue
+            images.append(px.reshape(48, 48))
+            hard.append(to_target[emotion])
+            files.append(f"{path.name}:{n}")
+    if not images:
+        raise DataError(f"{path} has no rows{' with Usage=' + usage if usage else ''}")
+    hard = np.asarray(hard, np.int64)
+    return FaceSet(images, np.eye(len(labels), dtype=np.float32)[hard], hard, tuple(labels), files)
+
+
+def _images_in(folder: Path) -> list[Path]:
+    return sorted(p for p in folder.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES)
+
+
+def read_image_folder(folder: str | Path, *, labels: Sequence[str] = MOTIVNET_LABELS,
+                      mapping: Mapping[str, str | None] | None = None) -> FaceSet:
+    """One sub-folder per class (its name is the label, e.g. CK+48's ``happy/``).
+
+    Raises:
+        DataError: no class folders or no images.
+        LabelError: a folder name has no target label and ``mapping`` does not drop it.
+    """
+    folder = Path(folder)
+    classes = sorted(p.name for p in folder.iterdir() if p.is_dir()) if folder.is_dir() else []
+    if not classes:
+        raise DataError(f"{folder} has no class sub-folders (expected e.g. {folder}/happy/*.png)")
+    dest = remap_indices(classes, labels, mapping=mapping)
+    images, hard, files = [], [], []
+    for cls, dst in zip(classes, dest):
+        if dst < 0:
+            log.info("class folder %r dropped by the label mapping", cls)
+            continue
+        for p in _images_in(folder / cls):
+            images.append(_read(p))
+            hard.append(dst)
+            files.append(str(p.relative_to(folder)))
+    if not images:
+        raise DataError(f"{folder} holds no images in its class folders")
+    hard = np.asarray(hard, np.int64)
+    return FaceSet(images, np.eye(len(labels), dtype=np.float32)[hard], hard, tuple(labels), files)
+
+
+def read_unlabelled(folder: str | Path, *, labels: Sequence[str] = MOTIVNET_LABELS) -> FaceSet:
+    """Every image under ``folder`` with no label: the teacher provides the targets."""
+    files = _images_in(Path(folder))
+    if not files:
+        raise DataError(f"{folder} holds no images ({', '.join(IMAGE_SUFFIXES)})")
+    n = len(files)
+    return FaceSet([_read(p) for p in files], np.zeros((n, len(labels)), np.float32),
+                   np.full(n, -1, np.int64), tuple(labels), [str(p) for p in files])
+
+
+def read_dataset(path: str | Path, *, labels: Sequence[str] = MOTIVNET_LABELS,
+                 mapping: Mapping[str, str | None] | None = None) -> FaceSet:
+    """Detects the format of ``path`` and reads it (FER+ split, FER2013 CSV, class folders).
+
+    Raises:
+        DataError: the path matches no known format.
+    """
+    path = Path(path)
+    if path.is_file() and path.suffix == ".csv":
+        return read_fer2013_csv(path, labels=labels)
+    if (path / "label.csv").is_file():
+        return read_ferplus(path, labels=labels, mapping=mapping)
+    if path.is_dir() and any(p.is_dir() for p in path.iterdir()):
+        return read_image_folder(path, labels=labels, mapping=mapping)
+    if path.is_dir():
+        return read_unlabelled(path, labels=labels)
+    raise DataError(f"{path} is not a dataset: pass a FER+ split folder (label.csv), a FER2013 "
+                    "CSV, or a folder with one sub-folder per class")
+
+
+__all__ = ["FaceSet", "DataError", "LabelError", "read_dataset", "read_ferplus", "read_fer2013_csv",
+           "read_fer2013_labels", "read_image_folder", "read_unlabelled"]

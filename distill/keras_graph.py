@@ -1,0 +1,148 @@
+"""Rebuilds a Keras 2 HDF5 classifier in torch from its own config and weights (h5py, no TF).
+
+Covers the layers of the FER2013 Xception models: InputLayer, Conv2D, SeparableConv2D,
+BatchNormalization, Activation, MaxPooling2D, AveragePooling2D, Add, Dropout,
+GlobalAveragePooling2D, Flatten and Dense. Keras' "same" padding is asymmetric for even
+sizes (the extra row/column goes bottom/right); it is reproduced with explicit pads.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from motivnet_edge.errors import MotivnetError
+
+
+class KerasFormatError(MotivnetError, ValueError):
+    """The HDF5 file is not a Keras model this rebuild understands."""
+
+
+def _same_pad(x: torch.Tensor, k: tuple[int, int], s: tuple[int, int], value: float = 0.0) -> torch.Tensor:
+    pads = []
+    for size, kk, ss in ((x.shape[-1], k[1], s[1]), (x.shape[-2], k[0], s[0])):
+        total = max((math.ceil(size / ss) - 1) * ss + kk - size, 0)
+        pads += [total // 2, total - total // 2]
+    return F.pad(x, pads, value=value) if any(pads) else x
+
+
+class KerasLayer(nn.Module):
+    """One Keras layer; ``forward`` takes the list of its inputs."""
+
+    def __init__(self, kind: str, cfg: dict, weights: dict[str, np.ndarray]) -> None:
+        super().__init__()
+        self.kind, self.cfg = kind, cfg
+        t = lambda a: nn.Parameter(torch.from_numpy(np.ascontiguousarray(a)).float(), requires_grad=False)  # noqa: E731
+        if kind == "Conv2D":
+            self.weight = t(weights["kernel"].transpose(3, 2, 0, 1))
+            self.bias = t(weights["bias"]) if cfg.get("use_bias") else None
+        elif kind == "SeparableConv2D":
+            dw = weights["depthwise_kernel"]  # (kh, kw, in, mult)
+            self.depthwise = t(dw.transpose(2, 3, 0, 1).reshape(-1, 1, dw.shape[0], dw.shape[1]))
+            self.pointwise = t(weights["pointwise_kernel"].transpose(3, 2, 0, 1))
+            self.bias = t(weights["bias"]) if cfg.get("use_bias") else None
+        elif kind == "BatchNormalization":
+            self.gamma = t(weights.get("gamma", np.ones_like(weights["moving_mean"])))
+            self.beta = t(weights.get("beta", np.zeros_like(weights["moving_mean"])))
+            self.mean, self.var = t(weights["moving_mean"]), t(weights["moving_variance"])
+        elif kind == "Dense":
+            self.weight, self.bias = t(weights["kernel"].T), t(weights["bias"])
+
+    def _conv(self, x, weight, stride, groups=1):
+        k, s = tuple(self.cfg["kernel_size"]), tuple(self.cfg.get("strides", (1, 1)))
+        if self.cfg.get("padding") == "same":
+            x = _same_pad(x, k, s)
+        return F.conv2d(x, weight, None, s, 0, tuple(self.cfg.get("dilation_rate", (1, 1))), groups)
+
+    def forward(self, xs: list[torch.Tensor]) -> torch.Tensor:
+        x, kind, c = xs[0], self.kind, self.cfg
+        if kind in ("InputLayer", "Dropout", "SpatialDropout2D"):
+            return x
+        if kind == "Conv2D":
+            y = self._conv(x, self.weight, c.get("strides", (1, 1)))
+        elif kind == "SeparableConv2D":
+            y = self._conv(x, self.depthwise, c.get("strides", (1, 1)), groups=x.shape[1])
+            y = F.conv2d(y, self.pointwise)
+        elif kind == "BatchNormalization":
+            return F.batch_norm(x, self.mean, self.var, self.gamma, self.beta, False, 0.0, c.get("epsilon", 1e-3))
+        elif kind in ("MaxPooling2D", "AveragePooling2D"):
+            k, s = tuple(c["pool_size"]), tuple(c.get("strides") or c["pool_size"])
+            if c.get("padding") == "same":
+                x = _same_pad(x, k, s, value=-math.inf if kind == "MaxPooling2D" else 0.0)
+            return F.max_pool2d(x, k, s) if kind == "MaxPooling2D" else F.avg_pool2d(x, k, s)
+        elif kind == "Add":
+            return torch.stack(xs).sum(0)
+        elif kind == "GlobalAveragePooling2D":
+            return x.mean(dim=(2, 3))
+        elif kind == "Flatten":
+            return x.permute(0, 2, 3, 1).flatten(1)  # Keras flattens channels-last
+        elif kind == "Dense":
+            y = F.linear(x, self.weight, self.bias)
+        elif kind == "Activation":
+            y = x
+        else:
+            raise KerasFormatError(f"layer type {kind} is not supported")
+        if kind not in ("Activation",) and getattr(self, "bias", None) is not None and kind != "Dense":
+            y = y + self.bias.view(1, -1, 1, 1)
+        act = c.get("activation", "linear")
+        # The final softmax is left out: teachers return logits (log-probabilities here).
+        if act == "relu":
+            return F.relu(y)
+        if act == "softmax":
+            return F.log_softmax(y, dim=1)
+        if act in ("linear", None):
+            return y
+        raise KerasFormatError(f"activation {act} is not supported")
+
+
+class KerasGraph(nn.Module):
+    """Executes the functional graph in the file's topological layer order."""
+
+    def __init__(self, path: str | Path) -> None:
+        super().__init__()
+        import h5py
+
+        path = Path(path)
+        try:
+            f = h5py.File(path, "r")
+        except OSError:
+            raise KerasFormatError(f"{path} is not an HDF5 file") from None
+        with f:
+            if "model_config" not in f.attrs:
+                raise KerasFormatError(f"{path} has no model_config: it holds weights only, "
+                                       "not a full Keras model")
+            raw = f.attrs["model_config"]
+            cfg = json.loads(raw.decode() if isinstance(raw, bytes) else raw)
+            if cfg.get("class_name") not in ("Model", "Functional"):
+                raise KerasFormatError(f"{path} is a Keras {cfg.get('class_name')}, not a functional Model")
+            group = f["model_weights"] if "model_weights" in f else f
+            layers = nn.ModuleDict()
+            self.inputs: dict[str, list[str]] = {}
+            for spec in cfg["config"]["layers"]:
+                name = spec["name"]
+                weights = {}
+                if name in group:
+                    def grab(key, obj, out=weights):
+                        if hasattr(obj, "shape"):
+                            out[key.split("/")[-1].split(":")[0]] = obj[()]
+                    group[name].visititems(grab)
+                layers[name] = KerasLayer(spec["class_name"], spec["config"], weights)
+                self.inputs[name] = [n[0] for n in spec["inbound_nodes"][0]] if spec["inbound_nodes"] else []
+        self.layers = layers
+        self.order = list(self.inputs)
+        self.output = cfg["config"]["output_layers"][0][0]
+        first = cfg["config"]["layers"][0]["config"].get("batch_input_shape")
+        self.input_shape = tuple(first[1:]) if first else None  # (H, W, C)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        values: dict[str, torch.Tensor] = {}
+        for name in self.order:
+            ins = [values[i] for i in self.inputs[name]] or [x]
+            values[name] = self.layers[name](ins)
+        return values[self.output]

@@ -1,0 +1,255 @@
+"""A compact Vision Transformer student, with timm's parameter names.
+
+One module covers every student: depth, width, heads, MLP ratio, patch size, input
+resolution and channels are settings. Names follow timm's VisionTransformer
+(patch_embed.proj, cls_token, pos_embed, blocks.N.{norm1,attn.qkv,attn.proj,norm2,
+mlp.fc1,mlp.fc2}, norm, head) so a timm/DeiT state_dict a user holds loads with
+``load_timm_weights``. Attention is written as plain matmul + softmax: it exports to
+ONNX as MatMul nodes that NNCF and TensorRT quantize well.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+
+@dataclass(frozen=True)
+class StudentConfig:
+    """Shape of a student; saved as JSON beside its weights."""
+
+    embed_dim: int = 128
+    depth: int = 6
+    num_heads: int = 4
+    mlp_ratio: float = 3.0
+    patch_size: int = 6
+    img_size: tuple[int, int] = (48, 48)
+    in_chans: int = 1
+    num_classes: int = 7
+    pool: str = "avg"  # "avg" over patch tokens, or "cls" (timm's default)
+    stem: str = "patch"  # "patch": one strided conv (timm); "conv": 3x3 conv stem, then the patch conv
+    drop_path: float = 0.05
+    labels: tuple[str, ...] = field(default_factory=tuple)
+
+    def __post_init__(self) -> None:
+        h, w = self.img_size
+        if self.embed_dim % self.num_heads:
+            raise ValueError(f"embed_dim {self.embed_dim} is not divisible by num_heads {self.num_heads}")
+        if h % self.patch_size or w % self.patch_size:
+            raise ValueError(f"img_size {self.img_size} is not a multiple of patch_size {self.patch_size}")
+        if self.stem not in ("patch", "conv"):
+            raise ValueError(f"stem must be 'patch' or 'conv', not {self.stem!r}")
+        if self.stem == "conv" and self.patch_size % 2:
+            raise ValueError("a conv stem halves the resolution first: patch_size must be even")
+        if self.pool not in ("avg", "cls"):
+            raise ValueError(f"pool must be 'avg' or 'cls', not {self.pool!r}")
+
+    @property
+    def grid(self) -> tuple[int, int]:
+        return self.img_size[0] // self.patch_size, self.img_size[1] // self.patch_size
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self), indent=1)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "StudentConfig":
+        d = dict(d)
+        d["img_size"] = tuple(d.get("img_size", (48, 48)))
+        d["labels"] = tuple(d.get("labels", ()))
+        return cls(**d)
+
+
+#: Named shapes. vit_tiny/vit_small are DeiT's; the slimmer ones suit 48-64 px faces.
+PRESETS: dict[str, dict] = {
+    "vit_pico": dict(embed_dim=96, depth=4, num_heads=3, mlp_ratio=3.0, patch_size=6),
+    "vit_nano": dict(embed_dim=128, depth=6, num_heads=4, mlp_ratio=3.0, patch_size=6),
+    "vit_micro": dict(embed_dim=160, depth=8, num_heads=4, mlp_ratio=3.0, patch_size=4),
+    # Conv patch embedding (stride 4 in convs, then 2x2 patches): learns from 28k faces.
+    "vit_hybrid_pico": dict(embed_dim=96, depth=4, num_heads=3, mlp_ratio=3.0, patch_size=8, stem="conv"),
+    "vit_hybrid_nano": dict(embed_dim=128, depth=6, num_heads=4, mlp_ratio=3.0, patch_size=8, stem="conv"),
+    "vit_tiny": dict(embed_dim=192, depth=12, num_heads=3, mlp_ratio=4.0, patch_size=16, img_size=(224, 224)),
+    "vit_small": dict(embed_dim=384, depth=12, num_heads=6, mlp_ratio=4.0, patch_size=16, img_size=(224, 224)),
+}
+
+
+class PatchEmbed(nn.Module):
+    """Image -> token sequence. A conv stem gives a ViT the locality prior that small
+    datasets cannot teach it (Xiao et al. 2021, "Early convolutions help transformers")."""
+
+    def __init__(self, cfg: StudentConfig) -> None:
+        super().__init__()
+        self.stem = None
+        in_ch, k = cfg.in_chans, cfg.patch_size
+        if cfg.stem == "conv":
+            # Two conv stages per factor of 2 (down to stride 4 when the patch allows it);
+            # the patch conv then only groups the remaining 2x2 (or 1x1) cells.
+            stages = 2 if cfg.patch_size % 4 == 0 else 1
+            widths = [cfg.embed_dim // 2 ** (stages - i) for i in range(stages + 1)]
+            layers = [nn.Conv2d(in_ch, widths[0], 3, 1, 1, bias=False), nn.BatchNorm2d(widths[0]), nn.GELU()]
+            for a, b in zip(widths[:-1], widths[1:]):
+                layers += [nn.Conv2d(a, b, 3, 2, 1, bias=False), nn.BatchNorm2d(b), nn.GELU(),
+                           nn.Conv2d(b, b, 3, 1, 1, bias=False), nn.BatchNorm2d(b), nn.GELU()]
+            self.stem = nn.Sequential(*layers)
+            in_ch, k = widths[-1], cfg.patch_size // 2 ** stages
+        self.proj = nn.Conv2d(in_ch, cfg.embed_dim, k, k)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.stem is not None:
+            x = self.stem(x)
+        return self.proj(x).flatten(2).transpose(1, 2)
+
+
+class Attention(nn.Module):
+    def __init__(self, dim: int, heads: int) -> None:
+        super().__init__()
+        self.heads, self.scale = heads, (dim // heads) ** -0.5
+        self.qkv = nn.Linear(dim, dim * 3)
+        self.proj = nn.Linear(dim, dim)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        b, n, c = x.shape
+        q, k, v = self.qkv(x).reshape(b, n, 3, self.heads, c // self.heads).permute(2, 0, 3, 1, 4).unbind(0)
+        attn = (q * self.scale) @ k.transpose(-2, -1)
+        x = attn.softmax(dim=-1) @ v
+        return self.proj(x.transpose(1, 2).reshape(b, n, c))
+
+
+class Mlp(nn.Module):
+    def __init__(self, dim: int, hidden: int) -> None:
+        super().__init__()
+        self.fc1, self.fc2 = nn.Linear(dim, hidden), nn.Linear(hidden, dim)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc2(F.gelu(self.fc1(x)))
+
+
+class Block(nn.Module):
+    def __init__(self, dim: int, heads: int, mlp_ratio: float, drop_path: float) -> None:
+        super().__init__()
+        self.norm1, self.norm2 = nn.LayerNorm(dim, eps=1e-6), nn.LayerNorm(dim, eps=1e-6)
+        self.attn = Attention(dim, heads)
+        self.mlp = Mlp(dim, int(dim * mlp_ratio))
+        self.drop_path = drop_path
+
+    def _drop(self, x: torch.Tensor) -> torch.Tensor:
+        # Stochastic depth: drop whole residual branches per sample while training.
+        if not self.training or self.drop_path == 0.0:
+            return x
+        keep = torch.rand(x.shape[0], 1, 1, device=x.device) >= self.drop_path
+        return x * keep / (1 - self.drop_path)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = x + self._drop(self.attn(self.norm1(x)))
+        return x + self._drop(self.mlp(self.norm2(x)))
+
+
+class ViTStudent(nn.Module):
+    """Patch embedding, position embedding, pre-norm blocks, final norm, linear head."""
+
+    def __init__(self, cfg: StudentConfig) -> None:
+        super().__init__()
+        self.cfg = cfg
+        n = cfg.grid[0] * cfg.grid[1]
+        self.patch_embed = PatchEmbed(cfg)
+        self.cls_token = nn.Parameter(torch.zeros(1, 1, cfg.embed_dim)) if cfg.pool == "cls" else None
+        self.pos_embed = nn.Parameter(torch.zeros(1, n + (cfg.pool == "cls"), cfg.embed_dim))
+        dpr = [cfg.drop_path * i / max(1, cfg.depth - 1) for i in range(cfg.depth)]
+        self.blocks = nn.ModuleList(Block(cfg.embed_dim, cfg.num_heads, cfg.mlp_ratio, p) for p in dpr)
+        self.norm = nn.LayerNorm(cfg.embed_dim, eps=1e-6)
+        self.head = nn.Linear(cfg.embed_dim, cfg.num_classes)
+        self._init()
+
+    def _init(self) -> None:
+        nn.init.trunc_normal_(self.pos_embed, std=0.02)
+        if self.cls_token is not None:
+            nn.init.trunc_normal_(self.cls_token, std=0.02)
+        for m in self.modules():
+            if isinstance(m, nn.Linear):
+                nn.init.trunc_normal_(m.weight, std=0.02)
+                nn.init.zeros_(m.bias)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.patch_embed(x)
+        if self.cls_token is not None:
+            x = torch.cat([self.cls_token.expand(x.shape[0], -1, -1), x], dim=1)
+        x = x + self.pos_embed
+        for blk in self.blocks:
+            x = blk(x)
+        x = self.norm(x)
+        x = x[:, 0] if self.cls_token is not None else x.mean(dim=1)
+        return self.head(x)
+
+
+def create_student(name: str = "vit_nano", **overrides) -> ViTStudent:
+    """The one factory: a preset name plus keyword overrides (img_size, in_chans, ...).
+
+    Raises:
+        ValueError: unknown preset or inconsistent shape.
+    """
+    if name not in PRESETS:
+        raise ValueError(f"unknown student {name!r}; presets: {sorted(PRESETS)}")
+    return ViTStudent(StudentConfig(**{**PRESETS[name], **overrides}))
+
+
+def count_flops(cfg: StudentConfig) -> int:
+    """Multiply-adds x 2 of one forward pass (matmuls and convs; norms and softmax ignored)."""
+    gh, gw = cfg.grid
+    n, d = gh * gw + (cfg.pool == "cls"), cfg.embed_dim
+    hidden = int(d * cfg.mlp_ratio)
+    if cfg.stem == "conv":
+        h, w = cfg.img_size
+        stages = 2 if cfg.patch_size % 4 == 0 else 1
+        widths = [d // 2 ** (stages - i) for i in range(stages + 1)]
+        macs = h * w * cfg.in_chans * 9 * widths[0]
+        for i, (a, b) in enumerate(zip(widths[:-1], widths[1:]), 1):
+            area = (h >> i) * (w >> i)
+            macs += area * 9 * (a * b + b * b)
+        macs += gh * gw * widths[-1] * (cfg.patch_size >> stages) ** 2 * d
+    else:
+        macs = gh * gw * cfg.in_chans * cfg.patch_size ** 2 * d
+    per_block = n * d * 3 * d + 2 * n * n * d + n * d * d + 2 * n * d * hidden
+    macs += cfg.depth * per_block + d * cfg.num_classes
+    return 2 * macs
+
+
+def load_timm_weights(model: ViTStudent, path: str | Path) -> list[str]:
+    """Initialises a student from a timm/DeiT checkpoint file (weights_only), adapting shapes.
+
+    Position embeddings are resized (bicubic) to the student's grid, a 3-channel patch
+    conv is summed to 1 channel for gray students, and the classifier head is skipped
+    when its class count differs. Returns the names that were not loaded.
+
+    Raises:
+        ValueError: the file holds no tensors with timm's names.
+    """
+    sd = torch.load(path, map_location="cpu", weights_only=True)
+    for key in ("model", "state_dict", "model_ema"):
+        if isinstance(sd, dict) and key in sd and isinstance(sd[key], dict):
+            sd = sd[key]
+    own = model.state_dict()
+    if not any(k in own for k in sd):
+        raise ValueError(f"{path} holds no timm ViT weights (keys like {list(sd)[:3]})")
+    w = sd.get("patch_embed.proj.weight")
+    if w is not None and w.shape[1] == 3 and model.cfg.in_chans == 1:
+        sd["patch_embed.proj.weight"] = w.sum(1, keepdim=True)
+    if w is not None and w.shape[-1] != model.cfg.patch_size:
+        sd["patch_embed.proj.weight"] = F.interpolate(
+            sd["patch_embed.proj.weight"], size=(model.cfg.patch_size,) * 2, mode="bicubic")
+    pos = sd.get("pos_embed")
+    if pos is not None and pos.shape != own["pos_embed"].shape:
+        has_cls = pos.shape[1] != int(math.isqrt(pos.shape[1])) ** 2
+        cls, grid = (pos[:, :1], pos[:, 1:]) if has_cls else (pos[:, :0], pos)
+        side = int(math.isqrt(grid.shape[1]))
+        grid = grid.reshape(1, side, side, -1).permute(0, 3, 1, 2)
+        grid = F.interpolate(grid, size=model.cfg.grid, mode="bicubic", align_corners=False)
+        grid = grid.permute(0, 2, 3, 1).reshape(1, -1, grid.shape[1])
+        sd["pos_embed"] = torch.cat([cls, grid], 1) if model.cls_token is not None else grid
+    loadable = {k: v for k, v in sd.items() if k in own and own[k].shape == v.shape}
+    model.load_state_dict(loadable, strict=False)
+    return sorted(set(own) - set(loadable))

@@ -1,0 +1,58 @@
+"""torch -> ONNX (dynamic batch, checked, labels and preprocessing in metadata) and -> OpenVINO IR."""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from motivnet_edge.preprocess import Preprocessing
+
+log = logging.getLogger(__name__)
+OPSET = 18
+INPUT, OUTPUT = "input", "logits"
+
+
+def export_onnx(model: torch.nn.Module, pp: Preprocessing, labels, path: Path, *,
+                external_data: bool = False) -> Path:
+    """Exports with a dynamic batch axis and verifies the graph with the ONNX checker."""
+    import onnx
+
+    model.eval()
+    dummy = torch.zeros(2, pp.channels, *pp.input_size)
+    torch.onnx.export(model, (dummy,), str(path), input_names=[INPUT], output_names=[OUTPUT],
+                      dynamic_axes={INPUT: {0: "batch"}, OUTPUT: {0: "batch"}}, opset_version=OPSET,
+                      dynamo=False, external_data=external_data)
+    m = onnx.load(str(path))
+    meta = {"labels": json.dumps(list(labels)), "preprocessing": json.dumps(pp.to_dict()),
+            "producer": "motivnet-edge"}
+    for k, v in meta.items():
+        m.metadata_props.append(onnx.StringStringEntryProto(key=k, value=v))
+    if external_data:
+        onnx.save_model(m, str(path), save_as_external_data=True, location=path.name + ".data")
+        onnx.checker.check_model(str(path))
+    else:
+        onnx.checker.check_model(m)
+        onnx.save_model(m, str(path))
+    return path
+
+
+def onnx_to_openvino(onnx_path: Path, xml_path: Path) -> Path:
+    """Converts ONNX to an OpenVINO IR (xml + bin) in fp32 (no fp16 weight compression)."""
+    import openvino as ov
+
+    ov.save_model(ov.convert_model(str(onnx_path)), str(xml_path), compress_to_fp16=False)
+    return xml_path
+
+
+def max_abs_diff(model: torch.nn.Module, onnx_path: Path, x: np.ndarray) -> float:
+    """Largest |torch - onnxruntime| logit difference on ``x``: the export's own check."""
+    import onnxruntime as ort
+
+    with torch.no_grad():
+        ref = model(torch.from_numpy(x)).numpy()
+    sess = ort.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
+    return float(np.abs(sess.run(None, {INPUT: x})[0] - ref).max())

@@ -1,0 +1,59 @@
+"""Loads what ``motivnet-edge export`` accepts as a source: a run folder or a checkpoint."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+
+from motivnet_edge.errors import MotivnetError
+from motivnet_edge.preprocess import Preprocessing
+from motivnet_distill.student import StudentConfig, ViTStudent
+
+
+class SourceError(MotivnetError, ValueError):
+    """The export source is not a model this project can read."""
+
+
+@dataclass
+class ExportSource:
+    """A torch model ready to export, with what the package must say about it."""
+
+    model: torch.nn.Module
+    labels: tuple[str, ...]
+    preprocessing: Preprocessing
+    provenance: dict = field(default_factory=dict)
+    license: dict = field(default_factory=dict)
+    metrics: dict = field(default_factory=dict)
+
+
+def load_source(path: str | Path) -> ExportSource:
+    """A run folder (its best.pt) or a student checkpoint written by ``motivnet-edge distill``.
+
+    Raises:
+        SourceError: missing file, not a torch checkpoint, or not a student checkpoint.
+    """
+    path = Path(path)
+    if path.is_dir():
+        path = path / "best.pt"
+    if not path.is_file():
+        raise SourceError(f"{path} does not exist; pass a distill run folder or its best.pt")
+    try:
+        ck = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # pickle, zip and weights_only errors differ by cause
+        raise SourceError(f"{path} is not a readable torch checkpoint ({type(exc).__name__}: "
+                          f"{str(exc).splitlines()[0][:160]})") from None
+    if not isinstance(ck, dict) or not {"model", "student", "preprocessing"} <= set(ck):
+        raise SourceError(f"{path} is not a motivnet-edge student checkpoint (needs model, student "
+                          "and preprocessing entries); train one with `motivnet-edge distill`")
+    cfg = StudentConfig.from_dict(ck["student"])
+    model = ViTStudent(cfg)
+    try:
+        model.load_state_dict(ck["model"])
+    except RuntimeError as exc:
+        raise SourceError(f"{path}: weights do not fit the saved student config: {str(exc)[:300]}") from None
+    model.eval()
+    prov = {"student": ck["student"], "checkpoint": path.name, **ck.get("provenance", {})}
+    return ExportSource(model, cfg.labels, Preprocessing.from_dict(ck["preprocessing"]), prov,
+                        ck.get("license", {}), {"validation": ck.get("metrics", {})})

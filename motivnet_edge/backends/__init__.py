@@ -1,0 +1,106 @@
+"""Backend registry and the documented auto rules for backend and precision.
+
+backend="auto": ONNX Runtime with a GPU provider when one was asked for; otherwise the
+first installed backend in ``AUTO_ORDER`` that the package has a file for.
+
+precision="auto": fp32, unless INT8 is known to pay off here: the package's manifest
+records INT8 faster than FP32 (``metrics.latency``) on a CPU with the same INT8 dot
+product instructions this one has (VNNI or AMX), or the session runs on TensorRT. A
+package with only an int8 file uses it. Asking for "int8" always gets int8.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+
+from ..errors import BackendUnavailableError, PackageError
+from .base import Backend, BackendOptions
+
+#: Tried in this order by backend="auto" (measured: see benchmarks/results).
+AUTO_ORDER = ("onnxruntime", "openvino")
+_EXTRAS = {"onnxruntime": "pip install onnxruntime", "openvino": "pip install 'motivnet-edge[openvino]'"}
+_MODULE = {"onnxruntime": "onnxruntime", "openvino": "openvino"}
+
+
+def _findable(module: str) -> bool:
+    try:
+        return importlib.util.find_spec(module) is not None
+    except (ImportError, ValueError):  # a broken or blocked install counts as absent
+        return False
+
+
+def installed_backends() -> list[str]:
+    """Backends whose Python package is importable here, in AUTO_ORDER."""
+    return [b for b in AUTO_ORDER if _findable(_MODULE[b])]
+
+
+def cpu_int8_flags() -> set[str]:
+    """INT8 dot-product instruction sets of this CPU (from /proc/cpuinfo; empty elsewhere)."""
+    try:
+        text = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return set()
+    flags = set()
+    for line in text.splitlines():
+        if line.startswith("flags"):
+            flags = set(line.split(":", 1)[1].split())
+            break
+    return flags & {"avx512_vnni", "avx_vnni", "amx_int8", "avx512_bf16", "amx_bf16"}
+
+
+def choose_precision(package, backend: str, precision: str, options: BackendOptions) -> str:
+    if precision not in ("auto", "fp32", "int8", "fp16"):
+        raise PackageError(f"precision {precision!r} must be auto, fp32, fp16 or int8")
+    have = {f.precision for f in package.files if f.backend == backend}
+    if precision != "auto":
+        if precision not in have:
+            raise PackageError(f"the package has no {precision} model for {backend} (it has "
+                               f"{sorted(have)}); export one with `motivnet-edge export --int8`")
+        return precision
+    if have == {"int8"}:
+        return "int8"
+    if "int8" in have:
+        on_trt = any(p.lower() in ("tensorrt", "trt", "tensorrtexecutionprovider") for p in options.providers)
+        lat = package.metrics.get("latency", {}).get(backend, {})
+        measured_faster = lat.get("int8_ms", float("inf")) < lat.get("fp32_ms", 0.0)
+        same_isa = set(lat.get("cpu_int8_flags", [])) <= cpu_int8_flags() and cpu_int8_flags()
+        if on_trt or (measured_faster and same_isa):
+            return "int8"
+    return "fp32" if "fp32" in have else sorted(have)[0]
+
+
+def create_backend(package, *, backend: str = "auto", precision: str = "auto",
+                   options: BackendOptions | None = None) -> Backend:
+    """Opens the package's model file for the chosen backend and precision.
+
+    Raises:
+        BackendUnavailableError: the backend is not installed (the message names the pip command).
+        PackageError: the package has no file for that backend/precision.
+    """
+    options = options or BackendOptions()
+    installed = installed_backends()
+    if backend == "auto":
+        offered = {f.backend for f in package.files}
+        choices = [b for b in AUTO_ORDER if b in installed and b in offered]
+        if not choices:
+            raise BackendUnavailableError(
+                f"the package has models for {sorted(offered)} but none of those backends is installed; "
+                + "; ".join(_EXTRAS[b] for b in sorted(offered) if b in _EXTRAS))
+        backend = choices[0]
+    elif backend not in _MODULE:
+        raise PackageError(f"unknown backend {backend!r}; choose auto, {', '.join(AUTO_ORDER)}")
+    elif backend not in installed:
+        raise BackendUnavailableError(f"backend {backend!r} is not installed: {_EXTRAS[backend]}")
+    prec = choose_precision(package, backend, precision, options)
+    f = package.file_for(backend, prec)
+    if backend == "onnxruntime":
+        from .onnxruntime_backend import OnnxRuntimeBackend as cls
+    else:
+        from .openvino_backend import OpenVinoBackend as cls
+    inst = cls(package.path_of(f), input_name=f.input_name, output_name=f.output_name, options=options)
+    inst.precision = prec
+    return inst
+
+
+__all__ = ["Backend", "BackendOptions", "create_backend", "installed_backends", "cpu_int8_flags", "AUTO_ORDER"]

@@ -1,0 +1,84 @@
+"""ONNX Runtime backend: CPU by default; CUDA and TensorRT providers for Jetson and GPUs."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import numpy as np
+
+from ..errors import BackendUnavailableError, PackageError
+from .base import Backend, BackendOptions
+
+log = logging.getLogger(__name__)
+
+_SHORT = {"cpu": "CPUExecutionProvider", "cuda": "CUDAExecutionProvider",
+          "tensorrt": "TensorrtExecutionProvider", "trt": "TensorrtExecutionProvider",
+          "openvino": "OpenVINOExecutionProvider", "coreml": "CoreMLExecutionProvider"}
+
+
+def available_providers() -> list[str]:
+    import onnxruntime as ort
+    return list(ort.get_available_providers())
+
+
+def resolve_providers(options: BackendOptions, model_dir: Path) -> list:
+    """Maps short names to ORT providers with their options; CPU always comes last."""
+    avail = available_providers()
+    names = [_SHORT.get(p.lower(), p) for p in options.providers] or ["CPUExecutionProvider"]
+    missing = [n for n in names if n not in avail]
+    if missing:
+        raise BackendUnavailableError(
+            f"ONNX Runtime providers {missing} are not available here (available: {avail}); install "
+            "onnxruntime-gpu (CUDA/TensorRT) or JetPack's onnxruntime build, or drop the provider")
+    out = []
+    for n in names:
+        if n == "TensorrtExecutionProvider":
+            cache = Path(options.trt_cache_dir or model_dir / "trt_cache")
+            opts = {"trt_engine_cache_enable": True, "trt_engine_cache_path": str(cache),
+                    "trt_fp16_enable": True}
+            if options.trt_int8_table:
+                opts.update(trt_int8_enable=True, trt_int8_calibration_table_name=options.trt_int8_table,
+                            trt_int8_use_native_calibration_table=False)
+            out.append((n, opts))
+        else:
+            out.append(n)
+    if "CPUExecutionProvider" not in names:
+        out.append("CPUExecutionProvider")
+    return out
+
+
+class OnnxRuntimeBackend(Backend):
+    name = "onnxruntime"
+
+    def __init__(self, path: Path, *, input_name: str, output_name: str, options: BackendOptions) -> None:
+        super().__init__(path, input_name=input_name, output_name=output_name, options=options)
+        try:
+            import onnxruntime as ort
+        except ImportError:
+            raise BackendUnavailableError("onnxruntime is not installed: pip install onnxruntime "
+                                          "(or onnxruntime-gpu)") from None
+        so = ort.SessionOptions()
+        so.log_severity_level = 3
+        if options.threads:
+            so.intra_op_num_threads = options.threads
+            so.inter_op_num_threads = 1
+        so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        providers = resolve_providers(options, path.parent)
+        try:
+            self.session = ort.InferenceSession(str(path), so, providers=providers)
+        except Exception as exc:  # ORT raises its own exception types
+            raise PackageError(f"ONNX Runtime cannot load {path.name}: {str(exc).splitlines()[0]}") from None
+        names = [i.name for i in self.session.get_inputs()]
+        if input_name not in names:
+            raise PackageError(f"{path.name} has inputs {names}, the manifest says {input_name!r}")
+
+    def run(self, batch: np.ndarray) -> np.ndarray:
+        # InferenceSession.run is thread-safe, so one session serves every caller.
+        return self.session.run([self.output_name], {self.input_name: batch})[0]
+
+    def describe(self) -> str:
+        return f"onnxruntime {self.session.get_providers()[0]}"
+
+    def close(self) -> None:
+        self.session = None

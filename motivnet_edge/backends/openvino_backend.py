@@ -1,0 +1,49 @@
+"""OpenVINO backend: CPU, GPU or NPU device string; one infer request per thread."""
+
+from __future__ import annotations
+
+import threading
+from pathlib import Path
+
+import numpy as np
+
+from ..errors import BackendUnavailableError, PackageError
+from .base import Backend, BackendOptions
+
+
+class OpenVinoBackend(Backend):
+    name = "openvino"
+
+    def __init__(self, path: Path, *, input_name: str, output_name: str, options: BackendOptions) -> None:
+        super().__init__(path, input_name=input_name, output_name=output_name, options=options)
+        try:
+            import openvino as ov
+        except ImportError:
+            raise BackendUnavailableError("OpenVINO is not installed: pip install 'motivnet-edge[openvino]'") from None
+        core = ov.Core()
+        devices = core.available_devices
+        wanted = options.device.upper()
+        if wanted not in ("AUTO",) and wanted.split(".")[0] not in devices:
+            raise BackendUnavailableError(f"OpenVINO device {options.device!r} is not present here "
+                                          f"(available: {devices})")
+        config = {"PERFORMANCE_HINT": "LATENCY"}
+        if options.threads and wanted == "CPU":
+            config["INFERENCE_NUM_THREADS"] = options.threads
+        try:
+            self.compiled = core.compile_model(core.read_model(str(path)), wanted, config)
+        except Exception as exc:  # OpenVINO raises RuntimeError with a long message
+            raise PackageError(f"OpenVINO cannot load {path.name}: {str(exc).splitlines()[0]}") from None
+        self._local = threading.local()
+
+    def run(self, batch: np.ndarray) -> np.ndarray:
+        req = getattr(self._local, "req", None)
+        if req is None:  # an infer request is not thread-safe: one per thread
+            req = self._local.req = self.compiled.create_infer_request()
+        result = req.infer({0: batch})
+        return np.array(result[self.compiled.output(0)], copy=True)
+
+    def describe(self) -> str:
+        return f"openvino {self.options.device}"
+
+    def close(self) -> None:
+        self.compiled = None

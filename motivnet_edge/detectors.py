@@ -1,0 +1,145 @@
+"""Face detectors behind one interface: YuNet (box + 5 landmarks), Haar cascade, none."""
+
+from __future__ import annotations
+
+import logging
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from .errors import BackendUnavailableError, MotivnetError
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Detection:
+    """One face: box (x, y, w, h) in pixels, confidence, optional 5x2 landmarks."""
+
+    box: tuple[float, float, float, float]
+    score: float
+    landmarks: tuple[tuple[float, float], ...] | None = None
+
+
+class FaceDetector:
+    """Base class. ``detect`` takes a BGR or gray uint8 image, returns detections."""
+
+    name = "base"
+
+    def detect(self, image: np.ndarray) -> list[Detection]:
+        raise NotImplementedError
+
+
+class NoDetector(FaceDetector):
+    """The input already is a face crop: one detection covering the whole image."""
+
+    name = "none"
+
+    def detect(self, image: np.ndarray) -> list[Detection]:
+        h, w = image.shape[:2]
+        return [Detection((0.0, 0.0, float(w), float(h)), 1.0, None)]
+
+
+class YuNetDetector(FaceDetector):
+    """YuNet through ``cv2.FaceDetectorYN``; thread-safe (one OpenCV net per thread)."""
+
+    name = "yunet"
+
+    def __init__(self, model_path: str | Path, *, score_threshold: float = 0.7,
+                 nms_threshold: float = 0.3, max_side: int = 640) -> None:
+        self.model_path = Path(model_path)
+        if not self.model_path.is_file():
+            raise MotivnetError(f"YuNet model {self.model_path} not found; pass the path of "
+                                "face_detection_yunet_2023mar.onnx or use detector='haar'")
+        if not hasattr(cv2, "FaceDetectorYN"):
+            raise BackendUnavailableError("this OpenCV build has no FaceDetectorYN; "
+                                          "pip install 'opencv-python-headless>=4.8,<5'")
+        self.score_threshold, self.nms_threshold, self.max_side = score_threshold, nms_threshold, max_side
+        self._local = threading.local()
+        self._net()  # fail now, not on the first frame, if the file is not a YuNet model
+
+    def _net(self):
+        net = getattr(self._local, "net", None)
+        if net is None:
+            try:
+                net = cv2.FaceDetectorYN.create(str(self.model_path), "", (320, 320),
+                                                self.score_threshold, self.nms_threshold, 5000)
+            except cv2.error as exc:
+                raise MotivnetError(f"{self.model_path} is not a YuNet ONNX model "
+                                    f"({exc.msg.strip()})") from None
+            self._local.net = net
+        return net
+
+    def detect(self, image: np.ndarray) -> list[Detection]:
+        bgr = cv2.cvtColor(image, cv2.COLOR_GRAY2BGR) if image.ndim == 2 else image
+        h, w = bgr.shape[:2]
+        # YuNet's anchors suit faces of 10..300 px: run on a downscaled copy of big frames.
+        scale = min(1.0, self.max_side / max(h, w))
+        small = cv2.resize(bgr, (max(1, round(w * scale)), max(1, round(h * scale))),
+                           interpolation=cv2.INTER_AREA) if scale < 1 else bgr
+        net = self._net()
+        net.setInputSize((small.shape[1], small.shape[0]))
+        _, faces = net.detect(small)
+        out = []
+        for row in (faces if faces is not None else []):
+            box = tuple(float(v) / scale for v in row[:4])
+            lms = tuple((float(row[4 + 2 * i]) / scale, float(row[5 + 2 * i]) / scale) for i in range(5))
+            out.append(Detection(box, float(row[14]), lms))
+        return sorted(out, key=lambda d: -d.score)
+
+
+class HaarDetector(FaceDetector):
+    """OpenCV's frontal-face Haar cascade: no landmarks, shipped inside opencv 4.x wheels."""
+
+    name = "haar"
+
+    def __init__(self, *, min_size: int = 24, min_neighbors: int = 5) -> None:
+        data = getattr(getattr(cv2, "data", None), "haarcascades", None)
+        path = Path(data or "") / "haarcascade_frontalface_default.xml"
+        if not data or not path.is_file() or not hasattr(cv2, "CascadeClassifier"):
+            raise BackendUnavailableError(
+                "this OpenCV build has no Haar cascades (opencv 5.x dropped them); "
+                "pip install 'opencv-python-headless>=4.8,<5' or use a YuNet model")
+        self.path, self.min_size, self.min_neighbors = path, min_size, min_neighbors
+        self._local = threading.local()
+
+    def detect(self, image: np.ndarray) -> list[Detection]:
+        cascade = getattr(self._local, "cascade", None)
+        if cascade is None:
+            cascade = self._local.cascade = cv2.CascadeClassifier(str(self.path))
+        gray = image if image.ndim == 2 else cv2.cvtColor(image, cv2.COLOR_BGR2GRAY)
+        found, _, weights = cascade.detectMultiScale3(
+            cv2.equalizeHist(gray), scaleFactor=1.1, minNeighbors=self.min_neighbors,
+            minSize=(self.min_size, self.min_size), outputRejectLevels=True)
+        dets = []
+        for (x, y, w, h), wt in zip(np.asarray(found).reshape(-1, 4), np.asarray(weights).ravel()):
+            # Cascade weights are unbounded; squash them into 0..1 so scores compare.
+            dets.append(Detection((float(x), float(y), float(w), float(h)),
+                                  float(1 / (1 + np.exp(-float(wt)))), None))
+        return sorted(dets, key=lambda d: -d.score)
+
+
+def create_detector(name: str = "auto", *, yunet_model: str | Path | None = None) -> FaceDetector:
+    """Builds a detector by name: "auto", "yunet", "haar" or "none".
+
+    "auto" is YuNet when a YuNet model path is known, else the Haar cascade.
+
+    Raises:
+        MotivnetError: unknown name, or "yunet" without a model file.
+    """
+    if name == "none":
+        return NoDetector()
+    if name == "haar":
+        return HaarDetector()
+    if name == "yunet" or (name == "auto" and yunet_model is not None):
+        if yunet_model is None:
+            raise MotivnetError("detector 'yunet' needs a model file: pass yunet_model=PATH "
+                                "(CLI: --yunet PATH) or set MOTIVNET_YUNET")
+        return YuNetDetector(yunet_model)
+    if name == "auto":
+        log.info("no YuNet model given: using the Haar cascade (no landmarks, margin crops)")
+        return HaarDetector()
+    raise MotivnetError(f"unknown detector {name!r}; choose auto, yunet, haar or none")

@@ -1,0 +1,23 @@
+"""Errors raised by motivnet-edge. Every message names the problem and the fix."""
+
+from __future__ import annotations
+
+
+class MotivnetError(Exception):
+    """Base class: the CLI turns any of these into one line on stderr and exit code 2."""
+
+
+class InvalidImageError(MotivnetError, ValueError):
+    """The image could not be read or has an unsupported shape, dtype or size."""
+
+
+class PackageError(MotivnetError, ValueError):
+    """A model package is missing, malformed, tampered with or unsafe."""
+
+
+class BackendUnavailableError(MotivnetError, ImportError):
+    """The requested inference backend is not installed or cannot run here."""
+
+
+class LabelError(MotivnetError, ValueError):
+    """Label sets do not match and no explicit remapping was given."""

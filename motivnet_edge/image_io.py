@@ -1,0 +1,137 @@
+"""Turns what a user hands us (array, path, bytes) into a BGR or gray uint8 array, safely.
+
+Encoded images are measured from their header before decoding, so a decompression bomb
+(a tiny file that claims a gigantic canvas) is refused without allocating it.
+"""
+
+from __future__ import annotations
+
+import os
+import struct
+from pathlib import Path
+
+import numpy as np
+
+# OpenCV's own cap is a backstop for formats whose header we do not parse.
+os.environ.setdefault("OPENCV_IO_MAX_IMAGE_PIXELS", str(1 << 28))
+import cv2  # noqa: E402
+
+from .errors import InvalidImageError  # noqa: E402
+
+#: Largest image we decode, in pixels (width * height); 100 MP by default.
+MAX_PIXELS = 100_000_000
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff", ".pgm", ".ppm")
+
+
+def header_size(data: bytes) -> tuple[int, int] | None:
+    """(width, height) read from a PNG, JPEG, GIF, BMP or WebP header, or None if unknown."""
+    if data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) >= 24:
+        return struct.unpack(">II", data[16:24])
+    if data[:6] in (b"GIF87a", b"GIF89a") and len(data) >= 10:
+        return struct.unpack("<HH", data[6:10])
+    if data[:2] == b"BM" and len(data) >= 26:
+        w, h = struct.unpack("<ii", data[18:26])
+        return abs(w), abs(h)
+    if data[:4] == b"RIFF" and data[8:12] == b"WEBP" and len(data) >= 30:
+        kind = data[12:16]
+        if kind == b"VP8X":
+            return 1 + int.from_bytes(data[24:27], "little"), 1 + int.from_bytes(data[27:30], "little")
+        if kind == b"VP8 ":
+            w, h = struct.unpack("<HH", data[26:30])
+            return w & 0x3FFF, h & 0x3FFF
+        if kind == b"VP8L":
+            bits = int.from_bytes(data[21:25], "little")
+            return (bits & 0x3FFF) + 1, ((bits >> 14) & 0x3FFF) + 1
+    if data[:2] == b"\xff\xd8":
+        i = 2
+        while i + 9 < len(data):
+            if data[i] != 0xFF:
+                i += 1
+                continue
+            marker = data[i + 1]
+            if marker in (0xD8, 0x01) or 0xD0 <= marker <= 0xD7 or marker == 0xFF:
+                i += 1 if marker == 0xFF else 2
+                continue
+            length = struct.unpack(">H", data[i + 2:i + 4])[0]
+            if 0xC0 <= marker <= 0xCF and marker not in (0xC4, 0xC8, 0xCC):
+                h, w = struct.unpack(">HH", data[i + 5:i + 9])
+                return w, h
+            i += 2 + length
+    return None
+
+
+def decode(data: bytes, *, source: str = "image bytes", max_pixels: int = MAX_PIXELS) -> np.ndarray:
+    """Decodes encoded image bytes to BGR (or gray) uint8, refusing bombs and corrupt data.
+
+    Raises:
+        InvalidImageError: empty, corrupt, truncated, or larger than ``max_pixels``.
+    """
+    if not data:
+        raise InvalidImageError(f"{source} is empty: pass a JPEG/PNG/BMP/WebP image")
+    size = header_size(data)
+    if size is not None and size[0] * size[1] > max_pixels:
+        raise InvalidImageError(
+            f"{source} claims {size[0]}x{size[1]} pixels, above the limit of {max_pixels:,}; "
+            "downscale it first or raise max_pixels")
+    buf = np.frombuffer(data, dtype=np.uint8)
+    try:
+        image = cv2.imdecode(buf, cv2.IMREAD_UNCHANGED)
+    except cv2.error as exc:
+        raise InvalidImageError(f"{source} could not be decoded ({exc.msg.strip()}); "
+                                "is it larger than the pixel limit or corrupt?") from None
+    if image is None or image.size == 0:
+        raise InvalidImageError(f"{source} is not a readable image (corrupt, truncated or "
+                                "an unsupported format); re-save it as JPEG or PNG")
+    if image.dtype == np.uint16:
+        image = (image >> 8).astype(np.uint8)
+    return check_array(image, source=source)
+
+
+def check_array(image: np.ndarray, *, source: str = "image") -> np.ndarray:
+    """Validates a decoded array and returns it as BGR (HxWx3) or gray (HxW) uint8.
+
+    Raises:
+        InvalidImageError: wrong type, dtype, rank, channel count, or zero size.
+    """
+    if not isinstance(image, np.ndarray):
+        raise InvalidImageError(f"{source} is a {type(image).__name__}; pass a numpy array, "
+                                "a file path or encoded bytes")
+    if image.dtype != np.uint8:
+        raise InvalidImageError(f"{source} has dtype {image.dtype}; convert it to uint8 "
+                                "(0..255), e.g. (img * 255).clip(0, 255).astype(np.uint8)")
+    if image.ndim == 3 and image.shape[2] == 1:
+        image = image[:, :, 0]
+    if image.ndim not in (2, 3) or (image.ndim == 3 and image.shape[2] not in (3, 4)):
+        raise InvalidImageError(f"{source} has shape {image.shape}; expected HxW (gray), "
+                                "HxWx3 (BGR) or HxWx4 (BGRA)")
+    if image.shape[0] == 0 or image.shape[1] == 0:
+        raise InvalidImageError(f"{source} has zero size {image.shape}")
+    if image.shape[0] * image.shape[1] > MAX_PIXELS:
+        raise InvalidImageError(f"{source} has {image.shape[0] * image.shape[1]:,} pixels, above "
+                                f"the limit of {MAX_PIXELS:,}; downscale it first")
+    if image.ndim == 3 and image.shape[2] == 4:
+        image = cv2.cvtColor(image, cv2.COLOR_BGRA2BGR)
+    return np.ascontiguousarray(image)
+
+
+def load_image(image, *, max_pixels: int = MAX_PIXELS) -> np.ndarray:
+    """Accepts a numpy array (BGR, BGRA or gray uint8), a path, or encoded bytes.
+
+    Raises:
+        InvalidImageError: the input cannot be turned into an image (see the message).
+    """
+    if isinstance(image, np.ndarray):
+        return check_array(image)
+    if isinstance(image, (bytes, bytearray, memoryview)):
+        return decode(bytes(image), max_pixels=max_pixels)
+    if isinstance(image, (str, os.PathLike)):
+        path = Path(image)
+        if not path.is_file():
+            raise InvalidImageError(f"cannot read {path}: no such file")
+        try:
+            data = path.read_bytes()
+        except OSError as exc:
+            raise InvalidImageError(f"cannot read {path}: {exc.strerror}") from None
+        return decode(data, source=str(path), max_pixels=max_pixels)
+    raise InvalidImageError(f"unsupported image type {type(image).__name__}; pass a numpy uint8 "
+                            "array (BGR), a file path or encoded image bytes")

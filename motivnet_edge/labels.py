@@ -1,0 +1,94 @@
+"""Label sets as names, in each source's own order, and explicit remapping between them.
+
+A model's output order is a property of the model (its manifest says it); a dataset's
+order is a property of the dataset. Nothing here assumes two orders agree.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+
+import numpy as np
+
+from .errors import LabelError
+
+#: MotivNet / AffectNet order without contempt (see the teacher's docs).
+MOTIVNET_LABELS: tuple[str, ...] = (
+    "neutral", "happiness", "sadness", "surprise", "fear", "disgust", "anger")
+#: FER2013's original integer order (0 = angry ... 6 = neutral), in canonical names.
+FER2013_LABELS: tuple[str, ...] = (
+    "anger", "disgust", "fear", "happiness", "sadness", "surprise", "neutral")
+#: FER+ vote columns; the last two are not emotions.
+FERPLUS_COLUMNS: tuple[str, ...] = (
+    "neutral", "happiness", "surprise", "sadness", "anger", "disgust", "fear",
+    "contempt", "unknown", "not_a_face")
+
+# Spellings that datasets use for the same emotion.
+_SYNONYMS = {
+    "angry": "anger", "happy": "happiness", "sad": "sadness", "surprised": "surprise",
+    "disgusted": "disgust", "fearful": "fear", "scared": "fear", "calm": "neutral",
+}
+
+
+def canonical(name: str) -> str:
+    """Returns the canonical spelling of an emotion name ("happy" -> "happiness")."""
+    key = name.strip().lower().replace("-", "_").replace(" ", "_")
+    return _SYNONYMS.get(key, key)
+
+
+def remap_indices(source: Sequence[str], target: Sequence[str], *,
+                  mapping: Mapping[str, str | None] | None = None,
+                  on_missing: str = "error") -> np.ndarray:
+    """Maps each source label to its index in ``target``.
+
+    Args:
+        source: label names in the source's order.
+        target: label names in the target's order.
+        mapping: explicit source -> target renames; a value of None drops that class.
+        on_missing: "error" (default) or "drop" for source labels absent from target.
+
+    Returns:
+        int64 array, one entry per source label: target index, or -1 when dropped.
+
+    Raises:
+        LabelError: a source label has no target and neither mapping nor on_missing="drop"
+            says what to do with it.
+    """
+    if on_missing not in ("error", "drop"):
+        raise LabelError(f"on_missing must be 'error' or 'drop', not {on_missing!r}")
+    mapping = {canonical(k): (None if v is None else canonical(v)) for k, v in (mapping or {}).items()}
+    index = {canonical(t): i for i, t in enumerate(target)}
+    out, missing = [], []
+    for name in source:
+        key = canonical(name)
+        if key in mapping:
+            dest = mapping[key]
+            if dest is None:
+                out.append(-1)
+                continue
+            key = dest
+        if key in index:
+            out.append(index[key])
+        elif on_missing == "drop":
+            out.append(-1)
+        else:
+            missing.append(name)
+            out.append(-1)
+    if missing:
+        raise LabelError(
+            f"labels {missing} have no counterpart in {list(target)}; pass a mapping "
+            f"(e.g. {{'{missing[0]}': None}} to drop it) or on_missing='drop'")
+    return np.asarray(out, dtype=np.int64)
+
+
+def remap_scores(scores: np.ndarray, source: Sequence[str], target: Sequence[str]) -> np.ndarray:
+    """Reorders the last axis of ``scores`` from ``source`` to ``target`` label order.
+
+    Raises:
+        LabelError: the two label sets differ (reordering cannot add or drop classes).
+    """
+    if sorted(map(canonical, source)) != sorted(map(canonical, target)):
+        raise LabelError(f"cannot reorder scores: {list(source)} and {list(target)} "
+                         "are different label sets; use remap_indices to map or drop classes")
+    idx = remap_indices(target, source)  # for each target label, where it sits in source
+    return np.asarray(scores)[..., idx]

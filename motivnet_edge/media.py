@@ -1,0 +1,114 @@
+"""CLI inputs and outputs: expanding paths into images and videos, drawing results."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from .errors import InvalidImageError
+from .image_io import IMAGE_SUFFIXES
+
+VIDEO_SUFFIXES = (".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v")
+
+
+def expand_inputs(inputs) -> list[Path]:
+    """Files to process: images and videos as given, directories walked recursively, sorted.
+
+    Raises:
+        InvalidImageError: a path does not exist, or a directory holds no images.
+    """
+    out = []
+    for raw in inputs:
+        p = Path(raw)
+        if p.is_dir():
+            found = sorted(f for f in p.rglob("*") if f.is_file() and f.suffix.lower() in IMAGE_SUFFIXES)
+            if not found:
+                raise InvalidImageError(f"{p} holds no images ({', '.join(IMAGE_SUFFIXES)})")
+            out += found
+        elif p.is_file():
+            out.append(p)
+        else:
+            raise InvalidImageError(f"cannot read {p}: no such file or directory")
+    return out
+
+
+def is_video(path: Path) -> bool:
+    return path.suffix.lower() in VIDEO_SUFFIXES
+
+
+def read_video(path: Path) -> Iterator[np.ndarray]:
+    """Frames of a video file, BGR.
+
+    Raises:
+        InvalidImageError: OpenCV cannot open the file.
+    """
+    cap = cv2.VideoCapture(str(path))
+    if not cap.isOpened():
+        raise InvalidImageError(f"cannot open video {path}; is it a video file OpenCV can decode?")
+    try:
+        while True:
+            ok, frame = cap.read()
+            if not ok:
+                break
+            yield frame
+    finally:
+        cap.release()
+
+
+def video_fps(path: Path) -> float:
+    cap = cv2.VideoCapture(str(path))
+    fps = cap.get(cv2.CAP_PROP_FPS) or 25.0
+    cap.release()
+    return fps if fps > 0 else 25.0
+
+
+def annotate(image: np.ndarray, faces) -> np.ndarray:
+    """A copy of the image with each face's box, label and confidence drawn on it."""
+    img = cv2.cvtColor(image, cv2.COLOR_GRAY2BGR) if image.ndim == 2 else image.copy()
+    thick = max(1, round(max(img.shape[:2]) / 400))
+    for f in faces:
+        x, y, w, h = (int(round(v)) for v in f.box)
+        cv2.rectangle(img, (x, y), (x + w, y + h), (0, 200, 0), thick)
+        tag = f"{f.label} {f.confidence:.2f}" + (f" #{f.track_id}" if f.track_id is not None else "")
+        cv2.putText(img, tag, (x, max(12, y - 4)), cv2.FONT_HERSHEY_SIMPLEX, 0.4 * thick, (0, 200, 0), thick)
+    return img
+
+
+def write_image_atomic(path: Path, image: np.ndarray) -> None:
+    """Encodes by the suffix and renames into place, so a reader never sees half a file."""
+    ok, buf = cv2.imencode(path.suffix or ".png", image)
+    if not ok:
+        raise InvalidImageError(f"cannot encode {path.name}; use a .png or .jpg name")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    with os.fdopen(fd, "wb") as fh:
+        fh.write(buf.tobytes())
+    os.replace(tmp, path)
+
+
+class VideoSink:
+    """Writes annotated frames to a temp file, renamed into place on ``close``."""
+
+    def __init__(self, path: Path, fps: float) -> None:
+        self.path, self.fps, self.writer = path, fps, None
+        self.tmp = path.with_name(f".{path.stem}.tmp{path.suffix}")
+
+    def write(self, frame: np.ndarray) -> None:
+        if self.writer is None:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            h, w = frame.shape[:2]
+            self.writer = cv2.VideoWriter(str(self.tmp), cv2.VideoWriter_fourcc(*"mp4v"), self.fps, (w, h))
+        self.writer.write(frame)
+
+    def close(self, ok: bool = True) -> None:
+        if self.writer is not None:
+            self.writer.release()
+            if ok:
+                os.replace(self.tmp, self.path)
+            else:
+                self.tmp.unlink(missing_ok=True)

@@ -1,0 +1,210 @@
+"""Model packages: a folder (or a .zip of one) with ``manifest.json`` and model files.
+
+Loading verifies every file's sha256 and refuses any path that leaves the folder, so a
+package that was edited, truncated or crafted to read elsewhere fails with a message
+that names the file. ``write_package`` builds the folder beside its destination and
+renames it into place: a killed export leaves the previous package intact.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import tempfile
+import zipfile
+from dataclasses import dataclass, field
+from pathlib import Path, PurePosixPath
+from typing import Any
+
+from .errors import PackageError
+from .preprocess import Preprocessing
+
+SCHEMA_VERSION = 1
+BACKENDS = ("onnxruntime", "openvino")
+PRECISIONS = ("fp32", "fp16", "int8")
+
+
+@dataclass(frozen=True)
+class ModelFile:
+    """One model file of a package (an OpenVINO IR lists its .xml; the .bin sits beside it)."""
+
+    backend: str
+    precision: str
+    path: str
+    sha256: str
+    input_name: str = "input"
+    output_name: str = "logits"
+    extra_files: dict[str, str] = field(default_factory=dict)  # relative path -> sha256
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"backend": self.backend, "precision": self.precision, "path": self.path,
+                "sha256": self.sha256, "input_name": self.input_name,
+                "output_name": self.output_name, "extra_files": dict(self.extra_files)}
+
+
+@dataclass(frozen=True)
+class ModelPackage:
+    """A loaded, verified package: labels, preprocessing, model files and their folder."""
+
+    root: Path
+    labels: tuple[str, ...]
+    preprocessing: Preprocessing
+    files: tuple[ModelFile, ...]
+    provenance: dict[str, Any]
+    license: dict[str, Any]
+    metrics: dict[str, Any]
+    manifest: dict[str, Any]
+
+    def file_for(self, backend: str, precision: str) -> ModelFile | None:
+        for f in self.files:
+            if f.backend == backend and f.precision == precision:
+                return f
+        return None
+
+    def path_of(self, f: ModelFile) -> Path:
+        return self.root / f.path
+
+
+def sha256_file(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def _inside(root: Path, rel: str) -> Path:
+    """Resolves ``rel`` under ``root``; refuses absolute paths, '..' and symlinks out."""
+    p = PurePosixPath(rel)
+    if not rel or p.is_absolute() or ".." in p.parts or "\\" in rel or ":" in rel:
+        raise PackageError(f"manifest path {rel!r} leaves the package folder; paths must be "
+                           "relative and stay inside it")
+    full = (root / p).resolve()
+    if not full.is_relative_to(root.resolve()):
+        raise PackageError(f"manifest path {rel!r} resolves outside the package folder (symlink?)")
+    return full
+
+
+def _verify(root: Path, rel: str, expected: str) -> None:
+    full = _inside(root, rel)
+    if not full.is_file():
+        raise PackageError(f"package file {rel} is missing from {root}")
+    actual = sha256_file(full)
+    if actual != expected:
+        raise PackageError(f"package file {rel} does not match its sha256 (expected {expected[:12]}..., "
+                           f"got {actual[:12]}...): it was modified or truncated; re-export the package")
+
+
+def _extract_zip(path: Path) -> Path:
+    dest = Path(tempfile.mkdtemp(prefix="motivnet-pkg-"))
+    try:
+        with zipfile.ZipFile(path) as zf:
+            for info in zf.infolist():
+                _inside(dest, info.filename.rstrip("/") or ".")  # zip-slip guard
+            zf.extractall(dest)
+    except zipfile.BadZipFile:
+        shutil.rmtree(dest, ignore_errors=True)
+        raise PackageError(f"{path} is not a valid zip archive") from None
+    except PackageError:
+        shutil.rmtree(dest, ignore_errors=True)
+        raise
+    inner = [p for p in dest.iterdir()]
+    # Accept a zip of the folder itself or of its contents.
+    return inner[0] if len(inner) == 1 and inner[0].is_dir() else dest
+
+
+def load_package(path: str | Path) -> ModelPackage:
+    """Loads and verifies a package folder or .zip.
+
+    Raises:
+        PackageError: missing or malformed manifest, unknown schema, a path leaving the
+            folder, a missing file or a sha256 mismatch (the message names which).
+    """
+    path = Path(path)
+    if path.is_file() and zipfile.is_zipfile(path):
+        path = _extract_zip(path)
+    if path.is_file() and path.name == "manifest.json":
+        path = path.parent
+    manifest_path = path / "manifest.json"
+    if not manifest_path.is_file():
+        raise PackageError(f"{path} is not a model package: no manifest.json (export one with "
+                           "`motivnet-edge export`)")
+    try:
+        m = json.loads(manifest_path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise PackageError(f"{manifest_path} is not valid JSON: {exc}") from None
+    if not isinstance(m, dict) or m.get("schema_version") != SCHEMA_VERSION:
+        raise PackageError(f"{manifest_path}: schema_version {m.get('schema_version') if isinstance(m, dict) else None}"
+                           f" is not supported (this runtime reads {SCHEMA_VERSION}); upgrade motivnet-edge")
+    missing = [k for k in ("labels", "preprocessing", "files") if k not in m]
+    if missing:
+        raise PackageError(f"{manifest_path} lacks {missing}")
+    labels = m["labels"]
+    if not isinstance(labels, list) or not labels or not all(isinstance(x, str) for x in labels) \
+            or len(set(labels)) != len(labels):
+        raise PackageError(f"{manifest_path}: labels must be a list of distinct names in output order")
+    files = []
+    for entry in m["files"]:
+        try:
+            f = ModelFile(entry["backend"], entry["precision"], entry["path"], entry["sha256"],
+                          entry.get("input_name", "input"), entry.get("output_name", "logits"),
+                          dict(entry.get("extra_files", {})))
+        except (KeyError, TypeError) as exc:
+            raise PackageError(f"{manifest_path}: a files entry lacks {exc}") from None
+        if f.backend not in BACKENDS or f.precision not in PRECISIONS:
+            raise PackageError(f"{manifest_path}: file {f.path} has backend {f.backend!r} / precision "
+                               f"{f.precision!r}; known: {BACKENDS} / {PRECISIONS}")
+        _verify(path, f.path, f.sha256)
+        for rel, digest in f.extra_files.items():
+            _verify(path, rel, digest)
+        files.append(f)
+    if not files:
+        raise PackageError(f"{manifest_path} lists no model files")
+    for rel, digest in m.get("assets", {}).items():
+        _verify(path, rel, digest)
+    return ModelPackage(path, tuple(labels), Preprocessing.from_dict(m["preprocessing"]), tuple(files),
+                        m.get("provenance", {}), m.get("license", {}), m.get("metrics", {}), m)
+
+
+def build_manifest(*, labels, preprocessing: Preprocessing, files: list[ModelFile],
+                   provenance: dict | None = None, license: dict | None = None,
+                   metrics: dict | None = None, assets: dict[str, str] | None = None) -> dict:
+    """The manifest dict in schema order (see README's "Package format")."""
+    return {"schema_version": SCHEMA_VERSION, "labels": list(labels),
+            "preprocessing": preprocessing.to_dict(), "files": [f.to_dict() for f in files],
+            "assets": dict(assets or {}), "provenance": provenance or {},
+            "license": license or {}, "metrics": metrics or {}}
+
+
+def write_package(dest: str | Path, build) -> Path:
+    """Builds a package atomically: ``build(tmp_folder)`` writes files and returns the manifest.
+
+    The folder is assembled beside ``dest`` and renamed into place; on any error or kill the
+    previous package at ``dest`` (if any) stays as it was.
+
+    Raises:
+        PackageError: ``dest``'s parent is not writable.
+    """
+    dest = Path(dest).absolute()
+    try:
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=f".{dest.name}.", suffix=".tmp", dir=dest.parent))
+    except OSError as exc:
+        raise PackageError(f"cannot write to {dest.parent}: {exc.strerror}; choose another --out") from None
+    try:
+        manifest = build(tmp)
+        (tmp / "manifest.json").write_text(json.dumps(manifest, indent=1))
+        load_package(tmp)  # what we ship must load
+        old = None
+        if dest.exists():
+            old = dest.with_name(f".{dest.name}.old-{os.getpid()}")
+            os.replace(dest, old)
+        os.replace(tmp, dest)
+        if old is not None:
+            shutil.rmtree(old, ignore_errors=True)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return dest

@@ -1,0 +1,213 @@
+"""The one face preprocessing definition: crop/align, resize, colour, normalise.
+
+Training, calibration, evaluation and the runtime all call ``face_crop`` and ``to_tensor``
+with a model's ``Preprocessing``, so a student sees on a device exactly what it saw in
+training. Every crop is one affine warp from the source image into the model's input:
+
+* ``align5``: a similarity transform maps the detector's 5 landmarks onto ``TEMPLATE_5``;
+* ``margin``: the box, expanded by ``BOX_FRAME``, is mapped onto the output square;
+* no box at all: the whole image is the face (dataset crops such as FER+).
+
+The template and the box framing were measured on FER+ training images with this project's
+own detectors (``python -m motivnet_distill.calibrate_framing``), so an aligned crop of a
+photo frames the face the way the FER crops the students learn from do.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import cv2
+import numpy as np
+
+from .errors import InvalidImageError, PackageError
+
+# Where YuNet's 5 landmarks (right eye, left eye, nose tip, right and left mouth corner,
+# as seen in the image: left to right) fall in a FER+ crop, as fractions of its side.
+TEMPLATE_5 = np.array([
+    [0.3027, 0.3800], [0.6831, 0.3827], [0.4917, 0.5937], [0.3458, 0.7541], [0.6463, 0.7556],
+], dtype=np.float64)
+# A detector box (x, y, w, h) -> crop square: centre offset (fractions of the box size)
+# and side (fraction of the larger box side), per detector kind.
+BOX_FRAME = {
+    "yunet": (0.0052, -0.0124, 1.0158),
+    "haar": (0.0047, 0.0109, 1.1963),
+}
+
+_INTERP = {"linear": cv2.INTER_LINEAR, "area": cv2.INTER_AREA, "cubic": cv2.INTER_CUBIC,
+           "nearest": cv2.INTER_NEAREST}
+
+
+@dataclass(frozen=True)
+class Preprocessing:
+    """How a model wants its face crops; saved in every package manifest.
+
+    Attributes:
+        input_size: (height, width) of the model input.
+        color: "gray", "rgb" or "bgr" channel order of the model input.
+        mean: per-channel mean on the 0..255 scale.
+        std: per-channel std on the 0..255 scale.
+        crop: "align5" (landmarks when the detector gives them, else margin) or "margin".
+        interpolation: "linear", "area", "cubic" or "nearest" for the final resize.
+    """
+
+    input_size: tuple[int, int] = (48, 48)
+    color: str = "gray"
+    mean: tuple[float, ...] = (127.5,)
+    std: tuple[float, ...] = (127.5,)
+    crop: str = "align5"
+    interpolation: str = "area"
+    template: tuple[tuple[float, float], ...] = field(
+        default_factory=lambda: tuple(map(tuple, TEMPLATE_5.tolist())))
+
+    def __post_init__(self) -> None:
+        h, w = self.input_size
+        channels = 1 if self.color == "gray" else 3
+        problems = []
+        if not (isinstance(h, int) and isinstance(w, int) and 8 <= h <= 4096 and 8 <= w <= 4096):
+            problems.append(f"input_size {self.input_size} must be two integers in 8..4096")
+        if self.color not in ("gray", "rgb", "bgr"):
+            problems.append(f"color {self.color!r} must be gray, rgb or bgr")
+        if len(self.mean) != channels or len(self.std) != channels or min(self.std) <= 0:
+            problems.append(f"mean/std need {channels} values (std > 0) for color {self.color!r}")
+        if self.crop not in ("align5", "margin"):
+            problems.append(f"crop {self.crop!r} must be align5 or margin")
+        if self.interpolation not in _INTERP:
+            problems.append(f"interpolation {self.interpolation!r} must be one of {sorted(_INTERP)}")
+        if len(self.template) != 5:
+            problems.append("template needs 5 (x, y) points")
+        if problems:
+            raise PackageError("invalid preprocessing: " + "; ".join(problems))
+
+    @property
+    def channels(self) -> int:
+        return 1 if self.color == "gray" else 3
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["input_size"] = list(self.input_size)
+        d["template"] = [list(p) for p in self.template]
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "Preprocessing":
+        """Builds from a manifest dict. Raises PackageError on unknown or bad fields."""
+        known = set(cls.__dataclass_fields__)
+        unknown = set(d) - known
+        if unknown:
+            raise PackageError(f"unknown preprocessing fields {sorted(unknown)}; known: {sorted(known)}")
+        try:
+            kw = dict(d)
+            kw["input_size"] = tuple(int(v) for v in kw.get("input_size", (48, 48)))
+            for key in ("mean", "std"):
+                if key in kw:
+                    kw[key] = tuple(float(v) for v in kw[key])
+            if "template" in kw:
+                kw["template"] = tuple((float(x), float(y)) for x, y in kw["template"])
+        except (TypeError, ValueError) as exc:
+            raise PackageError(f"invalid preprocessing values: {exc}") from None
+        return cls(**kw)
+
+
+def _similarity(src: np.ndarray, dst: np.ndarray) -> np.ndarray:
+    """Least-squares similarity transform src -> dst (Umeyama, no reflection), 2x3."""
+    mu_s, mu_d = src.mean(0), dst.mean(0)
+    s, d = src - mu_s, dst - mu_d
+    cov = d.T @ s / len(src)
+    u, sig, vt = np.linalg.svd(cov)
+    sign = np.ones(2)
+    if np.linalg.det(u) * np.linalg.det(vt) < 0:
+        sign[-1] = -1
+    rot = u @ np.diag(sign) @ vt
+    var_s = (s ** 2).sum() / len(src)
+    scale = (sig * sign).sum() / var_s if var_s > 0 else 1.0
+    m = np.zeros((2, 3))
+    m[:, :2] = scale * rot
+    m[:, 2] = mu_d - scale * rot @ mu_s
+    return m
+
+
+def crop_matrix(image_shape: tuple[int, ...], pp: Preprocessing, *, box=None, landmarks=None,
+                detector: str = "yunet") -> np.ndarray:
+    """The 2x3 affine map from continuous image coordinates to the unit crop square (0..1)."""
+    h, w = image_shape[:2]
+    if landmarks is not None and pp.crop == "align5":
+        pts = np.asarray(landmarks, dtype=np.float64).reshape(5, 2)
+        return _similarity(pts, np.asarray(pp.template, dtype=np.float64))
+    if box is not None:
+        x, y, bw, bh = (float(v) for v in box)
+        dx, dy, side = BOX_FRAME.get(detector, BOX_FRAME["haar"])
+        cx, cy = x + bw / 2 + dx * bw, y + bh / 2 + dy * bh
+        s = side * max(bw, bh)
+        if s <= 0:
+            raise InvalidImageError(f"face box {box} has zero size")
+        return np.array([[1 / s, 0, 0.5 - cx / s], [0, 1 / s, 0.5 - cy / s]])
+    # The whole image is the face: stretch it onto the unit square.
+    return np.array([[1 / w, 0, 0], [0, 1 / h, 0]], dtype=np.float64)
+
+
+def _to_color(image: np.ndarray, color: str) -> np.ndarray:
+    if image.ndim == 2:
+        return image if color == "gray" else cv2.cvtColor(
+            image, cv2.COLOR_GRAY2RGB if color == "rgb" else cv2.COLOR_GRAY2BGR)
+    if color == "gray":
+        return cv2.cvtColor(image, cv2.COLOR_BGR2GRAY)
+    return cv2.cvtColor(image, cv2.COLOR_BGR2RGB) if color == "rgb" else image
+
+
+def face_crop(image: np.ndarray, pp: Preprocessing, *, box=None, landmarks=None,
+              detector: str = "yunet") -> np.ndarray:
+    """Cuts one face out of a BGR or grayscale uint8 image, in the model's colour order.
+
+    Args:
+        image: HxW (gray) or HxWx3 (BGR) uint8 array.
+        pp: the model's preprocessing.
+        box: (x, y, w, h) face box in pixels, or None when the image is the face.
+        landmarks: 5x2 landmarks from the detector, or None.
+        detector: which detector produced ``box`` (its framing differs).
+
+    Returns:
+        uint8 array of shape (H, W) for gray models or (H, W, 3).
+    """
+    out_h, out_w = pp.input_size
+    unit = crop_matrix(image.shape, pp, box=box, landmarks=landmarks, detector=detector)
+    # Shrinking by more than 2x through one bilinear warp aliases; warp to an integer
+    # multiple of the output first, then area-average down to the output size.
+    scale = math.sqrt(abs(np.linalg.det(unit[:, :2]))) * max(out_h, out_w)
+    k = int(min(8, max(1, math.floor(1 / scale)))) if scale > 0 else 1
+    # Unit coordinates are continuous (pixel i spans i..i+1, its centre is i + 0.5), the
+    # convention of cv2.resize: a whole-image crop then equals cv2.resize exactly.
+    unit = unit.copy()
+    unit[:, 2] += unit[:, :2] @ np.array([0.5, 0.5])
+    m = unit * np.array([[out_w * k], [out_h * k]], dtype=np.float64)
+    m[:, 2] -= 0.5
+    src = _to_color(image, pp.color)
+    interp = cv2.INTER_LINEAR if k > 1 or pp.interpolation == "area" else _INTERP[pp.interpolation]
+    crop = cv2.warpAffine(src, m, (out_w * k, out_h * k), flags=interp,
+                          borderMode=cv2.BORDER_REPLICATE)
+    if k > 1:
+        crop = cv2.resize(crop, (out_w, out_h), interpolation=cv2.INTER_AREA)
+    return crop
+
+
+def to_tensor(crops, pp: Preprocessing) -> np.ndarray:
+    """Stacks uint8 crops (N, H, W[, C]) into a normalised float32 NCHW batch.
+
+    Raises:
+        InvalidImageError: a crop's size or channel count does not match ``pp``.
+    """
+    batch = np.asarray(crops)
+    if batch.ndim == 2 or (batch.ndim == 3 and pp.channels == 3 and batch.shape[-1] == 3):
+        batch = batch[None]
+    if batch.ndim == 3:
+        batch = batch[..., None]
+    expect = (*pp.input_size, pp.channels)
+    if batch.ndim != 4 or batch.shape[1:] != expect:
+        raise InvalidImageError(f"crops have shape {batch.shape[1:]}, the model needs {expect}; "
+                                "cut them with face_crop() using the model's preprocessing")
+    x = batch.astype(np.float32)
+    x -= np.asarray(pp.mean, dtype=np.float32)
+    x /= np.asarray(pp.std, dtype=np.float32)
+    return np.ascontiguousarray(x.transpose(0, 3, 1, 2))

@@ -1,0 +1,234 @@
+"""EmotionRecognizer: detect faces, crop them the model's way, classify, track in video."""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from .backends import BackendOptions, create_backend
+from .detectors import Detection, FaceDetector, create_detector
+from .errors import InvalidImageError, MotivnetError
+from .image_io import load_image
+from .package import ModelPackage, load_package
+from .preprocess import face_crop, to_tensor
+from .tracking import FaceTracker
+
+log = logging.getLogger(__name__)
+
+DEFAULT_MODEL = Path(__file__).parent / "models" / "default"
+
+
+@dataclass(frozen=True)
+class FacePrediction:
+    """One face: box (x, y, w, h) px, detector score, landmarks, top label, scores by label."""
+
+    box: tuple[float, float, float, float]
+    score: float
+    landmarks: tuple[tuple[float, float], ...] | None
+    label: str
+    confidence: float
+    scores: dict[str, float]
+    track_id: int | None = None
+
+    def to_dict(self) -> dict:
+        d = {"box": [round(v, 1) for v in self.box], "score": round(self.score, 4), "label": self.label,
+             "confidence": round(self.confidence, 4),
+             "scores": {k: round(v, 4) for k, v in self.scores.items()}}
+        if self.landmarks is not None:
+            d["landmarks"] = [[round(x, 1), round(y, 1)] for x, y in self.landmarks]
+        if self.track_id is not None:
+            d["track_id"] = self.track_id
+        return d
+
+
+@dataclass(frozen=True)
+class RecognizerOptions:
+    """How to build an EmotionRecognizer.
+
+    Attributes:
+        model: package folder or .zip; None for the embedded default model.
+        backend: "auto", "onnxruntime" or "openvino".
+        precision: "auto", "fp32" or "int8" (rule: motivnet_edge.backends docs).
+        detector: "auto", "yunet", "haar" or "none" (inputs already are face crops).
+        yunet_model: YuNet .onnx; default: the package's, then $MOTIVNET_YUNET.
+        threads: inference threads, 0 = runtime default.
+        device: OpenVINO device ("CPU", "GPU", "NPU").
+        providers: ONNX Runtime providers ("cpu", "cuda", "tensorrt").
+        trt_cache_dir / trt_int8_table: TensorRT engine cache and INT8 table.
+        min_face: faces smaller than this many pixels (box side) are ignored.
+        max_faces: keep at most this many faces per image, highest detector score first.
+        smoothing: score EMA weight used by stream().
+    """
+
+    model: str | Path | None = None
+    backend: str = "auto"
+    precision: str = "auto"
+    detector: str = "auto"
+    yunet_model: str | Path | None = None
+    threads: int = 0
+    device: str = "CPU"
+    providers: tuple[str, ...] = field(default_factory=tuple)
+    trt_cache_dir: str | None = None
+    trt_int8_table: str | None = None
+    min_face: int = 20
+    max_faces: int = 32
+    smoothing: float = 0.6
+
+
+class EmotionRecognizer:
+    """Recognises facial emotions in images, face crops and video. Thread-safe.
+
+    Use ``from_pretrained`` or ``create_from_options``; close it (or use ``with``) when done.
+    """
+
+    def __init__(self, package: ModelPackage, detector: FaceDetector, options: RecognizerOptions) -> None:
+        self.package, self.detector, self.options = package, detector, options
+        self.labels = package.labels
+        self._backend = create_backend(package, backend=options.backend, precision=options.precision,
+                                       options=BackendOptions(options.threads, options.device,
+                                                              tuple(options.providers), options.trt_cache_dir,
+                                                              options.trt_int8_table))
+        self._closed = False
+        self._lock = threading.Lock()
+
+    @classmethod
+    def create_from_options(cls, options: RecognizerOptions) -> "EmotionRecognizer":
+        """Builds a recognizer from options.
+
+        Raises:
+            PackageError: the package is missing, malformed or tampered with.
+            BackendUnavailableError: the backend or detector cannot run here.
+            MotivnetError: bad option values.
+        """
+        if options.threads < 0 or options.min_face < 0 or options.max_faces < 1:
+            raise MotivnetError("threads and min_face must be >= 0 and max_faces >= 1")
+        package = load_package(options.model if options.model is not None else DEFAULT_MODEL)
+        yunet = options.yunet_model
+        if yunet is None and "yunet" in package.manifest.get("assets_roles", {}):
+            yunet = package.root / package.manifest["assets_roles"]["yunet"]
+        if yunet is None and os.environ.get("MOTIVNET_YUNET"):
+            yunet = os.environ["MOTIVNET_YUNET"]
+        detector = create_detector(options.detector, yunet_model=yunet)
+        return cls(package, detector, options)
+
+    @classmethod
+    def from_pretrained(cls, path: str | Path | None = None, *, backend: str = "auto",
+                        precision: str = "auto", detector: str = "auto", threads: int = 0,
+                        **kwargs) -> "EmotionRecognizer":
+        """Loads a package (None: the embedded default) with the given runtime choices.
+
+        Other keyword options are those of RecognizerOptions. Raises as create_from_options.
+        """
+        return cls.create_from_options(RecognizerOptions(model=path, backend=backend, precision=precision,
+                                                         detector=detector, threads=threads, **kwargs))
+
+    # -- inference -------------------------------------------------------------------------
+    def _check_open(self) -> None:
+        if self._closed:
+            raise MotivnetError("this EmotionRecognizer is closed; create a new one")
+
+    def classify(self, crops: np.ndarray) -> np.ndarray:
+        """Probabilities (N, K) for preprocessed uint8 crops (N, H, W[, C])."""
+        self._check_open()
+        if len(crops) == 0:
+            return np.zeros((0, len(self.labels)), np.float32)
+        logits = self._backend.run(to_tensor(crops, self.package.preprocessing)).astype(np.float64)
+        logits -= logits.max(1, keepdims=True)
+        p = np.exp(logits)
+        return (p / p.sum(1, keepdims=True)).astype(np.float32)
+
+    def _predictions(self, image: np.ndarray, dets: Sequence[Detection]) -> list[FacePrediction]:
+        pp = self.package.preprocessing
+        crops = [face_crop(image, pp, box=None if self.detector.name == "none" else d.box,
+                           landmarks=d.landmarks, detector=self.detector.name) for d in dets]
+        probs = self.classify(np.stack(crops)) if crops else []
+        out = []
+        for d, p in zip(dets, probs):
+            k = int(np.argmax(p))
+            out.append(FacePrediction(d.box, d.score, d.landmarks, self.labels[k], float(p[k]),
+                                      {lab: float(v) for lab, v in zip(self.labels, p)}))
+        return out
+
+    def detect(self, image) -> list[Detection]:
+        """Faces in an image (see ``predict`` for accepted inputs), largest-score first."""
+        self._check_open()
+        img = load_image(image)
+        dets = [d for d in self.detector.detect(img) if min(d.box[2], d.box[3]) >= self.options.min_face
+                or self.detector.name == "none"]
+        return dets[: self.options.max_faces]
+
+    def predict(self, image) -> list[FacePrediction]:
+        """Emotions of every face in an image.
+
+        Args:
+            image: uint8 numpy array (BGR, BGRA or gray), a file path, or encoded bytes.
+
+        Returns:
+            One FacePrediction per face; an empty list when there is no face.
+
+        Raises:
+            InvalidImageError: the image cannot be read or has a bad shape/dtype/size.
+        """
+        img = load_image(image)
+        return self._predictions(img, self.detect(img))
+
+    def predict_faces(self, crops: Iterable) -> list[FacePrediction]:
+        """Emotions of face crops (each already a face: no detection, whole-image crop).
+
+        Raises:
+            InvalidImageError: a crop is not a valid image.
+        """
+        self._check_open()
+        imgs = [load_image(c) for c in crops]
+        if not imgs:
+            return []
+        pp = self.package.preprocessing
+        probs = self.classify(np.stack([face_crop(im, pp) for im in imgs]))
+        out = []
+        for im, p in zip(imgs, probs):
+            k = int(np.argmax(p))
+            out.append(FacePrediction((0.0, 0.0, float(im.shape[1]), float(im.shape[0])), 1.0, None,
+                                      self.labels[k], float(p[k]), {lab: float(v) for lab, v in zip(self.labels, p)}))
+        return out
+
+    def stream(self, frames: Iterable) -> Iterator[list[FacePrediction]]:
+        """Predictions for each video frame, with stable track ids and smoothed scores.
+
+        Raises:
+            InvalidImageError: a frame is not a valid image.
+        """
+        tracker = FaceTracker(smoothing=self.options.smoothing)
+        for frame in frames:
+            preds = self.predict(frame)
+            tracked = tracker.update([p.box for p in preds], [np.array(list(p.scores.values())) for p in preds])
+            out = []
+            for p, (tid, s) in zip(preds, tracked):
+                k = int(np.argmax(s))
+                out.append(FacePrediction(p.box, p.score, p.landmarks, self.labels[k], float(s[k]),
+                                          {lab: float(v) for lab, v in zip(self.labels, s)}, tid))
+            yield out
+
+    def describe(self) -> str:
+        return f"{self._backend.describe()} {self._backend.precision}, detector {self.detector.name}"
+
+    # -- lifetime --------------------------------------------------------------------------
+    def close(self) -> None:
+        with self._lock:
+            if not self._closed:
+                self._backend.close()
+                self._closed = True
+
+    def __enter__(self) -> "EmotionRecognizer":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+__all__ = ["EmotionRecognizer", "RecognizerOptions", "FacePrediction", "InvalidImageError"]

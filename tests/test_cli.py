@@ -1,0 +1,99 @@
+"""The CLI as a user types it: real subprocesses, exit codes, stdout/stderr."""
+
+import json
+import subprocess
+import sys
+
+import cv2
+import numpy as np
+import pytest
+
+
+def cli(*args, **kw):
+    return subprocess.run([sys.executable, "-m", "motivnet_edge.cli", *map(str, args)],
+                          capture_output=True, text=True, timeout=300, **kw)
+
+
+@pytest.fixture(scope="module")
+def photo(astronaut, tmp_path_factory):
+    p = tmp_path_factory.mktemp("photos") / "astronaut.jpg"
+    cv2.imwrite(str(p), astronaut)
+    return p
+
+
+def test_predict_default_model_prints_box_and_emotion(photo):
+    r = cli("predict", photo)
+    assert r.returncode == 0, r.stderr
+    assert "face at x=" in r.stdout and "%" in r.stdout
+
+
+def test_predict_json_one_object_per_image(photo, tiny_package, yunet_path, tmp_path):
+    d = tmp_path / "imgs" / "sub"
+    d.mkdir(parents=True)
+    cv2.imwrite(str(d / "b.png"), cv2.imread(str(photo)))
+    cv2.imwrite(str(d.parent / "a.png"), np.full((100, 100, 3), 80, np.uint8))
+    r = cli("predict", d.parent, "--model", tiny_package, "--detector", "yunet", "--yunet", yunet_path, "--json")
+    assert r.returncode == 0, r.stderr
+    rows = [json.loads(line) for line in r.stdout.splitlines()]
+    assert [row["input"].split("/")[-1] for row in rows] == ["a.png", "b.png"]  # sorted, recursive
+    assert rows[0]["faces"] == []
+    face = rows[1]["faces"][0]
+    assert set(face) >= {"box", "score", "label", "confidence", "scores"} and len(face["box"]) == 4
+
+
+def test_predict_video_tracks_and_saves(astronaut, tiny_package, yunet_path, tmp_path):
+    video = tmp_path / "clip.avi"
+    w = cv2.VideoWriter(str(video), cv2.VideoWriter_fourcc(*"MJPG"), 10, (512, 512))
+    for i in range(6):
+        w.write(np.roll(astronaut, 3 * i, axis=1))
+    w.release()
+    out = tmp_path / "out"
+    r = cli("predict", video, "--model", tiny_package, "--detector", "yunet", "--yunet", yunet_path,
+            "--json", "--save", out)
+    assert r.returncode == 0, r.stderr
+    rows = [json.loads(line) for line in r.stdout.splitlines()]
+    assert [row["frame"] for row in rows] == list(range(6))
+    assert {row["faces"][0]["track_id"] for row in rows} == {0}
+    saved = out / "clip.annotated.mp4"
+    assert saved.is_file() and cv2.VideoCapture(str(saved)).get(cv2.CAP_PROP_FRAME_COUNT) == 6
+
+
+def test_save_annotated_image(photo, tiny_package, tmp_path):
+    r = cli("predict", photo, "--model", tiny_package, "--detector", "haar", "--save", tmp_path / "o")
+    assert r.returncode == 0, r.stderr
+    img = cv2.imread(str(tmp_path / "o" / "astronaut.annotated.png"))
+    assert img is not None and img.shape[:2] == cv2.imread(str(photo)).shape[:2]
+
+
+def test_info_text_and_json(tiny_package):
+    r = cli("info", tiny_package)
+    assert r.returncode == 0 and "neutral, happiness" in r.stdout and "onnxruntime fp32" in r.stdout
+    m = json.loads(cli("info", tiny_package, "--json").stdout)
+    assert m["schema_version"] == 1
+    default = cli("info")
+    assert default.returncode == 0 and "what:" in default.stdout
+
+
+@pytest.mark.parametrize("make_args, needle", [
+    (lambda t, p: ["predict", t / "missing.jpg"], "no such file"),
+    (lambda t, p: ["predict", t / "corrupt.png"], "not a readable image"),
+    (lambda t, p: ["predict", t / "empty_dir"], "holds no images"),
+    (lambda t, p: ["predict", t / "x.png", "--model", t], "no manifest.json"),
+    (lambda t, p: ["predict", t / "x.png", "--detector", "yunet"], "needs a model file"),
+    (lambda t, p: ["info", p], "does not match its sha256"),
+])
+def test_bad_input_exits_2_with_one_line(tmp_path, package_copy, make_args, needle):
+    (tmp_path / "corrupt.png").write_bytes(b"\x89PNG\r\n\x1a\n" + b"\0" * 50)
+    (tmp_path / "empty_dir").mkdir()
+    cv2.imwrite(str(tmp_path / "x.png"), np.zeros((50, 50, 3), np.uint8))
+    with open(package_copy / "model.onnx", "ab") as f:
+        f.write(b"tampered")
+    r = cli(*make_args(tmp_path, package_copy), env=_env())
+    assert r.returncode == 2, r.stdout + r.stderr
+    assert needle in r.stderr and "Traceback" not in r.stderr
+    assert len(r.stderr.strip().splitlines()) == 1
+
+
+def _env():
+    import os
+    return {k: v for k, v in os.environ.items() if k != "MOTIVNET_YUNET"}

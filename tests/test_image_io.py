@@ -1,0 +1,76 @@
+"""Every kind of bad image input gets a clear InvalidImageError."""
+
+import struct
+import zlib
+
+import cv2
+import numpy as np
+import pytest
+
+from motivnet_edge.errors import InvalidImageError
+from motivnet_edge.image_io import MAX_PIXELS, header_size, load_image
+
+
+def _png(w, h):
+    ok, buf = cv2.imencode(".png", np.zeros((h, w), np.uint8))
+    return buf.tobytes()
+
+
+def test_accepts_path_bytes_gray_bgra(tmp_path):
+    img = np.random.default_rng(0).integers(0, 255, (20, 30, 3), dtype=np.uint8)
+    p = tmp_path / "a.png"
+    cv2.imwrite(str(p), img)
+    assert np.array_equal(load_image(p), img)
+    assert np.array_equal(load_image(p.read_bytes()), img)
+    assert load_image(img[:, :, 0]).shape == (20, 30)
+    assert load_image(np.dstack([img, np.full((20, 30), 255, np.uint8)])).shape == (20, 30, 3)
+    assert load_image(img[:, :, :1]).shape == (20, 30)
+
+
+@pytest.mark.parametrize("bad, match", [
+    (np.zeros((0, 10, 3), np.uint8), "zero size"),
+    (np.zeros((10, 10, 3), np.float32), "dtype float32"),
+    (np.zeros((10, 10, 2), np.uint8), "shape"),
+    (np.zeros((2, 10, 10, 3), np.uint8), "shape"),
+    ([[1, 2]], "unsupported image type"),
+    (b"", "empty"),
+    (b"not an image at all", "not a readable image"),
+])
+def test_bad_inputs(bad, match):
+    with pytest.raises(InvalidImageError, match=match):
+        load_image(bad)
+
+
+def test_unreadable_path(tmp_path):
+    with pytest.raises(InvalidImageError, match="no such file"):
+        load_image(tmp_path / "missing.jpg")
+
+
+def test_truncated_png_and_jpeg():
+    ok, jpg = cv2.imencode(".jpg", np.full((64, 64, 3), 128, np.uint8))
+    with pytest.raises(InvalidImageError):
+        load_image(_png(64, 64)[:40])
+    # A JPEG cut in half decodes to a partial image or fails; either way never a crash.
+    try:
+        out = load_image(jpg.tobytes()[:200])
+        assert out.shape[:2] == (64, 64)
+    except InvalidImageError:
+        pass
+
+
+def test_header_sizes():
+    assert header_size(_png(33, 17)) == (33, 17)
+    ok, jpg = cv2.imencode(".jpg", np.zeros((17, 33, 3), np.uint8))
+    assert header_size(jpg.tobytes()) == (33, 17)
+    ok, bmp = cv2.imencode(".bmp", np.zeros((17, 33, 3), np.uint8))
+    assert header_size(bmp.tobytes()) == (33, 17)
+
+
+def test_decompression_bomb_refused_before_decoding():
+    # A real PNG whose IHDR claims 60000 x 60000 pixels (3.6 GP): only the header is read.
+    ihdr = struct.pack(">IIBBBBB", 60000, 60000, 8, 0, 0, 0, 0)
+    chunk = lambda t, d: struct.pack(">I", len(d)) + t + d + struct.pack(">I", zlib.crc32(t + d))  # noqa: E731
+    bomb = b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(b"\0" * 1000)) + chunk(b"IEND", b"")
+    assert 60000 * 60000 > MAX_PIXELS
+    with pytest.raises(InvalidImageError, match="above the limit"):
+        load_image(bomb)

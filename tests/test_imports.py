@@ -1,0 +1,35 @@
+"""The runtime stands on its own: no torch on import, CLI verbs present in a built wheel."""
+
+import subprocess
+import sys
+import zipfile
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_import_runtime_does_not_import_torch():
+    code = ("import sys, motivnet_edge, motivnet_edge.cli, motivnet_edge.recognizer; "
+            "bad = [m for m in ('torch', 'nncf', 'onnx', 'openvino') if m in sys.modules]; "
+            "print(bad); sys.exit(1 if bad else 0)")
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert r.returncode == 0, r.stdout + r.stderr
+
+
+@pytest.mark.slow
+def test_wheel_carries_all_packages_and_default_model(tmp_path):
+    r = subprocess.run([sys.executable, "-m", "pip", "wheel", str(ROOT), "--no-deps", "--no-build-isolation",
+                        "-w", str(tmp_path), "-q"], capture_output=True, text=True)
+    if r.returncode != 0 and "No module named" in r.stderr:
+        pytest.skip("setuptools/wheel not installed for a no-isolation build")
+    assert r.returncode == 0, r.stderr[-2000:]
+    wheel = next(tmp_path.glob("motivnet_edge-*.whl"))
+    names = zipfile.ZipFile(wheel).namelist()
+    for must in ("motivnet_edge/cli.py", "motivnet_distill/student.py", "motivnet_export/exporter.py",
+                 "motivnet_edge/models/default/manifest.json"):
+        assert must in names, f"{must} missing from the wheel"
+    assert not any(n.startswith(("distill/", "export/")) for n in names), "generic top-level names leaked"
+    size = sum(i.file_size for i in zipfile.ZipFile(wheel).infolist() if "models/default" in i.filename)
+    assert size <= 15e6

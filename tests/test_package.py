@@ -1,0 +1,123 @@
+"""Package loading: sha256, containment, schema, zip, atomic writes, ONNX metadata."""
+
+import json
+import os
+import shutil
+import zipfile
+
+import pytest
+
+from motivnet_edge.errors import PackageError
+from motivnet_edge.package import load_package, write_package
+
+
+def _edit(pkg, fn):
+    m = json.loads((pkg / "manifest.json").read_text())
+    fn(m)
+    (pkg / "manifest.json").write_text(json.dumps(m))
+
+
+def test_loads_and_describes(tiny_package):
+    pkg = load_package(tiny_package)
+    assert pkg.labels[0] == "neutral" and len(pkg.labels) == 7
+    assert {(f.backend, f.precision) for f in pkg.files} == {("onnxruntime", "fp32"), ("openvino", "fp32")}
+    assert pkg.manifest["provenance"]["export"]["onnx_max_abs_diff_vs_torch"] < 1e-4
+    assert pkg.metrics["file_sizes"]["model.onnx"] > 0
+
+
+def test_onnx_metadata_carries_labels_and_preprocessing(tiny_package):
+    onnx = pytest.importorskip("onnx")
+    meta = {p.key: p.value for p in onnx.load(str(tiny_package / "model.onnx")).metadata_props}
+    assert json.loads(meta["labels"]) == list(load_package(tiny_package).labels)
+    assert json.loads(meta["preprocessing"])["input_size"] == [48, 48]
+
+
+def test_changed_model_bytes_are_refused(package_copy):
+    with open(package_copy / "model.onnx", "r+b") as f:
+        f.seek(200)
+        f.write(b"\x00\x01\x02")
+    with pytest.raises(PackageError, match="model.onnx does not match its sha256"):
+        load_package(package_copy)
+
+
+def test_changed_openvino_weights_are_refused(package_copy):
+    with open(package_copy / "openvino" / "model.bin", "ab") as f:
+        f.write(b"x")
+    with pytest.raises(PackageError, match="model.bin does not match"):
+        load_package(package_copy)
+
+
+@pytest.mark.parametrize("bad", ["../outside.onnx", "/etc/passwd", "sub/../../x.onnx", "C:\\x.onnx"])
+def test_paths_leaving_the_folder_are_refused(package_copy, bad):
+    _edit(package_copy, lambda m: m["files"][0].update(path=bad))
+    with pytest.raises(PackageError, match="leaves the package folder"):
+        load_package(package_copy)
+
+
+def test_symlink_out_of_the_folder_is_refused(package_copy, tmp_path):
+    outside = tmp_path / "secret.onnx"
+    shutil.copy(package_copy / "model.onnx", outside)
+    (package_copy / "model.onnx").unlink()
+    os.symlink(outside, package_copy / "model.onnx")
+    with pytest.raises(PackageError, match="outside the package folder"):
+        load_package(package_copy)
+
+
+def test_missing_and_malformed_manifests(tmp_path, package_copy):
+    with pytest.raises(PackageError, match="no manifest.json"):
+        load_package(tmp_path)
+    (package_copy / "manifest.json").write_text("{not json")
+    with pytest.raises(PackageError, match="not valid JSON"):
+        load_package(package_copy)
+
+
+def test_schema_and_labels_are_checked(package_copy):
+    _edit(package_copy, lambda m: m.update(schema_version=99))
+    with pytest.raises(PackageError, match="schema_version 99"):
+        load_package(package_copy)
+    _edit(package_copy, lambda m: m.update(schema_version=1, labels=["a", "a"]))
+    with pytest.raises(PackageError, match="distinct"):
+        load_package(package_copy)
+
+
+def test_missing_model_file_is_named(package_copy):
+    (package_copy / "model.onnx").unlink()
+    with pytest.raises(PackageError, match="model.onnx is missing"):
+        load_package(package_copy)
+
+
+def test_zip_package_and_zip_slip(tiny_package, tmp_path):
+    z = tmp_path / "pkg.zip"
+    with zipfile.ZipFile(z, "w") as zf:
+        for p in tiny_package.rglob("*"):
+            zf.write(p, "tiny/" + str(p.relative_to(tiny_package)))
+    assert load_package(z).labels == load_package(tiny_package).labels
+    evil = tmp_path / "evil.zip"
+    with zipfile.ZipFile(evil, "w") as zf:
+        zf.writestr("../../escaped.txt", "x")
+    with pytest.raises(PackageError, match="leaves the package folder"):
+        load_package(evil)
+    (tmp_path / "fake.zip").write_bytes(b"PK\x03\x04garbage")
+    with pytest.raises(PackageError):
+        load_package(tmp_path / "fake.zip")
+
+
+def test_failed_write_keeps_the_previous_package(package_copy):
+    before = (package_copy / "manifest.json").read_text()
+
+    def broken(folder):
+        (folder / "model.onnx").write_bytes(b"half a file")
+        raise KeyboardInterrupt  # as if killed mid-export
+
+    with pytest.raises(KeyboardInterrupt):
+        write_package(package_copy, broken)
+    assert (package_copy / "manifest.json").read_text() == before
+    assert not [p for p in package_copy.parent.iterdir() if p.name.endswith(".tmp")]
+    load_package(package_copy)
+
+
+def test_unwritable_destination(tmp_path):
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    with pytest.raises(PackageError, match="cannot write"):
+        write_package(blocker / "pkg", lambda f: {})

@@ -1,0 +1,117 @@
+import dataclasses
+from concurrent.futures import ThreadPoolExecutor
+
+import cv2
+import numpy as np
+import pytest
+
+from motivnet_edge import EmotionRecognizer, FacePrediction, RecognizerOptions
+from motivnet_edge.backends import installed_backends
+from motivnet_edge.errors import InvalidImageError, MotivnetError, PackageError
+
+
+@pytest.fixture()
+def rec(tiny_package, yunet_path):
+    with EmotionRecognizer.from_pretrained(tiny_package, detector="yunet", yunet_model=yunet_path,
+                                           threads=1) as r:
+        yield r
+
+
+def test_predict_a_real_photo(rec, astronaut):
+    faces = rec.predict(astronaut)
+    assert len(faces) == 1
+    f = faces[0]
+    assert isinstance(f, FacePrediction) and f.label in rec.labels
+    assert abs(sum(f.scores.values()) - 1) < 1e-5 and f.confidence == max(f.scores.values())
+    assert list(f.scores) == list(rec.labels)
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        f.label = "happiness"
+
+
+def test_path_bytes_gray_and_bgra_inputs_agree(rec, astronaut, tmp_path):
+    p = tmp_path / "a.png"
+    cv2.imwrite(str(p), astronaut)
+    ref = rec.predict(astronaut)[0].scores
+    for variant in (p, str(p), p.read_bytes(), np.dstack([astronaut, np.full(astronaut.shape[:2], 255, np.uint8)])):
+        got = rec.predict(variant)[0].scores
+        assert all(abs(got[k] - ref[k]) < 1e-5 for k in ref)
+    assert len(rec.predict(cv2.cvtColor(astronaut, cv2.COLOR_BGR2GRAY))) == 1
+
+
+def test_no_face_is_an_empty_list(rec):
+    assert rec.predict(np.full((200, 200, 3), 90, np.uint8)) == []
+
+
+def test_bad_image_raises(rec):
+    with pytest.raises(InvalidImageError):
+        rec.predict(np.zeros((0, 0, 3), np.uint8))
+    with pytest.raises(InvalidImageError):
+        rec.predict(b"\x89PNG\r\n\x1a\ntruncated")
+
+
+@pytest.mark.parametrize("backend", installed_backends())
+def test_same_scores_on_every_backend(tiny_package, yunet_path, astronaut, backend):
+    with EmotionRecognizer.from_pretrained(tiny_package, backend="onnxruntime", detector="yunet",
+                                           yunet_model=yunet_path) as a, \
+            EmotionRecognizer.from_pretrained(tiny_package, backend=backend, detector="yunet",
+                                              yunet_model=yunet_path) as b:
+        sa, sb = a.predict(astronaut)[0].scores, b.predict(astronaut)[0].scores
+    assert all(abs(sa[k] - sb[k]) < 1e-4 for k in sa)
+
+
+def test_predict_faces_batches_crops(rec, astronaut):
+    crop = astronaut[60:190, 160:290]
+    out = rec.predict_faces([crop, crop[:, :, 0], crop.copy()])
+    assert len(out) == 3 and out[0].box == (0.0, 0.0, 130.0, 130.0)
+    assert out[0].scores == out[2].scores
+    assert rec.predict_faces([]) == []
+
+
+def test_stream_keeps_track_ids_and_smooths(rec, astronaut):
+    frames = [np.roll(astronaut, 4 * i, axis=1) for i in range(5)]
+    results = list(rec.stream(frames))
+    assert [len(r) for r in results] == [1] * 5
+    assert len({r[0].track_id for r in results}) == 1
+    raw = [rec.predict(f)[0] for f in frames]
+    assert results[0][0].scores == pytest.approx(raw[0].scores)
+    # Smoothed scores move less between frames than raw ones.
+    jump = lambda seq: sum(abs(seq[i].confidence - seq[i - 1].confidence) for i in range(1, 5))  # noqa: E731
+    assert jump([r[0] for r in results]) <= jump(raw) + 1e-9
+
+
+def test_two_faces_get_two_tracks(rec, astronaut):
+    face = astronaut[40:220, 130:310]
+    canvas = np.full((300, 800, 3), 40, np.uint8)
+    canvas[60:240, 50:230], canvas[60:240, 500:680] = face, face
+    out = next(rec.stream([canvas]))
+    assert len(out) == 2 and {f.track_id for f in out} == {0, 1}
+
+
+def test_thread_safe_predict(rec, astronaut):
+    ref = rec.predict(astronaut)[0].scores
+    with ThreadPoolExecutor(4) as pool:
+        outs = list(pool.map(lambda _: rec.predict(astronaut)[0].scores, range(16)))
+    assert all(o == pytest.approx(ref, abs=1e-6) for o in outs)
+
+
+def test_closed_recognizer_refuses(tiny_package):
+    r = EmotionRecognizer.from_pretrained(tiny_package, detector="none")
+    r.close()
+    with pytest.raises(MotivnetError, match="closed"):
+        r.predict(np.zeros((48, 48), np.uint8))
+
+
+def test_options_misuse(tiny_package, tmp_path):
+    with pytest.raises(MotivnetError, match="max_faces"):
+        EmotionRecognizer.create_from_options(RecognizerOptions(model=tiny_package, max_faces=0))
+    with pytest.raises(PackageError, match="no manifest"):
+        EmotionRecognizer.from_pretrained(tmp_path)
+    with pytest.raises(TypeError):
+        EmotionRecognizer.from_pretrained(tiny_package, "onnxruntime")  # options are keyword-only
+
+
+def test_embedded_default_model_works_offline(astronaut):
+    with EmotionRecognizer.from_pretrained() as r:
+        faces = r.predict(astronaut)
+        assert r.package.provenance.get("description")
+    assert len(faces) == 1 and faces[0].label in r.labels
