@@ -1,8 +1,9 @@
-"""Trains a ViT student on faces: soft labels and/or a teacher's cached logits.
+"""Trains a ViT student on faces: soft labels and/or a teacher's cached outputs.
 
-Read top to bottom: settings, augmentation, loss, one epoch, the loop with checkpoints.
-Each epoch re-seeds every random source from (seed, epoch), so ``resume`` after a kill
-reaches the same weights as an uninterrupted run.
+Read top to bottom: settings, student-only erasing, loss, data per step, the loop.
+Each epoch draws its order, views and erasing from (seed, epoch) only, so ``resume``
+after a kill reaches the same weights as an uninterrupted run, and ranks under torchrun
+split each global batch instead of drawing their own (DDP = single process, up to float).
 """
 
 from __future__ import annotations
@@ -17,12 +18,14 @@ from pathlib import Path
 
 import numpy as np
 import torch
+import torch.distributed as dist
 import torch.nn.functional as F
 
 from motivnet_edge.preprocess import Preprocessing, face_crop
 
 from .data import FaceSet
 from .student import StudentConfig, ViTStudent, count_flops
+from .views import view_image
 
 log = logging.getLogger(__name__)
 
@@ -32,7 +35,7 @@ class TrainConfig:
     """Everything that defines a run; saved as config.json in the run folder."""
 
     student: dict = field(default_factory=dict)
-    epochs: int = 12
+    epochs: int = 10
     batch_size: int = 128
     lr: float = 1e-3
     weight_decay: float = 0.05
@@ -43,33 +46,23 @@ class TrainConfig:
     kd_weight: float = 0.0          # KL to the teacher's temperature-scaled probabilities
     temperature: float = 2.0
     label_smoothing: float = 0.0
+    views: int = 8                  # seeded augmented views per image (teacher cache size)
+    erase_prob: float = 0.25
     seed: int = 0
     threads: int = 0                # 0: torch's default
 
 
-def augment(x: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
-    """Face-safe augmentation of a normalised batch: flip, small affine, contrast, erasing."""
-    b = x.shape[0]
+def erase(x: torch.Tensor, gen: torch.Generator, prob: float) -> torch.Tensor:
+    """Random erasing (student only): one rectangle of noise in a fraction ``prob`` of faces."""
+    b, _, h, w = x.shape
     u = lambda lo, hi: lo + (hi - lo) * torch.rand(b, generator=gen)  # noqa: E731
-    flip = torch.where(torch.rand(b, generator=gen) < 0.5, -1.0, 1.0)
-    ang, scale = u(-0.2, 0.2), u(0.9, 1.1)
-    tx, ty = u(-0.08, 0.08), u(-0.08, 0.08)
-    cos, sin = torch.cos(ang) / scale, torch.sin(ang) / scale
-    theta = torch.stack([torch.stack([cos * flip, -sin, tx], 1), torch.stack([sin * flip, cos, ty], 1)], 1)
-    grid = F.affine_grid(theta, list(x.shape), align_corners=False)
-    x = F.grid_sample(x, grid, mode="bilinear", padding_mode="border", align_corners=False)
-    x = x * u(0.7, 1.3).view(b, 1, 1, 1) + u(-0.3, 0.3).view(b, 1, 1, 1)
-    # Random erasing: one rectangle of noise in a quarter of the faces.
-    h, w = x.shape[-2:]
     eh, ew = (u(0.1, 0.4) * h).long(), (u(0.1, 0.4) * w).long()
-    y0 = (torch.rand(b, generator=gen) * (h - eh)).long()
-    x0 = (torch.rand(b, generator=gen) * (w - ew)).long()
+    y0, x0 = (torch.rand(b, generator=gen) * (h - eh)).long(), (torch.rand(b, generator=gen) * (w - ew)).long()
     ys, xs = torch.arange(h).view(1, h, 1), torch.arange(w).view(1, 1, w)
     box = ((ys >= y0.view(b, 1, 1)) & (ys < (y0 + eh).view(b, 1, 1)) &
            (xs >= x0.view(b, 1, 1)) & (xs < (x0 + ew).view(b, 1, 1)))
-    box &= (torch.rand(b, generator=gen) < 0.25).view(b, 1, 1)
-    noise = torch.randn(x.shape, generator=gen)
-    return torch.where(box.unsqueeze(1), noise, x)
+    box &= (torch.rand(b, generator=gen) < prob).view(b, 1, 1)
+    return torch.where(box.unsqueeze(1), torch.randn(x.shape, generator=gen), x)
 
 
 def distill_loss(logits: torch.Tensor, soft: torch.Tensor | None, teacher: torch.Tensor | None,
@@ -91,25 +84,24 @@ def distill_loss(logits: torch.Tensor, soft: torch.Tensor | None, teacher: torch
     return loss
 
 
-def crops_tensor(faces: FaceSet, pp: Preprocessing) -> torch.Tensor:
-    """All faces through the runtime's own preprocessing, as a uint8 NHWC tensor."""
-    crops = np.stack([face_crop(img, pp) for img in faces.images])
-    if crops.ndim == 3:
-        crops = crops[..., None]
-    return torch.from_numpy(crops)
-
-
 def normalise(batch_u8: torch.Tensor, pp: Preprocessing) -> torch.Tensor:
+    """uint8 NHWC crops -> float NCHW, the runtime's to_tensor in torch."""
     mean = torch.tensor(pp.mean).view(1, -1, 1, 1)
     std = torch.tensor(pp.std).view(1, -1, 1, 1)
     return (batch_u8.permute(0, 3, 1, 2).float() - mean) / std
 
 
+def crops_of(images, pp: Preprocessing) -> torch.Tensor:
+    """Faces (whole-image crops) through the runtime's own preprocessing, uint8 NHWC."""
+    crops = np.stack([face_crop(img, pp) for img in images])
+    return torch.from_numpy(crops[..., None] if crops.ndim == 3 else crops)
+
+
 @torch.no_grad()
-def predict_logits(model: torch.nn.Module, crops: torch.Tensor, pp: Preprocessing,
-                   batch: int = 512) -> torch.Tensor:
+def predict_logits(model: torch.nn.Module, faces: FaceSet, pp: Preprocessing, batch: int = 512) -> torch.Tensor:
     model.eval()
-    return torch.cat([model(normalise(crops[i:i + batch], pp)) for i in range(0, len(crops), batch)])
+    return torch.cat([model(normalise(crops_of(faces.images[i:i + batch], pp), pp))
+                      for i in range(0, len(faces), batch)])
 
 
 def _lr(step: int, total: int, warm: int, base: float) -> float:
@@ -124,90 +116,114 @@ def _save(obj: dict, path: Path) -> None:
     os.replace(tmp, path)
 
 
+def _world() -> tuple[int, int]:
+    """(rank, world size); starts the process group when launched by torchrun."""
+    if "WORLD_SIZE" in os.environ and int(os.environ["WORLD_SIZE"]) > 1:
+        if not dist.is_initialized():
+            dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
+        return dist.get_rank(), dist.get_world_size()
+    return 0, 1
+
+
 def train(run: str | Path, train_set: FaceSet, val_set: FaceSet, pp: Preprocessing, cfg: TrainConfig, *,
-          teacher_logits: torch.Tensor | None = None, resume: bool = False,
-          progress: bool = True) -> dict:
+          teacher_logits: np.ndarray | None = None, resume: bool = False, progress: bool = True,
+          extra: dict | None = None, stop_after: int | None = None) -> dict:
     """Trains a student into the run folder; returns the best validation metrics.
 
-    ``teacher_logits`` (N, views, K) are the cached teacher outputs for ``train_set``.
+    ``teacher_logits`` (N, views, K): cached teacher outputs for ``train_set``'s views.
+    ``stop_after`` ends the process's work after that many epochs (tests of resume).
     """
     from tqdm import tqdm
 
+    rank, world = _world()
     run = Path(run)
-    run.mkdir(parents=True, exist_ok=True)
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     scfg = StudentConfig.from_dict({**cfg.student, "labels": list(train_set.labels),
                                     "img_size": list(pp.input_size), "in_chans": pp.channels,
                                     "num_classes": len(train_set.labels)})
-    (run / "config.json").write_text(json.dumps({"train": asdict(cfg), "student": json.loads(scfg.to_json()),
-                                                 "preprocessing": pp.to_dict()}, indent=1))
+    if cfg.batch_size % world:
+        raise ValueError(f"batch_size {cfg.batch_size} must be divisible by the {world} processes")
+    if rank == 0:
+        run.mkdir(parents=True, exist_ok=True)
+        (run / "config.json").write_text(json.dumps({"train": asdict(cfg), "student": json.loads(scfg.to_json()),
+                                                     "preprocessing": pp.to_dict(), **(extra or {})}, indent=1))
     torch.manual_seed(cfg.seed)
-    model = ViTStudent(scfg)
-    ema = ViTStudent(scfg)
+    model, ema = ViTStudent(scfg), ViTStudent(scfg)
     ema.load_state_dict(model.state_dict())
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
-    x_train, x_val = crops_tensor(train_set, pp), crops_tensor(val_set, pp)
-    soft = torch.from_numpy(train_set.soft)
-    steps_per_epoch = math.ceil(len(x_train) / cfg.batch_size)
-    total, warm = cfg.epochs * steps_per_epoch, int(cfg.warmup_epochs * steps_per_epoch)
     start, best = 0, {"val_acc": -1.0}
     if resume and (run / "last.pt").is_file():
         ck = torch.load(run / "last.pt", map_location="cpu", weights_only=True)
         model.load_state_dict(ck["model"]), ema.load_state_dict(ck["ema"]), opt.load_state_dict(ck["opt"])
         start, best = ck["epoch"] + 1, ck["best"]
         log.info("resumed %s at epoch %d", run, start)
-    logf = open(run / "log.jsonl", "a")
-    for epoch in range(start, cfg.epochs):
+    net = torch.nn.parallel.DistributedDataParallel(model) if world > 1 else model
+    soft = torch.from_numpy(train_set.soft)
+    teacher = torch.from_numpy(np.asarray(teacher_logits, np.float32)) if teacher_logits is not None else None
+    if teacher is not None and teacher.shape[:2] != (len(train_set), cfg.views):
+        raise ValueError(f"teacher outputs {tuple(teacher.shape)} do not match {len(train_set)} images x {cfg.views} views")
+    n, bs = len(train_set), cfg.batch_size
+    steps = math.ceil(n / bs)
+    total, warm = cfg.epochs * steps, int(cfg.warmup_epochs * steps)
+    for epoch in range(start, cfg.epochs if stop_after is None else min(cfg.epochs, start + stop_after)):
         torch.manual_seed(cfg.seed * 1000 + epoch)
         gen = torch.Generator().manual_seed(cfg.seed * 1000 + epoch)
-        order = torch.randperm(len(x_train), generator=gen)
-        model.train()
-        t0, seen, loss_sum, correct = time.time(), 0, 0.0, 0
-        bar = tqdm(range(steps_per_epoch), desc=f"epoch {epoch + 1}/{cfg.epochs}", disable=not progress)
+        order = torch.randperm(n, generator=gen)
+        views = torch.randint(cfg.views, (n,), generator=gen)
+        net.train()
+        t0, seen, loss_sum, correct, agree = time.time(), 0, 0.0, 0, 0
+        bar = tqdm(range(steps), desc=f"epoch {epoch + 1}/{cfg.epochs}", disable=not progress or rank != 0)
         for i in bar:
-            idx = order[i * cfg.batch_size:(i + 1) * cfg.batch_size]
-            step = epoch * steps_per_epoch + i
+            idx = order[i * bs:(i + 1) * bs]
             for g in opt.param_groups:
-                g["lr"] = _lr(step, total, warm, cfg.lr)
-            xb = augment(normalise(x_train[idx], pp), gen)
-            tb = None
-            if teacher_logits is not None:
-                view = torch.randint(teacher_logits.shape[1], (len(idx),), generator=gen)
-                tb = teacher_logits[idx, view]
-            logits = model(xb)
-            loss = distill_loss(logits, soft[idx], tb, cfg)
+                g["lr"] = _lr(epoch * steps + i, total, warm, cfg.lr)
+            imgs = [view_image(train_set.images[j], cfg.seed, int(j), int(views[j])) for j in idx]
+            x = erase(normalise(crops_of(imgs, pp), pp), gen, cfg.erase_prob)
+            part = slice(rank * len(idx) // world, (rank + 1) * len(idx) // world)
+            tb = teacher[idx, views[idx]][part] if teacher is not None else None
+            logits = net(x[part])
+            loss = distill_loss(logits, soft[idx][part], tb, cfg)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
             opt.step()
             with torch.no_grad():
-                d = min(cfg.ema_decay, (1 + step) / (10 + step))
+                d = min(cfg.ema_decay, (1 + epoch * steps + i) / (10 + epoch * steps + i))
                 for pe, pm in zip(ema.parameters(), model.parameters()):
                     pe.lerp_(pm, 1 - d)
-            seen += len(idx)
-            loss_sum += loss.item() * len(idx)
-            correct += (logits.argmax(1) == soft[idx].argmax(1)).sum().item()
-            bar.set_postfix(loss=f"{loss_sum / seen:.3f}", acc=f"{correct / seen:.3f}")
+                for be, bm in zip(ema.buffers(), model.buffers()):
+                    be.copy_(bm)
+            pred = logits.argmax(1)
+            seen += len(pred)
+            loss_sum += loss.item() * len(pred)
+            correct += (pred == soft[idx][part].argmax(1)).sum().item()
+            if tb is not None:
+                agree += (pred == tb.argmax(1)).sum().item()
+            bar.set_postfix(loss=f"{loss_sum / seen:.3f}", acc=f"{correct / seen:.3f}",
+                            **({"agree": f"{agree / seen:.3f}"} if teacher is not None else {}))
+        if rank != 0:
+            continue
         metrics = {"epoch": epoch + 1, "train_loss": loss_sum / seen, "train_acc": correct / seen,
-                   "seconds": time.time() - t0, **evaluate(ema, x_val, val_set, pp)}
-        logf.write(json.dumps(metrics) + "\n")
-        logf.flush()
+                   **({"train_agreement": agree / seen} if teacher is not None else {}),
+                   "seconds": round(time.time() - t0, 1), **evaluate(ema, val_set, pp)}
+        with open(run / "log.jsonl", "a") as logf:
+            logf.write(json.dumps(metrics) + "\n")
         log.info("epoch %d: %s", epoch + 1, metrics)
         if metrics["val_acc"] > best["val_acc"]:
             best = metrics
             _save({"model": ema.state_dict(), "student": asdict(scfg), "preprocessing": pp.to_dict(),
-                   "metrics": metrics}, run / "best.pt")
+                   "metrics": metrics, **(extra or {})}, run / "best.pt")
         _save({"model": model.state_dict(), "ema": ema.state_dict(), "opt": opt.state_dict(),
                "epoch": epoch, "best": best}, run / "last.pt")
-    logf.close()
-    best["gflops"] = count_flops(scfg) / 1e9
-    best["params"] = sum(p.numel() for p in ema.parameters())
+    if world > 1:
+        dist.barrier()
+    best = dict(best, gflops=count_flops(scfg) / 1e9, params=sum(p.numel() for p in ema.parameters()))
     return best
 
 
-def evaluate(model: torch.nn.Module, x: torch.Tensor, faces: FaceSet, pp: Preprocessing) -> dict:
-    """Majority-label accuracy (rows without a label are skipped) on crops ``x``."""
-    pred = predict_logits(model, x, pp).argmax(1).numpy()
+def evaluate(model: torch.nn.Module, faces: FaceSet, pp: Preprocessing) -> dict:
+    """Majority-label accuracy on ``faces`` (rows without a label are skipped)."""
+    pred = predict_logits(model, faces, pp).argmax(1).numpy()
     keep = faces.hard >= 0
     return {"val_acc": float((pred[keep] == faces.hard[keep]).mean()), "val_n": int(keep.sum())}

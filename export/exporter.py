@@ -7,6 +7,7 @@ after every file was written, hashed, and the package reloaded and checked.
 
 from __future__ import annotations
 
+import json
 import logging
 import platform
 import subprocess
@@ -56,19 +57,88 @@ def _code_version() -> str:
         return "unknown"
 
 
-def export(source, out: str | Path, *, formats=("onnx", "openvino"), metrics: dict | None = None,
-           provenance: dict | None = None, license: dict | None = None) -> Path:
-    """Exports a student (run folder, checkpoint or ExportSource) to a model package.
+def _int8(src: ExportSource, folder: Path, formats, data, max_drop, ctx: dict) -> list[ModelFile]:
+    from .int8 import QuantizationError, accuracy_report, quantize_onnx, quantize_openvino, tensorrt_calibration
+
+    fp32 = folder / "model.onnx"
+    files = []
+    q_onnx = quantize_onnx(fp32, folder / "model.int8.onnx", data, max_drop=max_drop)
+    report = accuracy_report(fp32, q_onnx, data, agreement_x=data.val_x if data.val_x is not None
+                             else np.concatenate(data.calib))
+    ctx["int8"] = report
+    if max_drop is not None and report.get("val_accuracy_drop", 0.0) > max_drop:
+        raise QuantizationError(
+            f"INT8 loses {report['val_accuracy_drop']:.2%} accuracy even with accuracy control, above "
+            f"--max-drop {max_drop:.2%}; nothing was written. Raise --max-drop, use more or more typical "
+            "calibration faces, or ship fp32 only")
+    if "onnx" in formats:
+        files.append(ModelFile("onnxruntime", "int8", q_onnx.name, sha256_file(q_onnx), INPUT, OUTPUT))
+        table = tensorrt_calibration(fp32, folder / "tensorrt", data)
+        ctx["assets"] = {f"tensorrt/{p.name}": sha256_file(p) for p in table}
+    else:
+        q_onnx.unlink()
+    if "openvino" in formats:
+        xml = quantize_openvino(folder / "openvino" / "model.xml", folder / "openvino" / "model.int8.xml",
+                                data, max_drop=max_drop)
+        files.append(ModelFile("openvino", "int8", "openvino/model.int8.xml", sha256_file(xml), INPUT, OUTPUT,
+                               {"openvino/model.int8.bin": sha256_file(xml.with_suffix(".bin"))}))
+    return files
+
+
+def _latency(folder: Path, files: list[ModelFile], threads: int, rounds: int) -> dict:
+    """fp32 vs int8 latency per backend on this machine, each in its own process, batch 1."""
+    from motivnet_edge.backends import cpu_int8_flags
+    from motivnet_edge.benchmark import BenchConfig, compare, machine_info
+
+    configs = [BenchConfig(f.backend, f.precision, threads, 1) for f in files]
+    out: dict = {}
+    info = machine_info()
+    for r in compare(folder, configs, rounds=rounds, iters=300, seconds=3.0):
+        entry = out.setdefault(r["backend"], {"cpu": info["cpu"], "cpu_int8_flags": sorted(cpu_int8_flags()),
+                                              "threads": threads, "batch": 1, "date": info["date"]})
+        entry[f"{r['precision']}_ms"] = round(r["p50_ms"], 4)
+        entry[f"{r['precision']}_spread_ms"] = [round(v, 4) for v in r["p50_spread_ms"]]
+    return out
+
+
+def export(source, out: str | Path, *, formats=("onnx", "openvino"), int8: bool = False,
+           calib=None, val=None, max_drop: float | None = None, min_calibration: int = 300,
+           latency: bool = True, latency_threads: int = 1, latency_rounds: int = 3,
+           metrics: dict | None = None, provenance: dict | None = None, license: dict | None = None) -> Path:
+    """Exports a student, checkpoint or teacher to a model package (the CLI's one code path).
+
+    Args:
+        source: run folder, checkpoint, teacher file, or an ExportSource.
+        out: package folder; replaced atomically.
+        formats: names from FORMATS.
+        int8: also write INT8 models (NNCF PTQ) for each format, a TensorRT table for ONNX.
+        calib: calibration faces (path to any dataset format); required with ``int8``.
+        val: labelled validation faces: fp32/int8 accuracy and, with ``max_drop``, accuracy control.
+        max_drop: largest absolute accuracy drop allowed for INT8 (e.g. 0.01).
+        latency: measure fp32/int8 latency here (subprocesses) into the manifest.
 
     Raises:
-        SourceError: the source is not a model.
+        SourceError: the source is not a model, or bad formats.
+        QuantizationError: too few calibration faces, bad validation labels, drop above max_drop.
         PackageError: the output cannot be written.
-        ValueError: an unknown format name.
     """
     unknown = [f for f in formats if f not in FORMATS]
     if unknown or not formats:
         raise SourceError(f"unknown formats {unknown}; choose from {sorted(FORMATS)}")
+    if max_drop is not None and (val is None or not int8):
+        raise SourceError("--max-drop needs --int8 and a labelled --val set")
     src = source if isinstance(source, ExportSource) else load_source(source)
+    data = None
+    if int8:
+        from motivnet_distill.data import read_dataset
+
+        from .int8 import prepare_data
+
+        if calib is None:
+            raise SourceError(f"--int8 needs --calib: at least {min_calibration} face images to set INT8 ranges")
+        data = prepare_data(read_dataset(calib, labels=src.labels), src.preprocessing,
+                            val_faces=read_dataset(val, labels=src.labels) if val is not None else None,
+                            labels=src.labels, min_calibration=min_calibration)
     ctx: dict = {}
 
     def build(folder: Path) -> dict:
@@ -77,6 +147,10 @@ def export(source, out: str | Path, *, formats=("onnx", "openvino"), metrics: di
             writer, _, _ = FORMATS[name]
             log.info("writing %s", name)
             files += writer(src, folder, ctx)
+        if data is not None:
+            if not (folder / "model.onnx").exists():
+                export_onnx(src.model, src.preprocessing, src.labels, folder / "model.onnx")
+            files += _int8(src, folder, formats, data, max_drop, ctx)
         if "remove" in ctx and "onnx" not in formats:
             ctx["remove"].unlink()
         prov = {**src.provenance, **(provenance or {}), "code_version": _code_version(),
@@ -85,8 +159,15 @@ def export(source, out: str | Path, *, formats=("onnx", "openvino"), metrics: di
                            "machine": platform.machine(), "python": platform.python_version()}}
         sizes = {f.path: (folder / f.path).stat().st_size + sum((folder / p).stat().st_size for p in f.extra_files)
                  for f in files}
-        return build_manifest(labels=src.labels, preprocessing=src.preprocessing, files=files,
-                              provenance=prov, license={**src.license, **(license or {})},
-                              metrics={**src.metrics, **(metrics or {}), "file_sizes": sizes})
+        measured = {**src.metrics, **(metrics or {}), "file_sizes": sizes}
+        if "int8" in ctx:
+            measured["int8"] = ctx["int8"]
+        kw = dict(labels=src.labels, preprocessing=src.preprocessing, files=files, provenance=prov,
+                  license={**src.license, **(license or {})}, assets=ctx.get("assets"))
+        if latency:
+            # The package must load to be timed: write a provisional manifest first.
+            (folder / "manifest.json").write_text(json.dumps(build_manifest(**kw, metrics=measured)))
+            measured["latency"] = _latency(folder, files, latency_threads, latency_rounds)
+        return build_manifest(**kw, metrics=measured)
 
     return write_package(out, build)

@@ -35,6 +35,8 @@ def load_source(path: str | Path) -> ExportSource:
         SourceError: missing file, not a torch checkpoint, or not a student checkpoint.
     """
     path = Path(path)
+    if path.suffix.lower() in (".hdf5", ".h5"):
+        return _teacher_source(path)
     if path.is_dir():
         path = path / "best.pt"
     if not path.is_file():
@@ -57,3 +59,12 @@ def load_source(path: str | Path) -> ExportSource:
     prov = {"student": ck["student"], "checkpoint": path.name, **ck.get("provenance", {})}
     return ExportSource(model, cfg.labels, Preprocessing.from_dict(ck["preprocessing"]), prov,
                         ck.get("license", {}), {"validation": ck.get("metrics", {})})
+
+
+def _teacher_source(path: Path) -> ExportSource:
+    """A Keras teacher (e.g. the FER2013 Xception peers) exported through the same path."""
+    from motivnet_distill.teachers import load_teacher
+
+    t = load_teacher(path)
+    return ExportSource(t.module, t.labels, t.preprocessing, {"teacher_file": path.name, "description":
+                        f"teacher {t.name} rebuilt in torch"}, {"weights": t.license})

@@ -165,13 +165,85 @@ def info(package, as_json) -> None:
 @click.argument("source", type=click.Path())
 @click.option("--out", type=click.Path(), required=True, help="Package folder to write.")
 @click.option("--formats", default="onnx,openvino", show_default=True)
+@click.option("--int8", is_flag=True, help="Also write INT8 models (NNCF post-training quantization).")
+@click.option("--calib", type=click.Path(), default=None, help="Calibration faces (>= 300).")
+@click.option("--val", type=click.Path(), default=None, help="Labelled faces: fp32/int8 accuracy.")
+@click.option("--max-drop", type=click.FloatRange(0, 1), default=None, help="Accuracy control bound, e.g. 0.01.")
+@click.option("--no-latency", is_flag=True, help="Skip timing fp32 vs int8 on this machine.")
 @friendly
-def export_cmd(source, out, formats) -> None:
-    """Export a distilled student (run folder or checkpoint) to a model package."""
+def export_cmd(source, out, formats, int8, calib, val, max_drop, no_latency) -> None:
+    """Export a student run/checkpoint or a teacher to a model package."""
     from motivnet_export.exporter import export
 
-    path = export(source, out, formats=tuple(f.strip() for f in formats.split(",") if f.strip()))
+    from .package import load_package
+
+    path = export(source, out, formats=tuple(f.strip() for f in formats.split(",") if f.strip()), int8=int8,
+                  calib=calib, val=val, max_drop=max_drop, latency=not no_latency)
+    m = load_package(path).metrics
     click.echo(f"wrote {path}")
+    sizes = m.get("file_sizes", {})
+    for f in sizes:
+        click.echo(f"  {f}: {sizes[f] / 1e6:.2f} MB")
+    if "int8" in m:
+        q = m["int8"]
+        if "val_accuracy_fp32" in q:
+            click.echo(f"  accuracy fp32 {q['val_accuracy_fp32']:.2%}, int8 {q['val_accuracy_int8']:.2%}, "
+                       f"drop {q['val_accuracy_drop']:.2%}")
+        click.echo(f"  int8 vs fp32 top-1 agreement {q['agreement_int8_vs_fp32']:.2%} on {q['agreement_faces']} faces")
+        if "model.onnx" in sizes and "model.int8.onnx" in sizes:
+            click.echo(f"  compression {sizes['model.onnx'] / sizes['model.int8.onnx']:.2f}x (ONNX file size)")
+    for backend, lat in m.get("latency", {}).items():
+        line = f"  {backend}: fp32 {lat.get('fp32_ms', float('nan')):.3f} ms"
+        if "int8_ms" in lat:
+            line += f", int8 {lat['int8_ms']:.3f} ms, speed-up {lat['fp32_ms'] / lat['int8_ms']:.2f}x"
+        click.echo(line + f" (batch 1, {lat['threads']} thread, {lat['cpu']})")
+
+
+@main.command()
+@click.option("--data", type=click.Path(), required=True, help="Training faces (FER+ split, CSV, class folders).")
+@click.option("--out", type=click.Path(), required=True, help="Run folder.")
+@click.option("--teacher", "teachers", multiple=True, help="Teacher file; repeat for an ensemble.")
+@click.option("--val", type=click.Path(), default=None, help="Selection set (default: FER2013Valid beside the data).")
+@click.option("--student", default="vit_hybrid_nano", show_default=True)
+@click.option("--epochs", type=click.IntRange(1, 10000), default=10, show_default=True)
+@click.option("--views", type=click.IntRange(1, 64), default=4, show_default=True)
+@click.option("--kd-weight", type=float, default=None)
+@click.option("--label-weight", type=float, default=1.0, show_default=True)
+@click.option("--temperature", type=float, default=2.0, show_default=True)
+@click.option("--batch-size", type=click.IntRange(1, 65536), default=128, show_default=True)
+@click.option("--lr", type=float, default=1e-3, show_default=True)
+@click.option("--resume", is_flag=True, help="Continue the run in --out after an interruption.")
+@friendly
+def distill(data, out, teachers, val, student, epochs, views, kd_weight, label_weight, temperature,
+            batch_size, lr, resume) -> None:
+    """Distil a teacher (or several) into a small ViT student."""
+    from motivnet_distill.pipeline import distill as run_distill
+
+    best = run_distill(data=data, out=out, val=val, teachers=list(teachers), student=student, epochs=epochs,
+                       views=views, kd_weight=kd_weight, label_weight=label_weight, temperature=temperature,
+                       resume=resume, batch_size=batch_size, lr=lr)
+    click.echo(json.dumps(best))
+
+
+@main.command(name="eval")
+@click.argument("model", type=click.Path())
+@click.option("--data", type=click.Path(), required=True,
+              help="A dataset, or the shared/ folder for the standard protocols.")
+@click.option("--teacher", type=click.Path(), default=None, help="Also report top-1 agreement with it.")
+@click.option("--plots", type=click.Path(file_okay=False), default=None, help="Write confusion PNGs here.")
+@click.option("--backend", type=click.Choice(["auto", "onnxruntime", "openvino"]), default="auto")
+@click.option("--precision", type=click.Choice(["auto", "fp32", "int8"]), default="auto")
+@click.option("--json", "as_json", is_flag=True)
+@friendly
+def eval_cmd(model, data, teacher, plots, backend, precision, as_json) -> None:
+    """Evaluate a package, checkpoint or teacher: accuracy, UAR, macro-F1, confusion."""
+    from motivnet_distill.evaluate import evaluate_model, plot_confusion, summary
+
+    results = evaluate_model(model, data, teacher=teacher, backend=backend, precision=precision)
+    if plots:
+        for name, m in results.items():
+            plot_confusion(m, Path(plots) / f"confusion_{name}.png", f"{Path(model).name} on {name}")
+    click.echo(json.dumps({k: v.to_dict() for k, v in results.items()}) if as_json else summary(results))
 
 
 if __name__ == "__main__":

@@ -1,0 +1,77 @@
+"""Teacher outputs computed once per image and view, stored as float16, reused by every epoch.
+
+The cache file is keyed by the teacher's identity (file hash), the dataset (file names),
+the label order, the number of views and the view seed; a different teacher or dataset
+never reads another's cache. Building is batched and resumable: rows are written into a
+memory-mapped ``.partial`` file and a progress counter, so a killed build continues where
+it stopped. Stored values are log-probabilities in the student's label order.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+from pathlib import Path
+
+import numpy as np
+
+from .data import FaceSet
+from .teachers import Teacher
+from .views import view_image
+
+log = logging.getLogger(__name__)
+
+
+def cache_key(teacher: Teacher, faces: FaceSet, labels, views: int, seed: int) -> str:
+    h = hashlib.sha256()
+    h.update(json.dumps([teacher.name, list(labels), views, seed, teacher.preprocessing.to_dict(),
+                         len(faces)]).encode())
+    for f in faces.files:
+        h.update(f.encode())
+    return h.hexdigest()[:20]
+
+
+def build_cache(teacher: Teacher, faces: FaceSet, cache_dir: str | Path, *, labels, views: int = 4,
+                seed: int = 0, batch: int = 512, progress: bool = True) -> np.ndarray:
+    """Returns (N, views, K) float16 teacher log-probabilities, computing only what is missing."""
+    from tqdm import tqdm
+
+    cache_dir = Path(cache_dir)
+    cache_dir.mkdir(parents=True, exist_ok=True)
+    key = cache_key(teacher, faces, labels, views, seed)
+    final = cache_dir / f"teacher-{key}.npy"
+    if final.is_file():
+        log.info("teacher cache hit: %s", final.name)
+        return np.load(final, mmap_mode="r")
+    partial, state = cache_dir / f"teacher-{key}.partial", cache_dir / f"teacher-{key}.json"
+    n, k = len(faces), len(labels)
+    done = json.loads(state.read_text())["done"] if state.is_file() and partial.is_file() else 0
+    mode = "r+" if done else "w+"
+    arr = np.lib.format.open_memmap(partial, mode=mode, dtype=np.float16, shape=(n * views, k))
+    total = n * views
+    bar = tqdm(total=total, initial=done, desc="teacher cache", disable=not progress, unit="view")
+    for start in range(done, total, batch):
+        rows = range(start, min(total, start + batch))
+        imgs = [view_image(faces.images[r // views], seed, r // views, r % views) for r in rows]
+        p = teacher.probs(imgs, labels=labels)
+        p /= np.maximum(p.sum(1, keepdims=True), 1e-8)  # classes the target lacks were dropped
+        arr[rows.start:rows.stop] = np.log(np.clip(p, 1e-6, 1.0)).astype(np.float16)
+        arr.flush()
+        tmp = state.with_suffix(".tmp")
+        tmp.write_text(json.dumps({"done": rows.stop, "teacher": teacher.name, "views": views}))
+        os.replace(tmp, state)
+        bar.update(len(rows))
+    bar.close()
+    del arr
+    os.replace(partial, final)
+    state.unlink(missing_ok=True)
+    (cache_dir / f"teacher-{key}.meta.json").write_text(json.dumps(
+        {"teacher": teacher.name, "labels": list(labels), "views": views, "seed": seed, "images": n}))
+    return np.load(final, mmap_mode="r")
+
+
+def load_cached(arr: np.ndarray, n: int, views: int) -> np.ndarray:
+    """The flat (N*views, K) cache as (N, views, K) float32."""
+    return np.asarray(arr, dtype=np.float32).reshape(n, views, -1)

@@ -1,0 +1,182 @@
+"""Evaluation on the standard protocols: accuracy, UAR, macro-F1, per-class recall, confusion.
+
+Works for model packages (no torch: the runtime's own backend runs them), student
+checkpoints and teachers. Every model's scores are remapped by label *name* onto the
+dataset's labels; classes the dataset does not have are dropped explicitly.
+
+Protocols (../shared layout):
+  ferplus_majority  FER2013Test, FER+ majority vote (no-majority, unknown, contempt dropped)
+  fer2013           the same test images with their original FER2013 labels
+  ckplus            CK+48, cross-dataset (contempt has no MotivNet class: dropped)
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from motivnet_edge.labels import MOTIVNET_LABELS, canonical, remap_indices
+from motivnet_edge.preprocess import face_crop
+
+from .data import FaceSet, read_fer2013_labels, read_ferplus, read_image_folder
+
+
+@dataclass
+class Metrics:
+    """Scores of one model on one labelled set (labels in the set's order)."""
+
+    n: int
+    accuracy: float
+    uar: float
+    macro_f1: float
+    per_class_recall: dict[str, float]
+    confusion: list[list[int]]
+    labels: list[str]
+    agreement: float | None = None
+    extra: dict = field(default_factory=dict)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def compute_metrics(pred: np.ndarray, target: np.ndarray, labels, *, reference: np.ndarray | None = None) -> Metrics:
+    """Metrics over rows with a target >= 0; ``reference`` (e.g. teacher predictions) adds agreement."""
+    keep = target >= 0
+    p, t = pred[keep], target[keep]
+    k = len(labels)
+    conf = np.zeros((k, k), np.int64)
+    np.add.at(conf, (t, p), 1)
+    support, predicted, tp = conf.sum(1), conf.sum(0), np.diag(conf)
+    recall = np.divide(tp, support, out=np.zeros(k), where=support > 0)
+    precision = np.divide(tp, predicted, out=np.zeros(k), where=predicted > 0)
+    f1 = np.divide(2 * precision * recall, precision + recall, out=np.zeros(k), where=(precision + recall) > 0)
+    present = support > 0
+    agree = float((pred == reference).mean()) if reference is not None else None
+    return Metrics(int(keep.sum()), float((p == t).mean()), float(recall[present].mean()),
+                   float(f1[present].mean()), {lab: float(r) for lab, r, s in zip(labels, recall, present) if s},
+                   conf.tolist(), list(labels), agree)
+
+
+def standard_protocols(shared: str | Path, *, split: str = "FER2013Test") -> dict[str, FaceSet]:
+    """The three protocols as FaceSets in MotivNet label order (those whose data exists)."""
+    shared = Path(shared)
+    fer = shared / "data" / "ferplus"
+    out = {}
+    if (fer / split / "label.csv").is_file():
+        out["ferplus_majority"] = read_ferplus(fer / split)
+        if (fer / "fer2013_labels.csv").is_file():
+            out["fer2013"] = read_fer2013_labels(fer / "fer2013_labels.csv", fer / split)
+    if (shared / "data" / "ckplus48").is_dir():
+        out["ckplus"] = read_image_folder(shared / "data" / "ckplus48", mapping={"contempt": None})
+    return out
+
+
+def scores_on(model_labels, probs: np.ndarray, dataset_labels) -> np.ndarray:
+    """Model probabilities re-indexed onto the dataset's labels (by name); absent classes get 0."""
+    out = np.zeros((len(probs), len(dataset_labels)), np.float32)
+    idx = remap_indices(model_labels, dataset_labels, on_missing="drop")
+    for src, dst in enumerate(idx):
+        if dst >= 0:
+            out[:, dst] += probs[:, src]
+    return out
+
+
+def package_probs(package: str | Path, faces: FaceSet, *, backend: str = "auto", precision: str = "auto",
+                  threads: int = 0, batch: int = 256) -> tuple[tuple[str, ...], np.ndarray]:
+    """Runs a model package on dataset faces through the runtime (face = whole image)."""
+    from motivnet_edge.recognizer import EmotionRecognizer
+
+    with EmotionRecognizer.from_pretrained(package, backend=backend, precision=precision, detector="none",
+                                           threads=threads) as rec:
+        pp = rec.package.preprocessing
+        crops = np.stack([face_crop(im, pp) for im in faces.images])
+        probs = np.concatenate([rec.classify(crops[i:i + batch]) for i in range(0, len(crops), batch)])
+        return rec.labels, probs
+
+
+def evaluate_probs(model_labels, probs: np.ndarray, faces: FaceSet, *, reference=None) -> Metrics:
+    s = scores_on(model_labels, probs, faces.labels)
+    # A row the model cannot express (all its mass on dropped classes) still counts as wrong.
+    return compute_metrics(s.argmax(1), faces.hard, faces.labels, reference=reference)
+
+
+def plot_confusion(m: Metrics, path: str | Path, title: str) -> None:
+    """Row-normalised confusion matrix as a PNG (matplotlib, headless)."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    conf = np.asarray(m.confusion, float)
+    norm = conf / np.maximum(conf.sum(1, keepdims=True), 1)
+    fig, ax = plt.subplots(figsize=(5.5, 5))
+    ax.imshow(norm, cmap="Blues", vmin=0, vmax=1)
+    ax.set_xticks(range(len(m.labels)), m.labels, rotation=45, ha="right")
+    ax.set_yticks(range(len(m.labels)), m.labels)
+    for i in range(len(m.labels)):
+        for j in range(len(m.labels)):
+            ax.text(j, i, f"{norm[i, j]:.2f}", ha="center", va="center", fontsize=7,
+                    color="white" if norm[i, j] > 0.5 else "black")
+    ax.set_xlabel("predicted")
+    ax.set_ylabel("true")
+    ax.set_title(f"{title}\naccuracy {m.accuracy:.1%}, UAR {m.uar:.1%} (n={m.n})")
+    fig.tight_layout()
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def summary(results: dict[str, Metrics]) -> str:
+    rows = [f"{name:18s} n={m.n:5d} acc={m.accuracy:.4f} uar={m.uar:.4f} f1={m.macro_f1:.4f}"
+            + (f" agree={m.agreement:.4f}" if m.agreement is not None else "") for name, m in results.items()]
+    return "\n".join(rows)
+
+
+__all__ = ["Metrics", "compute_metrics", "standard_protocols", "package_probs", "evaluate_probs",
+           "plot_confusion", "summary", "scores_on", "canonical", "MOTIVNET_LABELS", "json"]
+
+
+def model_probs(model: str | Path, faces: FaceSet, *, backend: str = "auto", precision: str = "auto"):
+    """(labels, probs) of a package folder/zip, a student checkpoint/run, or a teacher file."""
+    from motivnet_edge.errors import MotivnetError
+
+    model = Path(model)
+    if (model / "manifest.json").is_file() or model.suffix == ".zip":
+        return package_probs(model, faces, backend=backend, precision=precision)
+    if model.suffix in (".pt", ".pth") or (model / "best.pt").is_file():
+        import torch
+
+        from motivnet_export.sources import load_source
+        from .train import predict_logits
+
+        src = load_source(model)
+        return src.labels, torch.softmax(predict_logits(src.model, faces, src.preprocessing), 1).numpy()
+    if model.suffix in (".hdf5", ".h5", ".onnx"):
+        from .teachers import load_teacher
+
+        t = load_teacher(model)
+        return t.labels, t.probs(faces.images)
+    raise MotivnetError(f"{model} is not a package, checkpoint or teacher file")
+
+
+def evaluate_model(model, data, *, teacher=None, backend: str = "auto", precision: str = "auto") -> dict[str, Metrics]:
+    """Metrics of ``model`` on a dataset, or on every standard protocol when ``data`` is shared/."""
+    from motivnet_edge.errors import MotivnetError
+
+    from .data import read_dataset
+
+    data = Path(data)
+    sets = standard_protocols(data) if (data / "data").is_dir() else {data.name: read_dataset(data)}
+    if not sets:
+        raise MotivnetError(f"{data} holds none of the standard protocols' data")
+    out = {}
+    for name, faces in sets.items():
+        labels, probs = model_probs(model, faces, backend=backend, precision=precision)
+        ref = None
+        if teacher is not None:
+            tl, tp = model_probs(teacher, faces)
+            ref = scores_on(tl, tp, faces.labels).argmax(1)
+        out[name] = evaluate_probs(labels, probs, faces, reference=ref)
+    return out

@@ -1,0 +1,75 @@
+"""``distill()``: teacher(s) + data -> cached teacher outputs -> trained student run folder.
+
+The Python API behind ``motivnet-edge distill``; also runs unchanged under torchrun.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import replace
+from pathlib import Path
+
+from motivnet_edge.errors import MotivnetError
+from motivnet_edge.labels import MOTIVNET_LABELS
+from motivnet_edge.preprocess import Preprocessing
+
+from .cache import build_cache, load_cached
+from .data import read_dataset
+from .student import PRESETS
+from .teachers import EnsembleTeacher, load_teacher
+from .train import TrainConfig, train
+
+log = logging.getLogger(__name__)
+
+#: The students' input: 48x48 gray, the resolution of FER-style face crops.
+STUDENT_PREPROCESSING = Preprocessing(input_size=(48, 48), color="gray", mean=(127.5,), std=(64.0,))
+
+
+def distill(*, data: str | Path, out: str | Path, val: str | Path | None = None,
+            teachers: list[str | Path] = (), student: str = "vit_hybrid_nano", epochs: int = 10,
+            kd_weight: float | None = None, label_weight: float = 1.0, temperature: float = 2.0,
+            views: int = 4, cache_dir: str | Path | None = None, resume: bool = False,
+            preprocessing: Preprocessing = STUDENT_PREPROCESSING, labels=MOTIVNET_LABELS,
+            progress: bool = True, **overrides) -> dict:
+    """Distils ``teachers`` (none: labels only) into a ``student`` preset on ``data``.
+
+    Args:
+        data: training set (FER+ split folder, FER2013 CSV, class folders, unlabelled folder).
+        out: run folder (config, best.pt, last.pt, log.jsonl).
+        val: selection set (default: a FER+ "FER2013Valid" beside a "FER2013Train").
+        teachers: teacher files; several are averaged as an ensemble.
+        kd_weight: weight of the distillation term (default 1 with a teacher, else 0).
+        views: seeded augmented views per image, each cached once per teacher.
+
+    Raises:
+        MotivnetError: bad data, teacher or option (messages name the fix).
+    """
+    if student not in PRESETS:
+        raise MotivnetError(f"unknown student {student!r}; presets: {', '.join(sorted(PRESETS))}")
+    data = Path(data)
+    if val is None and data.name == "FER2013Train" and (data.parent / "FER2013Valid").is_dir():
+        val = data.parent / "FER2013Valid"
+    if val is None:
+        raise MotivnetError("pass --val: a labelled set to select the best epoch on (never the test set)")
+    train_set, val_set = read_dataset(data, labels=labels), read_dataset(val, labels=labels)
+    has_labels = (train_set.soft.sum(1) > 0).any()
+    if not teachers and not has_labels:
+        raise MotivnetError(f"{data} has no labels and no --teacher was given: nothing to learn from")
+    kd = (1.0 if teachers else 0.0) if kd_weight is None else kd_weight
+    cfg = TrainConfig(student={k: v for k, v in PRESETS[student].items() if k != "img_size"}, epochs=epochs,
+                      kd_weight=kd, label_weight=label_weight if has_labels else 0.0,
+                      temperature=temperature, views=views)
+    cfg = replace(cfg, **overrides)
+    logits, extra = None, {"provenance": {"student_preset": student, "training_data": str(data),
+                                          "selection_data": str(val)}}
+    if teachers:
+        members = [load_teacher(t) for t in teachers]
+        teacher = members[0] if len(members) == 1 else EnsembleTeacher(members, labels=labels)
+        cache = build_cache(teacher, train_set, cache_dir or Path(out) / "cache", labels=labels,
+                            views=views, seed=cfg.seed, progress=progress)
+        logits = load_cached(cache, len(train_set), views)
+        extra["provenance"]["teacher"] = teacher.name
+        extra["license"] = {"teacher": teacher.license,
+                            "note": "students distilled from a teacher may carry its licence terms"}
+    return train(out, train_set, val_set, preprocessing, cfg, teacher_logits=logits, resume=resume,
+                 progress=progress, extra=extra)

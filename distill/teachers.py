@@ -1,0 +1,148 @@
+"""Teachers behind one interface: labels, preprocessing, logits for face images.
+
+``load_teacher(path)`` detects the format: a Keras HDF5 classifier (the FER2013 Xception
+pair, rebuilt in torch from the file), an ONNX classifier (labels and preprocessing from
+its metadata or given by the user), or several of them as an ensemble whose
+probabilities are averaged after explicit remapping onto one label order.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from motivnet_edge.errors import MotivnetError
+from motivnet_edge.labels import FER2013_LABELS, MOTIVNET_LABELS, remap_indices
+from motivnet_edge.preprocess import Preprocessing, face_crop, to_tensor
+
+# What the FER2013 Xception models were trained on (the `fer` package's convention).
+XCEPTION_PREPROCESSING = Preprocessing(input_size=(64, 64), color="gray", mean=(127.5,), std=(127.5,),
+                                       interpolation="linear")
+
+
+class TeacherError(MotivnetError, ValueError):
+    """The teacher file cannot be used (format, labels or preprocessing unknown)."""
+
+
+@dataclass
+class Teacher:
+    """A model whose outputs a student learns from.
+
+    Attributes:
+        name: identity used to key cached outputs (includes the file's sha256).
+        labels: output order.
+        preprocessing: how its face crops are made (the runtime's definition).
+        run: float32 NCHW batch -> logits (N, len(labels)).
+        license: licence of the weights, carried into exported students.
+    """
+
+    name: str
+    labels: tuple[str, ...]
+    preprocessing: Preprocessing
+    run: object
+    license: str = "unknown"
+    module: object = None
+    info: dict = field(default_factory=dict)
+
+    def logits(self, images: Sequence[np.ndarray], *, batch: int = 256) -> np.ndarray:
+        """Logits for whole-image face crops (uint8 gray or BGR), through this teacher's preprocessing."""
+        crops = [face_crop(im, self.preprocessing) for im in images]
+        out = [self.run(to_tensor(np.stack(crops[i:i + batch]), self.preprocessing))
+               for i in range(0, len(crops), batch)]
+        return np.concatenate(out).astype(np.float32)
+
+    def probs(self, images: Sequence[np.ndarray], *, labels: Sequence[str] | None = None) -> np.ndarray:
+        """Softmax probabilities, optionally remapped (by name) onto ``labels``; absent classes get 0."""
+        z = self.logits(images)
+        p = np.exp(z - z.max(1, keepdims=True))
+        p /= p.sum(1, keepdims=True)
+        if labels is None:
+            return p
+        out = np.zeros((len(p), len(labels)), np.float32)
+        for src, dst in enumerate(remap_indices(self.labels, labels, on_missing="drop")):
+            if dst >= 0:
+                out[:, dst] += p[:, src]
+        return out
+
+
+def _sha(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()[:16]
+
+
+def _torch_runner(module):
+    import torch
+
+    module.eval()
+
+    def run(x: np.ndarray) -> np.ndarray:
+        with torch.no_grad():
+            return module(torch.from_numpy(x)).numpy()
+    return run
+
+
+def load_keras_teacher(path: Path, *, labels: Sequence[str] = FER2013_LABELS,
+                       preprocessing: Preprocessing = XCEPTION_PREPROCESSING) -> Teacher:
+    from .keras_graph import KerasGraph
+
+    module = KerasGraph(path)
+    return Teacher(f"keras:{path.name}:{_sha(path)}", tuple(labels), preprocessing, _torch_runner(module),
+                   license="MIT (FER2013 Xception, oarriaga/face_classification)", module=module)
+
+
+def load_onnx_teacher(path: Path, *, labels: Sequence[str] | None = None,
+                      preprocessing: Preprocessing | None = None) -> Teacher:
+    import onnxruntime as ort
+
+    sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    meta = sess.get_modelmeta().custom_metadata_map
+    if labels is None and "labels" in meta:
+        labels = json.loads(meta["labels"])
+    if preprocessing is None and "preprocessing" in meta:
+        preprocessing = Preprocessing.from_dict(json.loads(meta["preprocessing"]))
+    if labels is None or preprocessing is None:
+        raise TeacherError(f"{path.name} does not declare its labels/preprocessing in ONNX metadata; "
+                           "pass labels=[...] and preprocessing=Preprocessing(...)")
+    name = sess.get_inputs()[0].name
+    return Teacher(f"onnx:{path.name}:{_sha(path)}", tuple(labels), preprocessing,
+                   lambda x: sess.run(None, {name: x})[0], license=meta.get("license", "unknown"))
+
+
+def load_teacher(path: str | Path, **kwargs) -> Teacher:
+    """Loads a teacher file by its format (.hdf5/.h5 Keras, .onnx).
+
+    Raises:
+        TeacherError: unknown format or missing file.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise TeacherError(f"teacher {path} does not exist")
+    suffix = path.suffix.lower()
+    if suffix in (".hdf5", ".h5"):
+        return load_keras_teacher(path, **kwargs)
+    if suffix == ".onnx":
+        return load_onnx_teacher(path, **kwargs)
+    raise TeacherError(f"{path.name}: unknown teacher format {suffix!r}; use a Keras .hdf5 or an .onnx "
+                       "classifier (MotivNet/Sapiens checkpoints: see issue 3's loader)")
+
+
+class EnsembleTeacher(Teacher):
+    """Averages member probabilities after remapping each onto ``labels``; logits = log(mean p)."""
+
+    def __init__(self, members: Sequence[Teacher], *, labels: Sequence[str] = MOTIVNET_LABELS) -> None:
+        if not members:
+            raise TeacherError("an ensemble needs at least one teacher")
+        for m in members:
+            remap_indices(m.labels, labels, on_missing="drop")
+        super().__init__("ensemble(" + ",".join(m.name for m in members) + ")", tuple(labels),
+                         members[0].preprocessing, None,
+                         license="; ".join(sorted({m.license for m in members})))
+        self.members = list(members)
+
+    def logits(self, images, *, batch: int = 256) -> np.ndarray:
+        p = np.mean([m.probs(images, labels=self.labels) for m in self.members], axis=0)
+        return np.log(np.clip(p, 1e-8, 1.0)).astype(np.float32)

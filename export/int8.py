@@ -1,0 +1,164 @@
+"""INT8 post-training quantization with NNCF, on the exported fp32 graphs.
+
+Quantizing the ONNX graph gives a QDQ model that ONNX Runtime and TensorRT run; quantizing
+the OpenVINO IR gives an INT8 IR. Both use the same calibration faces, cut by the model's
+own preprocessing, and NNCF's transformer settings (``ModelType.TRANSFORMER``: SmoothQuant,
+no quantizers on LayerNorm/Softmax paths). With a labelled validation set and ``max_drop``,
+NNCF's accuracy-controlled quantization reverts the most harmful layers to fp32; a drop
+that still exceeds ``max_drop`` fails the export instead of shipping.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from motivnet_edge.errors import MotivnetError
+from motivnet_edge.preprocess import Preprocessing, face_crop, to_tensor
+
+log = logging.getLogger(__name__)
+
+MIN_CALIBRATION = 300
+SUBSET = 512  # calibration faces NNCF collects statistics on (more cost time, not accuracy)
+
+
+class QuantizationError(MotivnetError, ValueError):
+    """INT8 quantization cannot proceed or did not meet its accuracy bound."""
+
+
+@dataclass
+class Int8Data:
+    """Calibration tensors (and optional labelled validation tensors) for one preprocessing."""
+
+    calib: list[np.ndarray]
+    val_x: np.ndarray | None = None
+    val_y: np.ndarray | None = None
+
+
+def faces_to_tensors(images, pp: Preprocessing) -> np.ndarray:
+    return to_tensor(np.stack([face_crop(im, pp) for im in images]), pp)
+
+
+def prepare_data(calib_faces, pp: Preprocessing, *, val_faces=None, labels=None,
+                 min_calibration: int = MIN_CALIBRATION) -> Int8Data:
+    """Runs calibration/validation faces through the runtime's preprocessing.
+
+    Raises:
+        QuantizationError: fewer than ``min_calibration`` faces, or validation labels that
+            do not match the model's label names.
+    """
+    n = len(calib_faces)
+    if n < min_calibration:
+        raise QuantizationError(
+            f"only {n} calibration faces; INT8 ranges from fewer than {min_calibration} faces are unreliable. "
+            f"Pass --calib with at least {min_calibration} face images (any labels or none)")
+    calib = [x[None] for x in faces_to_tensors(calib_faces.images, pp)]
+    if val_faces is None:
+        return Int8Data(calib)
+    if labels is not None and tuple(val_faces.labels) != tuple(labels):
+        raise QuantizationError(f"validation labels {list(val_faces.labels)} are not the model's "
+                                f"{list(labels)}; read the set with the model's label order")
+    keep = val_faces.hard >= 0
+    if keep.sum() < 50:
+        raise QuantizationError(f"the validation set has {int(keep.sum())} labelled faces; accuracy control "
+                                "needs at least 50 (check its labels: are the class names right?)")
+    x = faces_to_tensors([im for im, k in zip(val_faces.images, keep) if k], pp)
+    return Int8Data(calib, x, val_faces.hard[keep])
+
+
+def _onnx_accuracy(model, x: np.ndarray, y: np.ndarray) -> float:
+    import onnxruntime as ort
+
+    sess = ort.InferenceSession(model.SerializeToString() if hasattr(model, "SerializeToString") else str(model),
+                                providers=["CPUExecutionProvider"])
+    name = sess.get_inputs()[0].name
+    pred = np.concatenate([sess.run(None, {name: x[i:i + 256]})[0] for i in range(0, len(x), 256)]).argmax(1)
+    return float((pred == y).mean())
+
+
+def _ov_accuracy(compiled, x: np.ndarray, y: np.ndarray) -> float:
+    pred = np.concatenate([compiled(x[i:i + 256])[0] for i in range(0, len(x), 256)]).argmax(1)
+    return float((pred == y).mean())
+
+
+def quantize_onnx(fp32_path: Path, out_path: Path, data: Int8Data, *, max_drop: float | None = None) -> Path:
+    """fp32 ONNX -> INT8 QDQ ONNX (per-channel weights, per-tensor activations)."""
+    import nncf
+    import onnx
+
+    model = onnx.load(str(fp32_path))
+    calib = nncf.Dataset(data.calib, lambda x: {"input": x})  # ONNX feeds are dicts
+    common = dict(model_type=nncf.ModelType.TRANSFORMER, subset_size=min(len(data.calib), SUBSET))
+    if max_drop is not None and data.val_x is not None:
+        val = nncf.Dataset(list(range(1)))  # validation_fn reads the tensors directly
+
+        def validate(m, _items):
+            return _onnx_accuracy(m, data.val_x, data.val_y)
+        q = nncf.quantize_with_accuracy_control(model, calib, val, validate, max_drop=max_drop,
+                                                drop_type=nncf.DropType.ABSOLUTE, **common)
+    else:
+        q = nncf.quantize(model, calib, **common)
+    onnx.save_model(q, str(out_path))
+    return out_path
+
+
+def quantize_openvino(fp32_xml: Path, out_xml: Path, data: Int8Data, *, max_drop: float | None = None) -> Path:
+    """fp32 OpenVINO IR -> INT8 IR."""
+    import nncf
+    import openvino as ov
+
+    model = ov.Core().read_model(str(fp32_xml))
+    calib = nncf.Dataset(data.calib)
+    common = dict(model_type=nncf.ModelType.TRANSFORMER, subset_size=min(len(data.calib), SUBSET))
+    if max_drop is not None and data.val_x is not None:
+        val = nncf.Dataset(list(range(1)))
+
+        def validate(compiled, _items):
+            return _ov_accuracy(compiled, data.val_x, data.val_y)
+        q = nncf.quantize_with_accuracy_control(model, calib, val, validate, max_drop=max_drop,
+                                                drop_type=nncf.DropType.ABSOLUTE, **common)
+    else:
+        q = nncf.quantize(model, calib, **common)
+    ov.save_model(q, str(out_xml), compress_to_fp16=False)
+    return out_xml
+
+
+def tensorrt_calibration(fp32_path: Path, out_dir: Path, data: Int8Data) -> list[Path]:
+    """TensorRT INT8 calibration table (for ORT's TensorRT EP on Jetson) from the same faces."""
+    from onnxruntime.quantization.calibrate import CalibrationDataReader, CalibrationMethod, create_calibrator
+    from onnxruntime.quantization.quant_utils import write_calibration_table
+
+    class Reader(CalibrationDataReader):
+        def __init__(self):
+            self.it = iter(data.calib)
+
+        def get_next(self):
+            x = next(self.it, None)
+            return None if x is None else {"input": x}
+
+    out_dir.mkdir(parents=True, exist_ok=True)
+    cal = create_calibrator(str(fp32_path), [], augmented_model_path=str(out_dir / "augmented.onnx"),
+                            calibrate_method=CalibrationMethod.MinMax)
+    cal.collect_data(Reader())
+    write_calibration_table(dict(cal.compute_data().data), dir=str(out_dir))
+    (out_dir / "augmented.onnx").unlink(missing_ok=True)
+    return sorted(p for p in out_dir.iterdir() if p.name.startswith("calibration."))
+
+
+def accuracy_report(fp32_onnx: Path, int8_onnx: Path, data: Int8Data, *, agreement_x: np.ndarray) -> dict:
+    """fp32 vs int8 accuracy (with labels), and top-1 agreement on ``agreement_x``."""
+    import onnxruntime as ort
+
+    def preds(path, x):
+        s = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+        return np.concatenate([s.run(None, {"input": x[i:i + 256]})[0] for i in range(0, len(x), 256)]).argmax(1)
+
+    out = {"agreement_int8_vs_fp32": float((preds(fp32_onnx, agreement_x) == preds(int8_onnx, agreement_x)).mean()),
+           "agreement_faces": int(len(agreement_x))}
+    if data.val_x is not None:
+        a32, a8 = (float((preds(p, data.val_x) == data.val_y).mean()) for p in (fp32_onnx, int8_onnx))
+        out.update(val_accuracy_fp32=a32, val_accuracy_int8=a8, val_accuracy_drop=a32 - a8)
+    return out

@@ -1,0 +1,134 @@
+"""Latency of a package on this device: each backend/precision in its own process.
+
+Two runtimes' thread pools in one process distort each other (up to 3x measured), and
+timings drift between rounds (+-25-30 % on small shared machines), so every
+configuration runs in a fresh subprocess and rounds are interleaved (A B A B ...);
+results quote the median over rounds with the spread (min..max of round medians).
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import json
+import os
+import platform
+import subprocess
+import sys
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+
+from .errors import MotivnetError
+
+
+@dataclass(frozen=True)
+class BenchConfig:
+    backend: str = "onnxruntime"
+    precision: str = "fp32"
+    threads: int = 1
+    batch: int = 1
+
+
+def machine_info() -> dict:
+    """CPU model, INT8/AVX flags, cores, library versions, commit and date for a results file."""
+    cpu, flags = platform.processor() or platform.machine(), set()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+            elif line.startswith("flags"):
+                flags = set(line.split(":", 1)[1].split())
+                break
+    except OSError:
+        pass
+    from importlib import metadata
+
+    versions = {}
+    for dist in ("numpy", "opencv-python-headless", "onnxruntime", "openvino", "torch", "nncf", "motivnet-edge"):
+        try:
+            versions[dist] = metadata.version(dist)
+        except metadata.PackageNotFoundError:
+            continue
+    try:
+        commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
+                                timeout=5, cwd=Path(__file__).parent).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        commit = ""
+    return {"cpu": cpu, "cores": os.cpu_count(), "machine": platform.machine(),
+            "flags": sorted(flags & {"avx2", "fma", "avx512f", "avx512_vnni", "avx_vnni", "amx_int8",
+                                     "amx_bf16", "avx512_bf16"}),
+            "python": platform.python_version(), "versions": versions, "commit": commit or "unknown",
+            "date": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")}
+
+
+def time_in_process(package: str | Path, cfg: BenchConfig, *, iters: int = 200, warmup: int = 20,
+                    seconds: float = 5.0) -> dict:
+    """Times classify() on random crops in this process; returns per-call latencies (ms)."""
+    from .backends import BackendOptions, create_backend
+    from .package import load_package
+    from .preprocess import to_tensor
+
+    pkg = load_package(package)
+    backend = create_backend(pkg, backend=cfg.backend, precision=cfg.precision,
+                             options=BackendOptions(threads=cfg.threads))
+    crops = np.random.default_rng(0).integers(0, 255, (cfg.batch, *pkg.preprocessing.input_size,
+                                                       pkg.preprocessing.channels), dtype=np.uint8)
+    x = to_tensor(crops, pkg.preprocessing)
+    for _ in range(warmup):
+        backend.run(x)
+    times, start = [], time.perf_counter()
+    while len(times) < iters and (time.perf_counter() - start < seconds or len(times) < 10):
+        t = time.perf_counter()
+        backend.run(x)
+        times.append((time.perf_counter() - t) * 1e3)
+    return {"latency_ms": times, "backend": backend.describe()}
+
+
+def run_isolated(package: str | Path, cfg: BenchConfig, *, iters: int = 200, seconds: float = 5.0) -> dict:
+    """``time_in_process`` in a fresh interpreter (nothing else loaded in it).
+
+    Raises:
+        MotivnetError: the worker failed (its last stderr line is quoted).
+    """
+    args = [sys.executable, "-m", "motivnet_edge.benchmark", str(package), json.dumps(asdict(cfg)),
+            str(iters), str(seconds)]
+    r = subprocess.run(args, capture_output=True, text=True, timeout=600)
+    if r.returncode != 0:
+        tail = (r.stderr.strip().splitlines() or ["no output"])[-1]
+        raise MotivnetError(f"benchmark worker for {cfg} failed: {tail}")
+    return json.loads(r.stdout.strip().splitlines()[-1])
+
+
+def summarize(per_round: list[list[float]], batch: int) -> dict:
+    """Medians over rounds of p50/p90/p99, spread of round p50s, throughput (faces/s)."""
+    p = lambda q: [float(np.percentile(r, q)) for r in per_round]  # noqa: E731
+    p50 = p(50)
+    med = float(np.median(p50))
+    return {"p50_ms": med, "p90_ms": float(np.median(p(90))), "p99_ms": float(np.median(p(99))),
+            "p50_spread_ms": [min(p50), max(p50)], "rounds": len(per_round),
+            "throughput_fps": batch * 1e3 / med, "calls": sum(len(r) for r in per_round)}
+
+
+def compare(package: str | Path, configs: list[BenchConfig], *, rounds: int = 3, iters: int = 200,
+            seconds: float = 5.0, progress=None) -> list[dict]:
+    """Interleaved rounds over ``configs``, each call in its own process; one summary per config."""
+    samples: dict[int, list[list[float]]] = {i: [] for i in range(len(configs))}
+    described = {}
+    for _ in range(rounds):
+        for i, cfg in enumerate(configs):
+            out = run_isolated(package, cfg, iters=iters, seconds=seconds)
+            samples[i].append(out["latency_ms"])
+            described[i] = out["backend"]
+            if progress:
+                progress(cfg)
+    return [{**asdict(cfg), "runtime": described[i], **summarize(samples[i], cfg.batch)}
+            for i, cfg in enumerate(configs)]
+
+
+if __name__ == "__main__":
+    # Worker mode: python -m motivnet_edge.benchmark PACKAGE CONFIG_JSON ITERS SECONDS
+    res = time_in_process(sys.argv[1], BenchConfig(**json.loads(sys.argv[2])), iters=int(sys.argv[3]),
+                          seconds=float(sys.argv[4]))
+    print(json.dumps(res))

@@ -1,0 +1,95 @@
+"""Dataset readers: each format, label remapping, bad rows."""
+
+import cv2
+import numpy as np
+import pytest
+
+from motivnet_distill.data import (DataError, read_dataset, read_fer2013_csv, read_ferplus, read_image_folder,
+                                   read_unlabelled)
+from motivnet_edge.errors import LabelError
+from motivnet_edge.labels import MOTIVNET_LABELS
+
+from conftest import CKPLUS, FERPLUS
+
+
+def _ferplus(folder, rows):
+    folder.mkdir(parents=True, exist_ok=True)
+    lines = []
+    for i, votes in enumerate(rows):
+        cv2.imwrite(str(folder / f"f{i}.png"), np.full((48, 48), 10 * i, np.uint8))
+        lines.append(f'f{i}.png,"(0, 0, 48, 48)",' + ",".join(map(str, votes)))
+    (folder / "label.csv").write_text("\n".join(lines) + "\n")
+    return folder
+
+
+def test_ferplus_soft_labels_majority_and_contempt(tmp_path):
+    # columns: neutral happiness surprise sadness anger disgust fear contempt unknown NF
+    d = _ferplus(tmp_path / "s", [[0, 8, 2, 0, 0, 0, 0, 0, 0, 0],
+                                  [5, 5, 0, 0, 0, 0, 0, 0, 0, 0],    # tie -> no majority
+                                  [0, 0, 0, 0, 1, 0, 0, 6, 3, 0],    # contempt majority -> dropped
+                                  [0, 0, 0, 0, 0, 0, 0, 0, 10, 0]])  # unknown
+    fs = read_ferplus(d)
+    assert fs.labels == MOTIVNET_LABELS
+    assert fs.soft[0, MOTIVNET_LABELS.index("happiness")] == pytest.approx(0.8)
+    assert fs.soft[0, MOTIVNET_LABELS.index("surprise")] == pytest.approx(0.2)
+    assert fs.hard.tolist() == [1, -1, -1, -1]
+    assert fs.soft[2, MOTIVNET_LABELS.index("anger")] == 1.0  # contempt votes dropped, not moved
+    mapped = read_ferplus(d, mapping={"contempt": "disgust"})
+    assert mapped.hard[2] == MOTIVNET_LABELS.index("disgust")
+
+
+def test_ferplus_bad_rows(tmp_path):
+    d = _ferplus(tmp_path / "s", [[0, 8, 2, 0, 0, 0, 0, 0, 0, 0]])
+    (d / "label.csv").write_text('f0.png,"(0, 0, 48, 48)",1,2\n')
+    with pytest.raises(DataError, match="label.csv:1: expected 12 fields"):
+        read_ferplus(d)
+    (d / "label.csv").write_text('f0.png,"(0, 0, 48, 48)",a,0,0,0,0,0,0,0,0,0\n')
+    with pytest.raises(DataError, match="must be numbers"):
+        read_ferplus(d)
+    (d / "label.csv").write_text('missing.png,"(0, 0, 48, 48)",1,0,0,0,0,0,0,0,0,0\n')
+    with pytest.raises(DataError, match="missing.png is not a readable image"):
+        read_ferplus(d)
+    with pytest.raises(DataError, match="no label.csv"):
+        read_ferplus(tmp_path)
+
+
+def test_fer2013_csv_remaps_by_name(tmp_path):
+    px = " ".join(["7"] * 2304)
+    p = tmp_path / "fer2013.csv"
+    p.write_text(f"emotion,pixels,Usage\n3,{px},Training\n0,{px},PrivateTest\n6,{px},PrivateTest\n")
+    fs = read_fer2013_csv(p, usage="PrivateTest")
+    assert [fs.labels[i] for i in fs.hard] == ["anger", "neutral"]
+    p.write_text(f"emotion,pixels,Usage\n3,1 2 3,Training\n")
+    with pytest.raises(DataError, match="2304 pixels"):
+        read_fer2013_csv(p)
+    p.write_text("a,b\n1,2\n")
+    with pytest.raises(DataError, match="needs columns"):
+        read_fer2013_csv(p)
+
+
+def test_class_folders_need_explicit_mapping(tmp_path):
+    for cls in ("happy", "contempt"):
+        (tmp_path / cls).mkdir()
+        cv2.imwrite(str(tmp_path / cls / "a.png"), np.zeros((48, 48), np.uint8))
+    with pytest.raises(LabelError, match="contempt"):
+        read_image_folder(tmp_path)
+    fs = read_image_folder(tmp_path, mapping={"contempt": None})
+    assert len(fs) == 1 and fs.labels[fs.hard[0]] == "happiness"
+    assert len(read_dataset(tmp_path, mapping={"contempt": None})) == 1
+
+
+def test_unlabelled_folder(tmp_path):
+    cv2.imwrite(str(tmp_path / "x.jpg"), np.zeros((30, 30, 3), np.uint8))
+    fs = read_unlabelled(tmp_path)
+    assert len(fs) == 1 and fs.hard[0] == -1 and fs.soft.sum() == 0
+    with pytest.raises(DataError, match="not a dataset"):
+        read_dataset(tmp_path / "nope")
+
+
+def test_real_ferplus_and_ckplus():
+    if not FERPLUS.is_dir() or not CKPLUS.is_dir():
+        pytest.skip("../shared data is absent")
+    fs = read_ferplus(FERPLUS / "FER2013Test", limit=300)
+    assert len(fs) == 300 and fs.images[0].shape == (48, 48)
+    ck = read_image_folder(CKPLUS, mapping={"contempt": None})
+    assert len(ck) == 927 and "contempt" not in {ck.labels[i] for i in ck.hard}

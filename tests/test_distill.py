@@ -1,0 +1,196 @@
+"""Student, loss, teacher cache, training resume after a kill, DDP on CPU."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch", reason="distillation needs the distill extra")
+
+from motivnet_distill.cache import build_cache  # noqa: E402
+from motivnet_distill.data import FaceSet  # noqa: E402
+from motivnet_distill.student import PRESETS, StudentConfig, count_flops, create_student, load_timm_weights  # noqa: E402
+from motivnet_distill.teachers import Teacher  # noqa: E402
+from motivnet_distill.train import TrainConfig, distill_loss  # noqa: E402
+from motivnet_distill.views import view_image, view_params  # noqa: E402
+from motivnet_edge.labels import MOTIVNET_LABELS  # noqa: E402
+from motivnet_edge.preprocess import Preprocessing  # noqa: E402
+
+
+def synthetic(n=64, seed=0):
+    """Faces whose class is readable from pixel statistics, so a student can learn something."""
+    r = np.random.default_rng(seed)
+    hard = r.integers(0, 7, n)
+    imgs = [np.clip(r.normal(30 + 30 * h, 20, (48, 48)), 0, 255).astype(np.uint8) for h in hard]
+    return FaceSet(imgs, np.eye(7, dtype=np.float32)[hard], hard.astype(np.int64), MOTIVNET_LABELS,
+                   [f"s{i}.png" for i in range(n)])
+
+
+@pytest.mark.parametrize("name", sorted(PRESETS))
+def test_presets_build_and_count(name):
+    cfg = StudentConfig(**{**PRESETS[name], "img_size": (48, 48) if name != "vit_tiny" and name != "vit_small"
+                           else (224, 224)})
+    m = create_student(name, img_size=cfg.img_size)
+    x = torch.zeros(2, 1, *cfg.img_size)
+    assert m(x).shape == (2, 7) and count_flops(m.cfg) > 0
+
+
+def test_bad_student_configs():
+    with pytest.raises(ValueError, match="divisible"):
+        create_student("vit_nano", embed_dim=130)
+    with pytest.raises(ValueError, match="multiple of patch_size"):
+        create_student("vit_nano", img_size=(50, 50))
+    with pytest.raises(ValueError, match="unknown student"):
+        create_student("resnet50")
+
+
+def test_timm_checkpoint_initialises_a_student(tmp_path):
+    # A file laid out like timm's vit_tiny (3-channel, 16 px patches, class token, 14x14 grid).
+    src = create_student("vit_tiny", in_chans=3, pool="cls", num_classes=1000)
+    path = tmp_path / "deit_tiny.pth"
+    torch.save({"model": src.state_dict()}, path)
+    dst = create_student("vit_tiny", img_size=(64, 64), in_chans=1, pool="cls")
+    missing = load_timm_weights(dst, path)
+    assert missing == ["head.bias", "head.weight"]  # 1000 classes vs 7: head skipped
+    assert torch.allclose(dst.blocks[3].attn.qkv.weight, src.blocks[3].attn.qkv.weight)
+    assert torch.allclose(dst.patch_embed.proj.weight, src.patch_embed.proj.weight.sum(1, keepdim=True))
+    assert dst.pos_embed.shape == (1, 1 + 16, 192)
+    torch.save({"x": torch.zeros(3)}, tmp_path / "other.pth")
+    with pytest.raises(ValueError, match="no timm ViT weights"):
+        load_timm_weights(dst, tmp_path / "other.pth")
+
+
+def test_loss_terms():
+    cfg = TrainConfig(label_weight=1.0, kd_weight=0.0)
+    logits = torch.tensor([[2.0, 0.0, -1.0]])
+    soft = torch.tensor([[1.0, 0.0, 0.0]])
+    assert distill_loss(logits, soft, None, cfg).item() == pytest.approx(-torch.log_softmax(logits, 1)[0, 0].item())
+    kd = TrainConfig(label_weight=0.0, kd_weight=1.0, temperature=2.0)
+    assert distill_loss(logits, soft, logits.clone(), kd).item() == pytest.approx(0.0, abs=1e-6)
+    assert distill_loss(logits, soft, torch.tensor([[-1.0, 0.0, 2.0]]), kd).item() > 0.1
+    assert distill_loss(logits, torch.zeros(1, 3), None, cfg).item() == 0.0  # unlabelled row
+
+
+def test_views_are_seeded_and_view0_is_identity():
+    img = np.random.default_rng(0).integers(0, 255, (48, 48), dtype=np.uint8)
+    assert view_image(img, 0, 5, 0) is img
+    assert np.array_equal(view_image(img, 0, 5, 3), view_image(img, 0, 5, 3))
+    assert not np.array_equal(view_image(img, 0, 5, 3), view_image(img, 1, 5, 3))
+    assert view_params(0, 5, 3) != view_params(0, 6, 3)
+
+
+class CountingTeacher(Teacher):
+    def __init__(self):
+        pp = Preprocessing(input_size=(48, 48))
+        super().__init__("count", tuple(reversed(MOTIVNET_LABELS)), pp,
+                         lambda x: np.stack([x.mean((1, 2, 3)) * k for k in range(7)], 1))
+        self.calls = 0
+
+    def logits(self, images, *, batch=256):
+        self.calls += len(images)
+        return super().logits(images, batch=batch)
+
+
+def test_cache_builds_once_and_remaps_labels(tmp_path):
+    fs, t = synthetic(20), CountingTeacher()
+    c = build_cache(t, fs, tmp_path, labels=MOTIVNET_LABELS, views=3, batch=7, progress=False)
+    assert c.shape == (60, 7) and c.dtype == np.float16 and t.calls == 60
+    again = build_cache(t, fs, tmp_path, labels=MOTIVNET_LABELS, views=3, batch=7, progress=False)
+    assert t.calls == 60 and np.array_equal(c, again)
+    # Teacher order is reversed: its last output ("neutral") lands at MotivNet index 0.
+    probs = t.probs([fs.images[0]], labels=MOTIVNET_LABELS)
+    assert np.allclose(np.exp(c[0].astype(np.float32)), probs[0], atol=2e-3)
+    build_cache(t, fs, tmp_path, labels=MOTIVNET_LABELS, views=2, progress=False)
+    assert t.calls == 60 + 1 + 40  # the probs() call above, then other views -> other key
+
+
+def test_cache_resumes_after_interruption(tmp_path):
+    fs, t = synthetic(20), CountingTeacher()
+
+    class Boom(Exception):
+        pass
+
+    real = t.run
+    state = {"n": 0}
+
+    def flaky(x):
+        state["n"] += 1
+        if state["n"] == 3:
+            raise Boom
+        return real(x)
+    t.run = flaky
+    with pytest.raises(Boom):
+        build_cache(t, fs, tmp_path, labels=MOTIVNET_LABELS, views=2, batch=8, progress=False)
+    t.run, t.calls = real, 0
+    full = build_cache(t, fs, tmp_path, labels=MOTIVNET_LABELS, views=2, batch=8, progress=False)
+    assert t.calls == 40 - 16  # two batches of 8 were already done
+    ref = build_cache(CountingTeacher(), fs, tmp_path / "fresh", labels=MOTIVNET_LABELS, views=2, progress=False)
+    assert np.array_equal(full, ref)
+
+
+SCRIPT = textwrap.dedent("""
+    import sys, json, torch
+    sys.path.insert(0, {tests!r})
+    from test_distill import synthetic
+    from motivnet_distill.train import TrainConfig, train
+    from motivnet_edge.preprocess import Preprocessing
+    torch.set_num_threads(1)
+    pp = Preprocessing(input_size=(48, 48))
+    cfg = TrainConfig(student=dict(embed_dim=32, depth=2, num_heads=2, patch_size=8, drop_path=0.0),
+                      epochs={epochs}, batch_size=16, views=2, ema_decay=0.9, seed=3)
+    teacher = torch.randn(64, 2, 7).numpy()
+    best = train(sys.argv[1], synthetic(64), synthetic(32, seed=1), pp, cfg, teacher_logits=teacher,
+                 resume="--resume" in sys.argv, progress=False)
+    print(json.dumps(best))
+""")
+
+
+def _script(tmp_path, epochs):
+    p = tmp_path / "run_train.py"
+    p.write_text(SCRIPT.format(tests=os.path.dirname(__file__), epochs=epochs))
+    return p
+
+
+def _weights(run):
+    return torch.load(run / "last.pt", weights_only=True)["model"]
+
+
+@pytest.mark.slow
+def test_resume_after_kill_matches_uninterrupted(tmp_path):
+    script = _script(tmp_path, epochs=6)
+    ref = tmp_path / "ref"
+    subprocess.run([sys.executable, str(script), str(ref)], check=True, capture_output=True)
+    run = tmp_path / "killed"
+    proc = subprocess.Popen([sys.executable, str(script), str(run)], stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
+    deadline = time.time() + 120
+    while time.time() < deadline and not (run / "log.jsonl").is_file():
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGKILL)  # mid-run, after at least one checkpoint
+    proc.wait()
+    done = len((run / "log.jsonl").read_text().splitlines())
+    assert done < 6, "the run finished before it could be killed"
+    subprocess.run([sys.executable, str(script), str(run), "--resume"], check=True, capture_output=True)
+    a, b = _weights(ref), _weights(run)
+    assert all(torch.allclose(a[k], b[k], atol=1e-6) for k in a)
+    assert len((run / "log.jsonl").read_text().splitlines()) >= 6
+
+
+@pytest.mark.slow
+def test_two_process_ddp_matches_single_process(tmp_path):
+    script = _script(tmp_path, epochs=2)
+    single, ddp = tmp_path / "single", tmp_path / "ddp"
+    subprocess.run([sys.executable, str(script), str(single)], check=True, capture_output=True)
+    r = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2",
+                        "--master_port", str(29500 + os.getpid() % 1000), str(script), str(ddp)],
+                       capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr[-3000:]
+    a, b = _weights(single), _weights(ddp)
+    assert all(torch.allclose(a[k], b[k], atol=1e-4) for k in a)
+    assert json.loads((ddp / "config.json").read_text())["train"]["epochs"] == 2

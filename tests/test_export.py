@@ -1,0 +1,160 @@
+"""Export -> reload -> predict for every format and precision; INT8; misuse; kill mid-export."""
+
+import json
+import signal
+import subprocess
+import sys
+import time
+
+import cv2
+import numpy as np
+import pytest
+
+pytest.importorskip("torch", reason="export needs the export extra")
+pytest.importorskip("nncf", reason="INT8 needs the export extra")
+
+from motivnet_edge import EmotionRecognizer  # noqa: E402
+from motivnet_edge.errors import MotivnetError  # noqa: E402
+from motivnet_edge.package import load_package  # noqa: E402
+from motivnet_export.exporter import export  # noqa: E402
+from motivnet_export.int8 import QuantizationError  # noqa: E402
+from motivnet_export.sources import SourceError  # noqa: E402
+
+
+def _faces(folder, n, seed=0):
+    """Face-like 48x48 crops: a bright oval with darker eyes and mouth, jittered."""
+    folder.mkdir(parents=True, exist_ok=True)
+    r = np.random.default_rng(seed)
+    for i in range(n):
+        img = np.full((48, 48), r.integers(20, 60), np.uint8)
+        cv2.ellipse(img, (24 + int(r.integers(-3, 4)), 26), (16, 20), 0, 0, 360, int(r.integers(150, 230)), -1)
+        for x in (17, 31):
+            cv2.circle(img, (x, 20), 3, 40, -1)
+        cv2.ellipse(img, (24, 36), (7, int(r.integers(1, 5))), 0, 0, 360, 60, -1)
+        cv2.imwrite(str(folder / f"f{i:04d}.png"), img + r.integers(0, 20, img.shape, dtype=np.uint8))
+    return folder
+
+
+@pytest.fixture(scope="module")
+def int8_package(tiny_checkpoint, tmp_path_factory):
+    root = tmp_path_factory.mktemp("int8")
+    calib = _faces(root / "calib", 300)
+    val = root / "val"
+    for k, cls in enumerate(("happy", "sad", "neutral")):
+        _faces(val / cls, 20, seed=k + 1)
+    return export(tiny_checkpoint, root / "pkg", int8=True, calib=calib, val=val, latency_rounds=1)
+
+
+def test_every_format_and_precision_reloads_and_predicts(int8_package, astronaut):
+    pkg = load_package(int8_package)
+    have = {(f.backend, f.precision) for f in pkg.files}
+    assert have == {("onnxruntime", "fp32"), ("onnxruntime", "int8"), ("openvino", "fp32"), ("openvino", "int8")}
+    ref = None
+    for backend, precision in sorted(have):
+        with EmotionRecognizer.from_pretrained(int8_package, backend=backend, precision=precision,
+                                               detector="haar") as rec:
+            faces = rec.predict(astronaut)
+            assert len(faces) == 1 and rec.describe().endswith("detector haar")
+            if precision == "fp32":
+                ref = ref or faces[0].scores
+                assert faces[0].scores == pytest.approx(ref, abs=1e-4)
+
+
+def test_int8_metrics_and_tensorrt_table(int8_package):
+    m = load_package(int8_package).manifest
+    q = m["metrics"]["int8"]
+    assert 0.5 <= q["agreement_int8_vs_fp32"] <= 1.0 and q["agreement_faces"] == 60
+    assert "val_accuracy_drop" in q
+    lat = m["metrics"]["latency"]["onnxruntime"]
+    assert lat["fp32_ms"] > 0 and lat["int8_ms"] > 0 and "cpu_int8_flags" in lat
+    assert any(k.startswith("tensorrt/calibration") for k in m["assets"])
+    sizes = m["metrics"]["file_sizes"]
+    assert sizes["model.int8.onnx"] < sizes["model.onnx"]
+
+
+def test_auto_precision_does_not_pick_slower_int8(int8_package):
+    from motivnet_edge.backends import cpu_int8_flags
+    with EmotionRecognizer.from_pretrained(int8_package, backend="openvino") as rec:
+        lat = rec.package.metrics["latency"]["openvino"]
+        faster = lat["int8_ms"] < lat["fp32_ms"] and cpu_int8_flags()
+        assert rec.describe().startswith("openvino CPU " + ("int8" if faster else "fp32"))
+
+
+def test_onnx_metadata_survives_quantization(int8_package):
+    import onnx
+    meta = {p.key for p in onnx.load(str(int8_package / "model.int8.onnx")).metadata_props}
+    assert {"labels", "preprocessing"} <= meta
+
+
+def test_too_few_calibration_faces_refused(tiny_checkpoint, tmp_path):
+    with pytest.raises(QuantizationError, match="at least 300"):
+        export(tiny_checkpoint, tmp_path / "p", int8=True, calib=_faces(tmp_path / "c", 299), latency=False)
+    assert not (tmp_path / "p").exists()
+    with pytest.raises(SourceError, match="needs --calib"):
+        export(tiny_checkpoint, tmp_path / "p", int8=True, latency=False)
+
+
+def test_corrupted_calibration_folder(tiny_checkpoint, tmp_path):
+    calib = _faces(tmp_path / "c", 300)
+    (calib / "f0007.png").write_bytes(b"\x89PNG\r\n\x1a\nbroken")
+    with pytest.raises(MotivnetError, match="f0007.png is not a readable image"):
+        export(tiny_checkpoint, tmp_path / "p", int8=True, calib=calib, latency=False)
+
+
+def test_mislabelled_validation_set(tiny_checkpoint, tmp_path):
+    calib = _faces(tmp_path / "c", 300)
+    for cls in ("cat", "dog"):
+        _faces(tmp_path / "v" / cls, 3)
+    with pytest.raises(MotivnetError, match="'cat'"):
+        export(tiny_checkpoint, tmp_path / "p", int8=True, calib=calib, val=tmp_path / "v", latency=False)
+    with pytest.raises(SourceError, match="--max-drop needs"):
+        export(tiny_checkpoint, tmp_path / "p", max_drop=0.01, latency=False)
+
+
+def test_source_that_is_not_a_model(tmp_path):
+    bad = tmp_path / "notes.pt"
+    bad.write_text("hello")
+    with pytest.raises(SourceError, match="not a readable torch checkpoint"):
+        export(bad, tmp_path / "p", latency=False)
+    import torch
+    torch.save({"weights": torch.zeros(2)}, tmp_path / "other.pt")
+    with pytest.raises(SourceError, match="not a motivnet-edge student checkpoint"):
+        export(tmp_path / "other.pt", tmp_path / "p", latency=False)
+    with pytest.raises(SourceError, match="does not exist"):
+        export(tmp_path / "nothing", tmp_path / "p", latency=False)
+
+
+def test_pickled_code_in_a_checkpoint_is_refused(tmp_path):
+    import torch
+
+    class Evil:
+        def __reduce__(self):
+            return (print, ("pwned",))
+    torch.save({"model": Evil()}, tmp_path / "evil.pt")
+    with pytest.raises(SourceError, match="not a readable torch checkpoint"):
+        export(tmp_path / "evil.pt", tmp_path / "p", latency=False)
+
+
+def test_unwritable_output_cli(tiny_checkpoint, tmp_path):
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    r = subprocess.run([sys.executable, "-m", "motivnet_edge.cli", "export", str(tiny_checkpoint), "--out",
+                        str(blocker / "pkg"), "--no-latency"], capture_output=True, text=True)
+    assert r.returncode == 2 and "cannot write" in r.stderr and "Traceback" not in r.stderr
+
+
+def test_kill_mid_export_leaves_previous_package(tiny_checkpoint, tiny_package, tmp_path):
+    import shutil
+    dest = tmp_path / "pkg"
+    shutil.copytree(tiny_package, dest)
+    before = (dest / "manifest.json").read_text()
+    proc = subprocess.Popen([sys.executable, "-m", "motivnet_edge.cli", "export", str(tiny_checkpoint),
+                             "--out", str(dest)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 120
+    while time.time() < deadline and not list(tmp_path.glob(".pkg.*.tmp/model.onnx")):
+        time.sleep(0.02)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert (dest / "manifest.json").read_text() == before
+    load_package(dest)
+    assert json.loads(before)["schema_version"] == 1
