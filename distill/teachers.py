@@ -8,7 +8,6 @@ probabilities are averaged after explicit remapping onto one label order.
 
 from __future__ import annotations
 
-import hashlib
 import json
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -71,7 +70,9 @@ class Teacher:
 
 
 def _sha(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()[:16]
+    from motivnet_edge.package import sha256_file
+
+    return sha256_file(path)[:16]  # chunked: teacher files reach gigabytes
 
 
 def _torch_runner(module):
@@ -126,8 +127,26 @@ def load_teacher(path: str | Path, **kwargs) -> Teacher:
         return load_keras_teacher(path, **kwargs)
     if suffix == ".onnx":
         return load_onnx_teacher(path, **kwargs)
-    raise TeacherError(f"{path.name}: unknown teacher format {suffix!r}; use a Keras .hdf5 or an .onnx "
-                       "classifier (MotivNet/Sapiens checkpoints: see issue 3's loader)")
+    if suffix in (".pth", ".pt", ".ckpt", ".pt2", ".bin"):
+        return load_motivnet_teacher(path, **kwargs)
+    raise TeacherError(f"{path.name}: unknown teacher format {suffix!r}; use a MotivNet/Sapiens checkpoint "
+                       "(.pth, .ckpt, .pt2), a Keras .hdf5 or an .onnx classifier")
+
+
+def load_motivnet_teacher(path: Path, *, mode: str = "letterbox", img_size=(1024, 768), **load_kw) -> Teacher:
+    """MotivNet from any checkpoint format; ``mode`` "letterbox" (authors' inference, default) or "stretch"."""
+    from .checkpoints import load_motivnet
+    from .motivnet import MOTIVNET_PREPROCESSING
+
+    if mode not in MOTIVNET_PREPROCESSING:
+        raise TeacherError(f"mode must be one of {sorted(MOTIVNET_PREPROCESSING)}")
+    model, info = load_motivnet(path, img_size=img_size, **load_kw)
+    pp = MOTIVNET_PREPROCESSING[mode]
+    if tuple(img_size) != tuple(pp.input_size):
+        pp = Preprocessing.from_dict({**pp.to_dict(), "input_size": list(img_size)})
+    return Teacher(f"motivnet:{path.name}:{_sha(path)}", model.labels, pp, _torch_runner(model),
+                   license="CC BY-NC 4.0 (Sapiens weights); MotivNet code GPL-3.0", module=model,
+                   info={"format": info["format"]})
 
 
 class EnsembleTeacher(Teacher):

@@ -17,14 +17,21 @@ import numpy as np
 
 from motivnet_edge.package import ModelFile, build_manifest, sha256_file, write_package
 
-from .onnx_export import INPUT, OUTPUT, export_onnx, max_abs_diff, onnx_to_openvino
+from .onnx_export import INPUT, OPSET, OUTPUT, export_onnx, max_abs_diff, onnx_to_openvino
 from .sources import ExportSource, SourceError, load_source
 
 log = logging.getLogger(__name__)
 
 
 def _onnx_fp32(src: ExportSource, folder: Path, ctx: dict) -> list[ModelFile]:
-    path = export_onnx(src.model, src.preprocessing, src.labels, folder / "model.onnx")
+    # Above protobuf's 2 GB (the 1B teacher) the weights go to external data beside the graph.
+    big = sum(p.numel() * p.element_size() for p in src.model.parameters()) > 1.8e9
+    path = export_onnx(src.model, src.preprocessing, src.labels, folder / "model.onnx", external_data=big)
+    if big:
+        data = folder / "model.onnx.data"
+        ctx["onnx_max_abs_diff"] = None  # a second full-size copy in ORT would double peak memory
+        return [ModelFile("onnxruntime", "fp32", path.name, sha256_file(path), INPUT, OUTPUT,
+                          {data.name: sha256_file(data)})]
     x = np.random.default_rng(0).normal(size=(4, src.preprocessing.channels, *src.preprocessing.input_size))
     ctx["onnx_max_abs_diff"] = max_abs_diff(src.model, path, x.astype(np.float32))
     return [ModelFile("onnxruntime", "fp32", path.name, sha256_file(path), INPUT, OUTPUT)]
@@ -47,6 +54,17 @@ FORMATS = {
     "onnx": (_onnx_fp32, "onnxruntime", "export"),
     "openvino": (_openvino_fp32, "openvino", "export"),
 }
+
+
+def _gflops(src: ExportSource) -> float:
+    """FLOPs of one face (batch 1), counted by torch on the exported module."""
+    import torch
+    from torch.utils.flop_counter import FlopCounterMode
+
+    x = torch.zeros(1, src.preprocessing.channels, *src.preprocessing.input_size)
+    with torch.no_grad(), FlopCounterMode(display=False) as counter:
+        src.model(x)
+    return round(counter.get_total_flops() / 1e9, 5)
 
 
 def _code_version() -> str:
@@ -104,7 +122,8 @@ def _latency(folder: Path, files: list[ModelFile], threads: int, rounds: int) ->
 def export(source, out: str | Path, *, formats=("onnx", "openvino"), int8: bool = False,
            calib=None, val=None, max_drop: float | None = None, min_calibration: int = 300,
            latency: bool = True, latency_threads: int = 1, latency_rounds: int = 3,
-           metrics: dict | None = None, provenance: dict | None = None, license: dict | None = None) -> Path:
+           metrics: dict | None = None, provenance: dict | None = None, license: dict | None = None,
+           teacher_options: dict | None = None) -> Path:
     """Exports a student, checkpoint or teacher to a model package (the CLI's one code path).
 
     Args:
@@ -116,6 +135,7 @@ def export(source, out: str | Path, *, formats=("onnx", "openvino"), int8: bool 
         val: labelled validation faces: fp32/int8 accuracy and, with ``max_drop``, accuracy control.
         max_drop: largest absolute accuracy drop allowed for INT8 (e.g. 0.01).
         latency: measure fp32/int8 latency here (subprocesses) into the manifest.
+        teacher_options: for teacher sources, e.g. num_heads, img_size, mode ("letterbox"/"stretch").
 
     Raises:
         SourceError: the source is not a model, or bad formats.
@@ -127,7 +147,7 @@ def export(source, out: str | Path, *, formats=("onnx", "openvino"), int8: bool 
         raise SourceError(f"unknown formats {unknown}; choose from {sorted(FORMATS)}")
     if max_drop is not None and (val is None or not int8):
         raise SourceError("--max-drop needs --int8 and a labelled --val set")
-    src = source if isinstance(source, ExportSource) else load_source(source)
+    src = source if isinstance(source, ExportSource) else load_source(source, **(teacher_options or {}))
     data = None
     if int8:
         from motivnet_distill.data import read_dataset
@@ -154,12 +174,12 @@ def export(source, out: str | Path, *, formats=("onnx", "openvino"), int8: bool 
         if "remove" in ctx and "onnx" not in formats:
             ctx["remove"].unlink()
         prov = {**src.provenance, **(provenance or {}), "code_version": _code_version(),
-                "export": {"formats": list(formats), "onnx_opset": 18,
+                "export": {"formats": list(formats), "onnx_opset": OPSET,
                            "onnx_max_abs_diff_vs_torch": ctx.get("onnx_max_abs_diff"),
                            "machine": platform.machine(), "python": platform.python_version()}}
         sizes = {f.path: (folder / f.path).stat().st_size + sum((folder / p).stat().st_size for p in f.extra_files)
                  for f in files}
-        measured = {**src.metrics, **(metrics or {}), "file_sizes": sizes}
+        measured = {**src.metrics, **(metrics or {}), "file_sizes": sizes, "gflops": _gflops(src)}
         if "int8" in ctx:
             measured["int8"] = ctx["int8"]
         kw = dict(labels=src.labels, preprocessing=src.preprocessing, files=files, provenance=prov,

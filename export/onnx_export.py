@@ -12,24 +12,27 @@ import torch
 from motivnet_edge.preprocess import Preprocessing
 
 log = logging.getLogger(__name__)
-OPSET = 18
+OPSET = 20
 INPUT, OUTPUT = "input", "logits"
 
 
 def export_onnx(model: torch.nn.Module, pp: Preprocessing, labels, path: Path, *,
                 external_data: bool = False) -> Path:
-    """Exports with a dynamic batch axis and verifies the graph with the ONNX checker."""
+    """Exports with torch's current (dynamo) exporter, a dynamic batch axis, ONNX-checked.
+
+    ``external_data`` stores weights beside the graph: needed above protobuf's 2 GB.
+    """
     import onnx
 
     model.eval()
     dummy = torch.zeros(2, pp.channels, *pp.input_size)
-    torch.onnx.export(model, (dummy,), str(path), input_names=[INPUT], output_names=[OUTPUT],
-                      dynamic_axes={INPUT: {0: "batch"}, OUTPUT: {0: "batch"}}, opset_version=OPSET,
-                      dynamo=False, external_data=external_data)
-    m = onnx.load(str(path))
-    meta = {"labels": json.dumps(list(labels)), "preprocessing": json.dumps(pp.to_dict()),
-            "producer": "motivnet-edge"}
-    for k, v in meta.items():
+    name = next(iter(__import__("inspect").signature(model.forward).parameters))
+    program = torch.onnx.export(model, (dummy,), dynamo=True, input_names=[INPUT], output_names=[OUTPUT],
+                                dynamic_shapes={name: {0: torch.export.Dim("batch", min=1, max=65536)}},
+                                opset_version=OPSET, verbose=False)
+    m = program.model_proto
+    for k, v in {"labels": json.dumps(list(labels)), "preprocessing": json.dumps(pp.to_dict()),
+                 "producer": "motivnet-edge"}.items():
         m.metadata_props.append(onnx.StringStringEntryProto(key=k, value=v))
     if external_data:
         onnx.save_model(m, str(path), save_as_external_data=True, location=path.name + ".data")

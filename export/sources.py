@@ -28,15 +28,15 @@ class ExportSource:
     metrics: dict = field(default_factory=dict)
 
 
-def load_source(path: str | Path) -> ExportSource:
+def load_source(path: str | Path, **teacher_options) -> ExportSource:
     """A run folder (its best.pt) or a student checkpoint written by ``motivnet-edge distill``.
 
     Raises:
         SourceError: missing file, not a torch checkpoint, or not a student checkpoint.
     """
     path = Path(path)
-    if path.suffix.lower() in (".hdf5", ".h5"):
-        return _teacher_source(path)
+    if path.suffix.lower() in (".hdf5", ".h5", ".pth", ".ckpt", ".pt2", ".onnx"):
+        return _teacher_source(path, **teacher_options)
     if path.is_dir():
         path = path / "best.pt"
     if not path.is_file():
@@ -61,10 +61,17 @@ def load_source(path: str | Path) -> ExportSource:
                         ck.get("license", {}), {"validation": ck.get("metrics", {})})
 
 
-def _teacher_source(path: Path) -> ExportSource:
+def _teacher_source(path: Path, **teacher_options) -> ExportSource:
     """A Keras teacher (e.g. the FER2013 Xception peers) exported through the same path."""
     from motivnet_distill.teachers import load_teacher
 
-    t = load_teacher(path)
+    from motivnet_edge.errors import MotivnetError
+
+    try:
+        t = load_teacher(path, **teacher_options)
+    except MotivnetError as exc:
+        raise SourceError(str(exc)) from None
+    if t.module is None:
+        raise SourceError(f"{path.name} is already an ONNX model; use it as a teacher, not an export source")
     return ExportSource(t.module, t.labels, t.preprocessing, {"teacher_file": path.name, "description":
-                        f"teacher {t.name} rebuilt in torch"}, {"weights": t.license})
+                        f"teacher {t.name}"}, {"weights": t.license})

@@ -31,6 +31,29 @@ class BenchConfig:
     batch: int = 1
 
 
+def gemm_peak_gflops(threads: int, n: int = 1024, seconds: float = 2.0) -> float:
+    """float32 GEMM GFLOP/s with ``threads`` threads (ONNX Runtime MatMul), in a fresh process."""
+    code = f"""
+import time, numpy as np, onnx, onnxruntime as ort
+from onnx import helper, TensorProto
+g = helper.make_graph([helper.make_node('MatMul', ['a', 'b'], ['c'])], 'g',
+    [helper.make_tensor_value_info(k, TensorProto.FLOAT, [{n}, {n}]) for k in 'ab'],
+    [helper.make_tensor_value_info('c', TensorProto.FLOAT, [{n}, {n}])])
+so = ort.SessionOptions(); so.intra_op_num_threads = {threads}
+s = ort.InferenceSession(helper.make_model(g).SerializeToString(), so, providers=['CPUExecutionProvider'])
+a = np.random.rand({n}, {n}).astype(np.float32); feed = {{'a': a, 'b': a}}
+for _ in range(3): s.run(None, feed)
+best, t_end = 1e9, time.time() + {seconds}
+while time.time() < t_end:
+    t = time.perf_counter(); s.run(None, feed); best = min(best, time.perf_counter() - t)
+print(2 * {n} ** 3 / best / 1e9)
+"""
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    if r.returncode != 0:
+        raise MotivnetError(f"GEMM probe failed: {(r.stderr.strip().splitlines() or ['?'])[-1]}")
+    return float(r.stdout.strip().splitlines()[-1])
+
+
 def machine_info() -> dict:
     """CPU model, INT8/AVX flags, cores, library versions, commit and date for a results file."""
     cpu, flags = platform.processor() or platform.machine(), set()
@@ -83,7 +106,10 @@ def time_in_process(package: str | Path, cfg: BenchConfig, *, iters: int = 200, 
         t = time.perf_counter()
         backend.run(x)
         times.append((time.perf_counter() - t) * 1e3)
-    return {"latency_ms": times, "backend": backend.describe()}
+    import resource
+
+    peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
+    return {"latency_ms": times, "backend": backend.describe(), "peak_rss_mb": peak_mb}
 
 
 def run_isolated(package: str | Path, cfg: BenchConfig, *, iters: int = 200, seconds: float = 5.0) -> dict:
@@ -115,15 +141,17 @@ def compare(package: str | Path, configs: list[BenchConfig], *, rounds: int = 3,
             seconds: float = 5.0, progress=None) -> list[dict]:
     """Interleaved rounds over ``configs``, each call in its own process; one summary per config."""
     samples: dict[int, list[list[float]]] = {i: [] for i in range(len(configs))}
-    described = {}
+    described, peak = {}, {}
     for _ in range(rounds):
         for i, cfg in enumerate(configs):
             out = run_isolated(package, cfg, iters=iters, seconds=seconds)
             samples[i].append(out["latency_ms"])
             described[i] = out["backend"]
+            peak[i] = max(peak.get(i, 0.0), out.get("peak_rss_mb", 0.0))
             if progress:
                 progress(cfg)
-    return [{**asdict(cfg), "runtime": described[i], **summarize(samples[i], cfg.batch)}
+    return [{**asdict(cfg), "runtime": described[i], "peak_rss_mb": round(peak[i], 1),
+             **summarize(samples[i], cfg.batch)}
             for i, cfg in enumerate(configs)]
 
 

@@ -161,6 +161,41 @@ def info(package, as_json) -> None:
         click.echo(f"licence:       {json.dumps(pkg.license)}")
 
 
+@main.command()
+@click.argument("package", required=False, type=click.Path())
+@click.option("--threads", default="1,2", show_default=True, help="Comma-separated thread counts.")
+@click.option("--batch", default="1,8", show_default=True, help="Comma-separated batch sizes.")
+@click.option("--rounds", type=click.IntRange(1, 100), default=3, show_default=True)
+@click.option("--seconds", type=click.FloatRange(0.1, 600), default=2.0, show_default=True)
+@click.option("--json", "as_json", is_flag=True)
+@friendly
+def benchmark(package, threads, batch, rounds, seconds, as_json) -> None:
+    """Classify latency of a package on this device: every backend and precision, each in its own process."""
+    from .backends import installed_backends
+    from .benchmark import BenchConfig, compare, machine_info
+    from .package import load_package
+    from .recognizer import DEFAULT_MODEL
+
+    try:
+        ts, bs = [int(t) for t in threads.split(",")], [int(b) for b in batch.split(",")]
+    except ValueError:
+        raise UsageFailure("--threads and --batch take comma-separated integers, e.g. 1,2") from None
+    path = Path(package) if package else DEFAULT_MODEL
+    pkg = load_package(path)
+    configs = [BenchConfig(f.backend, f.precision, t, b) for f in pkg.files if f.backend in installed_backends()
+               for b in bs for t in ts]
+    rows = compare(path, configs, rounds=rounds, seconds=seconds)
+    if as_json:
+        click.echo(json.dumps({"machine": machine_info(), "rows": rows}))
+        return
+    click.echo(f"{'backend':12s} {'prec':5s} {'batch':>5s} {'thr':>3s} {'p50 ms':>8s} {'spread':>17s} "
+               f"{'p99 ms':>8s} {'faces/s':>8s}")
+    for r in rows:
+        lo, hi = r["p50_spread_ms"]
+        click.echo(f"{r['backend']:12s} {r['precision']:5s} {r['batch']:5d} {r['threads']:3d} {r['p50_ms']:8.3f} "
+                   f"{lo:8.3f}-{hi:8.3f} {r['p99_ms']:8.3f} {r['throughput_fps']:8.0f}")
+
+
 @main.command(name="export")
 @click.argument("source", type=click.Path())
 @click.option("--out", type=click.Path(), required=True, help="Package folder to write.")

@@ -59,6 +59,8 @@ class Preprocessing:
     std: tuple[float, ...] = (127.5,)
     crop: str = "align5"
     interpolation: str = "area"
+    resize: str = "stretch"  # whole-image faces: "stretch" to the input, or "letterbox" (keep aspect)
+    pad_value: int = 255     # letterbox border (MotivNet pads with white)
     template: tuple[tuple[float, float], ...] = field(
         default_factory=lambda: tuple(map(tuple, TEMPLATE_5.tolist())))
 
@@ -76,6 +78,8 @@ class Preprocessing:
             problems.append(f"crop {self.crop!r} must be align5 or margin")
         if self.interpolation not in _INTERP:
             problems.append(f"interpolation {self.interpolation!r} must be one of {sorted(_INTERP)}")
+        if self.resize not in ("stretch", "letterbox") or not 0 <= self.pad_value <= 255:
+            problems.append(f"resize {self.resize!r} must be stretch or letterbox, pad_value 0..255")
         if len(self.template) != 5:
             problems.append("template needs 5 (x, y) points")
         if problems:
@@ -144,6 +148,11 @@ def crop_matrix(image_shape: tuple[int, ...], pp: Preprocessing, *, box=None, la
         if s <= 0:
             raise InvalidImageError(f"face box {box} has zero size")
         return np.array([[1 / s, 0, 0.5 - cx / s], [0, 1 / s, 0.5 - cy / s]])
+    if pp.resize == "letterbox":
+        # Keep the aspect ratio: the larger relative side fills the input, the rest is border.
+        out_h, out_w = pp.input_size
+        s = min(out_w / w, out_h / h)
+        return np.array([[s / out_w, 0, 0.5 - s * w / 2 / out_w], [0, s / out_h, 0.5 - s * h / 2 / out_h]])
     # The whole image is the face: stretch it onto the unit square.
     return np.array([[1 / w, 0, 0], [0, 1 / h, 0]], dtype=np.float64)
 
@@ -185,8 +194,10 @@ def face_crop(image: np.ndarray, pp: Preprocessing, *, box=None, landmarks=None,
     m[:, 2] -= 0.5
     src = _to_color(image, pp.color)
     interp = cv2.INTER_LINEAR if k > 1 or pp.interpolation == "area" else _INTERP[pp.interpolation]
-    crop = cv2.warpAffine(src, m, (out_w * k, out_h * k), flags=interp,
-                          borderMode=cv2.BORDER_REPLICATE)
+    letterbox = box is None and landmarks is None and pp.resize == "letterbox"
+    border = dict(borderMode=cv2.BORDER_CONSTANT, borderValue=(pp.pad_value,) * 3) if letterbox \
+        else dict(borderMode=cv2.BORDER_REPLICATE)
+    crop = cv2.warpAffine(src, m, (out_w * k, out_h * k), flags=interp, **border)
     if k > 1:
         crop = cv2.resize(crop, (out_w, out_h), interpolation=cv2.INTER_AREA)
     return crop

@@ -97,3 +97,12 @@ def test_bad_input_exits_2_with_one_line(tmp_path, package_copy, make_args, need
 def _env():
     import os
     return {k: v for k, v in os.environ.items() if k != "MOTIVNET_YUNET"}
+
+
+def test_benchmark_verb_times_every_backend(tiny_package):
+    r = cli("benchmark", tiny_package, "--threads", "1", "--batch", "1", "--rounds", "1", "--seconds", "0.2", "--json")
+    assert r.returncode == 0, r.stderr
+    rows = json.loads(r.stdout)["rows"]
+    assert {row["backend"] for row in rows} >= {"onnxruntime"} and all(row["p50_ms"] > 0 for row in rows)
+    bad = cli("benchmark", tiny_package, "--threads", "one")
+    assert bad.returncode == 2 and "comma-separated" in bad.stderr

@@ -67,3 +67,14 @@ def test_whole_image_crop_equals_cv2_resize():
     ref = cv2.resize(img, (64, 64), interpolation=cv2.INTER_LINEAR)
     assert np.abs(face_crop(img, pp).astype(int) - ref).max() <= 1
     assert np.array_equal(face_crop(img, Preprocessing(input_size=(48, 48))), img)
+
+
+def test_letterbox_keeps_aspect_with_white_border():
+    img = np.zeros((100, 100, 3), np.uint8)  # a black square face into a 64 (h) x 48 (w) input
+    pp = Preprocessing(input_size=(64, 48), color="rgb", mean=(0, 0, 0), std=(1, 1, 1), resize="letterbox")
+    crop = face_crop(img, pp)
+    assert crop.shape == (64, 48, 3)
+    assert crop[:7].min() == 255 and crop[-7:].min() == 255  # 8 rows of white top and bottom
+    assert crop[12:52].max() == 0
+    stretched = face_crop(img, Preprocessing(input_size=(64, 48), color="rgb", mean=(0, 0, 0), std=(1, 1, 1)))
+    assert stretched.max() == 0
