@@ -18,6 +18,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from motivnet_edge.errors import MotivnetError
+
 from .checkpoints import load_motivnet
 from .data import FaceSet
 from .motivnet import MOTIVNET_PREPROCESSING, MotivNet
@@ -42,15 +44,15 @@ def train_head(backbone: str | Path | MotivNet, faces: FaceSet, out: str | Path,
 
     Raises:
         CheckpointError: the backbone file cannot be loaded.
-        ValueError: ``faces`` has no labels or other label names than MotivNet's.
+        MotivnetError: ``faces`` has no labels or other label names than MotivNet's.
     """
     from tqdm import tqdm
 
     if tuple(faces.labels) != MotivNet.labels:
-        raise ValueError(f"faces are labelled {faces.labels}; read them with MotivNet's label order")
+        raise MotivnetError(f"faces are labelled {faces.labels}; read them with MotivNet's label order")
     keep = np.flatnonzero(faces.hard >= 0)
     if len(keep) == 0:
-        raise ValueError("no labelled faces to train the head on")
+        raise MotivnetError("no labelled faces to train the head on: pass a labelled --data set")
     if isinstance(backbone, MotivNet):
         model = backbone
     else:

@@ -84,24 +84,26 @@ def _ov_accuracy(compiled, x: np.ndarray, y: np.ndarray) -> float:
     return float((pred == y).mean())
 
 
+def _nncf(model, calib, data: Int8Data, max_drop: float | None, accuracy):
+    """NNCF PTQ with transformer settings; accuracy-controlled when a bound and labels exist."""
+    import nncf
+
+    common = dict(model_type=nncf.ModelType.TRANSFORMER, subset_size=min(len(data.calib), SUBSET))
+    if max_drop is None or data.val_x is None:
+        return nncf.quantize(model, calib, **common)
+    # validation_fn gets the candidate model and reads the validation tensors itself.
+    return nncf.quantize_with_accuracy_control(
+        model, calib, nncf.Dataset([0]), lambda m, _items: accuracy(m, data.val_x, data.val_y),
+        max_drop=max_drop, drop_type=nncf.DropType.ABSOLUTE, **common)
+
+
 def quantize_onnx(fp32_path: Path, out_path: Path, data: Int8Data, *, max_drop: float | None = None) -> Path:
     """fp32 ONNX -> INT8 QDQ ONNX (per-channel weights, per-tensor activations)."""
     import nncf
     import onnx
 
-    model = onnx.load(str(fp32_path))
     calib = nncf.Dataset(data.calib, lambda x: {"input": x})  # ONNX feeds are dicts
-    common = dict(model_type=nncf.ModelType.TRANSFORMER, subset_size=min(len(data.calib), SUBSET))
-    if max_drop is not None and data.val_x is not None:
-        val = nncf.Dataset(list(range(1)))  # validation_fn reads the tensors directly
-
-        def validate(m, _items):
-            return _onnx_accuracy(m, data.val_x, data.val_y)
-        q = nncf.quantize_with_accuracy_control(model, calib, val, validate, max_drop=max_drop,
-                                                drop_type=nncf.DropType.ABSOLUTE, **common)
-    else:
-        q = nncf.quantize(model, calib, **common)
-    onnx.save_model(q, str(out_path))
+    onnx.save_model(_nncf(onnx.load(str(fp32_path)), calib, data, max_drop, _onnx_accuracy), str(out_path))
     return out_path
 
 
@@ -110,18 +112,7 @@ def quantize_openvino(fp32_xml: Path, out_xml: Path, data: Int8Data, *, max_drop
     import nncf
     import openvino as ov
 
-    model = ov.Core().read_model(str(fp32_xml))
-    calib = nncf.Dataset(data.calib)
-    common = dict(model_type=nncf.ModelType.TRANSFORMER, subset_size=min(len(data.calib), SUBSET))
-    if max_drop is not None and data.val_x is not None:
-        val = nncf.Dataset(list(range(1)))
-
-        def validate(compiled, _items):
-            return _ov_accuracy(compiled, data.val_x, data.val_y)
-        q = nncf.quantize_with_accuracy_control(model, calib, val, validate, max_drop=max_drop,
-                                                drop_type=nncf.DropType.ABSOLUTE, **common)
-    else:
-        q = nncf.quantize(model, calib, **common)
+    q = _nncf(ov.Core().read_model(str(fp32_xml)), nncf.Dataset(data.calib), data, max_drop, _ov_accuracy)
     ov.save_model(q, str(out_xml), compress_to_fp16=False)
     return out_xml
 

@@ -260,6 +260,25 @@ def distill(data, out, teachers, val, student, epochs, views, kd_weight, label_w
     click.echo(json.dumps(best))
 
 
+@main.command(name="train-head")
+@click.option("--backbone", type=click.Path(), required=True, help="Sapiens weights (any supported format).")
+@click.option("--data", type=click.Path(), required=True, help="Labelled faces (FER+, CSV, class folders).")
+@click.option("--out", type=click.Path(), required=True, help="MotivNet .pth to write.")
+@click.option("--epochs", type=click.IntRange(1, 1000), default=10, show_default=True)
+@click.option("--batch-size", type=click.IntRange(1, 4096), default=32, show_default=True)
+@click.option("--lr", type=float, default=1e-5, show_default=True)
+@click.option("--num-heads", type=int, default=None, help="Backbone heads, for non-published widths.")
+@friendly
+def train_head_cmd(backbone, data, out, epochs, batch_size, lr, num_heads) -> None:
+    """Build a MotivNet teacher: train the ML-Decoder head on a frozen Sapiens backbone."""
+    from motivnet_distill.data import read_dataset
+    from motivnet_distill.teacher_head import HeadRecipe, train_head
+
+    path = train_head(backbone, read_dataset(data), out, num_heads=num_heads,
+                      recipe=HeadRecipe(epochs=epochs, batch_size=batch_size, lr=lr))
+    click.echo(f"wrote {path}")
+
+
 @main.command(name="eval")
 @click.argument("model", type=click.Path())
 @click.option("--data", type=click.Path(), required=True,

@@ -42,7 +42,8 @@ def int8_package(tiny_checkpoint, tmp_path_factory):
     val = root / "val"
     for k, cls in enumerate(("happy", "sad", "neutral")):
         _faces(val / cls, 20, seed=k + 1)
-    return export(tiny_checkpoint, root / "pkg", int8=True, calib=calib, val=val, latency_rounds=1)
+    # max_drop takes NNCF's accuracy-controlled path; 1.0 always holds, so the package ships.
+    return export(tiny_checkpoint, root / "pkg", int8=True, calib=calib, val=val, max_drop=1.0, latency_rounds=1)
 
 
 def test_every_format_and_precision_reloads_and_predicts(int8_package, astronaut):
@@ -70,6 +71,18 @@ def test_int8_metrics_and_tensorrt_table(int8_package):
     assert any(k.startswith("tensorrt/calibration") for k in m["assets"])
     sizes = m["metrics"]["file_sizes"]
     assert sizes["model.int8.onnx"] < sizes["model.onnx"]
+
+
+def test_accuracy_bound_is_enforced_or_met(tiny_checkpoint, int8_package, tmp_path):
+    calib = int8_package.parent / "calib"
+    val = int8_package.parent / "val"
+    try:
+        pkg = export(tiny_checkpoint, tmp_path / "strict", int8=True, calib=calib, val=val, max_drop=0.0,
+                     latency=False)
+    except QuantizationError as exc:
+        assert "above --max-drop" in str(exc) and not (tmp_path / "strict").exists()
+    else:
+        assert load_package(pkg).metrics["int8"]["val_accuracy_drop"] <= 0.0
 
 
 def test_auto_precision_does_not_pick_slower_int8(int8_package):

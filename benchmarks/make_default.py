@@ -1,0 +1,78 @@
+"""Exports the distilled default student and embeds it in the wheel (motivnet_edge/models/default).
+
+    python benchmarks/make_default.py --run runs/default --shared ../shared
+
+Calibration faces come from FER2013Train, validation (INT8 accuracy control, --max-drop)
+from FER2013Valid; the test split is only measured, never selected on. The manifest
+records what the model is, how it was trained, and its measured accuracy.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import tempfile
+from pathlib import Path
+
+from motivnet_distill.evaluate import evaluate_probs, package_probs, standard_protocols
+from motivnet_export.exporter import export
+from motivnet_edge.package import load_package
+
+ROOT = Path(__file__).resolve().parents[1]
+DEST = ROOT / "motivnet_edge" / "models" / "default"
+MAX_BYTES = 15_000_000
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--run", type=Path, default=ROOT / "runs" / "default")
+    ap.add_argument("--shared", type=Path, default=ROOT.parent / "shared")
+    ap.add_argument("--max-drop", type=float, default=0.01)
+    ap.add_argument("--calib-count", type=int, default=1000)
+    args = ap.parse_args()
+    fer = args.shared / "data" / "ferplus"
+    config = json.loads((args.run / "config.json").read_text())
+    best = [json.loads(line) for line in (args.run / "log.jsonl").read_text().splitlines()]
+    with tempfile.TemporaryDirectory() as tmp:
+        calib = Path(tmp) / "calib"
+        calib.mkdir()
+        for p in sorted((fer / "FER2013Train").glob("*.png"))[: args.calib_count]:
+            shutil.copy(p, calib / p.name)
+        prov = {"description": (
+            f"ViT student '{config['provenance']['student_preset']}' (conv patch embedding, "
+            f"{config['student']['depth']} blocks, width {config['student']['embed_dim']}), 48x48 gray, distilled "
+            f"from {config['provenance'].get('teacher', 'labels only')} plus FER+ vote labels on FER2013Train, "
+            f"selected on FER2013Valid; accuracy in metrics.test measured on FER2013Test"),
+            "training": {"command": "motivnet-edge distill --data ../shared/data/ferplus/FER2013Train --out "
+                                    "runs/default --teacher <mini Xception> --teacher <big Xception> "
+                                    f"--epochs {config['train']['epochs']} --views {config['train']['views']}",
+                         "epochs": best, "config": config["train"]},
+            "training_data": "FER+ (FER2013 images, FER+ labels, MIT); selection FER2013Valid"}
+        out = export(args.run, Path(tmp) / "pkg", int8=True, calib=calib, val=fer / "FER2013Valid",
+                     max_drop=args.max_drop, provenance=prov,
+                     license={"faces": "FER2013 images: research use only",
+                              "teachers": "FER2013 Xception models: MIT"})
+        manifest = json.loads((out / "manifest.json").read_text())
+        test = {}
+        for name, faces in standard_protocols(args.shared).items():
+            for precision in ("fp32", "int8"):
+                labels, probs = package_probs(out, faces, backend="onnxruntime", precision=precision)
+                m = evaluate_probs(labels, probs, faces)
+                test.setdefault(name, {})[precision] = {"accuracy": round(m.accuracy, 4), "uar": round(m.uar, 4),
+                                                        "macro_f1": round(m.macro_f1, 4), "n": m.n}
+        manifest["metrics"]["test"] = test
+        (out / "manifest.json").write_text(json.dumps(manifest, indent=1))
+        load_package(out)
+        size = sum(p.stat().st_size for p in out.rglob("*") if p.is_file())
+        if size > MAX_BYTES:
+            raise SystemExit(f"package is {size / 1e6:.1f} MB, above the {MAX_BYTES / 1e6:.0f} MB budget")
+        if DEST.exists():
+            shutil.rmtree(DEST)
+        shutil.copytree(out, DEST)
+    print(json.dumps(test, indent=1))
+    print(f"embedded {DEST} ({size / 1e6:.1f} MB)")
+
+
+if __name__ == "__main__":
+    main()
