@@ -1,6 +1,6 @@
 """The benchmark suite: latency, memory, compute and accuracy of every model, one command.
 
-    python benchmarks/run_suite.py --shared ../shared --out benchmarks/results/cpu.json
+    python benchmarks/run_suite.py --shared ../shared --out benchmarks/results/suite-cpu.json
 
 Rows: the embedded default student (and any --student PKG) in fp32/int8 on every
 installed backend, the FER2013 Xception peers (exported through the project's own
@@ -145,7 +145,7 @@ def plots(results: dict, out_dir: Path) -> None:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--shared", type=Path, default=ROOT.parent / "shared")
-    ap.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "cpu.json")
+    ap.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "suite-cpu.json")
     ap.add_argument("--student", action="append", default=[], help="NAME=PACKAGE, extra students")
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--seconds", type=float, default=2.0)

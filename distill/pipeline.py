@@ -30,7 +30,7 @@ def distill(*, data: str | Path, out: str | Path, val: str | Path | None = None,
             kd_weight: float | None = None, label_weight: float = 1.0, temperature: float = 2.0,
             views: int = 4, cache_dir: str | Path | None = None, resume: bool = False,
             preprocessing: Preprocessing = STUDENT_PREPROCESSING, labels=MOTIVNET_LABELS,
-            progress: bool = True, **overrides) -> dict:
+            init: str | Path | None = None, progress: bool = True, **overrides) -> dict:
     """Distils ``teachers`` (none: labels only) into a ``student`` preset on ``data``.
 
     Args:
@@ -40,6 +40,8 @@ def distill(*, data: str | Path, out: str | Path, val: str | Path | None = None,
         teachers: teacher files; several are averaged as an ensemble.
         kd_weight: weight of the distillation term (default 1 with a teacher, else 0).
         views: seeded augmented views per image, each cached once per teacher.
+        cache_dir: where teacher outputs are cached (share it between runs to reuse them).
+        init: a timm/DeiT checkpoint to initialise the student from.
 
     Raises:
         MotivnetError: bad data, teacher or option (messages name the fix).
@@ -72,4 +74,4 @@ def distill(*, data: str | Path, out: str | Path, val: str | Path | None = None,
         extra["license"] = {"teacher": teacher.license,
                             "note": "students distilled from a teacher may carry its licence terms"}
     return train(out, train_set, val_set, preprocessing, cfg, teacher_logits=logits, resume=resume,
-                 progress=progress, extra=extra)
+                 progress=progress, extra=extra, init=init)

@@ -76,13 +76,15 @@ def _sha(path: Path) -> str:
 
 
 def _torch_runner(module):
+    """Batch runner on the GPU when there is one (bf16 autocast there), else the CPU."""
     import torch
 
-    module.eval()
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    module.eval().to(device)
 
     def run(x: np.ndarray) -> np.ndarray:
-        with torch.no_grad():
-            return module(torch.from_numpy(x)).numpy()
+        with torch.no_grad(), torch.autocast(device, dtype=torch.bfloat16, enabled=device == "cuda"):
+            return module(torch.from_numpy(x).to(device)).float().cpu().numpy()
     return run
 
 

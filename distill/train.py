@@ -100,7 +100,8 @@ def crops_of(images, pp: Preprocessing) -> torch.Tensor:
 @torch.no_grad()
 def predict_logits(model: torch.nn.Module, faces: FaceSet, pp: Preprocessing, batch: int = 512) -> torch.Tensor:
     model.eval()
-    return torch.cat([model(normalise(crops_of(faces.images[i:i + batch], pp), pp))
+    device = next(model.parameters()).device
+    return torch.cat([model(normalise(crops_of(faces.images[i:i + batch], pp), pp).to(device)).float().cpu()
                       for i in range(0, len(faces), batch)])
 
 
@@ -116,26 +117,54 @@ def _save(obj: dict, path: Path) -> None:
     os.replace(tmp, path)
 
 
-def _world() -> tuple[int, int]:
-    """(rank, world size); starts the process group when launched by torchrun."""
+def _world() -> tuple[int, int, torch.device]:
+    """(rank, world size, device); starts the process group when launched by torchrun."""
+    cuda = torch.cuda.is_available()
     if "WORLD_SIZE" in os.environ and int(os.environ["WORLD_SIZE"]) > 1:
         if not dist.is_initialized():
-            dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
-        return dist.get_rank(), dist.get_world_size()
-    return 0, 1
+            dist.init_process_group("nccl" if cuda else "gloo")
+        local = int(os.environ.get("LOCAL_RANK", 0))
+        device = torch.device("cuda", local) if cuda else torch.device("cpu")
+        if cuda:
+            torch.cuda.set_device(device)
+        return dist.get_rank(), dist.get_world_size(), device
+    return 0, 1, torch.device("cuda" if cuda else "cpu")
+
+
+def plot_curves(run: Path) -> None:
+    """Training curves (loss, train/val accuracy, teacher agreement) from log.jsonl to curves.png."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rows = [json.loads(line) for line in (run / "log.jsonl").read_text().splitlines()]
+    ep = [r["epoch"] for r in rows]
+    fig, (a, b) = plt.subplots(1, 2, figsize=(9, 3.5))
+    a.plot(ep, [r["train_loss"] for r in rows], marker="o")
+    a.set(xlabel="epoch", ylabel="train loss")
+    for key in ("train_acc", "val_acc", "train_agreement"):
+        if key in rows[0]:
+            b.plot(ep, [r[key] for r in rows], marker="o", label=key)
+    b.set(xlabel="epoch", ylabel="fraction")
+    b.legend()
+    fig.tight_layout()
+    fig.savefig(run / "curves.png", dpi=100)
+    plt.close(fig)
 
 
 def train(run: str | Path, train_set: FaceSet, val_set: FaceSet, pp: Preprocessing, cfg: TrainConfig, *,
           teacher_logits: np.ndarray | None = None, resume: bool = False, progress: bool = True,
-          extra: dict | None = None, stop_after: int | None = None) -> dict:
+          extra: dict | None = None, stop_after: int | None = None, init: str | Path | None = None) -> dict:
     """Trains a student into the run folder; returns the best validation metrics.
 
     ``teacher_logits`` (N, views, K): cached teacher outputs for ``train_set``'s views.
     ``stop_after`` ends the process's work after that many epochs (tests of resume).
+    ``init``: a timm/DeiT checkpoint file to start from instead of random weights.
+    On a GPU the step runs in bfloat16 autocast; under torchrun each rank uses its own GPU.
     """
     from tqdm import tqdm
 
-    rank, world = _world()
+    rank, world, device = _world()
     run = Path(run)
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
@@ -150,15 +179,22 @@ def train(run: str | Path, train_set: FaceSet, val_set: FaceSet, pp: Preprocessi
                                                      "preprocessing": pp.to_dict(), **(extra or {})}, indent=1))
     torch.manual_seed(cfg.seed)
     model, ema = ViTStudent(scfg), ViTStudent(scfg)
+    if init is not None:
+        from .student import load_timm_weights
+
+        skipped = load_timm_weights(model, init)
+        log.info("initialised from %s; not loaded: %s", init, skipped)
+    model.to(device), ema.to(device)
     ema.load_state_dict(model.state_dict())
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     start, best = 0, {"val_acc": -1.0}
     if resume and (run / "last.pt").is_file():
-        ck = torch.load(run / "last.pt", map_location="cpu", weights_only=True)
+        ck = torch.load(run / "last.pt", map_location=device, weights_only=True)
         model.load_state_dict(ck["model"]), ema.load_state_dict(ck["ema"]), opt.load_state_dict(ck["opt"])
         start, best = ck["epoch"] + 1, ck["best"]
         log.info("resumed %s at epoch %d", run, start)
-    net = torch.nn.parallel.DistributedDataParallel(model) if world > 1 else model
+    net = torch.nn.parallel.DistributedDataParallel(
+        model, device_ids=[device.index] if device.type == "cuda" else None) if world > 1 else model
     soft = torch.from_numpy(train_set.soft)
     teacher = torch.from_numpy(np.asarray(teacher_logits, np.float32)) if teacher_logits is not None else None
     if teacher is not None and teacher.shape[:2] != (len(train_set), cfg.views):
@@ -181,9 +217,10 @@ def train(run: str | Path, train_set: FaceSet, val_set: FaceSet, pp: Preprocessi
             imgs = [view_image(train_set.images[j], cfg.seed, int(j), int(views[j])) for j in idx]
             x = erase(normalise(crops_of(imgs, pp), pp), gen, cfg.erase_prob)
             part = slice(rank * len(idx) // world, (rank + 1) * len(idx) // world)
-            tb = teacher[idx, views[idx]][part] if teacher is not None else None
-            logits = net(x[part])
-            loss = distill_loss(logits, soft[idx][part], tb, cfg)
+            tb = teacher[idx, views[idx]][part].to(device) if teacher is not None else None
+            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
+                logits = net(x[part].to(device)).float()
+            loss = distill_loss(logits, soft[idx][part].to(device), tb, cfg)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
@@ -197,7 +234,7 @@ def train(run: str | Path, train_set: FaceSet, val_set: FaceSet, pp: Preprocessi
             pred = logits.argmax(1)
             seen += len(pred)
             loss_sum += loss.item() * len(pred)
-            correct += (pred == soft[idx][part].argmax(1)).sum().item()
+            correct += (pred.cpu() == soft[idx][part].argmax(1)).sum().item()
             if tb is not None:
                 agree += (pred == tb.argmax(1)).sum().item()
             bar.set_postfix(loss=f"{loss_sum / seen:.3f}", acc=f"{correct / seen:.3f}",
@@ -212,10 +249,11 @@ def train(run: str | Path, train_set: FaceSet, val_set: FaceSet, pp: Preprocessi
         log.info("epoch %d: %s", epoch + 1, metrics)
         if metrics["val_acc"] > best["val_acc"]:
             best = metrics
-            _save({"model": ema.state_dict(), "student": asdict(scfg), "preprocessing": pp.to_dict(),
+            _save({"model": {k: v.cpu() for k, v in ema.state_dict().items()}, "student": asdict(scfg), "preprocessing": pp.to_dict(),
                    "metrics": metrics, **(extra or {})}, run / "best.pt")
         _save({"model": model.state_dict(), "ema": ema.state_dict(), "opt": opt.state_dict(),
                "epoch": epoch, "best": best}, run / "last.pt")
+        plot_curves(run)
     if world > 1:
         dist.barrier()
     best = dict(best, gflops=count_flops(scfg) / 1e9, params=sum(p.numel() for p in ema.parameters()))

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import logging
 import platform
+import shutil
 import subprocess
 from pathlib import Path
 
@@ -123,7 +124,7 @@ def export(source, out: str | Path, *, formats=("onnx", "openvino"), int8: bool 
            calib=None, val=None, max_drop: float | None = None, min_calibration: int = 300,
            latency: bool = True, latency_threads: int = 1, latency_rounds: int = 3,
            metrics: dict | None = None, provenance: dict | None = None, license: dict | None = None,
-           teacher_options: dict | None = None) -> Path:
+           teacher_options: dict | None = None, yunet: str | Path | None = None) -> Path:
     """Exports a student, checkpoint or teacher to a model package (the CLI's one code path).
 
     Args:
@@ -136,6 +137,7 @@ def export(source, out: str | Path, *, formats=("onnx", "openvino"), int8: bool 
         max_drop: largest absolute accuracy drop allowed for INT8 (e.g. 0.01).
         latency: measure fp32/int8 latency here (subprocesses) into the manifest.
         teacher_options: for teacher sources, e.g. num_heads, img_size, mode ("letterbox"/"stretch").
+        yunet: a YuNet .onnx to ship inside the package (detector="auto" then uses it).
 
     Raises:
         SourceError: the source is not a model, or bad formats.
@@ -173,6 +175,14 @@ def export(source, out: str | Path, *, formats=("onnx", "openvino"), int8: bool 
             files += _int8(src, folder, formats, data, max_drop, ctx)
         if "remove" in ctx and "onnx" not in formats:
             ctx["remove"].unlink()
+        roles = {}
+        if yunet is not None:
+            if not Path(yunet).is_file():
+                raise SourceError(f"YuNet model {yunet} does not exist")
+            (folder / "detector").mkdir(exist_ok=True)
+            shutil.copy(yunet, folder / "detector" / "yunet.onnx")
+            ctx.setdefault("assets", {})["detector/yunet.onnx"] = sha256_file(folder / "detector" / "yunet.onnx")
+            roles["yunet"] = "detector/yunet.onnx"
         prov = {**src.provenance, **(provenance or {}), "code_version": _code_version(),
                 "export": {"formats": list(formats), "onnx_opset": OPSET,
                            "onnx_max_abs_diff_vs_torch": ctx.get("onnx_max_abs_diff"),
@@ -183,7 +193,7 @@ def export(source, out: str | Path, *, formats=("onnx", "openvino"), int8: bool 
         if "int8" in ctx:
             measured["int8"] = ctx["int8"]
         kw = dict(labels=src.labels, preprocessing=src.preprocessing, files=files, provenance=prov,
-                  license={**src.license, **(license or {})}, assets=ctx.get("assets"))
+                  license={**src.license, **(license or {})}, assets=ctx.get("assets"), roles=roles)
         if latency:
             # The package must load to be timed: write a provisional manifest first.
             (folder / "manifest.json").write_text(json.dumps(build_manifest(**kw, metrics=measured)))

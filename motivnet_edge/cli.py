@@ -205,15 +205,16 @@ def benchmark(package, threads, batch, rounds, seconds, as_json) -> None:
 @click.option("--val", type=click.Path(), default=None, help="Labelled faces: fp32/int8 accuracy.")
 @click.option("--max-drop", type=click.FloatRange(0, 1), default=None, help="Accuracy control bound, e.g. 0.01.")
 @click.option("--no-latency", is_flag=True, help="Skip timing fp32 vs int8 on this machine.")
+@click.option("--yunet", type=click.Path(), default=None, help="Ship this YuNet .onnx inside the package.")
 @friendly
-def export_cmd(source, out, formats, int8, calib, val, max_drop, no_latency) -> None:
+def export_cmd(source, out, formats, int8, calib, val, max_drop, no_latency, yunet) -> None:
     """Export a student run/checkpoint or a teacher to a model package."""
     from motivnet_export.exporter import export
 
     from .package import load_package
 
     path = export(source, out, formats=tuple(f.strip() for f in formats.split(",") if f.strip()), int8=int8,
-                  calib=calib, val=val, max_drop=max_drop, latency=not no_latency)
+                  calib=calib, val=val, max_drop=max_drop, latency=not no_latency, yunet=yunet)
     m = load_package(path).metrics
     click.echo(f"wrote {path}")
     sizes = m.get("file_sizes", {})
@@ -247,16 +248,18 @@ def export_cmd(source, out, formats, int8, calib, val, max_drop, no_latency) -> 
 @click.option("--temperature", type=float, default=2.0, show_default=True)
 @click.option("--batch-size", type=click.IntRange(1, 65536), default=128, show_default=True)
 @click.option("--lr", type=float, default=1e-3, show_default=True)
+@click.option("--cache-dir", type=click.Path(), default=None, help="Teacher output cache (default: OUT/cache).")
+@click.option("--init", type=click.Path(), default=None, help="timm/DeiT checkpoint to start the student from.")
 @click.option("--resume", is_flag=True, help="Continue the run in --out after an interruption.")
 @friendly
 def distill(data, out, teachers, val, student, epochs, views, kd_weight, label_weight, temperature,
-            batch_size, lr, resume) -> None:
+            batch_size, lr, cache_dir, init, resume) -> None:
     """Distil a teacher (or several) into a small ViT student."""
     from motivnet_distill.pipeline import distill as run_distill
 
     best = run_distill(data=data, out=out, val=val, teachers=list(teachers), student=student, epochs=epochs,
                        views=views, kd_weight=kd_weight, label_weight=label_weight, temperature=temperature,
-                       resume=resume, batch_size=batch_size, lr=lr)
+                       resume=resume, batch_size=batch_size, lr=lr, cache_dir=cache_dir, init=init)
     click.echo(json.dumps(best))
 
 

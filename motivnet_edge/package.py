@@ -164,17 +164,26 @@ def load_package(path: str | Path) -> ModelPackage:
         raise PackageError(f"{manifest_path} lists no model files")
     for rel, digest in m.get("assets", {}).items():
         _verify(path, rel, digest)
+    for role, rel in m.get("assets_roles", {}).items():
+        if rel not in m.get("assets", {}):
+            raise PackageError(f"{manifest_path}: asset role {role!r} points to {rel!r}, which is not a "
+                               "verified asset")
     return ModelPackage(path, tuple(labels), Preprocessing.from_dict(m["preprocessing"]), tuple(files),
                         m.get("provenance", {}), m.get("license", {}), m.get("metrics", {}), m)
 
 
 def build_manifest(*, labels, preprocessing: Preprocessing, files: list[ModelFile],
                    provenance: dict | None = None, license: dict | None = None,
-                   metrics: dict | None = None, assets: dict[str, str] | None = None) -> dict:
-    """The manifest dict in schema order (see README's "Package format")."""
+                   metrics: dict | None = None, assets: dict[str, str] | None = None,
+                   roles: dict[str, str] | None = None) -> dict:
+    """The manifest dict in schema order (see README's "Package format").
+
+    ``assets`` are other verified files ({path: sha256}); ``roles`` names what some are for
+    (e.g. {"yunet": "detector/yunet.onnx"}).
+    """
     return {"schema_version": SCHEMA_VERSION, "labels": list(labels),
             "preprocessing": preprocessing.to_dict(), "files": [f.to_dict() for f in files],
-            "assets": dict(assets or {}), "provenance": provenance or {},
+            "assets": dict(assets or {}), "assets_roles": dict(roles or {}), "provenance": provenance or {},
             "license": license or {}, "metrics": metrics or {}}
 
 

@@ -111,7 +111,7 @@ class EmotionRecognizer:
         package = load_package(options.model if options.model is not None else DEFAULT_MODEL)
         yunet = options.yunet_model
         if yunet is None and "yunet" in package.manifest.get("assets_roles", {}):
-            yunet = package.root / package.manifest["assets_roles"]["yunet"]
+            yunet = package.root / package.manifest["assets_roles"]["yunet"]  # verified on load
         if yunet is None and os.environ.get("MOTIVNET_YUNET"):
             yunet = os.environ["MOTIVNET_YUNET"]
         detector = create_detector(options.detector, yunet_model=yunet)

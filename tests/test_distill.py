@@ -180,6 +180,7 @@ def test_resume_after_kill_matches_uninterrupted(tmp_path):
     a, b = _weights(ref), _weights(run)
     assert all(torch.allclose(a[k], b[k], atol=1e-6) for k in a)
     assert len((run / "log.jsonl").read_text().splitlines()) >= 6
+    assert (run / "curves.png").stat().st_size > 1000
 
 
 @pytest.mark.slow
@@ -194,3 +195,48 @@ def test_two_process_ddp_matches_single_process(tmp_path):
     a, b = _weights(single), _weights(ddp)
     assert all(torch.allclose(a[k], b[k], atol=1e-4) for k in a)
     assert json.loads((ddp / "config.json").read_text())["train"]["epochs"] == 2
+
+
+@pytest.mark.slow
+def test_distill_cli_end_to_end_on_real_faces(tmp_path):
+    """FER+ faces, the mini Xception teacher, a cached cache, a checkpoint that exports."""
+    from conftest import FERPLUS, SHARED
+    teacher = SHARED / "models" / "xception_fer2013" / "fer2013_mini_XCEPTION.102-0.66.hdf5"
+    if not teacher.is_file() or not FERPLUS.is_dir():
+        pytest.skip("../shared data is absent")
+    import shutil
+    for split, n in (("FER2013Train", 256), ("FER2013Valid", 128)):
+        dst = tmp_path / "fer" / split
+        dst.mkdir(parents=True)
+        rows = (FERPLUS / split / "label.csv").read_text().splitlines()[:n]
+        (dst / "label.csv").write_text("\n".join(rows) + "\n")
+        for r in rows:
+            shutil.copy(FERPLUS / split / r.split(",")[0], dst)
+    cmd = [sys.executable, "-m", "motivnet_edge.cli", "distill", "--data", str(tmp_path / "fer" / "FER2013Train"),
+           "--out", str(tmp_path / "run"), "--teacher", str(teacher), "--student", "vit_hybrid_pico",
+           "--epochs", "1", "--views", "2", "--batch-size", "64", "--cache-dir", str(tmp_path / "cache")]
+    r = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stderr[-2000:]
+    best = json.loads(r.stdout.strip().splitlines()[-1])
+    assert 0 <= best["val_acc"] <= 1 and best["params"] > 0
+    assert len(list((tmp_path / "cache").glob("teacher-*.npy"))) == 1
+    ck = torch.load(tmp_path / "run" / "best.pt", weights_only=True)
+    assert "keras:fer2013_mini" in ck["provenance"]["teacher"] and "MIT" in ck["license"]["teacher"]
+    cache = next((tmp_path / "cache").glob("teacher-*.npy"))
+    stamp = cache.stat().st_mtime_ns
+    r2 = subprocess.run(cmd[:6] + ["--out", str(tmp_path / "run2")] + cmd[8:], capture_output=True, text=True,
+                        timeout=600)
+    assert r2.returncode == 0, r2.stderr[-2000:]
+    assert cache.stat().st_mtime_ns == stamp and len(list((tmp_path / "cache").glob("teacher-*"))) == 2  # + meta
+
+
+def test_init_from_timm_file_before_training(tmp_path):
+    from motivnet_distill.train import train
+    src = create_student("vit_nano", in_chans=1, labels=MOTIVNET_LABELS)
+    torch.save({"model": src.state_dict()}, tmp_path / "timm.pth")
+    cfg = TrainConfig(student=dict(PRESETS["vit_nano"]), epochs=1, batch_size=32, views=1, lr=0.0,
+                      warmup_epochs=0.0, ema_decay=0.0, erase_prob=0.0)
+    train(tmp_path / "run", synthetic(32), synthetic(16, seed=1), Preprocessing(), cfg, progress=False,
+          init=tmp_path / "timm.pth")
+    got = torch.load(tmp_path / "run" / "last.pt", weights_only=True)["model"]
+    assert torch.allclose(got["blocks.2.mlp.fc1.weight"], src.state_dict()["blocks.2.mlp.fc1.weight"])

@@ -171,3 +171,12 @@ def test_kill_mid_export_leaves_previous_package(tiny_checkpoint, tiny_package, 
     assert (dest / "manifest.json").read_text() == before
     load_package(dest)
     assert json.loads(before)["schema_version"] == 1
+
+
+def test_package_with_embedded_yunet_uses_it(tiny_checkpoint, yunet_path, astronaut, tmp_path):
+    pkg = export(tiny_checkpoint, tmp_path / "p", formats=("onnx",), latency=False, yunet=yunet_path)
+    with EmotionRecognizer.from_pretrained(pkg) as rec:
+        assert rec.detector.name == "yunet" and rec.predict(astronaut)[0].landmarks is not None
+    (pkg / "detector" / "yunet.onnx").write_bytes(b"swapped")
+    with pytest.raises(MotivnetError, match="yunet.onnx does not match its sha256"):
+        EmotionRecognizer.from_pretrained(pkg)
