@@ -60,7 +60,8 @@ class RecognizerOptions:
         threads: inference threads, 0 = runtime default.
         device: OpenVINO device ("CPU", "GPU", "NPU").
         providers: ONNX Runtime providers ("cpu", "cuda", "tensorrt").
-        trt_cache_dir / trt_int8_table: TensorRT engine cache and INT8 table.
+        trt_cache_dir / trt_int8_table: TensorRT engine cache (default: a per-model user cache)
+            and INT8 calibration table name in it; "package" uses the package's own table.
         min_face: faces smaller than this many pixels (box side) are ignored.
         max_faces: keep at most this many faces per image, highest detector score first.
         smoothing: score EMA weight used by stream().

@@ -82,3 +82,10 @@ def test_missing_backend_names_the_pip_extra(tiny_package):
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert r.returncode == 0, r.stderr
     assert "motivnet-edge[openvino]" in r.stdout
+
+
+def test_package_trt_table_is_required_and_copied(tiny_package, tmp_path):
+    # The TensorRT provider is not available here; the table handling before it is checked.
+    from motivnet_edge.backends import _package_trt_table
+    with pytest.raises(PackageError, match="no TensorRT calibration table"):
+        _package_trt_table(load_package(tiny_package), BackendOptions(trt_cache_dir=str(tmp_path)))

@@ -180,3 +180,12 @@ def test_package_with_embedded_yunet_uses_it(tiny_checkpoint, yunet_path, astron
     (pkg / "detector" / "yunet.onnx").write_bytes(b"swapped")
     with pytest.raises(MotivnetError, match="yunet.onnx does not match its sha256"):
         EmotionRecognizer.from_pretrained(pkg)
+
+
+def test_tensorrt_table_lands_in_the_engine_cache(int8_package, tmp_path):
+    from motivnet_edge.backends import BackendOptions, _package_trt_table
+    opts = _package_trt_table(load_package(int8_package), BackendOptions(providers=("tensorrt",),
+                                                                          trt_cache_dir=str(tmp_path / "trt")))
+    assert opts.trt_int8_table == "calibration.flatbuffers"
+    assert (tmp_path / "trt" / "calibration.flatbuffers").read_bytes() == \
+        (int8_package / "tensorrt" / "calibration.flatbuffers").read_bytes()

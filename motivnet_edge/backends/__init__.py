@@ -70,6 +70,22 @@ def choose_precision(package, backend: str, precision: str, options: BackendOpti
     return "fp32" if "fp32" in have else sorted(have)[0]
 
 
+def _package_trt_table(package, options: BackendOptions) -> BackendOptions:
+    """Copies the package's TensorRT calibration table into the engine cache, where ORT reads it."""
+    import dataclasses
+    import shutil
+
+    from .onnxruntime_backend import trt_cache_dir
+
+    table = package.root / "tensorrt" / "calibration.flatbuffers"
+    if "tensorrt/calibration.flatbuffers" not in package.manifest.get("assets", {}):
+        raise PackageError("the package has no TensorRT calibration table; export it with --int8")
+    cache = trt_cache_dir(options, package.root)
+    cache.mkdir(parents=True, exist_ok=True)
+    shutil.copy(table, cache / table.name)
+    return dataclasses.replace(options, trt_cache_dir=str(cache), trt_int8_table=table.name)
+
+
 def create_backend(package, *, backend: str = "auto", precision: str = "auto",
                    options: BackendOptions | None = None) -> Backend:
     """Opens the package's model file for the chosen backend and precision.
@@ -94,6 +110,8 @@ def create_backend(package, *, backend: str = "auto", precision: str = "auto",
         raise BackendUnavailableError(f"backend {backend!r} is not installed: {_EXTRAS[backend]}")
     prec = choose_precision(package, backend, precision, options)
     f = package.file_for(backend, prec)
+    if options.trt_int8_table == "package":
+        options = _package_trt_table(package, options)
     if backend == "onnxruntime":
         from .onnxruntime_backend import OnnxRuntimeBackend as cls
     else:

@@ -22,6 +22,18 @@ def available_providers() -> list[str]:
     return list(ort.get_available_providers())
 
 
+def trt_cache_dir(options: BackendOptions, model_dir: Path) -> Path:
+    """Where TensorRT engines are built once and reused: the option, else a per-model user cache
+    (an installed package folder may be read-only)."""
+    import hashlib
+    import os
+
+    if options.trt_cache_dir:
+        return Path(options.trt_cache_dir)
+    base = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache"))
+    return base / "motivnet-edge" / "trt" / hashlib.sha256(str(model_dir.resolve()).encode()).hexdigest()[:16]
+
+
 def resolve_providers(options: BackendOptions, model_dir: Path) -> list:
     """Maps short names to ORT providers with their options; CPU always comes last."""
     avail = available_providers()
@@ -34,7 +46,8 @@ def resolve_providers(options: BackendOptions, model_dir: Path) -> list:
     out = []
     for n in names:
         if n == "TensorrtExecutionProvider":
-            cache = Path(options.trt_cache_dir or model_dir / "trt_cache")
+            cache = trt_cache_dir(options, model_dir)
+            cache.mkdir(parents=True, exist_ok=True)
             opts = {"trt_engine_cache_enable": True, "trt_engine_cache_path": str(cache),
                     "trt_fp16_enable": True}
             if options.trt_int8_table:
