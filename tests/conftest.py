@@ -50,7 +50,8 @@ def tiny_package(tiny_checkpoint, tmp_path_factory) -> Path:
     """The same tiny model exported to every format, used by every backend's tests."""
     from motivnet_export.exporter import export
 
-    return export(tiny_checkpoint, tmp_path_factory.mktemp("pkg") / "tiny", formats=("onnx", "openvino"))
+    return export(tiny_checkpoint, tmp_path_factory.mktemp("pkg") / "tiny", formats=("onnx", "openvino"),
+                  latency_rounds=1)
 
 
 @pytest.fixture()

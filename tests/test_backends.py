@@ -34,9 +34,12 @@ def test_backends_agree_with_torch(tiny_package, tiny_checkpoint, backend):
     assert np.allclose(b.run(x[:1]), out[:1], atol=1e-5)  # dynamic batch
 
 
-def test_auto_picks_an_installed_backend_and_fp32_here(tiny_package):
-    b = create_backend(load_package(tiny_package))
-    assert b.name == installed_backends()[0] and b.precision == "fp32"
+def test_auto_picks_the_measured_fastest_backend_and_fp32_here(tiny_package):
+    pkg = load_package(tiny_package)
+    lat = pkg.metrics["latency"]
+    b = create_backend(pkg)
+    assert b.name == min(installed_backends(), key=lambda k: lat[k]["fp32_ms"]) and b.precision == "fp32"
+    assert create_backend(pkg, options=BackendOptions(providers=("cpu",))).name == "onnxruntime"
 
 
 def test_precision_that_the_package_lacks(tiny_package):

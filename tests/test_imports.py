@@ -20,16 +20,21 @@ def test_import_runtime_does_not_import_torch():
 
 @pytest.mark.slow
 def test_wheel_carries_all_packages_and_default_model(tmp_path):
-    r = subprocess.run([sys.executable, "-m", "pip", "wheel", str(ROOT), "--no-deps", "--no-build-isolation",
-                        "-w", str(tmp_path), "-q"], capture_output=True, text=True)
-    if r.returncode != 0 and "No module named" in r.stderr:
-        pytest.skip("setuptools/wheel not installed for a no-isolation build")
+    # A real, isolated build as `pip install .` does it (fetches the build backend).
+    r = subprocess.run([sys.executable, "-m", "pip", "wheel", str(ROOT), "--no-deps", "-w", str(tmp_path), "-q"],
+                       capture_output=True, text=True, timeout=600)
     assert r.returncode == 0, r.stderr[-2000:]
     wheel = next(tmp_path.glob("motivnet_edge-*.whl"))
     names = zipfile.ZipFile(wheel).namelist()
     for must in ("motivnet_edge/cli.py", "motivnet_distill/student.py", "motivnet_export/exporter.py",
-                 "motivnet_edge/models/default/manifest.json"):
+                 "motivnet_edge/models/default/manifest.json", "motivnet_edge/models/default/model.onnx"):
         assert must in names, f"{must} missing from the wheel"
     assert not any(n.startswith(("distill/", "export/")) for n in names), "generic top-level names leaked"
+    # Every file the embedded manifest lists must be in the wheel, within the 15 MB budget.
+    import json
+    manifest = json.loads(zipfile.ZipFile(wheel).read("motivnet_edge/models/default/manifest.json"))
+    listed = [f["path"] for f in manifest["files"]] + [p for f in manifest["files"] for p in f["extra_files"]]
+    listed += list(manifest["assets"])
+    assert all(f"motivnet_edge/models/default/{p}" in names for p in listed)
     size = sum(i.file_size for i in zipfile.ZipFile(wheel).infolist() if "models/default" in i.filename)
     assert size <= 15e6

@@ -1,7 +1,8 @@
 """Backend registry and the documented auto rules for backend and precision.
 
-backend="auto": ONNX Runtime with a GPU provider when one was asked for; otherwise the
-first installed backend in ``AUTO_ORDER`` that the package has a file for.
+backend="auto": ONNX Runtime when GPU providers were asked for; otherwise, among the installed
+backends the package has files for, the one with the lowest fp32 latency the package's
+manifest records (measured at export, batch 1); without such figures, ``AUTO_ORDER``.
 
 precision="auto": fp32, unless INT8 is known to pay off here: the package's manifest
 records INT8 faster than FP32 (``metrics.latency``) on a CPU with the same INT8 dot
@@ -103,7 +104,13 @@ def create_backend(package, *, backend: str = "auto", precision: str = "auto",
             raise BackendUnavailableError(
                 f"the package has models for {sorted(offered)} but none of those backends is installed; "
                 + "; ".join(_EXTRAS[b] for b in sorted(offered) if b in _EXTRAS))
-        backend = choices[0]
+        lat = package.metrics.get("latency", {})
+        if options.providers and "onnxruntime" in choices:
+            backend = "onnxruntime"
+        elif all("fp32_ms" in lat.get(b, {}) for b in choices):
+            backend = min(choices, key=lambda b: lat[b]["fp32_ms"])
+        else:
+            backend = choices[0]
     elif backend not in _MODULE:
         raise PackageError(f"unknown backend {backend!r}; choose auto, {', '.join(AUTO_ORDER)}")
     elif backend not in installed:
