@@ -91,6 +91,13 @@ def main() -> None:
         body += [f"**Embedded default model:** {prov.get('description', '')}", ""]
     for f in files:
         body += section(f) + [""]
+    agree = ROOT / "benchmarks" / "results" / "int8_agreement.json"
+    if agree.is_file():
+        r = json.loads(agree.read_text())
+        body += [f"**INT8 vs FP32** (`python benchmarks/int8_agreement.py`, {r['machine']['cpu']}, commit "
+                 f"{r['machine']['commit']}, {r['machine']['date']}): top-1 agreement on {r['faces']} FER2013Test faces: "
+                 + ", ".join(f"{b} {100 * v['agreement_int8_vs_fp32']:.1f} %" for b, v in r["backends"].items())
+                 + ".", ""]
     t1b = ROOT / "benchmarks" / "results" / "teacher_1b_export.json"
     if t1b.is_file():
         r = json.loads(t1b.read_text())
