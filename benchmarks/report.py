@@ -71,8 +71,10 @@ def section(path: Path) -> list[str]:
         if "note" in t:
             out.append(f"MotivNet-1B teacher: {t['note']}.")
         else:
-            out.append(f"MotivNet-1B teacher ({t['device']}, {t['dtype']}, batch {t['batch']}): "
-                       f"{t['p50_ms']:.0f} ms p50, peak {t.get('peak_mem_mb', 0):.0f} MB.")
+            mem = f", peak GPU memory {t['peak_mem_mb']:.0f} MB" if t.get("peak_mem_mb") else ""
+            slow = " (one forward: the full teacher is this slow on a CPU)" if t["device"] == "cpu" else ""
+            out.append(f"MotivNet-1B teacher, random weights, torch ({t['device']}, {t['dtype']}, batch {t['batch']}, "
+                       f"{t.get('threads', '')} threads): {t['p50_ms'] / 1e3:.1f} s per call{slow}{mem}.")
     for n in res.get("notes", []):
         out.append(f"Note: {n}.")
     for png in ("pareto.png", "confusion_default.png"):
