@@ -6,12 +6,18 @@
             print(face.box, face.label, face.confidence)
 """
 
-from .detectors import Detection, create_detector
-from .errors import BackendUnavailableError, InvalidImageError, LabelError, MotivnetError, PackageError
-from .labels import FER2013_LABELS, MOTIVNET_LABELS
-from .package import ModelPackage, load_package
-from .preprocess import Preprocessing, face_crop, to_tensor
-from .recognizer import EmotionRecognizer, FacePrediction, RecognizerOptions
+import os as _os
+
+# OpenCV logs decoder complaints to stderr itself; our errors already say what is wrong and
+# what to do, so its own logger is silent unless the user asks (OPENCV_LOG_LEVEL).
+_os.environ.setdefault("OPENCV_LOG_LEVEL", "SILENT")
+
+from .detectors import Detection, create_detector  # noqa: E402
+from .errors import BackendUnavailableError, InvalidImageError, LabelError, MotivnetError, PackageError  # noqa: E402
+from .labels import FER2013_LABELS, MOTIVNET_LABELS  # noqa: E402
+from .package import ModelPackage, load_package  # noqa: E402
+from .preprocess import Preprocessing, face_crop, to_tensor  # noqa: E402
+from .recognizer import EmotionRecognizer, FacePrediction, RecognizerOptions  # noqa: E402
 
 __version__ = "0.1.0"
 
