@@ -12,13 +12,12 @@ Protocols (../shared layout):
 
 from __future__ import annotations
 
-import json
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
 
-from motivnet_edge.labels import MOTIVNET_LABELS, canonical, remap_indices
+from motivnet_edge.labels import remap_indices
 from motivnet_edge.preprocess import face_crop
 
 from .data import FaceSet, read_fer2013_labels, read_ferplus, read_image_folder
@@ -135,7 +134,7 @@ def summary(results: dict[str, Metrics]) -> str:
 
 
 __all__ = ["Metrics", "compute_metrics", "standard_protocols", "package_probs", "evaluate_probs",
-           "plot_confusion", "summary", "scores_on", "canonical", "MOTIVNET_LABELS", "json"]
+           "plot_confusion", "summary", "scores_on", "model_probs", "evaluate_model"]
 
 
 def model_probs(model: str | Path, faces: FaceSet, *, backend: str = "auto", precision: str = "auto"):
@@ -161,14 +160,19 @@ def model_probs(model: str | Path, faces: FaceSet, *, backend: str = "auto", pre
     raise MotivnetError(f"{model} is not a package, checkpoint or teacher file")
 
 
-def evaluate_model(model, data, *, teacher=None, backend: str = "auto", precision: str = "auto") -> dict[str, Metrics]:
-    """Metrics of ``model`` on a dataset, or on every standard protocol when ``data`` is shared/."""
+def evaluate_model(model, data, *, teacher=None, backend: str = "auto", precision: str = "auto",
+                   mapping: dict | None = None) -> dict[str, Metrics]:
+    """Metrics of ``model`` on a dataset, or on every standard protocol when ``data`` is shared/.
+
+    ``mapping`` renames or (None) drops dataset classes explicitly, e.g. {"contempt": None}.
+    """
     from motivnet_edge.errors import MotivnetError
 
     from .data import read_dataset
 
     data = Path(data)
-    sets = standard_protocols(data) if (data / "data").is_dir() else {data.name: read_dataset(data)}
+    sets = standard_protocols(data) if (data / "data").is_dir() else \
+        {data.name: read_dataset(data, mapping=mapping)}
     if not sets:
         raise MotivnetError(f"{data} holds none of the standard protocols' data")
     out = {}

@@ -290,13 +290,21 @@ def train_head_cmd(backbone, data, out, epochs, batch_size, lr, num_heads) -> No
 @click.option("--plots", type=click.Path(file_okay=False), default=None, help="Write confusion PNGs here.")
 @click.option("--backend", type=click.Choice(["auto", "onnxruntime", "openvino"]), default="auto")
 @click.option("--precision", type=click.Choice(["auto", "fp32", "int8"]), default="auto")
+@click.option("--map", "maps", multiple=True, metavar="SRC=DST",
+              help="Explicit label remapping; an empty DST or 'none' drops the class (e.g. contempt=none).")
 @click.option("--json", "as_json", is_flag=True)
 @friendly
-def eval_cmd(model, data, teacher, plots, backend, precision, as_json) -> None:
+def eval_cmd(model, data, teacher, plots, backend, precision, maps, as_json) -> None:
     """Evaluate a package, checkpoint or teacher: accuracy, UAR, macro-F1, confusion."""
     from motivnet_distill.evaluate import evaluate_model, plot_confusion, summary
 
-    results = evaluate_model(model, data, teacher=teacher, backend=backend, precision=precision)
+    mapping = {}
+    for m in maps:
+        if "=" not in m:
+            raise UsageFailure(f"--map {m!r}: write SRC=DST, e.g. contempt=none")
+        src, dst = m.split("=", 1)
+        mapping[src] = None if dst.strip().lower() in ("", "none") else dst
+    results = evaluate_model(model, data, teacher=teacher, backend=backend, precision=precision, mapping=mapping)
     if plots:
         for name, m in results.items():
             plot_confusion(m, Path(plots) / f"confusion_{name}.png", f"{Path(model).name} on {name}")

@@ -106,3 +106,16 @@ def test_benchmark_verb_times_every_backend(tiny_package):
     assert {row["backend"] for row in rows} >= {"onnxruntime"} and all(row["p50_ms"] > 0 for row in rows)
     bad = cli("benchmark", tiny_package, "--threads", "one")
     assert bad.returncode == 2 and "comma-separated" in bad.stderr
+
+
+def test_eval_needs_and_takes_an_explicit_mapping(tiny_package, tmp_path):
+    for cls in ("happy", "contempt"):
+        (tmp_path / "d" / cls).mkdir(parents=True)
+        for i in range(3):
+            cv2.imwrite(str(tmp_path / "d" / cls / f"{i}.png"), np.full((48, 48), 40 * i, np.uint8))
+    r = cli("eval", tiny_package, "--data", tmp_path / "d")
+    assert r.returncode == 2 and "contempt" in r.stderr
+    r = cli("eval", tiny_package, "--data", tmp_path / "d", "--map", "contempt=none", "--json")
+    assert r.returncode == 0, r.stderr
+    m = json.loads(r.stdout)["d"]
+    assert m["n"] == 3 and sum(map(sum, m["confusion"])) == 3
