@@ -10,6 +10,7 @@ from __future__ import annotations
 import functools
 import json
 import logging
+import os
 import sys
 from pathlib import Path
 
@@ -34,6 +35,10 @@ def friendly(fn):
             return fn(*args, **kwargs)
         except MotivnetError as exc:
             raise UsageFailure(str(exc)) from None
+        except BrokenPipeError:
+            # The reader (e.g. `| head`) went away: stop quietly, as Unix tools do.
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+            sys.exit(0)
         except ModuleNotFoundError as exc:
             raise UsageFailure(f"{exc.name} is not installed; this verb needs "
                                "pip install 'motivnet-edge[export,distill]' (torch==2.13.0 first)") from None
