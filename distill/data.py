@@ -55,13 +55,6 @@ def _read(path: Path) -> np.ndarray:
     return img if img.ndim == 2 else cv2.cvtColor(img, cv2.COLOR_BGRA2BGR) if img.shape[2] == 4 else img
 
 
-def _hard(soft: np.ndarray) -> np.ndarray:
-    """Majority label, or -1 where there is no vote or the top vote is tied."""
-    top = soft.max(1, keepdims=True)
-    unique = (soft == top).sum(1) == 1
-    return np.where(unique & (top[:, 0] > 0), soft.argmax(1), -1).astype(np.int64)
-
-
 def read_ferplus(folder: str | Path, *, labels: Sequence[str] = MOTIVNET_LABELS,
                  mapping: Mapping[str, str | None] | None = None, limit: int | None = None) -> FaceSet:
     """Reads a FER+ split folder: PNGs plus ``label.csv`` (image, box, 10 vote counts).

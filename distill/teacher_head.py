@@ -23,7 +23,7 @@ from motivnet_edge.errors import MotivnetError
 from .checkpoints import load_motivnet
 from .data import FaceSet
 from .motivnet import MOTIVNET_PREPROCESSING, MotivNet
-from .train import crops_of, normalise
+from .train import batch_of
 
 log = logging.getLogger(__name__)
 
@@ -76,7 +76,7 @@ def train_head(backbone: str | Path | MotivNet, faces: FaceSet, out: str | Path,
         total, correct, loss_sum = 0, 0, 0.0
         for i in tqdm(range(steps), desc=f"head epoch {epoch + 1}", disable=not progress):
             idx = order[i * recipe.batch_size:(i + 1) * recipe.batch_size].numpy()
-            x = normalise(crops_of([faces.images[j] for j in idx], pp), pp).to(device)
+            x = batch_of([faces.images[j] for j in idx], pp).to(device)
             y = torch.from_numpy(faces.hard[idx]).to(device)
             with torch.no_grad(), torch.autocast(device, dtype=torch.bfloat16, enabled=device == "cuda"):
                 feats = model.pose_encoder(x)

@@ -17,7 +17,7 @@ import numpy as np
 
 from motivnet_edge.errors import MotivnetError
 from motivnet_edge.labels import FER2013_LABELS, MOTIVNET_LABELS, remap_indices
-from motivnet_edge.preprocess import Preprocessing, face_crop, to_tensor
+from motivnet_edge.preprocess import Preprocessing, faces_to_tensor
 
 # What the FER2013 Xception models were trained on (the `fer` package's convention).
 XCEPTION_PREPROCESSING = Preprocessing(input_size=(64, 64), color="gray", mean=(127.5,), std=(127.5,),
@@ -50,9 +50,8 @@ class Teacher:
 
     def logits(self, images: Sequence[np.ndarray], *, batch: int = 256) -> np.ndarray:
         """Logits for whole-image face crops (uint8 gray or BGR), through this teacher's preprocessing."""
-        crops = [face_crop(im, self.preprocessing) for im in images]
-        out = [self.run(to_tensor(np.stack(crops[i:i + batch]), self.preprocessing))
-               for i in range(0, len(crops), batch)]
+        out = [self.run(faces_to_tensor(images[i:i + batch], self.preprocessing))
+               for i in range(0, len(images), batch)]
         return np.concatenate(out).astype(np.float32)
 
     def probs(self, images: Sequence[np.ndarray], *, labels: Sequence[str] | None = None) -> np.ndarray:

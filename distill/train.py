@@ -21,7 +21,7 @@ import torch
 import torch.distributed as dist
 import torch.nn.functional as F
 
-from motivnet_edge.preprocess import Preprocessing, face_crop
+from motivnet_edge.preprocess import Preprocessing, faces_to_tensor
 
 from .data import FaceSet
 from .student import StudentConfig, ViTStudent, count_flops
@@ -84,24 +84,16 @@ def distill_loss(logits: torch.Tensor, soft: torch.Tensor | None, teacher: torch
     return loss
 
 
-def normalise(batch_u8: torch.Tensor, pp: Preprocessing) -> torch.Tensor:
-    """uint8 NHWC crops -> float NCHW, the runtime's to_tensor in torch."""
-    mean = torch.tensor(pp.mean).view(1, -1, 1, 1)
-    std = torch.tensor(pp.std).view(1, -1, 1, 1)
-    return (batch_u8.permute(0, 3, 1, 2).float() - mean) / std
-
-
-def crops_of(images, pp: Preprocessing) -> torch.Tensor:
-    """Faces (whole-image crops) through the runtime's own preprocessing, uint8 NHWC."""
-    crops = np.stack([face_crop(img, pp) for img in images])
-    return torch.from_numpy(crops[..., None] if crops.ndim == 3 else crops)
+def batch_of(images, pp: Preprocessing) -> torch.Tensor:
+    """Faces (whole-image crops) through the runtime's own preprocessing, as a torch batch."""
+    return torch.from_numpy(faces_to_tensor(images, pp))
 
 
 @torch.no_grad()
 def predict_logits(model: torch.nn.Module, faces: FaceSet, pp: Preprocessing, batch: int = 512) -> torch.Tensor:
     model.eval()
     device = next(model.parameters()).device
-    return torch.cat([model(normalise(crops_of(faces.images[i:i + batch], pp), pp).to(device)).float().cpu()
+    return torch.cat([model(batch_of(faces.images[i:i + batch], pp).to(device)).float().cpu()
                       for i in range(0, len(faces), batch)])
 
 
@@ -215,7 +207,7 @@ def train(run: str | Path, train_set: FaceSet, val_set: FaceSet, pp: Preprocessi
             for g in opt.param_groups:
                 g["lr"] = _lr(epoch * steps + i, total, warm, cfg.lr)
             imgs = [view_image(train_set.images[j], cfg.seed, int(j), int(views[j])) for j in idx]
-            x = erase(normalise(crops_of(imgs, pp), pp), gen, cfg.erase_prob)
+            x = erase(batch_of(imgs, pp), gen, cfg.erase_prob)
             part = slice(rank * len(idx) // world, (rank + 1) * len(idx) // world)
             tb = teacher[idx, views[idx]][part].to(device) if teacher is not None else None
             with torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):

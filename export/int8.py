@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from motivnet_edge.errors import MotivnetError
-from motivnet_edge.preprocess import Preprocessing, face_crop, to_tensor
+from motivnet_edge.preprocess import Preprocessing, faces_to_tensor
 
 log = logging.getLogger(__name__)
 
@@ -38,10 +38,6 @@ class Int8Data:
     val_y: np.ndarray | None = None
 
 
-def faces_to_tensors(images, pp: Preprocessing) -> np.ndarray:
-    return to_tensor(np.stack([face_crop(im, pp) for im in images]), pp)
-
-
 def prepare_data(calib_faces, pp: Preprocessing, *, val_faces=None, labels=None,
                  min_calibration: int = MIN_CALIBRATION) -> Int8Data:
     """Runs calibration/validation faces through the runtime's preprocessing.
@@ -55,7 +51,7 @@ def prepare_data(calib_faces, pp: Preprocessing, *, val_faces=None, labels=None,
         raise QuantizationError(
             f"only {n} calibration faces; INT8 ranges from fewer than {min_calibration} faces are unreliable. "
             f"Pass --calib with at least {min_calibration} face images (any labels or none)")
-    calib = [x[None] for x in faces_to_tensors(calib_faces.images, pp)]
+    calib = [x[None] for x in faces_to_tensor(calib_faces.images, pp)]
     if val_faces is None:
         return Int8Data(calib)
     if labels is not None and tuple(val_faces.labels) != tuple(labels):
@@ -65,7 +61,7 @@ def prepare_data(calib_faces, pp: Preprocessing, *, val_faces=None, labels=None,
     if keep.sum() < 50:
         raise QuantizationError(f"the validation set has {int(keep.sum())} labelled faces; accuracy control "
                                 "needs at least 50 (check its labels: are the class names right?)")
-    x = faces_to_tensors([im for im, k in zip(val_faces.images, keep) if k], pp)
+    x = faces_to_tensor([im for im, k in zip(val_faces.images, keep) if k], pp)
     return Int8Data(calib, x, val_faces.hard[keep])
 
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import logging
 from pathlib import Path
 
 import numpy as np
@@ -11,7 +10,6 @@ import torch
 
 from motivnet_edge.preprocess import Preprocessing
 
-log = logging.getLogger(__name__)
 OPSET = 20
 INPUT, OUTPUT = "input", "logits"
 

@@ -203,6 +203,11 @@ def face_crop(image: np.ndarray, pp: Preprocessing, *, box=None, landmarks=None,
     return crop
 
 
+def faces_to_tensor(images, pp: Preprocessing) -> np.ndarray:
+    """Whole-image faces (dataset crops) -> the model's normalised float32 NCHW batch."""
+    return to_tensor(np.stack([face_crop(im, pp) for im in images]), pp)
+
+
 def to_tensor(crops, pp: Preprocessing) -> np.ndarray:
     """Stacks uint8 crops (N, H, W[, C]) into a normalised float32 NCHW batch.
 
