@@ -133,6 +133,35 @@ def read_fer2013_labels(csv_path: str | Path, folder: str | Path, *,
     return FaceSet(images, np.eye(len(labels), dtype=np.float32)[hard], hard, tuple(labels), files)
 
 
+def with_fer2013_labels(faces: FaceSet, csv_path: str | Path) -> FaceSet:
+    """The same images (same order, so teacher caches still match) with their FER2013 labels.
+
+    Images that ``csv_path`` does not list, or whose class ``faces.labels`` lacks, get no
+    label (hard -1, soft zeros) and so carry only the teacher's loss.
+
+    Raises:
+        DataError: ``csv_path`` is missing or lists none of the images.
+    """
+    csv_path = Path(csv_path)
+    if not csv_path.is_file():
+        raise DataError(f"{csv_path} not found: FER2013 labels for FER+ images come from "
+                        "fer2013_labels.csv (split,image,fer2013_label) beside the split folders")
+    by_file = {}
+    with open(csv_path, newline="") as f:
+        for row in csv.DictReader(f):
+            by_file[row.get("image")] = row.get("fer2013_label")
+    names = [by_file.get(f) for f in faces.files]
+    if not any(names):
+        raise DataError(f"{csv_path} lists none of the {len(faces)} images; is it the right file?")
+    # remap_indices canonicalises the FER2013 spellings ("angry" -> "anger"); unknown -> -1.
+    hard = np.asarray([remap_indices([n], faces.labels, on_missing="drop")[0] if n else -1 for n in names],
+                      np.int64)
+    soft = np.zeros((len(faces), len(faces.labels)), np.float32)
+    soft[hard >= 0, hard[hard >= 0]] = 1.0
+    log.info("FER2013 labels: %d of %d images labelled", int((hard >= 0).sum()), len(faces))
+    return FaceSet(faces.images, soft, hard, faces.labels, faces.files)
+
+
 def read_fer2013_csv(path: str | Path, *, usage: str | None = None,
                      labels: Sequence[str] = MOTIVNET_LABELS) -> FaceSet:
     """Reads Kaggle's ``fer2013.csv`` (emotion,pixels,Usage); ``usage`` filters e.g. "PrivateTest".
@@ -211,17 +240,29 @@ def read_unlabelled(folder: str | Path, *, labels: Sequence[str] = MOTIVNET_LABE
 
 
 def read_dataset(path: str | Path, *, labels: Sequence[str] = MOTIVNET_LABELS,
-                 mapping: Mapping[str, str | None] | None = None) -> FaceSet:
+                 mapping: Mapping[str, str | None] | None = None, label_source: str = "ferplus") -> FaceSet:
     """Detects the format of ``path`` and reads it (FER+ split, FER2013 CSV, class folders).
 
+    Args:
+        label_source: for a FER+ split, "ferplus" (votes) or "fer2013" (the original labels
+            from ``fer2013_labels.csv`` beside the split folder); other formats carry one source.
+
     Raises:
-        DataError: the path matches no known format.
+        DataError: the path matches no known format, or ``label_source`` does not apply.
     """
     path = Path(path)
+    if label_source not in ("ferplus", "fer2013"):
+        raise DataError(f"label source {label_source!r}: use 'ferplus' or 'fer2013'")
+    if (path / "label.csv").is_file():
+        faces = read_ferplus(path, labels=labels, mapping=mapping)
+        if label_source == "fer2013":
+            faces = with_fer2013_labels(faces, path.parent / "fer2013_labels.csv")
+        return faces
+    if label_source == "fer2013":
+        raise DataError(f"label source 'fer2013' applies to FER+ split folders (with label.csv); "
+                        f"{path} is not one: drop the option")
     if path.is_file() and path.suffix == ".csv":
         return read_fer2013_csv(path, labels=labels)
-    if (path / "label.csv").is_file():
-        return read_ferplus(path, labels=labels, mapping=mapping)
     if path.is_dir() and any(p.is_dir() for p in path.iterdir()):
         return read_image_folder(path, labels=labels, mapping=mapping)
     if path.is_dir():
@@ -231,4 +272,4 @@ def read_dataset(path: str | Path, *, labels: Sequence[str] = MOTIVNET_LABELS,
 
 
 __all__ = ["FaceSet", "DataError", "LabelError", "read_dataset", "read_ferplus", "read_fer2013_csv",
-           "read_fer2013_labels", "read_image_folder", "read_unlabelled"]
+           "read_fer2013_labels", "read_image_folder", "read_unlabelled", "with_fer2013_labels"]

@@ -30,7 +30,8 @@ def distill(*, data: str | Path, out: str | Path, val: str | Path | None = None,
             kd_weight: float | None = None, label_weight: float = 1.0, temperature: float = 2.0,
             views: int = 4, cache_dir: str | Path | None = None, resume: bool = False,
             preprocessing: Preprocessing = STUDENT_PREPROCESSING, labels=MOTIVNET_LABELS,
-            init: str | Path | None = None, progress: bool = True, **overrides) -> dict:
+            init: str | Path | None = None, label_source: str = "ferplus", progress: bool = True,
+            **overrides) -> dict:
     """Distils ``teachers`` (none: labels only) into a ``student`` preset on ``data``.
 
     Args:
@@ -41,7 +42,8 @@ def distill(*, data: str | Path, out: str | Path, val: str | Path | None = None,
         kd_weight: weight of the distillation term (default 1 with a teacher, else 0).
         views: seeded augmented views per image, each cached once per teacher.
         cache_dir: where teacher outputs are cached (share it between runs to reuse them).
-        init: a timm/DeiT checkpoint to initialise the student from.
+        init: a timm/DeiT checkpoint (or a run's best.pt) to initialise the student from.
+        label_source: which labels of a FER+ split train and select: "ferplus" votes or "fer2013".
 
     Raises:
         MotivnetError: bad data, teacher or option (messages name the fix).
@@ -53,7 +55,8 @@ def distill(*, data: str | Path, out: str | Path, val: str | Path | None = None,
         val = data.parent / "FER2013Valid"
     if val is None:
         raise MotivnetError("pass --val: a labelled set to select the best epoch on (never the test set)")
-    train_set, val_set = read_dataset(data, labels=labels), read_dataset(val, labels=labels)
+    train_set = read_dataset(data, labels=labels, label_source=label_source)
+    val_set = read_dataset(val, labels=labels, label_source=label_source)
     has_labels = (train_set.soft.sum(1) > 0).any()
     if not teachers and not has_labels:
         raise MotivnetError(f"{data} has no labels and no --teacher was given: nothing to learn from")
@@ -63,7 +66,8 @@ def distill(*, data: str | Path, out: str | Path, val: str | Path | None = None,
                       temperature=temperature, views=views)
     cfg = replace(cfg, **overrides)
     logits, extra = None, {"provenance": {"student_preset": student, "training_data": str(data),
-                                          "selection_data": str(val)}}
+                                          "selection_data": str(val),
+                                          "label_source": label_source}}
     if teachers:
         members = [load_teacher(t) for t in teachers]
         teacher = members[0] if len(members) == 1 else EnsembleTeacher(members, labels=labels)

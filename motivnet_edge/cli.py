@@ -254,17 +254,21 @@ def export_cmd(source, out, formats, int8, calib, val, max_drop, no_latency, yun
 @click.option("--batch-size", type=click.IntRange(1, 65536), default=128, show_default=True)
 @click.option("--lr", type=float, default=1e-3, show_default=True)
 @click.option("--cache-dir", type=click.Path(), default=None, help="Teacher output cache (default: OUT/cache).")
-@click.option("--init", type=click.Path(), default=None, help="timm/DeiT checkpoint to start the student from.")
+@click.option("--init", type=click.Path(), default=None,
+              help="timm/DeiT checkpoint, or a run's best.pt, to start the student from.")
+@click.option("--label-source", type=click.Choice(["ferplus", "fer2013"]), default="ferplus", show_default=True,
+              help="FER+ splits: train and select on the FER+ votes or the original FER2013 labels.")
 @click.option("--resume", is_flag=True, help="Continue the run in --out after an interruption.")
 @friendly
 def distill(data, out, teachers, val, student, epochs, views, kd_weight, label_weight, temperature,
-            batch_size, lr, cache_dir, init, resume) -> None:
+            batch_size, lr, cache_dir, init, label_source, resume) -> None:
     """Distil a teacher (or several) into a small ViT student."""
     from motivnet_distill.pipeline import distill as run_distill
 
     best = run_distill(data=data, out=out, val=val, teachers=list(teachers), student=student, epochs=epochs,
                        views=views, kd_weight=kd_weight, label_weight=label_weight, temperature=temperature,
-                       resume=resume, batch_size=batch_size, lr=lr, cache_dir=cache_dir, init=init)
+                       resume=resume, batch_size=batch_size, lr=lr, cache_dir=cache_dir, init=init,
+                       label_source=label_source)
     click.echo(json.dumps(best))
 
 

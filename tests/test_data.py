@@ -78,6 +78,27 @@ def test_class_folders_need_explicit_mapping(tmp_path):
     assert len(read_dataset(tmp_path, mapping={"contempt": None})) == 1
 
 
+def test_fer2013_label_source_keeps_images_and_order(tmp_path):
+    d = _ferplus(tmp_path / "Train", [[0, 8, 2, 0, 0, 0, 0, 0, 0, 0], [5, 5, 0, 0, 0, 0, 0, 0, 0, 0],
+                                      [0, 0, 0, 0, 9, 0, 0, 0, 1, 0]])
+    csv_path = tmp_path / "fer2013_labels.csv"
+    csv_path.write_text("split,image,fer2013_label\nTrain,f2.png,angry\nTrain,f0.png,sad\n")
+    plus, orig = read_dataset(d), read_dataset(d, label_source="fer2013")
+    assert orig.files == plus.files and np.array_equal(orig.images[1], plus.images[1])  # teacher caches still match
+    assert orig.hard.tolist() == [MOTIVNET_LABELS.index("sadness"), -1, MOTIVNET_LABELS.index("anger")]
+    assert orig.soft[1].sum() == 0 and orig.soft[0].sum() == 1  # unlisted image: teacher loss only
+    csv_path.write_text("split,image,fer2013_label\nTrain,other.png,angry\n")
+    with pytest.raises(DataError, match="lists none of the 3 images"):
+        read_dataset(d, label_source="fer2013")
+    csv_path.unlink()
+    with pytest.raises(DataError, match="fer2013_labels.csv .*not found|not found"):
+        read_dataset(d, label_source="fer2013")
+    with pytest.raises(DataError, match="applies to FER\\+ split folders"):
+        read_dataset(tmp_path, label_source="fer2013")
+    with pytest.raises(DataError, match="use 'ferplus' or 'fer2013'"):
+        read_dataset(d, label_source="affectnet")
+
+
 def test_unlabelled_folder(tmp_path):
     cv2.imwrite(str(tmp_path / "x.jpg"), np.zeros((30, 30, 3), np.uint8))
     fs = read_unlabelled(tmp_path)
