@@ -30,6 +30,7 @@ def main() -> None:
     ap.add_argument("--shared", type=Path, default=ROOT.parent / "shared")
     ap.add_argument("--max-drop", type=float, default=0.01)
     ap.add_argument("--calib-count", type=int, default=1000)
+    ap.add_argument("--command", required=True, help="the distill command(s) that trained --run, for the manifest")
     args = ap.parse_args()
     fer = args.shared / "data" / "ferplus"
     config = json.loads((args.run / "config.json").read_text())
@@ -39,17 +40,16 @@ def main() -> None:
         calib.mkdir()
         for p in sorted((fer / "FER2013Train").glob("*.png"))[: args.calib_count]:
             shutil.copy(p, calib / p.name)
+        source = config["provenance"].get("label_source", "ferplus")
+        label_text = {"ferplus": "FER+ vote labels", "fer2013": "FER2013's original labels"}[source]
         prov = {"description": (
             f"ViT student '{config['provenance']['student_preset']}' (conv patch embedding, "
             f"{config['student']['depth']} blocks, width {config['student']['embed_dim']}), 48x48 gray, distilled "
-            f"from {config['provenance'].get('teacher', 'labels only')} plus FER+ vote labels on FER2013Train, "
+            f"from {config['provenance'].get('teacher', 'labels only')} plus {label_text} on FER2013Train, "
             f"selected on FER2013Valid; accuracy in metrics.test measured on FER2013Test"),
-            "training": {"command": "motivnet-edge distill --data ../shared/data/ferplus/FER2013Train --out "
-                                    "runs/default --teacher <mini Xception> --teacher <big Xception> "
-                                    f"--epochs {config['train']['epochs']} --views {config['train']['views']}",
-                         "epochs": best, "config": config["train"]},
-            "training_data": "FER+ (FER2013 images, FER+ labels, MIT); selection FER2013Valid"}
-        out = export(args.run, Path(tmp) / "pkg", int8=True, calib=calib, val=fer / "FER2013Valid",
+            "training": {"command": args.command, "epochs": best, "config": config["train"]},
+            "training_data": f"FER2013Train images with {label_text}; selection FER2013Valid"}
+        out = export(args.run, Path(tmp) / "pkg", int8=True, calib=calib, val=fer / "FER2013Valid", val_label_source=source,
                      max_drop=args.max_drop, provenance=prov,
                      license={"faces": "FER2013 images: research use only",
                               "teachers": "FER2013 Xception models: MIT"})

@@ -13,6 +13,7 @@ import hashlib
 import json
 import logging
 import os
+import time
 from pathlib import Path
 
 import numpy as np
@@ -52,6 +53,7 @@ def build_cache(teacher: Teacher, faces: FaceSet, cache_dir: str | Path, *, labe
     arr = np.lib.format.open_memmap(partial, mode=mode, dtype=np.float16, shape=(n * views, k))
     total = n * views
     bar = tqdm(total=total, initial=done, desc="teacher cache", disable=not progress, unit="view")
+    t0 = time.time()
     for start in range(done, total, batch):
         rows = range(start, min(total, start + batch))
         imgs = [view_image(faces.images[r // views], seed, r // views, r % views) for r in rows]
@@ -68,7 +70,8 @@ def build_cache(teacher: Teacher, faces: FaceSet, cache_dir: str | Path, *, labe
     os.replace(partial, final)
     state.unlink(missing_ok=True)
     (cache_dir / f"teacher-{key}.meta.json").write_text(json.dumps(
-        {"teacher": teacher.name, "labels": list(labels), "views": views, "seed": seed, "images": n}))
+        {"teacher": teacher.name, "labels": list(labels), "views": views, "seed": seed, "images": n,
+         "seconds": round(time.time() - t0, 1), "views_computed": total - done}))
     return np.load(final, mmap_mode="r")
 
 

@@ -235,7 +235,8 @@ def train(run: str | Path, train_set: FaceSet, val_set: FaceSet, pp: Preprocessi
             continue
         metrics = {"epoch": epoch + 1, "train_loss": loss_sum / seen, "train_acc": correct / seen,
                    **({"train_agreement": agree / seen} if teacher is not None else {}),
-                   "seconds": round(time.time() - t0, 1), **evaluate(ema, val_set, pp)}
+                   "seconds": round(time.time() - t0, 1), "device": f"{device.type} x{world}",
+                   **evaluate(ema, val_set, pp)}
         with open(run / "log.jsonl", "a") as logf:
             logf.write(json.dumps(metrics) + "\n")
         log.info("epoch %d: %s", epoch + 1, metrics)

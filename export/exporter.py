@@ -121,7 +121,8 @@ def _latency(folder: Path, files: list[ModelFile], threads: int, rounds: int) ->
 
 
 def export(source, out: str | Path, *, formats=("onnx", "openvino"), int8: bool = False,
-           calib=None, val=None, max_drop: float | None = None, min_calibration: int = 300,
+           calib=None, val=None, val_label_source: str = "ferplus", max_drop: float | None = None,
+           min_calibration: int = 300,
            latency: bool = True, latency_threads: int = 1, latency_rounds: int = 3,
            metrics: dict | None = None, provenance: dict | None = None, license: dict | None = None,
            teacher_options: dict | None = None, yunet: str | Path | None = None) -> Path:
@@ -134,6 +135,8 @@ def export(source, out: str | Path, *, formats=("onnx", "openvino"), int8: bool 
         int8: also write INT8 models (NNCF PTQ) for each format, a TensorRT table for ONNX.
         calib: calibration faces (path to any dataset format); required with ``int8``.
         val: labelled validation faces: fp32/int8 accuracy and, with ``max_drop``, accuracy control.
+        val_label_source: for a FER+ split ``val``: "ferplus" votes or "fer2013" labels, the
+            labels the model was trained and selected on.
         max_drop: largest absolute accuracy drop allowed for INT8 (e.g. 0.01).
         latency: measure fp32/int8 latency here (subprocesses) into the manifest.
         teacher_options: for teacher sources, e.g. num_heads, img_size, mode ("letterbox"/"stretch").
@@ -159,7 +162,8 @@ def export(source, out: str | Path, *, formats=("onnx", "openvino"), int8: bool 
         if calib is None:
             raise SourceError(f"--int8 needs --calib: at least {min_calibration} face images to set INT8 ranges")
         data = prepare_data(read_dataset(calib, labels=src.labels), src.preprocessing,
-                            val_faces=read_dataset(val, labels=src.labels) if val is not None else None,
+                            val_faces=None if val is None else read_dataset(val, labels=src.labels,
+                                                                            label_source=val_label_source),
                             labels=src.labels, min_calibration=min_calibration)
     ctx: dict = {}
 

@@ -208,18 +208,20 @@ def benchmark(package, threads, batch, rounds, seconds, as_json) -> None:
 @click.option("--int8", is_flag=True, help="Also write INT8 models (NNCF post-training quantization).")
 @click.option("--calib", type=click.Path(), default=None, help="Calibration faces (>= 300).")
 @click.option("--val", type=click.Path(), default=None, help="Labelled faces: fp32/int8 accuracy.")
+@click.option("--val-labels", type=click.Choice(["ferplus", "fer2013"]), default="ferplus", show_default=True,
+              help="Which labels of a FER+ --val split to score on (those the model was trained on).")
 @click.option("--max-drop", type=click.FloatRange(0, 1), default=None, help="Accuracy control bound, e.g. 0.01.")
 @click.option("--no-latency", is_flag=True, help="Skip timing fp32 vs int8 on this machine.")
 @click.option("--yunet", type=click.Path(), default=None, help="Ship this YuNet .onnx inside the package.")
 @friendly
-def export_cmd(source, out, formats, int8, calib, val, max_drop, no_latency, yunet) -> None:
+def export_cmd(source, out, formats, int8, calib, val, val_labels, max_drop, no_latency, yunet) -> None:
     """Export a student run/checkpoint or a teacher to a model package."""
     from motivnet_export.exporter import export
 
     from .package import load_package
 
     path = export(source, out, formats=tuple(f.strip() for f in formats.split(",") if f.strip()), int8=int8,
-                  calib=calib, val=val, max_drop=max_drop, latency=not no_latency, yunet=yunet)
+                  calib=calib, val=val, val_label_source=val_labels, max_drop=max_drop, latency=not no_latency, yunet=yunet)
     m = load_package(path).metrics
     click.echo(f"wrote {path}")
     sizes = m.get("file_sizes", {})

@@ -224,10 +224,15 @@ def test_distill_cli_end_to_end_on_real_faces(tmp_path):
     assert "keras:fer2013_mini" in ck["provenance"]["teacher"] and "MIT" in ck["license"]["teacher"]
     cache = next((tmp_path / "cache").glob("teacher-*.npy"))
     stamp = cache.stat().st_mtime_ns
-    r2 = subprocess.run(cmd[:6] + ["--out", str(tmp_path / "run2")] + cmd[8:], capture_output=True, text=True,
-                        timeout=600)
+    # A second student on FER2013's labels, started from the first: same images, so the cache is reused.
+    shutil.copy(FERPLUS / "fer2013_labels.csv", tmp_path / "fer" / "fer2013_labels.csv")
+    r2 = subprocess.run(cmd[:6] + ["--out", str(tmp_path / "run2")] + cmd[8:] +
+                        ["--label-source", "fer2013", "--init", str(tmp_path / "run" / "best.pt")],
+                        capture_output=True, text=True, timeout=600)
     assert r2.returncode == 0, r2.stderr[-2000:]
     assert cache.stat().st_mtime_ns == stamp and len(list((tmp_path / "cache").glob("teacher-*"))) == 2  # + meta
+    ck2 = torch.load(tmp_path / "run2" / "best.pt", weights_only=True)
+    assert ck2["provenance"]["label_source"] == "fer2013" and ck2["metrics"]["device"] == "cpu x1"
 
 
 def test_init_from_timm_file_before_training(tmp_path):
