@@ -77,7 +77,7 @@ def section(path: Path) -> list[str]:
                        f"{t.get('threads', '')} threads): {t['p50_ms'] / 1e3:.1f} s per call{slow}{mem}.")
     for n in res.get("notes", []):
         out.append(f"Note: {n}.")
-    for png in ("pareto.png", "confusion_default.png"):
+    for png in ("pareto.png", "confusion_default_fer2013.png", "confusion_default_ferplus_majority.png"):
         if (path.parent / png).is_file():
             out += ["", f"![{png}](benchmarks/results/{png})"]
     return out
