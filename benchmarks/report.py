@@ -75,6 +75,9 @@ def section(path: Path) -> list[str]:
             slow = " (one forward: the full teacher is this slow on a CPU)" if t["device"] == "cpu" else ""
             out.append(f"MotivNet-1B teacher, random weights, torch ({t['device']}, {t['dtype']}, batch {t['batch']}, "
                        f"{t.get('threads', '')} threads): {t['p50_ms'] / 1e3:.1f} s per call{slow}{mem}.")
+    if not any(t.get("device", "cpu") != "cpu" for t in res.get("teacher", [])):
+        out.append("MotivNet-1B GPU rows (fp32/bf16, batch 1/8/32): not measured, this machine has no GPU "
+                   "(the suite adds them where torch sees one).")
     for n in res.get("notes", []):
         out.append(f"Note: {n}.")
     for png in ("pareto.png", "confusion_default_fer2013.png", "confusion_default_ferplus_majority.png"):

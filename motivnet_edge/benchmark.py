@@ -106,10 +106,26 @@ def time_in_process(package: str | Path, cfg: BenchConfig, *, iters: int = 200, 
         t = time.perf_counter()
         backend.run(x)
         times.append((time.perf_counter() - t) * 1e3)
+    return {"latency_ms": times, "backend": backend.describe(), "peak_rss_mb": peak_rss_mb()}
+
+
+def peak_rss_mb() -> float:
+    """This process's peak resident memory in MB.
+
+    Linux's VmHWM belongs to the address space that exec() created, whereas ru_maxrss keeps the
+    parent's high-water mark across fork+exec: a worker started by a 500 MB parent would
+    report 500 MB whatever it loaded.
+    """
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024  # kB
+    except OSError:
+        pass
     import resource
 
-    peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
-    return {"latency_ms": times, "backend": backend.describe(), "peak_rss_mb": peak_mb}
+    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return rss / (1024 * 1024 if sys.platform == "darwin" else 1024)  # bytes on macOS, KiB elsewhere
 
 
 def run_isolated(package: str | Path, cfg: BenchConfig, *, iters: int = 200, seconds: float = 5.0) -> dict:

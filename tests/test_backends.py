@@ -92,3 +92,14 @@ def test_package_trt_table_is_required_and_copied(tiny_package, tmp_path):
     from motivnet_edge.backends import _package_trt_table
     with pytest.raises(PackageError, match="no TensorRT calibration table"):
         _package_trt_table(load_package(tiny_package), BackendOptions(trt_cache_dir=str(tmp_path)))
+
+
+def test_isolated_worker_reports_its_own_peak_memory(tiny_package):
+    """The worker's peak RSS is its own, not the parent's high-water mark inherited across exec."""
+    from motivnet_edge.benchmark import BenchConfig, peak_rss_mb, run_isolated
+
+    ballast = np.ones(400 * 2**20 // 8)  # 400 MB touched in this (parent) process
+    parent = peak_rss_mb()
+    out = run_isolated(tiny_package, BenchConfig("onnxruntime", "fp32", 1, 1), iters=5, seconds=0.1)
+    assert parent > 400 and 0 < out["peak_rss_mb"] < parent - 300, (parent, out["peak_rss_mb"])
+    del ballast
