@@ -49,8 +49,8 @@ def main() -> None:
             f"selected on FER2013Valid; accuracy in metrics.test measured on FER2013Test"),
             "training": {"command": args.command, "epochs": best, "config": config["train"]},
             "training_data": f"FER2013Train images with {label_text}; selection FER2013Valid"}
-        out = export(args.run, Path(tmp) / "pkg", int8=True, calib=calib, val=fer / "FER2013Valid", val_label_source=source,
-                     max_drop=args.max_drop, provenance=prov,
+        out = export(args.run, Path(tmp) / "pkg", int8=True, calib=calib, val=fer / "FER2013Valid",
+                     val_label_source=source, max_drop=args.max_drop, provenance=prov,
                      license={"faces": "FER2013 images: research use only",
                               "teachers": "FER2013 Xception models: MIT"})
         manifest = json.loads((out / "manifest.json").read_text())

@@ -91,7 +91,7 @@ def distill_section(path: Path) -> list[str]:
     r = json.loads(path.read_text())
     m = r["machine"]
     out = [f"**Distillation: students vs teachers** (`python benchmarks/distill_results.py`, {m['cpu']}, "
-           f"commit {r['commit']}, {r['date']}; torch CPU forward; agreement = top-1 agreement with the "
+           f"commit {m['commit']}, {m['date']}; torch CPU forward; agreement = top-1 agreement with the "
            "Xception ensemble on FER2013Test)", "",
            "| model | role | params | GFLOPs | FER2013 labels | FER+ majority | CK+48 | agreement | "
            "trained on | epochs (best) | training |", "|---|---|---|---|---|---|---|---|---|---|---|"]

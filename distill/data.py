@@ -154,8 +154,9 @@ def with_fer2013_labels(faces: FaceSet, csv_path: str | Path) -> FaceSet:
     if not any(names):
         raise DataError(f"{csv_path} lists none of the {len(faces)} images; is it the right file?")
     # remap_indices canonicalises the FER2013 spellings ("angry" -> "anger"); unknown -> -1.
-    hard = np.asarray([remap_indices([n], faces.labels, on_missing="drop")[0] if n else -1 for n in names],
-                      np.int64)
+    kinds = sorted({n for n in names if n})
+    index = dict(zip(kinds, remap_indices(kinds, faces.labels, on_missing="drop").tolist()))
+    hard = np.asarray([index[n] if n else -1 for n in names], np.int64)
     soft = np.zeros((len(faces), len(faces.labels)), np.float32)
     soft[hard >= 0, hard[hard >= 0]] = 1.0
     log.info("FER2013 labels: %d of %d images labelled", int((hard >= 0).sum()), len(faces))

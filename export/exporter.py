@@ -57,7 +57,7 @@ FORMATS = {
 }
 
 
-def _gflops(src: ExportSource) -> float:
+def count_gflops(src: ExportSource) -> float:
     """FLOPs of one face (batch 1), counted by torch on the exported module."""
     import torch
     from torch.utils.flop_counter import FlopCounterMode
@@ -193,7 +193,7 @@ def export(source, out: str | Path, *, formats=("onnx", "openvino"), int8: bool 
                            "machine": platform.machine(), "python": platform.python_version()}}
         sizes = {f.path: (folder / f.path).stat().st_size + sum((folder / p).stat().st_size for p in f.extra_files)
                  for f in files}
-        measured = {**src.metrics, **(metrics or {}), "file_sizes": sizes, "gflops": _gflops(src)}
+        measured = {**src.metrics, **(metrics or {}), "file_sizes": sizes, "gflops": count_gflops(src)}
         if "int8" in ctx:
             measured["int8"] = ctx["int8"]
         kw = dict(labels=src.labels, preprocessing=src.preprocessing, files=files, provenance=prov,

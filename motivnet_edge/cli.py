@@ -221,7 +221,8 @@ def export_cmd(source, out, formats, int8, calib, val, val_labels, max_drop, no_
     from .package import load_package
 
     path = export(source, out, formats=tuple(f.strip() for f in formats.split(",") if f.strip()), int8=int8,
-                  calib=calib, val=val, val_label_source=val_labels, max_drop=max_drop, latency=not no_latency, yunet=yunet)
+                  calib=calib, val=val, val_label_source=val_labels, max_drop=max_drop, latency=not no_latency,
+                  yunet=yunet)
     m = load_package(path).metrics
     click.echo(f"wrote {path}")
     sizes = m.get("file_sizes", {})
