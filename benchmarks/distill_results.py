@@ -5,10 +5,12 @@
 
 Every model (each Xception teacher, their ensemble, each student run's best.pt) is scored
 on FER2013Test (FER2013 labels and FER+ majority) and CK+48 with the torch CPU forward, and
-on the selection split FER2013Valid (both label sets) beside it. Agreement is top-1 agreement
-with the Xception ensemble, the teacher the students were distilled from. Training curve,
-time and device come from each run's log. The script ends, like NNCF's examples, by printing
-each student's accuracy gap to its teacher and its cost relative to it.
+on the selection split FER2013Valid (both label sets) beside it. ``agreement`` is top-1
+agreement with the Xception ensemble (one reference for every row); each student also gets
+``agreement_with_teacher`` against the teacher of its own run. A student started from another
+run (``--init``) lists every teacher along that chain in ``training.lineage``. Training
+curve, time and device come from each run's log. The script ends, like NNCF's examples, by
+printing each student's accuracy gap to its teacher and its cost relative to it.
 """
 
 from __future__ import annotations
@@ -23,17 +25,37 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 
 
+def teacher_key(name: str | None) -> str | None:
+    """The results row of a run's teacher, from the teacher name its provenance records."""
+    if not name:
+        return None
+    if name.startswith("ensemble("):
+        return "xception_ensemble"
+    return next((f"xception_{size}" for size in ("mini", "big") if f"fer2013_{size}_XCEPTION" in name), None)
+
+
+def _lineage(prov: dict) -> list[dict]:
+    """The run's own teacher and label source, then those of each run it was initialised from."""
+    chain, step = [], prov
+    while step:
+        chain.append({"teacher": teacher_key(step.get("teacher")), "label_source": step.get("label_source"),
+                      "init": (step.get("init") or {}).get("path")})
+        step = step.get("init")
+    return chain
+
+
 def _training(run: Path) -> dict:
-    """What the run's log says: epochs, best epoch, per-epoch curve, time, device, label source."""
+    """What the run's log says: epochs, best epoch, per-epoch curve, time, device, labels, lineage."""
     rows = [json.loads(line) for line in (run / "log.jsonl").read_text().splitlines()]
     config = json.loads((run / "config.json").read_text())
+    prov = config["provenance"]
     best = max(rows, key=lambda r: r["val_acc"])
     return {"epochs": len(rows), "best_epoch": best["epoch"], "val_acc": best["val_acc"], "val_n": best["val_n"],
             "curve": [{k: r[k] for k in ("epoch", "train_acc", "val_acc", "seconds")} for r in rows],
             "train_seconds": round(sum(r["seconds"] for r in rows)),
             "device": rows[-1].get("device", "cpu x1 (not logged)"),
-            "label_source": config["provenance"].get("label_source", "ferplus"),
-            "teacher": config["provenance"].get("teacher"), "config": config["train"]}
+            "label_source": prov.get("label_source", "ferplus"),
+            "teacher": teacher_key(prov.get("teacher")), "lineage": _lineage(prov), "config": config["train"]}
 
 
 def main() -> None:
@@ -85,6 +107,11 @@ def main() -> None:
     reference = {p: scores_on(*probs["xception_ensemble"][p], f.labels).argmax(1) for p, f in sets.items()}
     for name in models:
         scored = {p: evaluate_probs(*probs[name][p], f, reference=reference[p]).to_dict() for p, f in sets.items()}
+        own = (models[name].get("training") or {}).get("teacher")
+        if own:
+            for p, f in sets.items():
+                mine = scores_on(*probs[name][p], f.labels).argmax(1)
+                scored[p]["agreement_with_teacher"] = float((mine == scores_on(*probs[own][p], f.labels).argmax(1)).mean())
         models[name]["test"] = {p: scored[p] for p in protocols}
         models[name]["selection"] = {p: scored[p] for p in valid}
     results = {"machine": machine_info(), "agreement_reference": "xception_ensemble", "models": models,
@@ -96,7 +123,6 @@ def main() -> None:
     tmp.write_text(json.dumps(results, indent=1))
     os.replace(tmp, args.out)
 
-    teacher = models["xception_ensemble"]
     print(f"{'model':20s} {'params':>10s} {'GFLOPs':>8s} {'FER2013':>8s} {'FER+':>7s} {'CK+':>7s} {'agree':>7s}")
     for name, m in models.items():
         t = m["test"]
@@ -105,10 +131,13 @@ def main() -> None:
               f"{t['fer2013']['agreement']:7.2%}")
     for name, m in models.items():
         if m["role"] == "student":
+            tr = m["training"]
+            teacher = models[tr["teacher"] or "xception_ensemble"]
             gap = m["test"]["fer2013"]["accuracy"] - teacher["test"]["fer2013"]["accuracy"]
-            print(f"{name}: FER2013 accuracy {gap * 100:+.2f} points vs the ensemble teacher, "
-                  f"{m['gflops'] / teacher['gflops']:.2f}x the ensemble's GFLOPs, {m['params'] / 1e6:.2f} M params, "
-                  f"trained {m['training']['train_seconds'] / 60:.0f} min on {m['training']['device']}")
+            chain = " <- ".join(f"{step['teacher']} ({step['label_source']} labels)" for step in tr["lineage"])
+            print(f"{name}: FER2013 accuracy {gap * 100:+.2f} points vs its teacher {tr['teacher']}, "
+                  f"{m['gflops'] / teacher['gflops']:.2f}x its GFLOPs, {m['params'] / 1e6:.2f} M params, "
+                  f"trained {tr['train_seconds'] / 60:.0f} min on {tr['device']}; taught by {chain}")
     print(f"wrote {args.out} in {results['seconds']} s")
 
 

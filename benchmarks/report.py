@@ -89,20 +89,28 @@ def section(path: Path) -> list[str]:
 def distill_section(path: Path) -> list[str]:
     """Students vs teachers (benchmarks/distill_results.py)."""
     r = json.loads(path.read_text())
-    m = r["machine"]
+    m, models = r["machine"], r["models"]
     out = [f"**Distillation: students vs teachers** (`python benchmarks/distill_results.py`, {m['cpu']}, "
-           f"commit {m['commit']}, {m['date']}; torch CPU forward; agreement = top-1 agreement with the "
-           "Xception ensemble on FER2013Test)", "",
+           f"commit {m['commit']}, {m['date']}; torch CPU forward; FER2013Test and CK+48; agreement = top-1 "
+           "agreement with the Xception ensemble on FER2013Test; a student's teacher is the one of its "
+           "own run, and *taught by* lists the teachers of the runs it was initialised from)", "",
            "| model | role | params | GFLOPs | FER2013 labels | FER+ majority | CK+48 | agreement | "
-           "trained on | epochs (best) | training |", "|---|---|---|---|---|---|---|---|---|---|---|"]
-    for name, v in r["models"].items():
+           "teacher: FER2013 gap, agreement | taught by (labels) | epochs (best) | training |",
+           "|---|---|---|---|---|---|---|---|---|---|---|---|"]
+    for name, v in models.items():
         t = v["test"]
         tr = v.get("training")
-        train_cells = (f"{tr['label_source']} labels + KD | {tr['epochs']} ({tr['best_epoch']}) | "
-                       f"{tr['train_seconds'] / 60:.0f} min, {tr['device']}") if tr else "| |"
+        cells = "| | |"
+        if tr:
+            own = models.get(tr["teacher"] or "", {}).get("test")
+            gap = (f"{tr['teacher']}: {(t['fer2013']['accuracy'] - own['fer2013']['accuracy']) * 100:+.1f} pt, "
+                   f"{_pct(t['fer2013']['agreement_with_teacher'])}") if own else "labels only"
+            chain = " <- ".join(f"{s['teacher'] or 'none'} ({s['label_source']})" for s in tr.get("lineage", []))
+            cells = (f"{gap} | {chain} | {tr['epochs']} ({tr['best_epoch']}) | "
+                     f"{tr['train_seconds'] / 60:.0f} min, {tr['device']}")
         out.append(f"| {name} | {v['role']} | {v['params']:,} | {v['gflops']:.3f} | "
                    f"{_pct(t['fer2013']['accuracy'])} | {_pct(t['ferplus_majority']['accuracy'])} | "
-                   f"{_pct(t['ckplus']['accuracy'])} | {_pct(t['fer2013']['agreement'])} | {train_cells} |")
+                   f"{_pct(t['ckplus']['accuracy'])} | {_pct(t['fer2013']['agreement'])} | {cells} |")
     return out + [""]
 
 

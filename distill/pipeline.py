@@ -25,6 +25,16 @@ log = logging.getLogger(__name__)
 STUDENT_PREPROCESSING = Preprocessing(input_size=(48, 48), color="gray", mean=(127.5,), std=(64.0,))
 
 
+def _init_provenance(init: str | Path) -> dict:
+    """What a student started from: the file, and the teacher behind it when it is a run's best.pt."""
+    import torch
+
+    ck = torch.load(init, map_location="cpu", weights_only=True)
+    prov = ck.get("provenance", {}) if isinstance(ck, dict) else {}
+    return {"path": str(init), "teacher": prov.get("teacher"), "label_source": prov.get("label_source"),
+            "init": prov.get("init")}
+
+
 def distill(*, data: str | Path, out: str | Path, val: str | Path | None = None,
             teachers: list[str | Path] = (), student: str = "vit_hybrid_nano", epochs: int = 10,
             kd_weight: float | None = None, label_weight: float = 1.0, temperature: float = 2.0,
@@ -68,6 +78,8 @@ def distill(*, data: str | Path, out: str | Path, val: str | Path | None = None,
     logits, extra = None, {"provenance": {"student_preset": student, "training_data": str(data),
                                           "selection_data": str(val),
                                           "label_source": label_source}}
+    if init is not None:
+        extra["provenance"]["init"] = _init_provenance(init)
     if teachers:
         members = [load_teacher(t) for t in teachers]
         teacher = members[0] if len(members) == 1 else EnsembleTeacher(members, labels=labels)

@@ -7,6 +7,7 @@ import subprocess
 import sys
 import textwrap
 import time
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -233,6 +234,32 @@ def test_distill_cli_end_to_end_on_real_faces(tmp_path):
     assert cache.stat().st_mtime_ns == stamp and len(list((tmp_path / "cache").glob("teacher-*"))) == 2  # + meta
     ck2 = torch.load(tmp_path / "run2" / "best.pt", weights_only=True)
     assert ck2["provenance"]["label_source"] == "fer2013" and ck2["metrics"]["device"] == "cpu x1"
+    # The second run records what it started from, so results can name every teacher along the chain.
+    init = ck2["provenance"]["init"]
+    assert init["path"] == str(tmp_path / "run" / "best.pt") and init["label_source"] == "ferplus"
+    results = _benchmark("distill_results")
+    assert results._lineage(ck2["provenance"]) == [
+        {"teacher": "xception_mini", "label_source": "fer2013", "init": str(tmp_path / "run" / "best.pt")},
+        {"teacher": "xception_mini", "label_source": "ferplus", "init": None}]
+
+
+def _benchmark(name: str):
+    """A script from benchmarks/ as a module (it is not a package)."""
+    import importlib.util
+    path = Path(__file__).resolve().parents[1] / "benchmarks" / f"{name}.py"
+    spec = importlib.util.spec_from_file_location(name, path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_results_name_a_runs_teacher_from_its_provenance():
+    key = _benchmark("distill_results").teacher_key
+    assert key("keras:fer2013_mini_XCEPTION.102-0.66.hdf5:59534287fdfb125e") == "xception_mini"
+    assert key("keras:fer2013_big_XCEPTION.54-0.66.hdf5:2c7ed52bc381077b") == "xception_big"
+    assert key("ensemble(keras:fer2013_mini_XCEPTION.102-0.66.hdf5:5953,keras:fer2013_big_XCEPTION.54:2c7e)") \
+        == "xception_ensemble"
+    assert key("onnx:someone_else.onnx:abcd") is None and key(None) is None
 
 
 def test_init_from_timm_file_before_training(tmp_path):
