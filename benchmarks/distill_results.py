@@ -38,7 +38,9 @@ def _lineage(prov: dict) -> list[dict]:
     """The run's own teacher and label source, then those of each run it was initialised from."""
     chain, step = [], prov
     while step:
-        chain.append({"teacher": teacher_key(step.get("teacher")), "label_source": step.get("label_source"),
+        # Runs from before the label_source field could only train on the FER+ votes.
+        chain.append({"teacher": teacher_key(step.get("teacher")),
+                      "label_source": step.get("label_source") or "ferplus",
                       "init": (step.get("init") or {}).get("path")})
         step = step.get("init")
     return chain
@@ -110,8 +112,8 @@ def main() -> None:
         own = (models[name].get("training") or {}).get("teacher")
         if own:
             for p, f in sets.items():
-                mine = scores_on(*probs[name][p], f.labels).argmax(1)
-                scored[p]["agreement_with_teacher"] = float((mine == scores_on(*probs[own][p], f.labels).argmax(1)).mean())
+                mine, theirs = (scores_on(*probs[m][p], f.labels).argmax(1) for m in (name, own))
+                scored[p]["agreement_with_teacher"] = float((mine == theirs).mean())
         models[name]["test"] = {p: scored[p] for p in protocols}
         models[name]["selection"] = {p: scored[p] for p in valid}
     results = {"machine": machine_info(), "agreement_reference": "xception_ensemble", "models": models,
@@ -138,6 +140,9 @@ def main() -> None:
             print(f"{name}: FER2013 accuracy {gap * 100:+.2f} points vs its teacher {tr['teacher']}, "
                   f"{m['gflops'] / teacher['gflops']:.2f}x its GFLOPs, {m['params'] / 1e6:.2f} M params, "
                   f"trained {tr['train_seconds'] / 60:.0f} min on {tr['device']}; taught by {chain}")
+            print("  vs each teacher: " + ", ".join(
+                f"{t} {(m['test']['fer2013']['accuracy'] - models[t]['test']['fer2013']['accuracy']) * 100:+.2f}"
+                for t in ("xception_mini", "xception_big", "xception_ensemble")))
     print(f"wrote {args.out} in {results['seconds']} s")
 
 
