@@ -23,6 +23,9 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
+#: The teachers' results rows and their files in ../shared/models/xception_fer2013.
+TEACHER_FILES = {"xception_mini": "fer2013_mini_XCEPTION.102-0.66.hdf5",
+                 "xception_big": "fer2013_big_XCEPTION.54-0.66.hdf5"}
 
 
 def teacher_key(name: str | None) -> str | None:
@@ -31,7 +34,7 @@ def teacher_key(name: str | None) -> str | None:
         return None
     if name.startswith("ensemble("):
         return "xception_ensemble"
-    return next((f"xception_{size}" for size in ("mini", "big") if f"fer2013_{size}_XCEPTION" in name), None)
+    return next((key for key, file in TEACHER_FILES.items() if file in name), None)
 
 
 def _lineage(prov: dict) -> list[dict]:
@@ -50,14 +53,14 @@ def _training(run: Path) -> dict:
     """What the run's log says: epochs, best epoch, per-epoch curve, time, device, labels, lineage."""
     rows = [json.loads(line) for line in (run / "log.jsonl").read_text().splitlines()]
     config = json.loads((run / "config.json").read_text())
-    prov = config["provenance"]
+    lineage = _lineage(config["provenance"])
     best = max(rows, key=lambda r: r["val_acc"])
     return {"epochs": len(rows), "best_epoch": best["epoch"], "val_acc": best["val_acc"], "val_n": best["val_n"],
             "curve": [{k: r[k] for k in ("epoch", "train_acc", "val_acc", "seconds")} for r in rows],
             "train_seconds": round(sum(r["seconds"] for r in rows)),
             "device": rows[-1].get("device", "cpu x1 (not logged)"),
-            "label_source": prov.get("label_source", "ferplus"),
-            "teacher": teacher_key(prov.get("teacher")), "lineage": _lineage(prov), "config": config["train"]}
+            "label_source": lineage[0]["label_source"], "teacher": lineage[0]["teacher"], "lineage": lineage,
+            "config": config["train"]}
 
 
 def main() -> None:
@@ -86,8 +89,7 @@ def main() -> None:
              if k != "ckplus"}
     sets = {**protocols, **valid}
     xdir = args.shared / "models" / "xception_fer2013"
-    teacher_files = {"xception_mini": xdir / "fer2013_mini_XCEPTION.102-0.66.hdf5",
-                     "xception_big": xdir / "fer2013_big_XCEPTION.54-0.66.hdf5"}
+    teacher_files = {name: xdir / file for name, file in TEACHER_FILES.items()}
     members = {name: load_teacher(f) for name, f in teacher_files.items()}
     models: dict[str, dict] = {}
     for name, f in teacher_files.items():
@@ -131,18 +133,19 @@ def main() -> None:
         print(f"{name:20s} {m['params']:10,d} {m['gflops']:8.3f} {t['fer2013']['accuracy']:8.2%} "
               f"{t['ferplus_majority']['accuracy']:7.2%} {t['ckplus']['accuracy']:7.2%} "
               f"{t['fer2013']['agreement']:7.2%}")
+    def gap(m: dict, teacher: str) -> float:
+        return (m["test"]["fer2013"]["accuracy"] - models[teacher]["test"]["fer2013"]["accuracy"]) * 100
+
     for name, m in models.items():
         if m["role"] == "student":
             tr = m["training"]
-            teacher = models[tr["teacher"] or "xception_ensemble"]
-            gap = m["test"]["fer2013"]["accuracy"] - teacher["test"]["fer2013"]["accuracy"]
+            own = tr["teacher"] or "xception_ensemble"
             chain = " <- ".join(f"{step['teacher']} ({step['label_source']} labels)" for step in tr["lineage"])
-            print(f"{name}: FER2013 accuracy {gap * 100:+.2f} points vs its teacher {tr['teacher']}, "
-                  f"{m['gflops'] / teacher['gflops']:.2f}x its GFLOPs, {m['params'] / 1e6:.2f} M params, "
+            print(f"{name}: FER2013 accuracy {gap(m, own):+.2f} points vs its teacher {tr['teacher']}, "
+                  f"{m['gflops'] / models[own]['gflops']:.2f}x its GFLOPs, {m['params'] / 1e6:.2f} M params, "
                   f"trained {tr['train_seconds'] / 60:.0f} min on {tr['device']}; taught by {chain}")
-            print("  vs each teacher: " + ", ".join(
-                f"{t} {(m['test']['fer2013']['accuracy'] - models[t]['test']['fer2013']['accuracy']) * 100:+.2f}"
-                for t in ("xception_mini", "xception_big", "xception_ensemble")))
+            others = (*TEACHER_FILES, "xception_ensemble")
+            print("  vs each teacher: " + ", ".join(f"{t} {gap(m, t):+.2f}" for t in others))
     print(f"wrote {args.out} in {results['seconds']} s")
 
 
