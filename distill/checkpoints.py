@@ -6,6 +6,11 @@ key spellings), Lightning .ckpt, Sapiens pretrain ``*_clean.pth`` (class token d
 mmengine, TorchScript and torch.export ``.pt2``. Everything goes through
 ``torch.load(weights_only=True)``; mmengine's pickled config objects are mapped to inert
 stand-ins by an explicit allow-list of their names, and anything else (code) is refused.
+
+TorchScript and torch.export archives are programs, not data: ``torch.jit.load`` runs the
+archive's own code (``__setstate__``) and ``torch.export.load`` unpickles weight entries
+marked ``use_pickle``. Both are refused unless the caller passes ``trust_code=True``
+(``--trust-code`` on the command line), the way ``trust_remote_code`` works for hub models.
 """
 
 from __future__ import annotations
@@ -60,24 +65,44 @@ MMENGINE_ALLOWED = [
 ]
 
 
-def read_state(path: str | Path) -> tuple[dict[str, torch.Tensor], str]:
+def archive_kind(path: str | Path) -> str | None:
+    """"torch.export" or "torchscript" when ``path`` is such an archive (whatever its name), else None."""
+    if not zipfile.is_zipfile(path):
+        return None
+    with zipfile.ZipFile(path) as z:
+        names = z.namelist()
+    if any(n.endswith("serialized_exported_program.json") or "/models/" in n for n in names) \
+            and not any(n.endswith("data.pkl") for n in names):
+        return "torch.export"
+    if any(n.endswith("constants.pkl") or "/code/" in n for n in names):
+        return "torchscript"
+    return None
+
+
+def read_state(path: str | Path, *, trust_code: bool = False) -> tuple[dict[str, torch.Tensor], str]:
     """The tensors of a checkpoint file and the name of its format.
 
+    Args:
+        trust_code: allow TorchScript / torch.export archives, whose loading runs code from the file.
+
     Raises:
-        CheckpointError: unreadable, or holds pickled objects outside the allow-list.
+        CheckpointError: unreadable, holds pickled objects outside the allow-list, or is a
+            code-carrying archive and ``trust_code`` is False.
     """
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"checkpoint {path} does not exist")
-    if zipfile.is_zipfile(path):
-        names = zipfile.ZipFile(path).namelist()
-        if any(n.endswith("serialized_exported_program.json") or "/models/" in n for n in names) \
-                and not any(n.endswith("data.pkl") for n in names):
-            return _flat(torch.export.load(str(path)).module().state_dict()), "torch.export"
-        if any(n.endswith("constants.pkl") for n in names):
-            sm = torch.jit.load(str(path), map_location="cpu")
-            sd = sm.backbone.state_dict() if hasattr(sm, "backbone") else sm.state_dict()
-            return dict(sd), "torchscript"
+    kind = archive_kind(path)
+    if kind and not trust_code:
+        raise CheckpointError(f"{path.name} is a {kind} archive: loading it runs code stored in the file. "
+                              "Pass --trust-code (trust_code=True) only for a file from a source you trust, "
+                              "or re-save its state_dict with torch.save")
+    if kind == "torch.export":
+        return _flat(torch.export.load(str(path)).module().state_dict()), "torch.export"
+    if kind == "torchscript":
+        sm = torch.jit.load(str(path), map_location="cpu")
+        sd = sm.backbone.state_dict() if hasattr(sm, "backbone") else sm.state_dict()
+        return dict(sd), "torchscript"
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True)
         fmt = "state_dict"
@@ -166,19 +191,20 @@ def infer_config(sd: dict[str, torch.Tensor], *, num_heads: int | None = None, *
 
 def load_motivnet(path: str | Path, *, num_heads: int | None = None, img_size=(1024, 768),
                   patch_padding: int = 2, decoder_heads: int = 8,
-                  require_head: bool = True) -> tuple[MotivNet, dict]:
+                  require_head: bool = True, trust_code: bool = False) -> tuple[MotivNet, dict]:
     """Builds MotivNet from any supported checkpoint and loads it strictly.
 
     Shapes give width, depth, patch and head sizes; head counts are not in the tensors:
     ``num_heads`` (backbone; known for published widths) and ``decoder_heads`` (8 in MotivNet).
     ``require_head=False`` accepts backbone-only files (Sapiens weights): the head then
-    keeps its initialisation, to be trained with ``train_head``.
+    keeps its initialisation, to be trained with ``train_head``. ``trust_code`` admits
+    TorchScript / torch.export archives (their loading runs code from the file).
 
     Raises:
         CheckpointError: unsafe file, unknown layout, or missing/unexpected/mismatched tensors
             (all listed in one message).
     """
-    raw, fmt = read_state(path)
+    raw, fmt = read_state(path, trust_code=trust_code)
     probe = to_motivnet_keys(raw)
     cfg = infer_config(probe, num_heads=num_heads, img_size=tuple(img_size), patch_padding=patch_padding,
                        decoder_heads=decoder_heads)

@@ -137,8 +137,12 @@ __all__ = ["Metrics", "compute_metrics", "standard_protocols", "package_probs", 
            "plot_confusion", "summary", "scores_on", "model_probs", "evaluate_model"]
 
 
-def model_probs(model: str | Path, faces: FaceSet, *, backend: str = "auto", precision: str = "auto"):
-    """(labels, probs) of a package folder/zip, a student checkpoint/run, or a teacher file."""
+def model_probs(model: str | Path, faces: FaceSet, *, backend: str = "auto", precision: str = "auto",
+                trust_code: bool = False):
+    """(labels, probs) of a package folder/zip, a student checkpoint/run, or a teacher file.
+
+    ``trust_code`` admits TorchScript / torch.export teachers (their loading runs code from the file).
+    """
     from motivnet_edge.errors import MotivnetError
 
     model = Path(model)
@@ -150,18 +154,18 @@ def model_probs(model: str | Path, faces: FaceSet, *, backend: str = "auto", pre
         from motivnet_export.sources import load_source
         from .train import predict_logits
 
-        src = load_source(model)
+        src = load_source(model, trust_code=trust_code)
         return src.labels, torch.softmax(predict_logits(src.model, faces, src.preprocessing), 1).numpy()
-    if model.suffix in (".hdf5", ".h5", ".onnx"):
+    if model.suffix in (".hdf5", ".h5", ".onnx", ".pth", ".ckpt", ".pt2", ".bin"):
         from .teachers import load_teacher
 
-        t = load_teacher(model)
+        t = load_teacher(model, trust_code=trust_code)
         return t.labels, t.probs(faces.images)
     raise MotivnetError(f"{model} is not a package, checkpoint or teacher file")
 
 
 def evaluate_model(model, data, *, teacher=None, backend: str = "auto", precision: str = "auto",
-                   mapping: dict | None = None) -> dict[str, Metrics]:
+                   mapping: dict | None = None, trust_code: bool = False) -> dict[str, Metrics]:
     """Metrics of ``model`` on a dataset, or on every standard protocol when ``data`` is shared/.
 
     ``mapping`` renames or (None) drops dataset classes explicitly, e.g. {"contempt": None}.
@@ -177,10 +181,10 @@ def evaluate_model(model, data, *, teacher=None, backend: str = "auto", precisio
         raise MotivnetError(f"{data} holds none of the standard protocols' data")
     out = {}
     for name, faces in sets.items():
-        labels, probs = model_probs(model, faces, backend=backend, precision=precision)
+        labels, probs = model_probs(model, faces, backend=backend, precision=precision, trust_code=trust_code)
         ref = None
         if teacher is not None:
-            tl, tp = model_probs(teacher, faces)
+            tl, tp = model_probs(teacher, faces, trust_code=trust_code)
             ref = scores_on(tl, tp, faces.labels).argmax(1)
         out[name] = evaluate_probs(labels, probs, faces, reference=ref)
     return out

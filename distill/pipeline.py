@@ -41,7 +41,7 @@ def distill(*, data: str | Path, out: str | Path, val: str | Path | None = None,
             views: int = 4, cache_dir: str | Path | None = None, resume: bool = False,
             preprocessing: Preprocessing = STUDENT_PREPROCESSING, labels=MOTIVNET_LABELS,
             init: str | Path | None = None, label_source: str = "ferplus", progress: bool = True,
-            **overrides) -> dict:
+            trust_code: bool = False, **overrides) -> dict:
     """Distils ``teachers`` (none: labels only) into a ``student`` preset on ``data``.
 
     Args:
@@ -54,6 +54,7 @@ def distill(*, data: str | Path, out: str | Path, val: str | Path | None = None,
         cache_dir: where teacher outputs are cached (share it between runs to reuse them).
         init: a timm/DeiT checkpoint (or a run's best.pt) to initialise the student from.
         label_source: which labels of a FER+ split train and select: "ferplus" votes or "fer2013".
+        trust_code: admit TorchScript / torch.export teachers (loading them runs code from the file).
 
     Raises:
         MotivnetError: bad data, teacher or option (messages name the fix).
@@ -81,7 +82,7 @@ def distill(*, data: str | Path, out: str | Path, val: str | Path | None = None,
     if init is not None:
         extra["provenance"]["init"] = _init_provenance(init)
     if teachers:
-        members = [load_teacher(t) for t in teachers]
+        members = [load_teacher(t, trust_code=trust_code) for t in teachers]
         teacher = members[0] if len(members) == 1 else EnsembleTeacher(members, labels=labels)
         cache = build_cache(teacher, train_set, cache_dir or Path(out) / "cache", labels=labels,
                             views=views, seed=cfg.seed, progress=progress)

@@ -114,11 +114,15 @@ def load_onnx_teacher(path: Path, *, labels: Sequence[str] | None = None,
                    lambda x: sess.run(None, {name: x})[0], license=meta.get("license", "unknown"))
 
 
-def load_teacher(path: str | Path, **kwargs) -> Teacher:
-    """Loads a teacher file by its format (.hdf5/.h5 Keras, .onnx).
+def load_teacher(path: str | Path, *, trust_code: bool = False, **kwargs) -> Teacher:
+    """Loads a teacher file by its format (.hdf5/.h5 Keras, .onnx, MotivNet/Sapiens checkpoints).
+
+    Args:
+        trust_code: admit TorchScript / torch.export archives, whose loading runs code from the file.
 
     Raises:
         TeacherError: unknown format or missing file.
+        CheckpointError: an unsafe checkpoint (pickled code, or a code archive without ``trust_code``).
     """
     path = Path(path)
     if not path.is_file():
@@ -129,7 +133,7 @@ def load_teacher(path: str | Path, **kwargs) -> Teacher:
     if suffix == ".onnx":
         return load_onnx_teacher(path, **kwargs)
     if suffix in (".pth", ".pt", ".ckpt", ".pt2", ".bin"):
-        return load_motivnet_teacher(path, **kwargs)
+        return load_motivnet_teacher(path, trust_code=trust_code, **kwargs)
     raise TeacherError(f"{path.name}: unknown teacher format {suffix!r}; use a MotivNet/Sapiens checkpoint "
                        "(.pth, .ckpt, .pt2), a Keras .hdf5 or an .onnx classifier")
 

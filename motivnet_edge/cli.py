@@ -213,8 +213,10 @@ def benchmark(package, threads, batch, rounds, seconds, as_json) -> None:
 @click.option("--max-drop", type=click.FloatRange(0, 1), default=None, help="Accuracy control bound, e.g. 0.01.")
 @click.option("--no-latency", is_flag=True, help="Skip timing fp32 vs int8 on this machine.")
 @click.option("--yunet", type=click.Path(), default=None, help="Ship this YuNet .onnx inside the package.")
+@click.option("--trust-code", is_flag=True,
+              help="Admit TorchScript / torch.export files: loading them runs code from the file. Only for files you trust.")
 @friendly
-def export_cmd(source, out, formats, int8, calib, val, val_labels, max_drop, no_latency, yunet) -> None:
+def export_cmd(source, out, formats, int8, calib, val, val_labels, max_drop, no_latency, yunet, trust_code) -> None:
     """Export a student run/checkpoint or a teacher to a model package."""
     from motivnet_export.exporter import export
 
@@ -222,7 +224,7 @@ def export_cmd(source, out, formats, int8, calib, val, val_labels, max_drop, no_
 
     path = export(source, out, formats=tuple(f.strip() for f in formats.split(",") if f.strip()), int8=int8,
                   calib=calib, val=val, val_label_source=val_labels, max_drop=max_drop, latency=not no_latency,
-                  yunet=yunet)
+                  yunet=yunet, teacher_options={"trust_code": True} if trust_code else None)
     m = load_package(path).metrics
     click.echo(f"wrote {path}")
     sizes = m.get("file_sizes", {})
@@ -262,16 +264,18 @@ def export_cmd(source, out, formats, int8, calib, val, val_labels, max_drop, no_
 @click.option("--label-source", type=click.Choice(["ferplus", "fer2013"]), default="ferplus", show_default=True,
               help="FER+ splits: train and select on the FER+ votes or the original FER2013 labels.")
 @click.option("--resume", is_flag=True, help="Continue the run in --out after an interruption.")
+@click.option("--trust-code", is_flag=True,
+              help="Admit TorchScript / torch.export files: loading them runs code from the file. Only for files you trust.")
 @friendly
 def distill(data, out, teachers, val, student, epochs, views, kd_weight, label_weight, temperature,
-            batch_size, lr, cache_dir, init, label_source, resume) -> None:
+            batch_size, lr, cache_dir, init, label_source, resume, trust_code) -> None:
     """Distil a teacher (or several) into a small ViT student."""
     from motivnet_distill.pipeline import distill as run_distill
 
     best = run_distill(data=data, out=out, val=val, teachers=list(teachers), student=student, epochs=epochs,
                        views=views, kd_weight=kd_weight, label_weight=label_weight, temperature=temperature,
                        resume=resume, batch_size=batch_size, lr=lr, cache_dir=cache_dir, init=init,
-                       label_source=label_source)
+                       label_source=label_source, trust_code=trust_code)
     click.echo(json.dumps(best))
 
 
@@ -304,9 +308,11 @@ def train_head_cmd(backbone, data, out, epochs, batch_size, lr, num_heads) -> No
 @click.option("--precision", type=click.Choice(["auto", "fp32", "int8"]), default="auto")
 @click.option("--map", "maps", multiple=True, metavar="SRC=DST",
               help="Explicit label remapping; an empty DST or 'none' drops the class (e.g. contempt=none).")
-@click.option("--json", "as_json", is_flag=True)
+@click.option("--json", "as_json", is_flag=True, help="Print the metrics as one JSON object.")
+@click.option("--trust-code", is_flag=True,
+              help="Admit TorchScript / torch.export files: loading them runs code from the file. Only for files you trust.")
 @friendly
-def eval_cmd(model, data, teacher, plots, backend, precision, maps, as_json) -> None:
+def eval_cmd(model, data, teacher, plots, backend, precision, maps, as_json, trust_code) -> None:
     """Evaluate a package, checkpoint or teacher: accuracy, UAR, macro-F1, confusion."""
     from motivnet_distill.evaluate import evaluate_model, plot_confusion, summary
 
@@ -316,7 +322,8 @@ def eval_cmd(model, data, teacher, plots, backend, precision, maps, as_json) -> 
             raise UsageFailure(f"--map {m!r}: write SRC=DST, e.g. contempt=none")
         src, dst = m.split("=", 1)
         mapping[src] = None if dst.strip().lower() in ("", "none") else dst
-    results = evaluate_model(model, data, teacher=teacher, backend=backend, precision=precision, mapping=mapping)
+    results = evaluate_model(model, data, teacher=teacher, backend=backend, precision=precision, mapping=mapping,
+                             trust_code=trust_code)
     if plots:
         for name, m in results.items():
             plot_confusion(m, Path(plots) / f"confusion_{name}.png", f"{Path(model).name} on {name}")

@@ -112,12 +112,13 @@ def test_torchscript_and_torch_export(small, tmp_path):
         def forward(self, x):
             return self.backbone(x)
     torch.jit.script(Wrap()).save(str(tmp_path / "sapiens_torchscript.pt2"))
-    m, info = load_motivnet(tmp_path / "sapiens_torchscript.pt2", img_size=(64, 48), **HEADS, require_head=False)
+    m, info = load_motivnet(tmp_path / "sapiens_torchscript.pt2", img_size=(64, 48), **HEADS, require_head=False,
+                            trust_code=True)
     assert info["format"] == "torchscript"
     with torch.no_grad():
         assert torch.allclose(m.pose_encoder(X), small.pose_encoder(X), atol=1e-5)
     torch.export.save(torch.export.export(small, (X,)), str(tmp_path / "motivnet_bfloat16.pt2"))
-    m2, info2 = load_motivnet(tmp_path / "motivnet_bfloat16.pt2", img_size=(64, 48), **HEADS)
+    m2, info2 = load_motivnet(tmp_path / "motivnet_bfloat16.pt2", img_size=(64, 48), **HEADS, trust_code=True)
     assert info2["format"] == "torch.export" and _same(m2, small, X)
 
 
@@ -176,3 +177,45 @@ def test_train_head_on_frozen_backbone_round_trips(small, tmp_path):
     assert info["head_loaded"]
     assert torch.equal(m.pose_encoder.layers[0].ffn.layers[1].weight, small.pose_encoder.layers[0].ffn.layers[1].weight)
     assert not torch.equal(m.decoder.decoder.duplicate_pooling, small.decoder.decoder.duplicate_pooling)
+
+
+class _RunsOnLoad(torch.nn.Module):
+    """A TorchScript module whose __setstate__ (code stored in the archive) runs inside torch.jit.load."""
+
+    def __init__(self):
+        super().__init__()
+        self.w = torch.nn.Parameter(torch.zeros(1))
+
+    def forward(self, x):
+        return x + self.w
+
+    @torch.jit.export
+    def __getstate__(self):
+        return (self.w, self.training)
+
+    @torch.jit.export
+    def __setstate__(self, state: tuple[torch.Tensor, bool]):
+        self.w = state[0]
+        self.training = state[1]
+        print("CODE FROM THE FILE RAN")
+
+
+@pytest.mark.parametrize("name", ["teacher.pth", "teacher.pt", "teacher.ckpt", "teacher.bin", "teacher.pt2"])
+def test_torchscript_archive_runs_no_code_without_trust(tmp_path, capfd, name):
+    from motivnet_distill.teachers import load_teacher
+
+    torch.jit.script(_RunsOnLoad()).save(str(tmp_path / name))
+    capfd.readouterr()
+    with pytest.raises(CheckpointError, match="trust-code"):
+        load_teacher(tmp_path / name)
+    assert "CODE FROM THE FILE RAN" not in capfd.readouterr().out
+    # the same archive, trusted explicitly, does run its code: the refusal above is what protects
+    with pytest.raises(CheckpointError):
+        load_motivnet(tmp_path / name, trust_code=True)
+    assert "CODE FROM THE FILE RAN" in capfd.readouterr().out
+
+
+def test_torch_export_archive_refused_without_trust(small, tmp_path):
+    torch.export.save(torch.export.export(small, (X,)), str(tmp_path / "motivnet.pt2"))
+    with pytest.raises(CheckpointError, match="torch.export archive"):
+        load_motivnet(tmp_path / "motivnet.pt2", img_size=(64, 48), **HEADS)
