@@ -56,16 +56,9 @@ print(2 * {n} ** 3 / best / 1e9)
 
 def machine_info() -> dict:
     """CPU model, INT8/AVX flags, cores, library versions, commit and date for a results file."""
-    cpu, flags = platform.processor() or platform.machine(), set()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-            elif line.startswith("flags"):
-                flags = set(line.split(":", 1)[1].split())
-                break
-    except OSError:
-        pass
+    from .cpu import cpu_info, reported_flags
+
+    cpu = cpu_info()[0]
     from importlib import metadata
 
     versions = {}
@@ -80,8 +73,7 @@ def machine_info() -> dict:
     except (OSError, subprocess.SubprocessError):
         commit = ""
     return {"cpu": cpu, "cores": os.cpu_count(), "machine": platform.machine(),
-            "flags": sorted(flags & {"avx2", "fma", "avx512f", "avx512_vnni", "avx_vnni", "amx_int8",
-                                     "amx_bf16", "avx512_bf16"}),
+            "flags": reported_flags(),
             "python": platform.python_version(), "versions": versions, "commit": commit or "unknown",
             "date": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")}
 

@@ -60,7 +60,7 @@ def _runtime_options(f):
     for opt in reversed([
         click.option("--model", type=click.Path(), default=None, help="Package folder or .zip (default: embedded)."),
         click.option("--backend", type=click.Choice(["auto", "onnxruntime", "openvino"]), default="auto"),
-        click.option("--precision", type=click.Choice(["auto", "fp32", "int8"]), default="auto"),
+        click.option("--precision", type=click.Choice(["auto", "fp32", "bf16", "int8"]), default="auto", help="bf16: OpenVINO on a CPU with AVX512_BF16/AMX."),
         click.option("--detector", type=click.Choice(["auto", "yunet", "haar", "none"]), default="auto"),
         click.option("--yunet", type=click.Path(), default=None, help="YuNet .onnx (or $MOTIVNET_YUNET)."),
         click.option("--threads", type=click.IntRange(0, 256), default=0),
@@ -305,7 +305,7 @@ def train_head_cmd(backbone, data, out, epochs, batch_size, lr, num_heads) -> No
 @click.option("--teacher", type=click.Path(), default=None, help="Also report top-1 agreement with it.")
 @click.option("--plots", type=click.Path(file_okay=False), default=None, help="Write confusion PNGs here.")
 @click.option("--backend", type=click.Choice(["auto", "onnxruntime", "openvino"]), default="auto")
-@click.option("--precision", type=click.Choice(["auto", "fp32", "int8"]), default="auto")
+@click.option("--precision", type=click.Choice(["auto", "fp32", "bf16", "int8"]), default="auto", help="bf16: OpenVINO on a CPU with AVX512_BF16/AMX.")
 @click.option("--map", "maps", multiple=True, metavar="SRC=DST",
               help="Explicit label remapping; an empty DST or 'none' drops the class (e.g. contempt=none).")
 @click.option("--json", "as_json", is_flag=True, help="Print the metrics as one JSON object.")

@@ -54,7 +54,7 @@ class RecognizerOptions:
     Attributes:
         model: package folder or .zip; None for the embedded default model.
         backend: "auto", "onnxruntime" or "openvino".
-        precision: "auto", "fp32" or "int8" (rule: motivnet_edge.backends docs).
+        precision: "auto", "fp32", "bf16" (OpenVINO on bf16 CPUs) or "int8" (rules: motivnet_edge.backends).
         detector: "auto", "yunet", "haar" or "none" (inputs already are face crops).
         yunet_model: YuNet .onnx; default: the package's, then $MOTIVNET_YUNET.
         threads: inference threads, 0 = runtime default.

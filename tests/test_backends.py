@@ -103,3 +103,55 @@ def test_isolated_worker_reports_its_own_peak_memory(tiny_package):
     out = run_isolated(tiny_package, BenchConfig("onnxruntime", "fp32", 1, 1), iters=5, seconds=0.1)
     assert parent > 400 and 0 < out["peak_rss_mb"] < parent - 300, (parent, out["peak_rss_mb"])
     del ballast
+
+
+def _fake_package(latency: dict):
+    """The two things choose_precision reads: the package's files and its recorded latency."""
+    from types import SimpleNamespace
+
+    files = [SimpleNamespace(backend="onnxruntime", precision=p) for p in ("fp32", "int8")]
+    return SimpleNamespace(files=files, metrics={"latency": {"onnxruntime": latency}})
+
+
+@pytest.mark.parametrize("recorded, here, expected", [
+    ([], {"avx512_vnni"}, "fp32"),                 # measured on a CPU without VNNI: says nothing here
+    (["avx512_vnni"], {"avx512_vnni"}, "int8"),    # measured faster with the instructions this CPU has
+    (["amx_int8"], {"avx512_vnni"}, "fp32"),       # measured with AMX, which this CPU lacks
+    (["avx512_vnni"], set(), "fp32"),              # this CPU has no INT8 dot product at all
+])
+def test_auto_precision_needs_a_figure_from_the_same_int8_instructions(monkeypatch, recorded, here, expected):
+    import motivnet_edge.backends as backends
+
+    monkeypatch.setattr(backends, "int8_flags", lambda: frozenset(here))
+    pkg = _fake_package({"fp32_ms": 2.0, "int8_ms": 1.0, "cpu_int8_flags": recorded})
+    assert backends.choose_precision(pkg, "onnxruntime", "auto", BackendOptions()) == expected
+
+
+@pytest.mark.skipif("openvino" not in installed_backends(), reason="OpenVINO is not installed")
+def test_openvino_fp32_is_fp32_even_on_bf16_cpus(tiny_package):
+    """On AVX512_BF16/AMX CPUs OpenVINO defaults to bf16; fp32 must match ONNX Runtime's fp32 closely."""
+    pkg = load_package(tiny_package)
+    x = _batch(pkg, 16)
+    ref = create_backend(pkg, backend="onnxruntime", precision="fp32").run(x)
+    out = create_backend(pkg, backend="openvino", precision="fp32").run(x)
+    np.testing.assert_allclose(out, ref, atol=1e-4, rtol=1e-4)
+
+
+@pytest.mark.skipif("openvino" not in installed_backends(), reason="OpenVINO is not installed")
+def test_bf16_is_explicit_and_only_where_the_cpu_has_it(tiny_package):
+    from motivnet_edge.cpu import has_bf16
+
+    pkg = load_package(tiny_package)
+    with pytest.raises(PackageError, match="--backend openvino"):
+        create_backend(pkg, backend="onnxruntime", precision="bf16")
+    if not has_bf16():
+        with pytest.raises(PackageError, match="no bf16 instructions"):
+            create_backend(pkg, backend="openvino", precision="bf16")
+        return
+    x = _batch(pkg, 16)
+    b = create_backend(pkg, backend="openvino", precision="bf16")
+    ref = create_backend(pkg, backend="openvino", precision="fp32").run(x)
+    out = b.run(x)
+    assert b.precision == "bf16"
+    # bf16 keeps 8 mantissa bits: close to fp32, but not equal to it (or the hint did nothing)
+    assert 1e-4 < np.abs(out - ref).max() < 0.5

@@ -6,15 +6,18 @@ manifest records (measured at export, batch 1); without such figures, ``AUTO_ORD
 
 precision="auto": fp32, unless INT8 is known to pay off here: the package's manifest
 records INT8 faster than FP32 (``metrics.latency``) on a CPU with the same INT8 dot
-product instructions this one has (VNNI or AMX), or the session runs on TensorRT. A
-package with only an int8 file uses it. Asking for "int8" always gets int8.
+product instructions this one has (VNNI or AMX; a figure taken without them says nothing
+about INT8 here), or the session runs on TensorRT. A package with only an int8 file uses it.
+Asking for "int8" always gets int8. "fp32" is fp32 on every backend (OpenVINO's CPU plugin
+would otherwise run bf16 on CPUs that have it); "bf16" asks OpenVINO for bf16 explicitly.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import importlib.util
-from pathlib import Path
 
+from ..cpu import INT8_FLAGS, has_bf16, int8_flags
 from ..errors import BackendUnavailableError, PackageError
 from .base import Backend, BackendOptions
 
@@ -37,23 +40,30 @@ def installed_backends() -> list[str]:
 
 
 def cpu_int8_flags() -> set[str]:
-    """INT8 dot-product instruction sets of this CPU (from /proc/cpuinfo; empty elsewhere)."""
-    try:
-        text = Path("/proc/cpuinfo").read_text()
-    except OSError:
-        return set()
-    flags = set()
-    for line in text.splitlines():
-        if line.startswith("flags"):
-            flags = set(line.split(":", 1)[1].split())
-            break
-    return flags & {"avx512_vnni", "avx_vnni", "amx_int8", "avx512_bf16", "amx_bf16"}
+    """INT8 dot-product instruction sets of this CPU (empty: INT8 cannot pay off here)."""
+    return set(int8_flags())
+
+
+PRECISIONS = ("auto", "fp32", "bf16", "int8", "fp16")
 
 
 def choose_precision(package, backend: str, precision: str, options: BackendOptions) -> str:
-    if precision not in ("auto", "fp32", "int8", "fp16"):
-        raise PackageError(f"precision {precision!r} must be auto, fp32, fp16 or int8")
+    """The precision the rules in this module's docstring give; see there.
+
+    Raises:
+        PackageError: an unknown precision, or one the package / this CPU cannot run.
+    """
+    if precision not in PRECISIONS:
+        raise PackageError(f"precision {precision!r}: choose one of {', '.join(PRECISIONS)}")
     have = {f.precision for f in package.files if f.backend == backend}
+    if precision == "bf16":
+        # bf16 is a way to run the fp32 file (OpenVINO's inference precision), not a file of its own.
+        if backend != "openvino" or "fp32" not in have:
+            raise PackageError("precision 'bf16' runs the fp32 OpenVINO model in bf16: use --backend openvino "
+                               "with a package that has an OpenVINO fp32 model")
+        if options.device.upper() == "CPU" and not has_bf16():
+            raise PackageError("this CPU has no bf16 instructions (AVX512_BF16 or AMX): use precision fp32")
+        return "bf16"
     if precision != "auto":
         if precision not in have:
             raise PackageError(f"the package has no {precision} model for {backend} (it has "
@@ -65,7 +75,10 @@ def choose_precision(package, backend: str, precision: str, options: BackendOpti
         on_trt = any(p.lower() in ("tensorrt", "trt", "tensorrtexecutionprovider") for p in options.providers)
         lat = package.metrics.get("latency", {}).get(backend, {})
         measured_faster = lat.get("int8_ms", float("inf")) < lat.get("fp32_ms", 0.0)
-        same_isa = set(lat.get("cpu_int8_flags", [])) <= cpu_int8_flags() and cpu_int8_flags()
+        # The figure only speaks for this CPU when it was taken with INT8 instructions this CPU
+        # also has; a figure from a CPU without any (an empty list) says nothing about INT8 here.
+        recorded = set(lat.get("cpu_int8_flags", [])) & INT8_FLAGS
+        same_isa = bool(recorded) and recorded <= int8_flags()
         if on_trt or (measured_faster and same_isa):
             return "int8"
     return "fp32" if "fp32" in have else sorted(have)[0]
@@ -73,7 +86,6 @@ def choose_precision(package, backend: str, precision: str, options: BackendOpti
 
 def _package_trt_table(package, options: BackendOptions) -> BackendOptions:
     """Copies the package's TensorRT calibration table into the engine cache, where ORT reads it."""
-    import dataclasses
     import shutil
 
     from .onnxruntime_backend import trt_cache_dir
@@ -116,13 +128,14 @@ def create_backend(package, *, backend: str = "auto", precision: str = "auto",
     elif backend not in installed:
         raise BackendUnavailableError(f"backend {backend!r} is not installed: {_EXTRAS[backend]}")
     prec = choose_precision(package, backend, precision, options)
-    f = package.file_for(backend, prec)
+    f = package.file_for(backend, "fp32" if prec == "bf16" else prec)
     if options.trt_int8_table == "package":
         options = _package_trt_table(package, options)
     if backend == "onnxruntime":
         from .onnxruntime_backend import OnnxRuntimeBackend as cls
     else:
         from .openvino_backend import OpenVinoBackend as cls
+    options = dataclasses.replace(options, precision=prec)
     inst = cls(package.path_of(f), input_name=f.input_name, output_name=f.output_name, options=options)
     inst.precision = prec
     return inst

@@ -19,6 +19,8 @@ class BackendOptions:
             or full names; empty means CPU.
         trt_cache_dir: where TensorRT keeps built engines (Jetson: build once, reuse).
         trt_int8_table: TensorRT INT8 calibration table file name (inside trt_cache_dir).
+        precision: set by ``create_backend`` from the package's file and the precision rules;
+            "bf16" asks OpenVINO's CPU plugin for bf16 inference of the fp32 model.
     """
 
     threads: int = 0
@@ -26,6 +28,7 @@ class BackendOptions:
     providers: tuple[str, ...] = field(default_factory=tuple)
     trt_cache_dir: str | None = None
     trt_int8_table: str | None = None
+    precision: str = "fp32"
 
 
 class Backend:

@@ -27,6 +27,10 @@ class OpenVinoBackend(Backend):
             raise BackendUnavailableError(f"OpenVINO device {options.device!r} is not present here "
                                           f"(available: {devices})")
         config = {"PERFORMANCE_HINT": "LATENCY"}
+        if wanted == "CPU":
+            # Without the hint the CPU plugin runs bf16 wherever the CPU has AVX512_BF16/AMX:
+            # "fp32" must mean fp32. An int8 IR keeps its fp32 parts fp32 the same way.
+            config["INFERENCE_PRECISION_HINT"] = "bf16" if options.precision == "bf16" else "f32"
         if options.threads and wanted == "CPU":
             config["INFERENCE_NUM_THREADS"] = options.threads
         try:
