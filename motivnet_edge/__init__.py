@@ -11,6 +11,9 @@ import os as _os
 # OpenCV logs decoder complaints to stderr itself; our errors already say what is wrong and
 # what to do, so its own logger is silent unless the user asks (OPENCV_LOG_LEVEL).
 _os.environ.setdefault("OPENCV_LOG_LEVEL", "SILENT")
+# OpenCV reads its decoder cap once, when cv2 is first imported: set it before any import
+# of ours pulls cv2 in. image_io's header check is the primary guard; this is the backstop.
+_os.environ.setdefault("OPENCV_IO_MAX_IMAGE_PIXELS", str(100_000_000))
 
 from .detectors import Detection, create_detector  # noqa: E402
 from .errors import BackendUnavailableError, InvalidImageError, LabelError, MotivnetError, PackageError  # noqa: E402

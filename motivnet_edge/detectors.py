@@ -25,12 +25,35 @@ class Detection:
 
 
 class FaceDetector:
-    """Base class. ``detect`` takes a BGR or gray uint8 image, returns detections."""
+    """Base class. ``detect`` takes a BGR or gray uint8 image, returns detections.
+
+    Detectors run on a downscaled copy: the scale is the largest that still shows a face of
+    ``min_face`` pixels at the detector's own smallest reliable size (``smallest``), capped
+    by ``max_side``. Boxes and landmarks come back in full-resolution pixels, so crops are
+    cut from the original image. Time and memory then follow the copy, not the photo.
+    """
 
     name = "base"
+    smallest = 1     # smallest face side (px) the detector finds reliably
+    max_side = 640   # longest side of the copy it runs on
+
+    def __init__(self, *, min_face: int = 20) -> None:
+        self.min_face = max(1, int(min_face))
+
+    def scale_for(self, shape: tuple[int, ...]) -> float:
+        h, w = shape[:2]
+        return min(1.0, self.max_side / max(h, w), self.smallest / self.min_face)
 
     def detect(self, image: np.ndarray) -> list[Detection]:
         raise NotImplementedError
+
+
+def shrink(image: np.ndarray, scale: float) -> np.ndarray:
+    """``image`` resized by ``scale`` (area averaging; the image itself when scale is 1)."""
+    if scale >= 1.0:
+        return image
+    h, w = image.shape[:2]
+    return cv2.resize(image, (max(1, round(w * scale)), max(1, round(h * scale))), interpolation=cv2.INTER_AREA)
 
 
 class NoDetector(FaceDetector):
@@ -48,8 +71,11 @@ class YuNetDetector(FaceDetector):
 
     name = "yunet"
 
+    smallest = 16  # YuNet's finest anchors (stride 8) find faces from about 10-16 px
+
     def __init__(self, model_path: str | Path, *, score_threshold: float = 0.7,
-                 nms_threshold: float = 0.3, max_side: int = 640) -> None:
+                 nms_threshold: float = 0.3, max_side: int = 640, min_face: int = 20) -> None:
+        super().__init__(min_face=min_face)
         self.model_path = Path(model_path)
         if not self.model_path.is_file():
             raise MotivnetError(f"YuNet model {self.model_path} not found; pass the path of "
@@ -74,12 +100,10 @@ class YuNetDetector(FaceDetector):
         return net
 
     def detect(self, image: np.ndarray) -> list[Detection]:
-        bgr = cv2.cvtColor(image, cv2.COLOR_GRAY2BGR) if image.ndim == 2 else image
-        h, w = bgr.shape[:2]
-        # YuNet's anchors suit faces of 10..300 px: run on a downscaled copy of big frames.
-        scale = min(1.0, self.max_side / max(h, w))
-        small = cv2.resize(bgr, (max(1, round(w * scale)), max(1, round(h * scale))),
-                           interpolation=cv2.INTER_AREA) if scale < 1 else bgr
+        scale = self.scale_for(image.shape)
+        small = shrink(image, scale)
+        if small.ndim == 2:
+            small = cv2.cvtColor(small, cv2.COLOR_GRAY2BGR)
         net = self._net()
         net.setInputSize((small.shape[1], small.shape[0]))
         _, faces = net.detect(small)
@@ -96,7 +120,11 @@ class HaarDetector(FaceDetector):
 
     name = "haar"
 
-    def __init__(self, *, min_size: int = 24, min_neighbors: int = 5) -> None:
+    smallest = 24    # the cascade's 24x24 window
+    max_side = 1280  # its image pyramid costs memory and time with every pixel
+
+    def __init__(self, *, min_size: int = 24, min_neighbors: int = 5, min_face: int = 20) -> None:
+        super().__init__(min_face=min_face)
         data = getattr(getattr(cv2, "data", None), "haarcascades", None)
         path = Path(data or "") / "haarcascade_frontalface_default.xml"
         if not data or not path.is_file() or not hasattr(cv2, "CascadeClassifier"):
@@ -110,22 +138,26 @@ class HaarDetector(FaceDetector):
         cascade = getattr(self._local, "cascade", None)
         if cascade is None:
             cascade = self._local.cascade = cv2.CascadeClassifier(str(self.path))
-        gray = image if image.ndim == 2 else cv2.cvtColor(image, cv2.COLOR_BGR2GRAY)
+        scale = self.scale_for(image.shape)
+        gray = shrink(image, scale)
+        gray = gray if gray.ndim == 2 else cv2.cvtColor(gray, cv2.COLOR_BGR2GRAY)
         found, _, weights = cascade.detectMultiScale3(
             cv2.equalizeHist(gray), scaleFactor=1.1, minNeighbors=self.min_neighbors,
             minSize=(self.min_size, self.min_size), outputRejectLevels=True)
         dets = []
         for (x, y, w, h), wt in zip(np.asarray(found).reshape(-1, 4), np.asarray(weights).ravel()):
             # Cascade weights are unbounded; squash them into 0..1 so scores compare.
-            dets.append(Detection((float(x), float(y), float(w), float(h)),
+            dets.append(Detection(tuple(float(v) / scale for v in (x, y, w, h)),
                                   float(1 / (1 + np.exp(-float(wt)))), None))
         return sorted(dets, key=lambda d: -d.score)
 
 
-def create_detector(name: str = "auto", *, yunet_model: str | Path | None = None) -> FaceDetector:
+def create_detector(name: str = "auto", *, yunet_model: str | Path | None = None,
+                    min_face: int = 20) -> FaceDetector:
     """Builds a detector by name: "auto", "yunet", "haar" or "none".
 
-    "auto" is YuNet when a YuNet model path is known, else the Haar cascade.
+    "auto" is YuNet when a YuNet model path is known, else the Haar cascade. ``min_face``
+    (pixels) sets how far the detector may downscale an image before it looks.
 
     Raises:
         MotivnetError: unknown name, or "yunet" without a model file.
@@ -133,13 +165,13 @@ def create_detector(name: str = "auto", *, yunet_model: str | Path | None = None
     if name == "none":
         return NoDetector()
     if name == "haar":
-        return HaarDetector()
+        return HaarDetector(min_face=min_face)
     if name == "yunet" or (name == "auto" and yunet_model is not None):
         if yunet_model is None:
             raise MotivnetError("detector 'yunet' needs a model file: pass yunet_model=PATH "
                                 "(CLI: --yunet PATH) or set MOTIVNET_YUNET")
-        return YuNetDetector(yunet_model)
+        return YuNetDetector(yunet_model, min_face=min_face)
     if name == "auto":
         log.info("no YuNet model given: using the Haar cascade (no landmarks, margin crops)")
-        return HaarDetector()
+        return HaarDetector(min_face=min_face)
     raise MotivnetError(f"unknown detector {name!r}; choose auto, yunet, haar or none")

@@ -1,24 +1,25 @@
 """Turns what a user hands us (array, path, bytes) into a BGR or gray uint8 array, safely.
 
 Encoded images are measured from their header before decoding, so a decompression bomb
-(a tiny file that claims a gigantic canvas) is refused without allocating it.
+(a tiny file that claims a gigantic canvas) is refused without allocating it; a format
+whose header we cannot measure is refused, so ``max_pixels`` always holds.
 """
 
 from __future__ import annotations
 
 import os
+import re
 import struct
 from pathlib import Path
 
 import numpy as np
 
-# OpenCV's own cap is a backstop for formats whose header we do not parse.
-os.environ.setdefault("OPENCV_IO_MAX_IMAGE_PIXELS", str(1 << 28))
-import cv2  # noqa: E402
+import cv2
 
-from .errors import InvalidImageError  # noqa: E402
+from .errors import InvalidImageError
 
-#: Largest image we decode, in pixels (width * height); 100 MP by default.
+#: Largest image we decode, in pixels (width * height). Decoded as 8-bit gray or BGR, 100 MP
+#: is at most 300 MB; detection and cropping then work on small copies (detectors, preprocess).
 MAX_PIXELS = 100_000_000
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff", ".pgm", ".ppm")
 
@@ -42,6 +43,13 @@ def header_size(data: bytes) -> tuple[int, int] | None:
         if kind == b"VP8L":
             bits = int.from_bytes(data[21:25], "little")
             return (bits & 0x3FFF) + 1, ((bits >> 14) & 0x3FFF) + 1
+    if data[:4] in (b"II*\x00", b"MM\x00*") and len(data) >= 8:
+        return _tiff_size(data)
+    if data[:1] == b"P" and data[1:2] in b"123456" and len(data) >= 3:
+        fields = re.sub(rb"#[^\n]*", b" ", data[2:256]).split()
+        if len(fields) >= 2 and fields[0].isdigit() and fields[1].isdigit():
+            return int(fields[0]), int(fields[1])
+        return None
     if data[:2] == b"\xff\xd8":
         i = 2
         while i + 9 < len(data):
@@ -60,6 +68,25 @@ def header_size(data: bytes) -> tuple[int, int] | None:
     return None
 
 
+def _tiff_size(data: bytes) -> tuple[int, int] | None:
+    """Width and height from the first IFD of a classic TIFF (tags 256/257)."""
+    end = "<" if data[:2] == b"II" else ">"
+    (ifd,) = struct.unpack(end + "I", data[4:8])
+    if ifd + 2 > len(data):
+        return None
+    (count,) = struct.unpack(end + "H", data[ifd:ifd + 2])
+    size = {}
+    for i in range(count):
+        at = ifd + 2 + 12 * i
+        if at + 12 > len(data):
+            break
+        tag, kind = struct.unpack(end + "HH", data[at:at + 4])
+        if tag in (256, 257):
+            fmt = "H" if kind == 3 else "I"
+            size[tag] = struct.unpack(end + fmt, data[at + 8:at + 8 + struct.calcsize(fmt)])[0]
+    return (size[256], size[257]) if len(size) == 2 else None
+
+
 def decode(data: bytes, *, source: str = "image bytes", max_pixels: int = MAX_PIXELS) -> np.ndarray:
     """Decodes encoded image bytes to BGR (or gray) uint8, refusing bombs and corrupt data.
 
@@ -69,25 +96,29 @@ def decode(data: bytes, *, source: str = "image bytes", max_pixels: int = MAX_PI
     if not data:
         raise InvalidImageError(f"{source} is empty: pass a JPEG/PNG/BMP/WebP image")
     size = header_size(data)
-    if size is not None and size[0] * size[1] > max_pixels:
+    if size is None:
+        # Without a size from the header OpenCV would allocate whatever the file claims.
+        raise InvalidImageError(f"{source} is not a JPEG, PNG, BMP, WebP, GIF, TIFF or PNM image "
+                                "(or its header is damaged); re-save it as JPEG or PNG")
+    if size[0] * size[1] > max_pixels:
         raise InvalidImageError(
             f"{source} claims {size[0]}x{size[1]} pixels, above the limit of {max_pixels:,}; "
             "downscale it first or raise max_pixels")
     buf = np.frombuffer(data, dtype=np.uint8)
     try:
-        image = cv2.imdecode(buf, cv2.IMREAD_UNCHANGED)
+        # ANYCOLOR: 8-bit gray stays gray; 16-bit, alpha and palette images decode straight
+        # to 8-bit BGR, never to a 16-bit RGBA canvas 8 bytes a pixel.
+        image = cv2.imdecode(buf, cv2.IMREAD_ANYCOLOR)
     except cv2.error as exc:
         raise InvalidImageError(f"{source} could not be decoded ({exc.msg.strip()}); "
                                 "is it larger than the pixel limit or corrupt?") from None
     if image is None or image.size == 0:
         raise InvalidImageError(f"{source} is not a readable image (corrupt, truncated or "
                                 "an unsupported format); re-save it as JPEG or PNG")
-    if image.dtype == np.uint16:
-        image = (image >> 8).astype(np.uint8)
-    return check_array(image, source=source)
+    return check_array(image, source=source, max_pixels=max_pixels)
 
 
-def check_array(image: np.ndarray, *, source: str = "image") -> np.ndarray:
+def check_array(image: np.ndarray, *, source: str = "image", max_pixels: int = MAX_PIXELS) -> np.ndarray:
     """Validates a decoded array and returns it as BGR (HxWx3) or gray (HxW) uint8.
 
     Raises:
@@ -106,9 +137,9 @@ def check_array(image: np.ndarray, *, source: str = "image") -> np.ndarray:
                                 "HxWx3 (BGR) or HxWx4 (BGRA)")
     if image.shape[0] == 0 or image.shape[1] == 0:
         raise InvalidImageError(f"{source} has zero size {image.shape}")
-    if image.shape[0] * image.shape[1] > MAX_PIXELS:
+    if image.shape[0] * image.shape[1] > max_pixels:
         raise InvalidImageError(f"{source} has {image.shape[0] * image.shape[1]:,} pixels, above "
-                                f"the limit of {MAX_PIXELS:,}; downscale it first")
+                                f"the limit of {max_pixels:,}; downscale it first")
     if image.ndim == 3 and image.shape[2] == 4:
         image = cv2.cvtColor(image, cv2.COLOR_BGRA2BGR)
     return np.ascontiguousarray(image)
@@ -121,7 +152,7 @@ def load_image(image, *, max_pixels: int = MAX_PIXELS) -> np.ndarray:
         InvalidImageError: the input cannot be turned into an image (see the message).
     """
     if isinstance(image, np.ndarray):
-        return check_array(image)
+        return check_array(image, max_pixels=max_pixels)
     if isinstance(image, (bytes, bytearray, memoryview)):
         return decode(bytes(image), max_pixels=max_pixels)
     if isinstance(image, (str, os.PathLike)):

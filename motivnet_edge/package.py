@@ -97,20 +97,44 @@ def _verify(root: Path, rel: str, expected: str) -> None:
                            f"got {actual[:12]}...): it was modified or truncated; re-export the package")
 
 
+#: A zip package may unpack to at most this many bytes and entries (a package is ~10 files
+#: of a few MB); a zip bomb is refused from its directory, before anything is written.
+MAX_ZIP_BYTES = 512 * 2**20
+MAX_ZIP_ENTRIES = 256
+
+
 def _extract_zip(path: Path) -> Path:
-    dest = Path(tempfile.mkdtemp(prefix="motivnet-pkg-"))
+    """Unpacks a zip package once into the user cache (keyed by the zip's sha256) and reuses it."""
+    from .cache import user_cache
+
     try:
         with zipfile.ZipFile(path) as zf:
-            for info in zf.infolist():
-                _inside(dest, info.filename.rstrip("/") or ".")  # zip-slip guard
-            zf.extractall(dest)
-    except zipfile.BadZipFile:
-        shutil.rmtree(dest, ignore_errors=True)
-        raise PackageError(f"{path} is not a valid zip archive") from None
-    except PackageError:
-        shutil.rmtree(dest, ignore_errors=True)
-        raise
-    inner = [p for p in dest.iterdir()]
+            infos = zf.infolist()
+            total = sum(i.file_size for i in infos)
+            if len(infos) > MAX_ZIP_ENTRIES or total > MAX_ZIP_BYTES:
+                raise PackageError(f"{path} would unpack to {len(infos)} entries / {total / 2**20:,.0f} MB, above "
+                                   f"the limit of {MAX_ZIP_ENTRIES} / {MAX_ZIP_BYTES >> 20} MB for a model package; "
+                                   "is it the right file?")
+            dest = user_cache("packages", sha256_file(path))
+            if not (dest / ".complete").is_file():
+                dest.parent.mkdir(parents=True, exist_ok=True)
+                tmp = Path(tempfile.mkdtemp(prefix=".unpack-", dir=dest.parent))
+                try:
+                    for info in infos:
+                        _inside(tmp, info.filename.rstrip("/") or ".")  # zip-slip guard
+                    zf.extractall(tmp)  # zipfile stops each entry at its declared size
+                    (tmp / ".complete").touch()
+                    shutil.rmtree(dest, ignore_errors=True)
+                    os.replace(tmp, dest)
+                except BaseException:
+                    shutil.rmtree(tmp, ignore_errors=True)
+                    raise
+    except (zipfile.BadZipFile, zipfile.LargeZipFile, EOFError) as exc:
+        raise PackageError(f"{path} is not a valid zip archive ({exc})") from None
+    except OSError as exc:
+        raise PackageError(f"cannot unpack {path} into {user_cache('packages')}: {exc.strerror}; "
+                           "set MOTIVNET_CACHE to a writable folder") from None
+    inner = [p for p in dest.iterdir() if p.name != ".complete"]
     # Accept a zip of the folder itself or of its contents.
     return inner[0] if len(inner) == 1 and inner[0].is_dir() else dest
 

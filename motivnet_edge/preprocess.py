@@ -166,6 +166,18 @@ def _to_color(image: np.ndarray, color: str) -> np.ndarray:
     return cv2.cvtColor(image, cv2.COLOR_BGR2RGB) if color == "rgb" else image
 
 
+def _footprint(m: np.ndarray, out_w: int, out_h: int, shape: tuple[int, ...]) -> tuple[int, int, int, int]:
+    """The source pixels (x0, y0, x1, y1), clipped to the image, that warpAffine(m) samples."""
+    inv = cv2.invertAffineTransform(m)
+    corners = np.array([[0, 0, 1], [out_w, 0, 1], [0, out_h, 1], [out_w, out_h, 1]], np.float64) @ inv.T
+    h, w = shape[:2]
+    x0, y0 = np.floor(corners.min(0)).astype(int) - 2
+    x1, y1 = np.ceil(corners.max(0)).astype(int) + 3
+    x0, x1 = int(np.clip(x0, 0, w - 1)), int(np.clip(x1, 1, w))
+    y0, y1 = int(np.clip(y0, 0, h - 1)), int(np.clip(y1, 1, h))
+    return x0, y0, max(x1, x0 + 1), max(y1, y0 + 1)
+
+
 def face_crop(image: np.ndarray, pp: Preprocessing, *, box=None, landmarks=None,
               detector: str = "yunet") -> np.ndarray:
     """Cuts one face out of a BGR or grayscale uint8 image, in the model's colour order.
@@ -192,7 +204,11 @@ def face_crop(image: np.ndarray, pp: Preprocessing, *, box=None, landmarks=None,
     unit[:, 2] += unit[:, :2] @ np.array([0.5, 0.5])
     m = unit * np.array([[out_w * k], [out_h * k]], dtype=np.float64)
     m[:, 2] -= 0.5
-    src = _to_color(image, pp.color)
+    # Convert only the region the warp reads (its footprint plus a 2 px margin for the
+    # interpolation), never the whole photo once per face.
+    x0, y0, x1, y1 = _footprint(m, out_w * k, out_h * k, image.shape)
+    m[:, 2] += m[:, :2] @ np.array([x0, y0], dtype=np.float64)
+    src = _to_color(image[y0:y1, x0:x1], pp.color)
     interp = cv2.INTER_LINEAR if k > 1 or pp.interpolation == "area" else _INTERP[pp.interpolation]
     letterbox = box is None and landmarks is None and pp.resize == "letterbox"
     border = dict(borderMode=cv2.BORDER_CONSTANT, borderValue=(pp.pad_value,) * 3) if letterbox \

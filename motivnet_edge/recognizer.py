@@ -115,7 +115,7 @@ class EmotionRecognizer:
             yunet = package.root / package.manifest["assets_roles"]["yunet"]  # verified on load
         if yunet is None and os.environ.get("MOTIVNET_YUNET"):
             yunet = os.environ["MOTIVNET_YUNET"]
-        detector = create_detector(options.detector, yunet_model=yunet)
+        detector = create_detector(options.detector, yunet_model=yunet, min_face=max(1, options.min_face))
         return cls(package, detector, options)
 
     @classmethod

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import tempfile
 from dataclasses import asdict
 from pathlib import Path
 
@@ -12,6 +14,8 @@ SHARED = Path(__file__).resolve().parents[1].parent / "shared"
 YUNET = SHARED / "models" / "yunet" / "face_detection_yunet_2023mar.onnx"
 FERPLUS = SHARED / "data" / "ferplus"
 CKPLUS = SHARED / "data" / "ckplus48"
+# Unpacked zips, engines and device measurements go to a throwaway cache, not the user's.
+os.environ["MOTIVNET_CACHE"] = tempfile.mkdtemp(prefix="motivnet-test-cache-")
 
 
 @pytest.fixture(scope="session")

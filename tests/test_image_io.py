@@ -34,7 +34,8 @@ def test_accepts_path_bytes_gray_bgra(tmp_path):
     (np.zeros((2, 10, 10, 3), np.uint8), "shape"),
     ([[1, 2]], "unsupported image type"),
     (b"", "empty"),
-    (b"not an image at all", "not a readable image"),
+    (b"not an image at all", "not a JPEG, PNG"),
+    (b"\x00\x00\x00\x0cjP  \r\n\x87\n" + b"\0" * 64, "re-save it as JPEG or PNG"),  # JPEG 2000: size unknown
 ])
 def test_bad_inputs(bad, match):
     with pytest.raises(InvalidImageError, match=match):
@@ -74,3 +75,43 @@ def test_decompression_bomb_refused_before_decoding():
     assert 60000 * 60000 > MAX_PIXELS
     with pytest.raises(InvalidImageError, match="above the limit"):
         load_image(bomb)
+
+
+def _tiff_claiming(w: int, h: int) -> bytes:
+    """A classic little-endian TIFF header whose first IFD claims w x h pixels."""
+    entries = [(256, 4, 1, w), (257, 4, 1, h), (258, 3, 1, 8), (262, 3, 1, 1), (273, 4, 1, 8), (279, 4, 1, 1)]
+    ifd = struct.pack("<H", len(entries)) + b"".join(struct.pack("<HHII", *e) for e in entries) + b"\0" * 4
+    return b"II*\x00" + struct.pack("<I", 8) + ifd
+
+
+def test_tiff_and_pnm_sizes_come_from_their_headers():
+    gray = np.zeros((17, 33), np.uint8)
+    for ext in (".tiff", ".pgm"):
+        ok, buf = cv2.imencode(ext, gray)
+        assert header_size(buf.tobytes()) == (33, 17), ext
+        assert load_image(buf.tobytes()).shape == (17, 33)
+    assert header_size(b"P6 # a comment\n 640 480\n255\n") == (640, 480)
+
+
+def test_tiff_bomb_refused_before_decoding():
+    # 32000 x 32000 = 1.02 GP: OpenCV's default cap (1 << 30) would let it allocate gigabytes.
+    with pytest.raises(InvalidImageError, match="32000x32000 pixels, above the limit"):
+        load_image(_tiff_claiming(32000, 32000))
+
+
+def test_max_pixels_is_honoured_for_bytes_paths_and_arrays(tmp_path):
+    png = _png(100, 100)
+    (tmp_path / "a.png").write_bytes(png)
+    for src in (png, tmp_path / "a.png", np.zeros((100, 100), np.uint8)):
+        with pytest.raises(InvalidImageError, match="limit of 5,000"):
+            load_image(src, max_pixels=5000)
+        assert load_image(src, max_pixels=10_000).shape == (100, 100)
+
+
+def test_16_bit_rgba_png_decodes_to_8_bit_bgr():
+    rgba16 = np.full((8, 10, 4), 0x8000, np.uint16)
+    rgba16[..., 2] = 0xFFFF
+    ok, buf = cv2.imencode(".png", rgba16)
+    out = load_image(buf.tobytes())
+    assert out.dtype == np.uint8 and out.shape == (8, 10, 3)
+    assert out[0, 0].tolist() == [128, 128, 255]

@@ -102,6 +102,31 @@ def test_zip_package_and_zip_slip(tiny_package, tmp_path):
         load_package(tmp_path / "fake.zip")
 
 
+def test_zip_unpacks_once_into_the_cache(tiny_package, tmp_path, monkeypatch):
+    monkeypatch.setenv("MOTIVNET_CACHE", str(tmp_path / "cache"))
+    z = tmp_path / "pkg.zip"
+    with zipfile.ZipFile(z, "w") as zf:
+        for p in tiny_package.rglob("*"):
+            zf.write(p, "tiny/" + str(p.relative_to(tiny_package)))
+    first, second = load_package(z), load_package(z)
+    assert first.root == second.root and first.root.is_relative_to(tmp_path / "cache")
+    assert len(list((tmp_path / "cache" / "packages").iterdir())) == 1  # no copy per load
+
+
+def test_zip_bomb_refused_from_its_directory(tmp_path, monkeypatch):
+    import motivnet_edge.package as package
+
+    monkeypatch.setenv("MOTIVNET_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setattr(package, "MAX_ZIP_BYTES", 2**20)
+    bomb = tmp_path / "bomb.zip"
+    with zipfile.ZipFile(bomb, "w", zipfile.ZIP_DEFLATED) as zf:
+        zf.writestr("pkg/model.onnx", b"\0" * (3 * 2**20))  # 3 MB of zeros: a few KB zipped
+    assert bomb.stat().st_size < 20_000
+    with pytest.raises(PackageError, match="above the limit"):
+        load_package(bomb)
+    assert not (tmp_path / "cache" / "packages").exists() or not any((tmp_path / "cache" / "packages").iterdir())
+
+
 def test_failed_write_keeps_the_previous_package(package_copy):
     before = (package_copy / "manifest.json").read_text()
 

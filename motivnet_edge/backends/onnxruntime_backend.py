@@ -26,12 +26,12 @@ def trt_cache_dir(options: BackendOptions, model_dir: Path) -> Path:
     """Where TensorRT engines are built once and reused: the option, else a per-model user cache
     (an installed package folder may be read-only)."""
     import hashlib
-    import os
+
+    from ..cache import user_cache
 
     if options.trt_cache_dir:
         return Path(options.trt_cache_dir)
-    base = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache"))
-    return base / "motivnet-edge" / "trt" / hashlib.sha256(str(model_dir.resolve()).encode()).hexdigest()[:16]
+    return user_cache("trt", hashlib.sha256(str(model_dir.resolve()).encode()).hexdigest()[:16])
 
 
 def resolve_providers(options: BackendOptions, model_dir: Path) -> list:
