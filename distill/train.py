@@ -21,6 +21,7 @@ import torch
 import torch.distributed as dist
 import torch.nn.functional as F
 
+from motivnet_edge.errors import MotivnetError
 from motivnet_edge.preprocess import Preprocessing, faces_to_tensor
 
 from .data import FaceSet
@@ -28,6 +29,10 @@ from .student import StudentConfig, ViTStudent, count_flops
 from .views import view_image
 
 log = logging.getLogger(__name__)
+
+
+class TrainConfigError(MotivnetError, ValueError):
+    """A training option or run folder that cannot give a sound run (the message names the fix)."""
 
 
 @dataclass
@@ -50,6 +55,25 @@ class TrainConfig:
     erase_prob: float = 0.25
     seed: int = 0
     threads: int = 0                # 0: torch's default
+
+    def __post_init__(self) -> None:
+        def bad(name: str, rule: str) -> TrainConfigError:
+            return TrainConfigError(f"--{name.replace('_', '-')} {getattr(self, name)!r} is invalid: it must be {rule}")
+
+        finite = lambda v: isinstance(v, (int, float)) and math.isfinite(v)  # noqa: E731
+        if not finite(self.temperature) or self.temperature <= 0:
+            raise bad("temperature", "a finite number > 0")
+        for name in ("lr", "kd_weight", "label_weight", "weight_decay", "warmup_epochs", "grad_clip"):
+            if not finite(getattr(self, name)) or getattr(self, name) < 0:
+                raise bad(name, "a finite number >= 0")
+        for name in ("label_smoothing", "erase_prob", "ema_decay"):
+            if not finite(getattr(self, name)) or not 0 <= getattr(self, name) < 1:
+                raise bad(name, "in [0, 1)")
+        for name in ("epochs", "batch_size", "views"):
+            if not isinstance(getattr(self, name), int) or getattr(self, name) < 1:
+                raise bad(name, "an integer >= 1")
+        if self.kd_weight == 0 and self.label_weight == 0:
+            raise TrainConfigError("--kd-weight and --label-weight are both 0: nothing to learn from")
 
 
 def erase(x: torch.Tensor, gen: torch.Generator, prob: float) -> torch.Tensor:
@@ -164,7 +188,8 @@ def train(run: str | Path, train_set: FaceSet, val_set: FaceSet, pp: Preprocessi
                                     "img_size": list(pp.input_size), "in_chans": pp.channels,
                                     "num_classes": len(train_set.labels)})
     if cfg.batch_size % world:
-        raise ValueError(f"batch_size {cfg.batch_size} must be divisible by the {world} processes")
+        raise TrainConfigError(f"batch_size {cfg.batch_size} must be divisible by the {world} processes")
+    _check_run_folder(run, cfg, scfg, resume)
     if rank == 0:
         run.mkdir(parents=True, exist_ok=True)
         (run / "config.json").write_text(json.dumps({"train": asdict(cfg), "student": json.loads(scfg.to_json()),
@@ -214,6 +239,10 @@ def train(run: str | Path, train_set: FaceSet, val_set: FaceSet, pp: Preprocessi
             with torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
                 logits = net(x[part].to(device)).float()
             loss = distill_loss(logits, soft[idx][part].to(device), tb, cfg)
+            if not torch.isfinite(loss):
+                raise TrainConfigError(f"the loss became {loss.item()} at epoch {epoch + 1}, step {i + 1}: "
+                                       "training diverged; lower --lr (a higher --temperature also softens the KD term), "
+                                       f"then --resume from the last good epoch in {run}")
             opt.zero_grad(set_to_none=True)
             loss.backward()
             torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
@@ -252,6 +281,32 @@ def train(run: str | Path, train_set: FaceSet, val_set: FaceSet, pp: Preprocessi
         dist.barrier()
     best = dict(best, gflops=count_flops(scfg) / 1e9, params=sum(p.numel() for p in ema.parameters()))
     return best
+
+
+#: Settings a resumed run must share with the run it continues (others, e.g. epochs, may change).
+RESUME_MUST_MATCH = ("batch_size", "views", "seed", "kd_weight", "label_weight", "temperature")
+
+
+def _check_run_folder(run: Path, cfg: TrainConfig, scfg: StudentConfig, resume: bool) -> None:
+    """A fresh run never writes into an old one; a resumed run continues the same recipe."""
+    has_run = (run / "last.pt").is_file() or (run / "log.jsonl").is_file()
+    if has_run and not resume:
+        raise TrainConfigError(f"{run} already holds a run: pass --resume to continue it, or choose a new --out")
+    if not (resume and (run / "config.json").is_file()):
+        return
+    try:
+        saved = json.loads((run / "config.json").read_text())
+    except (OSError, json.JSONDecodeError) as exc:
+        raise TrainConfigError(f"{run}/config.json is unreadable ({exc}); start a new run in a new --out") from None
+    diffs = [f"{k}: run {saved['train'].get(k)!r}, now {getattr(cfg, k)!r}" for k in RESUME_MUST_MATCH
+             if saved.get("train", {}).get(k) != getattr(cfg, k)]
+    old_student = {k: v for k, v in saved.get("student", {}).items() if k != "labels"}
+    new_student = {k: v for k, v in json.loads(scfg.to_json()).items() if k != "labels"}
+    if old_student != new_student:
+        diffs.append("student shape differs (a different --student)")
+    if diffs:
+        raise TrainConfigError(f"--resume would continue {run} with other settings ({'; '.join(diffs)}); "
+                               "use the run's own options or a new --out")
 
 
 def evaluate(model: torch.nn.Module, faces: FaceSet, pp: Preprocessing) -> dict:

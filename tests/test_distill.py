@@ -7,6 +7,7 @@ import subprocess
 import sys
 import textwrap
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -272,3 +273,51 @@ def test_init_from_timm_file_before_training(tmp_path):
           init=tmp_path / "timm.pth")
     got = torch.load(tmp_path / "run" / "last.pt", weights_only=True)["model"]
     assert torch.allclose(got["blocks.2.mlp.fc1.weight"], src.state_dict()["blocks.2.mlp.fc1.weight"])
+
+
+@pytest.mark.parametrize("option, value, match", [
+    ("temperature", 0.0, "--temperature 0.0 is invalid"),
+    ("kd_weight", float("nan"), "--kd-weight nan is invalid"),
+    ("lr", float("nan"), "--lr nan is invalid"),
+    ("lr", -1.0, "--lr -1.0 is invalid"),
+    ("views", 0, "--views 0 is invalid"),
+    ("label_smoothing", 1.0, "--label-smoothing 1.0 is invalid"),
+])
+def test_bad_training_options_are_refused_with_the_option_named(option, value, match):
+    from motivnet_distill.train import TrainConfigError
+
+    with pytest.raises(TrainConfigError, match=match):
+        TrainConfig(**{option: value})
+
+
+def _tiny_cfg(**kw):
+    return TrainConfig(student=dict(embed_dim=32, depth=1, num_heads=2, patch_size=8, drop_path=0.0),
+                       epochs=1, batch_size=16, views=1, **kw)
+
+
+def test_run_folder_is_never_overwritten_or_resumed_with_other_settings(tmp_path):
+    from motivnet_distill.train import TrainConfigError, train
+
+    run, pp = tmp_path / "run", Preprocessing()
+    train(run, synthetic(32), synthetic(16, seed=1), pp, _tiny_cfg(), progress=False)
+    before = (run / "best.pt").read_bytes()
+    with pytest.raises(TrainConfigError, match="already holds a run"):
+        train(run, synthetic(32), synthetic(16, seed=1), pp, _tiny_cfg(), progress=False)
+    with pytest.raises(TrainConfigError, match="views: run 1, now 2"):
+        train(run, synthetic(32), synthetic(16, seed=1), pp, replace(_tiny_cfg(), views=2), resume=True,
+              progress=False)
+    other = replace(_tiny_cfg(), student=dict(embed_dim=64, depth=1, num_heads=2, patch_size=8, drop_path=0.0))
+    with pytest.raises(TrainConfigError, match="student shape differs"):
+        train(run, synthetic(32), synthetic(16, seed=1), pp, other, resume=True, progress=False)
+    assert (run / "best.pt").read_bytes() == before
+    assert len((run / "log.jsonl").read_text().splitlines()) == 1
+
+
+def test_a_non_finite_loss_stops_training_with_a_clear_error(tmp_path):
+    from motivnet_distill.train import TrainConfigError, train
+
+    faces = synthetic(32)
+    faces.soft[3, 0] = np.nan  # one corrupt label row poisons the loss of its batch
+    with pytest.raises(TrainConfigError, match="loss became nan at epoch 1"):
+        train(tmp_path / "run", faces, synthetic(16, seed=1), Preprocessing(), _tiny_cfg(), progress=False)
+    assert not (tmp_path / "run" / "best.pt").exists()
