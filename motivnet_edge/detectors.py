@@ -93,6 +93,9 @@ class YuNetDetector(FaceDetector):
             try:
                 net = cv2.FaceDetectorYN.create(str(self.model_path), "", (320, 320),
                                                 self.score_threshold, self.nms_threshold, 5000)
+                # Any ONNX file loads; only a forward pass shows whether it has YuNet's outputs.
+                net.setInputSize((64, 64))
+                net.detect(np.zeros((64, 64, 3), np.uint8))
             except cv2.error as exc:
                 raise MotivnetError(f"{self.model_path} is not a YuNet ONNX model "
                                     f"({exc.msg.strip()})") from None

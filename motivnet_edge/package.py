@@ -165,18 +165,32 @@ def load_package(path: str | Path) -> ModelPackage:
     missing = [k for k in ("labels", "preprocessing", "files") if k not in m]
     if missing:
         raise PackageError(f"{manifest_path} lacks {missing}")
+    for key, kind in (("files", list), ("preprocessing", dict), ("assets", dict), ("assets_roles", dict),
+                      ("provenance", dict), ("license", dict), ("metrics", dict)):
+        if key in m and not isinstance(m[key], kind):
+            raise PackageError(f"{manifest_path}: {key!r} must be a JSON {'list' if kind is list else 'object'}, "
+                               f"not {type(m[key]).__name__}; re-export the package")
+    if not all(isinstance(v, str) for v in (*m.get("assets", {}).values(), *m.get("assets_roles", {}).values())):
+        raise PackageError(f"{manifest_path}: assets and assets_roles map names to strings")
     labels = m["labels"]
     if not isinstance(labels, list) or not labels or not all(isinstance(x, str) for x in labels) \
             or len(set(labels)) != len(labels):
         raise PackageError(f"{manifest_path}: labels must be a list of distinct names in output order")
     files = []
     for entry in m["files"]:
+        if not isinstance(entry, dict):
+            raise PackageError(f"{manifest_path}: each files entry must be an object, not {type(entry).__name__}")
         try:
             f = ModelFile(entry["backend"], entry["precision"], entry["path"], entry["sha256"],
                           entry.get("input_name", "input"), entry.get("output_name", "logits"),
-                          dict(entry.get("extra_files", {})))
-        except (KeyError, TypeError) as exc:
+                          entry.get("extra_files", {}))
+        except KeyError as exc:
             raise PackageError(f"{manifest_path}: a files entry lacks {exc}") from None
+        if not all(isinstance(v, str) for v in (f.path, f.sha256, f.input_name, f.output_name)) \
+                or not isinstance(f.extra_files, dict) \
+                or not all(isinstance(k, str) and isinstance(v, str) for k, v in f.extra_files.items()):
+            raise PackageError(f"{manifest_path}: files entry {entry.get('path')!r} needs string path, sha256, "
+                               "input/output names and an extra_files object {path: sha256}")
         if f.backend not in BACKENDS or f.precision not in PRECISIONS:
             raise PackageError(f"{manifest_path}: file {f.path} has backend {f.backend!r} / precision "
                                f"{f.precision!r}; known: {BACKENDS} / {PRECISIONS}")

@@ -65,15 +65,16 @@ class Preprocessing:
         default_factory=lambda: tuple(map(tuple, TEMPLATE_5.tolist())))
 
     def __post_init__(self) -> None:
-        h, w = self.input_size
         channels = 1 if self.color == "gray" else 3
         problems = []
-        if not (isinstance(h, int) and isinstance(w, int) and 8 <= h <= 4096 and 8 <= w <= 4096):
-            problems.append(f"input_size {self.input_size} must be two integers in 8..4096")
+        size = tuple(self.input_size) if isinstance(self.input_size, (tuple, list)) else ()
+        if not (len(size) == 2 and all(isinstance(v, int) and 8 <= v <= 4096 for v in size)):
+            problems.append(f"input_size {self.input_size} must be two integers (height, width) in 8..4096")
         if self.color not in ("gray", "rgb", "bgr"):
             problems.append(f"color {self.color!r} must be gray, rgb or bgr")
-        if len(self.mean) != channels or len(self.std) != channels or min(self.std) <= 0:
-            problems.append(f"mean/std need {channels} values (std > 0) for color {self.color!r}")
+        if len(self.mean) != channels or len(self.std) != channels or not all(
+                math.isfinite(v) for v in (*self.mean, *self.std)) or min(self.std, default=0) <= 0:
+            problems.append(f"mean/std need {channels} finite values (std > 0) for color {self.color!r}")
         if self.crop not in ("align5", "margin"):
             problems.append(f"crop {self.crop!r} must be align5 or margin")
         if self.interpolation not in _INTERP:

@@ -53,3 +53,11 @@ def test_factory_errors(tmp_path):
     with pytest.raises(MotivnetError, match="unknown detector"):
         create_detector("mtcnn")
     assert create_detector("auto").name == "haar"
+
+
+def test_a_non_yunet_onnx_is_refused_when_the_detector_is_built(tiny_package):
+    from motivnet_edge.detectors import YuNetDetector
+    from motivnet_edge.errors import MotivnetError
+
+    with pytest.raises(MotivnetError, match="is not a YuNet ONNX model"):
+        YuNetDetector(tiny_package / "model.onnx")

@@ -146,3 +146,42 @@ def test_unwritable_destination(tmp_path):
     blocker.write_text("x")
     with pytest.raises(PackageError, match="cannot write"):
         write_package(blocker / "pkg", lambda f: {})
+
+
+def _edit_manifest(root, edit):
+    m = json.loads((root / "manifest.json").read_text())
+    edit(m)
+    (root / "manifest.json").write_text(json.dumps(m))
+
+
+@pytest.mark.parametrize("edit, match", [
+    (lambda m: m.__setitem__("files", None), "'files' must be a JSON list"),
+    (lambda m: m["files"][0].__setitem__("extra_files", ["a"]), "extra_files object"),
+    (lambda m: m.__setitem__("assets", ["a"]), "'assets' must be a JSON object"),
+    (lambda m: m["preprocessing"].__setitem__("input_size", [48, 48, 1]), "input_size"),
+    (lambda m: m["preprocessing"].__setitem__("mean", [float("nan")]), "finite values"),
+    (lambda m: m["preprocessing"].__setitem__("std", [float("inf")]), "finite values"),
+])
+def test_malformed_manifest_values_are_package_errors(package_copy, edit, match):
+    _edit_manifest(package_copy, edit)
+    with pytest.raises(PackageError, match=match):
+        load_package(package_copy)
+
+
+@pytest.mark.parametrize("labels", [["a", "b", "c", "d", "e", "f"], [f"l{i}" for i in range(8)], ["x"]])
+def test_labels_must_name_every_output(package_copy, labels):
+    from motivnet_edge.backends import create_backend, installed_backends
+
+    _edit_manifest(package_copy, lambda m: m.__setitem__("labels", labels))
+    for backend in installed_backends():
+        with pytest.raises(PackageError, match=f"outputs 7 scores but the manifest lists {len(labels)} labels"):
+            create_backend(load_package(package_copy), backend=backend, precision="fp32")
+
+
+def test_wrong_output_name_is_a_package_error(package_copy):
+    from motivnet_edge.backends import create_backend, installed_backends
+
+    _edit_manifest(package_copy, lambda m: [f.__setitem__("output_name", "probs") for f in m["files"]])
+    for backend in installed_backends():
+        with pytest.raises(PackageError, match="the manifest says 'probs'"):
+            create_backend(load_package(package_copy), backend=backend, precision="fp32")

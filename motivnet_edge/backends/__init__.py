@@ -138,6 +138,11 @@ def create_backend(package, *, backend: str = "auto", precision: str = "auto",
     options = dataclasses.replace(options, precision=prec)
     inst = cls(package.path_of(f), input_name=f.input_name, output_name=f.output_name, options=options)
     inst.precision = prec
+    if inst.output_size is not None and inst.output_size != len(package.labels):
+        inst.close()
+        raise PackageError(f"{f.path} outputs {inst.output_size} scores but the manifest lists "
+                           f"{len(package.labels)} labels {list(package.labels)}; the labels must name "
+                           "every output, in order: fix the manifest or re-export")
     return inst
 
 

@@ -35,6 +35,8 @@ class Backend:
     """Runs a model file: float32 NCHW batch in, logits (N, K) out. Thread-safe ``run``."""
 
     name = "base"
+    #: classes the model outputs, when its file says so statically (checked against the labels)
+    output_size: int | None = None
 
     def __init__(self, path: Path, *, input_name: str, output_name: str, options: BackendOptions) -> None:
         self.path, self.input_name, self.output_name, self.options = path, input_name, output_name, options

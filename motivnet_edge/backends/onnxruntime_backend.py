@@ -85,6 +85,11 @@ class OnnxRuntimeBackend(Backend):
         names = [i.name for i in self.session.get_inputs()]
         if input_name not in names:
             raise PackageError(f"{path.name} has inputs {names}, the manifest says {input_name!r}")
+        outputs = {o.name: o.shape for o in self.session.get_outputs()}
+        if output_name not in outputs:
+            raise PackageError(f"{path.name} has outputs {list(outputs)}, the manifest says {output_name!r}")
+        last = outputs[output_name][-1] if outputs[output_name] else None
+        self.output_size = last if isinstance(last, int) else None
 
     def run(self, batch: np.ndarray) -> np.ndarray:
         # InferenceSession.run is thread-safe, so one session serves every caller.

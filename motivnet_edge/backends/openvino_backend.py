@@ -38,13 +38,19 @@ class OpenVinoBackend(Backend):
         except Exception as exc:  # OpenVINO raises RuntimeError with a long message
             raise PackageError(f"OpenVINO cannot load {path.name}: {str(exc).splitlines()[0]}") from None
         self._local = threading.local()
+        by_name = {n: o for o in self.compiled.outputs for n in o.get_names()}
+        if output_name not in by_name:
+            raise PackageError(f"{path.name} has outputs {sorted(by_name)}, the manifest says {output_name!r}")
+        self._output = by_name[output_name]
+        last = self._output.get_partial_shape()[-1]
+        self.output_size = last.get_length() if last.is_static else None
 
     def run(self, batch: np.ndarray) -> np.ndarray:
         req = getattr(self._local, "req", None)
         if req is None:  # an infer request is not thread-safe: one per thread
             req = self._local.req = self.compiled.create_infer_request()
         result = req.infer({0: batch})
-        return np.array(result[self.compiled.output(0)], copy=True)
+        return np.array(result[self._output], copy=True)
 
     def describe(self) -> str:
         return f"openvino {self.options.device}"
