@@ -80,8 +80,7 @@ def predict(inputs, model, backend, precision, detector, yunet, threads, provide
     """Recognise emotions in images, folders of images (recursive) and videos."""
     from tqdm import tqdm
 
-    from .image_io import load_image
-    from .media import VideoSink, annotate, expand_inputs, is_video, read_video, video_fps, write_image_atomic
+    from .media import expand_inputs
     from .recognizer import EmotionRecognizer
 
     files = expand_inputs(inputs)
@@ -104,26 +103,51 @@ def predict(inputs, model, backend, precision, detector, yunet, threads, provide
                     tid = f" track {f.track_id}" if f.track_id is not None else ""
                     click.echo(f"{where}: face at x={x} y={y} w={w} h={h}{tid}: {f.label} ({f.confidence:.0%})")
 
+        failed, used = 0, set()
         for path in bar:
-            if is_video(path):
-                sink = VideoSink(save_dir / (path.stem + ".annotated.mp4"), video_fps(path)) if save_dir else None
-                ok = False
-                try:
-                    frames = read_video(path)
-                    for i, (frame, faces) in enumerate(_pair(frames, rec)):
-                        emit(str(path), faces, i)
-                        if sink:
-                            sink.write(annotate(frame, faces))
-                    ok = True
-                finally:
-                    if sink:
-                        sink.close(ok)
-                continue
-            image = load_image(path)
-            faces = rec.predict(image)
-            emit(str(path), faces)
-            if save_dir:
-                write_image_atomic(save_dir / (path.stem + ".annotated.png"), annotate(image, faces))
+            # One bad file is reported on one line and the batch goes on; the exit code says so.
+            try:
+                _predict_one(path, rec, emit, _save_name(save_dir, path, used) if save_dir else None)
+            except MotivnetError as exc:
+                failed += 1
+                click.echo(f"motivnet-edge: error: {exc}", err=True)
+        if failed:
+            sys.exit(UsageFailure.exit_code)  # each failure already has its line on stderr
+
+
+def _save_name(save_dir: Path, path: Path, used: set) -> Path:
+    """An annotated copy's name, unique in this run: a.png and b/a.png become a.annotated and a-2.annotated."""
+    from .media import is_video
+
+    ext, stem, n = (".mp4" if is_video(path) else ".png"), path.stem, 1
+    while (name := f"{stem}{'' if n == 1 else f'-{n}'}.annotated{ext}") in used:
+        n += 1
+    used.add(name)
+    return save_dir / name
+
+
+def _predict_one(path: Path, rec, emit, save: Path | None) -> None:
+    from .image_io import load_image
+    from .media import VideoSink, annotate, is_video, read_video, video_fps, write_image_atomic
+
+    if is_video(path):
+        sink = VideoSink(save, video_fps(path)) if save else None
+        ok = False
+        try:
+            for i, (frame, faces) in enumerate(_pair(read_video(path), rec)):
+                emit(str(path), faces, i)
+                if sink:
+                    sink.write(annotate(frame, faces))
+            ok = True
+        finally:
+            if sink:
+                sink.close(ok)
+        return
+    image = load_image(path)
+    faces = rec.predict(image)
+    emit(str(path), faces)
+    if save:
+        write_image_atomic(save, annotate(image, faces))
 
 
 def _pair(frames, rec):
@@ -169,7 +193,7 @@ def info(package, as_json) -> None:
 @main.command()
 @click.argument("package", required=False, type=click.Path())
 @click.option("--threads", default="1,2", show_default=True, help="Comma-separated thread counts.")
-@click.option("--batch", default="1,8", show_default=True, help="Comma-separated batch sizes.")
+@click.option("--batch", default="1,8", show_default=True, help="Comma-separated batch sizes (>= 1).")
 @click.option("--rounds", type=click.IntRange(1, 100), default=3, show_default=True)
 @click.option("--seconds", type=click.FloatRange(0.1, 600), default=2.0, show_default=True)
 @click.option("--json", "as_json", is_flag=True)
@@ -185,6 +209,8 @@ def benchmark(package, threads, batch, rounds, seconds, as_json) -> None:
         ts, bs = [int(t) for t in threads.split(",")], [int(b) for b in batch.split(",")]
     except ValueError:
         raise UsageFailure("--threads and --batch take comma-separated integers, e.g. 1,2") from None
+    if min(bs) < 1 or min(ts) < 0:
+        raise UsageFailure("--batch sizes must be >= 1 and --threads >= 0 (0: the runtime's default), e.g. --batch 1,8")
     path = Path(package) if package else DEFAULT_MODEL
     pkg = load_package(path)
     configs = [BenchConfig(f.backend, f.precision, t, b) for f in pkg.files if f.backend in installed_backends()

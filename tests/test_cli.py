@@ -106,6 +106,29 @@ def test_benchmark_verb_times_every_backend(tiny_package):
     assert {row["backend"] for row in rows} >= {"onnxruntime"} and all(row["p50_ms"] > 0 for row in rows)
     bad = cli("benchmark", tiny_package, "--threads", "one")
     assert bad.returncode == 2 and "comma-separated" in bad.stderr
+    zero = cli("benchmark", tiny_package, "--batch", "0")
+    assert zero.returncode == 2 and "--batch sizes must be >= 1" in zero.stderr
+
+
+def test_one_bad_file_does_not_stop_the_batch(tiny_package, tmp_path):
+    (tmp_path / "a_corrupt.png").write_bytes(b"\x89PNG\r\n\x1a\n" + b"\0" * 50)
+    cv2.imwrite(str(tmp_path / "b_good.png"), np.zeros((48, 48, 3), np.uint8))
+    r = cli("predict", tmp_path, "--model", tiny_package, "--detector", "none", "--json")
+    assert r.returncode == 2
+    assert [json.loads(line)["input"] for line in r.stdout.splitlines()] == [str(tmp_path / "b_good.png")]
+    assert r.stderr.strip().count("\n") == 0 and "a_corrupt.png" in r.stderr and "Traceback" not in r.stderr
+
+
+def test_save_never_overwrites_when_two_inputs_share_a_name(tiny_package, tmp_path):
+    for sub, value in (("a", 0), ("b", 255)):
+        (tmp_path / "in" / sub).mkdir(parents=True)
+        cv2.imwrite(str(tmp_path / "in" / sub / "face.png"), np.full((48, 48, 3), value, np.uint8))
+    r = cli("predict", tmp_path / "in", "--model", tiny_package, "--detector", "none", "--save", tmp_path / "o")
+    assert r.returncode == 0, r.stderr
+    saved = sorted(p.name for p in (tmp_path / "o").iterdir())
+    assert saved == ["face-2.annotated.png", "face.annotated.png"]
+    assert cv2.imread(str(tmp_path / "o" / "face.annotated.png")).mean() < 100
+    assert cv2.imread(str(tmp_path / "o" / "face-2.annotated.png")).mean() > 150
 
 
 def test_eval_needs_and_takes_an_explicit_mapping(tiny_package, tmp_path):
