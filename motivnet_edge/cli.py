@@ -71,22 +71,32 @@ def _runtime_options(f):
 
 
 @main.command()
-@click.argument("inputs", nargs=-1, required=True)
+@click.argument("inputs", nargs=-1)
 @_runtime_options
+@click.option("--camera", type=click.IntRange(0, 99), default=None, help="Also read this camera (0: the first).")
+@click.option("--max-frames", type=click.IntRange(1), default=None, help="Stop each video or camera after N frames.")
+@click.option("--detect-every", type=click.IntRange(1, 1000), default=1, show_default=True,
+              help="Videos and cameras: detect faces every Nth frame, carry them between.")
+@click.option("--min-face", type=click.IntRange(1, 10000), default=20, show_default=True,
+              help="Smallest face side (px) to find; larger values let detection run on a smaller copy.")
 @click.option("--json", "as_json", is_flag=True, help="One JSON object per image or frame on stdout.")
 @click.option("--save", type=click.Path(file_okay=False), default=None, help="Write annotated copies here.")
 @friendly
-def predict(inputs, model, backend, precision, detector, yunet, threads, providers, as_json, save) -> None:
-    """Recognise emotions in images, folders of images (recursive) and videos."""
+def predict(inputs, model, backend, precision, detector, yunet, threads, providers, camera, max_frames,
+            detect_every, min_face, as_json, save) -> None:
+    """Recognise emotions in images, folders of images (recursive), videos and a camera."""
     from tqdm import tqdm
 
     from .media import expand_inputs
     from .recognizer import EmotionRecognizer
 
-    files = expand_inputs(inputs)
+    if not inputs and camera is None:
+        raise UsageFailure("nothing to read: pass images, folders or videos, or --camera 0")
+    files = expand_inputs(inputs) + ([camera] if camera is not None else [])
     save_dir = Path(save) if save else None
     with EmotionRecognizer.from_pretrained(model, backend=backend, precision=precision, detector=detector,
-                                           threads=threads, yunet_model=yunet, providers=tuple(providers)) as rec:
+                                           threads=threads, yunet_model=yunet, providers=tuple(providers),
+                                           detect_every=detect_every, min_face=min_face) as rec:
         bar = tqdm(files, unit="file", disable=as_json or len(files) < 10, file=sys.stderr)
 
         def emit(name: str, faces, frame: int | None = None) -> None:
@@ -107,7 +117,8 @@ def predict(inputs, model, backend, precision, detector, yunet, threads, provide
         for path in bar:
             # One bad file is reported on one line and the batch goes on; the exit code says so.
             try:
-                _predict_one(path, rec, emit, _save_name(save_dir, path, used) if save_dir else None)
+                _predict_one(path, rec, emit, _save_name(save_dir, path, used) if save_dir else None,
+                             max_frames=max_frames, quiet=not sys.stderr.isatty())
             except MotivnetError as exc:
                 failed += 1
                 click.echo(f"motivnet-edge: error: {exc}", err=True)
@@ -115,33 +126,51 @@ def predict(inputs, model, backend, precision, detector, yunet, threads, provide
             sys.exit(UsageFailure.exit_code)  # each failure already has its line on stderr
 
 
-def _save_name(save_dir: Path, path: Path, used: set) -> Path:
+def _save_name(save_dir: Path, path: Path | int, used: set) -> Path:
     """An annotated copy's name, unique in this run: a.png and b/a.png become a.annotated and a-2.annotated."""
     from .media import is_video
 
-    ext, stem, n = (".mp4" if is_video(path) else ".png"), path.stem, 1
+    if isinstance(path, int):
+        ext, stem, n = ".mp4", f"camera{path}", 1
+    else:
+        ext, stem, n = (".mp4" if is_video(path) else ".png"), path.stem, 1
     while (name := f"{stem}{'' if n == 1 else f'-{n}'}.annotated{ext}") in used:
         n += 1
     used.add(name)
     return save_dir / name
 
 
-def _predict_one(path: Path, rec, emit, save: Path | None) -> None:
-    from .image_io import load_image
-    from .media import VideoSink, annotate, is_video, read_video, video_fps, write_image_atomic
+def _predict_one(path: Path | int, rec, emit, save: Path | None, max_frames: int | None = None,
+                 quiet: bool = False) -> None:
+    import time
 
-    if is_video(path):
-        sink = VideoSink(save, video_fps(path)) if save else None
-        ok = False
+    from tqdm import tqdm
+
+    from .image_io import load_image
+    from .media import VideoSink, annotate, frame_count, is_video, read_frames, video_fps, write_image_atomic
+
+    if isinstance(path, int) or is_video(path):
+        name = f"camera {path}" if isinstance(path, int) else str(path)
+        total = frame_count(path)
+        total = min(total, max_frames) if total and max_frames else total or max_frames
+        sink = VideoSink(save, 25.0 if isinstance(path, int) else video_fps(path)) if save else None
+        ok, n, t0 = False, 0, time.perf_counter()
+        bar = tqdm(total=total, unit="frame", desc=name, file=sys.stderr, disable=quiet, leave=False)
         try:
-            for i, (frame, faces) in enumerate(_pair(read_video(path), rec)):
-                emit(str(path), faces, i)
+            for frame, faces in _pair(read_frames(path, max_frames=max_frames), rec):
+                emit(name, faces, n)
+                n += 1
+                bar.update()
                 if sink:
                     sink.write(annotate(frame, faces))
             ok = True
         finally:
+            bar.close()
             if sink:
                 sink.close(ok)
+        seconds = time.perf_counter() - t0
+        click.echo(f"{name}: {n} frames in {seconds:.1f} s, {n / max(seconds, 1e-9):.1f} fps "
+                   f"(detect every {rec.options.detect_every})", err=True)
         return
     image = load_image(path)
     faces = rec.predict(image)

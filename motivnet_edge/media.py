@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import os
+import queue
 import tempfile
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -41,23 +43,87 @@ def is_video(path: Path) -> bool:
     return path.suffix.lower() in VIDEO_SUFFIXES
 
 
-def read_video(path: Path) -> Iterator[np.ndarray]:
-    """Frames of a video file, BGR.
+def open_capture(source: int | str | os.PathLike) -> cv2.VideoCapture:
+    """A camera (an int, or a string of digits) or a video file, opened.
 
     Raises:
-        InvalidImageError: OpenCV cannot open the file.
+        InvalidImageError: the camera or file cannot be opened.
     """
+    if isinstance(source, int) or (isinstance(source, str) and source.isdigit()):
+        cap = cv2.VideoCapture(int(source))
+        if not cap.isOpened():
+            raise InvalidImageError(f"cannot open camera {int(source)}; is it connected, and is the index right "
+                                    "(0 is the first camera)?")
+        return cap
+    path = Path(source)
+    if not path.is_file():
+        raise InvalidImageError(f"cannot read {path}: no such file")
     cap = cv2.VideoCapture(str(path))
     if not cap.isOpened():
         raise InvalidImageError(f"cannot open video {path}; is it a video file OpenCV can decode?")
+    return cap
+
+
+def frame_count(source) -> int | None:
+    """Frames a video file says it has (None for cameras or when unknown)."""
+    if isinstance(source, int) or (isinstance(source, str) and source.isdigit()):
+        return None
+    cap = open_capture(source)
+    n = int(cap.get(cv2.CAP_PROP_FRAME_COUNT))
+    cap.release()
+    return n if n > 0 else None
+
+
+def read_frames(source, *, max_frames: int | None = None, prefetch: int = 4) -> Iterator[np.ndarray]:
+    """BGR frames of a camera or video file, decoded on a background thread.
+
+    Decoding the next frames overlaps with whatever the caller does with this one; at most
+    ``prefetch`` decoded frames wait in memory. Stopping early (break, close) stops the reader.
+
+    Raises:
+        InvalidImageError: the source cannot be opened (raised before the first frame).
+    """
+    cap = open_capture(source)
+    frames: queue.Queue = queue.Queue(maxsize=max(1, prefetch))
+    stop = threading.Event()
+    end = object()
+
+    def reader() -> None:
+        n = 0
+        try:
+            while not stop.is_set() and (max_frames is None or n < max_frames):
+                ok, frame = cap.read()
+                if not ok:
+                    break
+                n += 1
+                while not stop.is_set():
+                    try:
+                        frames.put(frame, timeout=0.1)
+                        break
+                    except queue.Full:
+                        continue
+        finally:
+            cap.release()
+            while not stop.is_set():
+                try:
+                    frames.put(end, timeout=0.1)
+                    break
+                except queue.Full:
+                    continue
+
+    thread = threading.Thread(target=reader, name="motivnet-frames", daemon=True)
+    thread.start()
     try:
-        while True:
-            ok, frame = cap.read()
-            if not ok:
-                break
+        while (frame := frames.get()) is not end:
             yield frame
     finally:
-        cap.release()
+        stop.set()
+        thread.join(timeout=5)
+
+
+def read_video(path: Path) -> Iterator[np.ndarray]:
+    """Frames of a video file, BGR (decoded ahead on a background thread)."""
+    return read_frames(path)
 
 
 def video_fps(path: Path) -> float:

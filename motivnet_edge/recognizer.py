@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import logging
 import os
 import threading
@@ -64,7 +65,10 @@ class RecognizerOptions:
             and INT8 calibration table name in it; "package" uses the package's own table.
         min_face: faces smaller than this many pixels (box side) are ignored.
         max_faces: keep at most this many faces per image, highest detector score first.
-        smoothing: score EMA weight used by stream().
+        smoothing: score EMA weight used by stream(), in [0, 1).
+        detect_every: stream() runs the detector on every Nth frame and carries the faces
+            it found through the frames between (1: detect every frame). A frame with no
+            carried face is always searched.
     """
 
     model: str | Path | None = None
@@ -80,6 +84,7 @@ class RecognizerOptions:
     min_face: int = 20
     max_faces: int = 32
     smoothing: float = 0.6
+    detect_every: int = 1
 
 
 class EmotionRecognizer:
@@ -109,6 +114,10 @@ class EmotionRecognizer:
         """
         if options.threads < 0 or options.min_face < 0 or options.max_faces < 1:
             raise MotivnetError("threads and min_face must be >= 0 and max_faces >= 1")
+        if not 0.0 <= options.smoothing < 1.0:
+            raise MotivnetError(f"smoothing {options.smoothing!r} must be in [0, 1): 0 = none, 0.9 = very smooth")
+        if not isinstance(options.detect_every, int) or options.detect_every < 1:
+            raise MotivnetError(f"detect_every {options.detect_every!r} must be an integer >= 1 (1 = every frame)")
         package = load_package(options.model if options.model is not None else DEFAULT_MODEL)
         yunet = options.yunet_model
         if yunet is None and "yunet" in package.manifest.get("assets_roles", {}):
@@ -198,15 +207,31 @@ class EmotionRecognizer:
                                       self.labels[k], float(p[k]), {lab: float(v) for lab, v in zip(self.labels, p)}))
         return out
 
-    def stream(self, frames: Iterable) -> Iterator[list[FacePrediction]]:
+    def stream(self, frames: Iterable | str | os.PathLike | int, *,
+               max_frames: int | None = None) -> Iterator[list[FacePrediction]]:
         """Predictions for each video frame, with stable track ids and smoothed scores.
 
+        Args:
+            frames: an iterable of images, a video file path, or a camera index (int).
+                Files and cameras are decoded on a background thread, ahead of inference.
+            max_frames: stop after this many frames (None: until the source ends).
+
         Raises:
-            InvalidImageError: a frame is not a valid image.
+            InvalidImageError: a frame is not a valid image, or the source cannot be opened.
         """
+        from .media import read_frames
+
+        if isinstance(frames, (str, os.PathLike, int)):
+            frames = read_frames(frames, max_frames=max_frames)
+        elif max_frames is not None:
+            frames = itertools.islice(frames, max_frames)
         tracker = FaceTracker(smoothing=self.options.smoothing)
-        for frame in frames:
-            preds = self.predict(frame)
+        carried: list[Detection] = []
+        for i, frame in enumerate(frames):
+            img = load_image(frame)
+            if i % self.options.detect_every == 0 or not carried:
+                carried = self.detect(img)
+            preds = self._predictions(img, carried)
             tracked = tracker.update([p.box for p in preds], [np.array(list(p.scores.values())) for p in preds])
             out = []
             for p, (tid, s) in zip(preds, tracked):

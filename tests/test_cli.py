@@ -142,3 +142,23 @@ def test_eval_needs_and_takes_an_explicit_mapping(tiny_package, tmp_path):
     assert r.returncode == 0, r.stderr
     m = json.loads(r.stdout)["d"]
     assert m["n"] == 3 and sum(map(sum, m["confusion"])) == 3
+
+
+def test_video_cadence_frame_limit_and_fps(astronaut, tiny_package, yunet_path, tmp_path):
+    video = tmp_path / "clip.avi"
+    w = cv2.VideoWriter(str(video), cv2.VideoWriter_fourcc(*"MJPG"), 10, (512, 512))
+    for i in range(8):
+        w.write(np.roll(astronaut, 3 * i, axis=1))
+    w.release()
+    r = cli("predict", video, "--model", tiny_package, "--yunet", yunet_path, "--json", "--max-frames", "5",
+            "--detect-every", "2", "--min-face", "60")
+    assert r.returncode == 0, r.stderr
+    assert [json.loads(line)["frame"] for line in r.stdout.splitlines()] == list(range(5))
+    assert "5 frames in" in r.stderr and "fps (detect every 2)" in r.stderr
+
+
+def test_camera_that_is_not_there_exits_2(tiny_package):
+    r = cli("predict", "--camera", "42", "--model", tiny_package, "--detector", "none")
+    assert r.returncode == 2 and "cannot open camera 42" in r.stderr and "Traceback" not in r.stderr
+    none = cli("predict", "--model", tiny_package)
+    assert none.returncode == 2 and "--camera 0" in none.stderr

@@ -115,3 +115,44 @@ def test_embedded_default_model_works_offline(astronaut):
         faces = r.predict(astronaut)
         assert r.package.provenance.get("description")
     assert len(faces) == 1 and faces[0].label in r.labels
+
+
+def _clip(path, astronaut, n=6):
+    w = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"MJPG"), 10, (512, 512))
+    for i in range(n):
+        w.write(np.roll(astronaut, 3 * i, axis=1))
+    w.release()
+    return path
+
+
+def test_stream_reads_a_video_path_and_stops_at_max_frames(rec, astronaut, tmp_path):
+    clip = _clip(tmp_path / "clip.avi", astronaut)
+    for source in (clip, str(clip)):  # a path, never the characters of a string
+        assert [len(r) for r in rec.stream(source)] == [1] * 6
+    assert len(list(rec.stream(clip, max_frames=2))) == 2
+    assert len(list(rec.stream([astronaut] * 5, max_frames=3))) == 3
+    with pytest.raises(InvalidImageError, match="no such file"):
+        next(rec.stream(tmp_path / "missing.mp4"))
+
+
+def test_stream_cadence_carries_faces_between_detections(tiny_package, yunet_path, astronaut):
+    frames = [np.roll(astronaut, 2 * i, axis=1) for i in range(6)]
+    with EmotionRecognizer.from_pretrained(tiny_package, detector="yunet", yunet_model=yunet_path, threads=1,
+                                           detect_every=3) as r:
+        calls = []
+        real = r.detector.detect
+        r.detector.detect = lambda img: calls.append(1) or real(img)
+        out = list(r.stream(frames))
+    assert len(calls) == 2  # frames 0 and 3
+    assert [len(o) for o in out] == [1] * 6 and len({o[0].track_id for o in out}) == 1
+    assert out[1][0].box == out[0][0].box and out[3][0].box != out[0][0].box
+
+
+@pytest.mark.parametrize("field, value, match", [
+    ("smoothing", 1.0, "smoothing 1.0 must be in"), ("smoothing", -0.1, "smoothing"),
+    ("detect_every", 0, "detect_every 0 must be"),
+])
+def test_stream_options_are_checked_when_the_recognizer_is_built(tiny_package, field, value, match):
+    with pytest.raises(MotivnetError, match=match):
+        EmotionRecognizer.create_from_options(RecognizerOptions(model=tiny_package, detector="none",
+                                                                **{field: value}))
