@@ -10,7 +10,9 @@ image trees, and unlabelled folders (teacher-only distillation).
 from __future__ import annotations
 
 import csv
+import hashlib
 import logging
+import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -230,6 +232,30 @@ def read_image_folder(folder: str | Path, *, labels: Sequence[str] = MOTIVNET_LA
     return FaceSet(images, np.eye(len(labels), dtype=np.float32)[hard], hard, tuple(labels), files)
 
 
+def person_of(file: str) -> str:
+    """The person in an LFW-style file name ("anger/Aaron_Eckhart_0001.jpg" -> "Aaron_Eckhart")."""
+    return re.sub(r"_\d+$", "", Path(file).stem)
+
+
+def split_by_person(faces: FaceSet, *, part: str, val_fraction: float = 0.2) -> FaceSet:
+    """The "train" or "val" part of a set, split by person (never by image) with a fixed hash.
+
+    A person's every image falls on the same side, so validation faces belong to people the
+    model never saw; the split depends on names only, not on order or on what else is in the folder.
+
+    Raises:
+        DataError: unknown ``part``, or the part would be empty.
+    """
+    if part not in ("train", "val"):
+        raise DataError(f"part {part!r}: use 'train' or 'val'")
+    in_val = np.array([int(hashlib.sha256(person_of(f).encode()).hexdigest()[:8], 16) / 0xFFFFFFFF < val_fraction
+                       for f in faces.files])
+    idx = np.flatnonzero(in_val if part == "val" else ~in_val)
+    if not len(idx):
+        raise DataError(f"the {part} part of the person split is empty ({len(faces)} faces)")
+    return faces.subset(idx)
+
+
 def read_unlabelled(folder: str | Path, *, labels: Sequence[str] = MOTIVNET_LABELS) -> FaceSet:
     """Every image under ``folder`` with no label: the teacher provides the targets."""
     files = _images_in(Path(folder))
@@ -273,4 +299,5 @@ def read_dataset(path: str | Path, *, labels: Sequence[str] = MOTIVNET_LABELS,
 
 
 __all__ = ["FaceSet", "DataError", "LabelError", "read_dataset", "read_ferplus", "read_fer2013_csv",
-           "read_fer2013_labels", "read_image_folder", "read_unlabelled", "with_fer2013_labels"]
+           "read_fer2013_labels", "read_image_folder", "read_unlabelled", "with_fer2013_labels", "person_of",
+           "split_by_person"]

@@ -8,6 +8,10 @@ Protocols (../shared layout):
   ferplus_majority  FER2013Test, FER+ majority vote (no-majority, unknown, contempt dropped)
   fer2013           the same test images with their original FER2013 labels
   ckplus            CK+48, cross-dataset (contempt has no MotivNet class: dropped)
+  facial_expressions  the in-the-wild faces' validation part (split by person; contempt dropped)
+
+Any class whose recall falls under ``RECALL_FLOOR`` is flagged: a model that folds an
+expression into "neutral" can still score a high accuracy on a neutral-heavy set.
 """
 
 from __future__ import annotations
@@ -20,7 +24,10 @@ import numpy as np
 from motivnet_edge.labels import remap_indices
 from motivnet_edge.preprocess import face_crop
 
-from .data import FaceSet, read_fer2013_labels, read_ferplus, read_image_folder
+from .data import FaceSet, read_fer2013_labels, read_ferplus, read_image_folder, split_by_person
+
+#: Recall under this is flagged by ``summary`` (and by ``motivnet-edge eval``).
+RECALL_FLOOR = 0.30
 
 
 @dataclass
@@ -70,6 +77,9 @@ def standard_protocols(shared: str | Path, *, split: str = "FER2013Test") -> dic
             out["fer2013"] = read_fer2013_labels(fer / "fer2013_labels.csv", fer / split)
     if (shared / "data" / "ckplus48").is_dir():
         out["ckplus"] = read_image_folder(shared / "data" / "ckplus48", mapping={"contempt": None})
+    if (shared / "data" / "facial_expressions").is_dir():
+        out["facial_expressions"] = split_by_person(
+            read_image_folder(shared / "data" / "facial_expressions", mapping={"contempt": None}), part="val")
     return out
 
 
@@ -127,13 +137,27 @@ def plot_confusion(m: Metrics, path: str | Path, title: str) -> None:
     plt.close(fig)
 
 
+def low_recall(m: Metrics, floor: float = RECALL_FLOOR) -> dict[str, float]:
+    """Classes of ``m`` whose recall is under ``floor``."""
+    return {k: v for k, v in m.per_class_recall.items() if v < floor}
+
+
 def summary(results: dict[str, Metrics]) -> str:
-    rows = [f"{name:18s} n={m.n:5d} acc={m.accuracy:.4f} uar={m.uar:.4f} f1={m.macro_f1:.4f}"
-            + (f" agree={m.agreement:.4f}" if m.agreement is not None else "") for name, m in results.items()]
+    """One line of scores per set, a line of per-class recall, and a flag for every class under the floor."""
+    rows = []
+    for name, m in results.items():
+        rows.append(f"{name:18s} n={m.n:5d} acc={m.accuracy:.4f} uar={m.uar:.4f} f1={m.macro_f1:.4f}"
+                    + (f" agree={m.agreement:.4f}" if m.agreement is not None else ""))
+        rows.append("  recall: " + ", ".join(f"{k} {v:.1%}" + (" (!)" if v < RECALL_FLOOR else "")
+                                             for k, v in m.per_class_recall.items()))
+        low = low_recall(m)
+        if low:
+            rows.append(f"  WARNING: recall under {RECALL_FLOOR:.0%} for {', '.join(low)}: the model folds these "
+                        "into other classes on this set")
     return "\n".join(rows)
 
 
-__all__ = ["Metrics", "compute_metrics", "standard_protocols", "package_probs", "evaluate_probs",
+__all__ = ["Metrics", "RECALL_FLOOR", "low_recall", "compute_metrics", "standard_protocols", "package_probs", "evaluate_probs",
            "plot_confusion", "summary", "scores_on", "model_probs", "evaluate_model"]
 
 

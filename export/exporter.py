@@ -125,7 +125,8 @@ def export(source, out: str | Path, *, formats=("onnx", "openvino"), int8: bool 
            min_calibration: int = 300,
            latency: bool = True, latency_threads: int = 1, latency_rounds: int = 3,
            metrics: dict | None = None, provenance: dict | None = None, license: dict | None = None,
-           teacher_options: dict | None = None, yunet: str | Path | None = None) -> Path:
+           teacher_options: dict | None = None, yunet: str | Path | None = None,
+           prior_correction: bool = False) -> Path:
     """Exports a student, checkpoint or teacher to a model package (the CLI's one code path).
 
     Args:
@@ -141,6 +142,8 @@ def export(source, out: str | Path, *, formats=("onnx", "openvino"), int8: bool 
         latency: measure fp32/int8 latency here (subprocesses) into the manifest.
         teacher_options: for teacher sources, e.g. num_heads, img_size, mode ("letterbox"/"stretch").
         yunet: a YuNet .onnx to ship inside the package (detector="auto" then uses it).
+        prior_correction: fold a class-prior logit offset, fitted on ``val``, into the
+            student's head before exporting (motivnet_distill.calibration).
 
     Raises:
         SourceError: the source is not a model, or bad formats.
@@ -152,8 +155,23 @@ def export(source, out: str | Path, *, formats=("onnx", "openvino"), int8: bool 
         raise SourceError(f"unknown formats {unknown}; choose from {sorted(FORMATS)}")
     if max_drop is not None and (val is None or not int8):
         raise SourceError("--max-drop needs --int8 and a labelled --val set")
+    if prior_correction and val is None:
+        raise SourceError("--prior-correction needs a labelled --val set to fit the correction on")
     src = source if isinstance(source, ExportSource) else load_source(source, **(teacher_options or {}))
-    data = None
+    data = val_faces = None
+    if val is not None and (int8 or prior_correction):
+        from motivnet_distill.data import read_dataset
+
+        val_faces = read_dataset(val, labels=src.labels, label_source=val_label_source)
+    if prior_correction:
+        from motivnet_distill.calibration import apply_bias, fit_prior_correction
+        from motivnet_distill.train import predict_logits
+
+        fit = fit_prior_correction(predict_logits(src.model, val_faces, src.preprocessing).numpy(), val_faces)
+        apply_bias(src.model, fit["bias"])
+        src.provenance["prior_correction"] = {**fit, "fitted_on": str(val)}
+        log.info("prior correction tau=%.2f: validation %s -> %s", fit["tau"],
+                 fit["validation"]["uncorrected"], fit["validation"]["corrected"])
     if int8:
         from motivnet_distill.data import read_dataset
 
@@ -161,9 +179,7 @@ def export(source, out: str | Path, *, formats=("onnx", "openvino"), int8: bool 
 
         if calib is None:
             raise SourceError(f"--int8 needs --calib: at least {min_calibration} face images to set INT8 ranges")
-        data = prepare_data(read_dataset(calib, labels=src.labels), src.preprocessing,
-                            val_faces=None if val is None else read_dataset(val, labels=src.labels,
-                                                                            label_source=val_label_source),
+        data = prepare_data(read_dataset(calib, labels=src.labels), src.preprocessing, val_faces=val_faces,
                             labels=src.labels, min_calibration=min_calibration)
     ctx: dict = {}
 

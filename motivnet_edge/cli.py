@@ -268,10 +268,13 @@ def benchmark(package, threads, batch, rounds, seconds, as_json) -> None:
 @click.option("--max-drop", type=click.FloatRange(0, 1), default=None, help="Accuracy control bound, e.g. 0.01.")
 @click.option("--no-latency", is_flag=True, help="Skip timing fp32 vs int8 on this machine.")
 @click.option("--yunet", type=click.Path(), default=None, help="Ship this YuNet .onnx inside the package.")
+@click.option("--prior-correction", is_flag=True,
+              help="Fold a class-prior logit offset, fitted on --val, into the student (no class folded into neutral).")
 @click.option("--trust-code", is_flag=True,
               help="Admit TorchScript / torch.export files: loading them runs code from the file. Only for files you trust.")
 @friendly
-def export_cmd(source, out, formats, int8, calib, val, val_labels, max_drop, no_latency, yunet, trust_code) -> None:
+def export_cmd(source, out, formats, int8, calib, val, val_labels, max_drop, no_latency, yunet, prior_correction,
+               trust_code) -> None:
     """Export a student run/checkpoint or a teacher to a model package."""
     from motivnet_export.exporter import export
 
@@ -279,7 +282,8 @@ def export_cmd(source, out, formats, int8, calib, val, val_labels, max_drop, no_
 
     path = export(source, out, formats=tuple(f.strip() for f in formats.split(",") if f.strip()), int8=int8,
                   calib=calib, val=val, val_label_source=val_labels, max_drop=max_drop, latency=not no_latency,
-                  yunet=yunet, teacher_options={"trust_code": True} if trust_code else None)
+                  yunet=yunet, teacher_options={"trust_code": True} if trust_code else None,
+                  prior_correction=prior_correction)
     m = load_package(path).metrics
     click.echo(f"wrote {path}")
     sizes = m.get("file_sizes", {})

@@ -1,0 +1,61 @@
+"""Prior correction: fitted on validation logits, folded into the head, never worse on its own objective."""
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch", reason="prior correction runs on torch students (distill extra)")
+
+from motivnet_distill.calibration import apply_bias, fit_prior_correction  # noqa: E402
+from motivnet_distill.data import FaceSet  # noqa: E402
+from motivnet_distill.student import create_student  # noqa: E402
+from motivnet_edge.errors import MotivnetError  # noqa: E402
+from motivnet_edge.labels import MOTIVNET_LABELS  # noqa: E402
+
+
+def _neutral_heavy(n=2000, seed=0):
+    """Validation faces, half neutral, whose logits carry the training prior on top of the evidence."""
+    r = np.random.default_rng(seed)
+    prior = np.array([0.5, 0.25, 0.1, 0.06, 0.04, 0.03, 0.02])
+    hard = r.choice(7, n, p=prior)
+    evidence = np.eye(7)[hard] * 1.2 + r.normal(0, 1.0, (n, 7))
+    logits = evidence + 1.5 * np.log(prior)  # an over-confident prior, as a short schedule learns it
+    faces = FaceSet([np.zeros((4, 4), np.uint8)] * n, np.eye(7, dtype=np.float32)[hard], hard, MOTIVNET_LABELS,
+                    [f"{i}.png" for i in range(n)])
+    return logits, faces
+
+
+def test_fit_raises_balanced_recall_without_losing_its_objective():
+    logits, faces = _neutral_heavy()
+    fit = fit_prior_correction(logits, faces)
+    before, after = fit["validation"]["uncorrected"], fit["validation"]["corrected"]
+    assert fit["tau"] > 0.3
+    assert after["uar"] > before["uar"] + 0.05
+    assert after["accuracy"] + after["uar"] >= before["accuracy"] + before["uar"]
+    # the offset is -tau * log(prior): rare classes are raised most
+    assert np.argmax(fit["bias"]) == 6 and np.argmin(fit["bias"]) == 0
+    # on fresh faces from the same mix the correction still helps
+    logits2, faces2 = _neutral_heavy(seed=1)
+    pred = (logits2 + np.asarray(fit["bias"])).argmax(1)
+    recall = [np.mean(pred[faces2.hard == c] == c) for c in range(7)]
+    raw = [np.mean(logits2.argmax(1)[faces2.hard == c] == c) for c in range(7)]
+    assert np.mean(recall) > np.mean(raw) + 0.05
+
+
+def test_bias_is_folded_into_the_head():
+    model = create_student("vit_pico", embed_dim=32, depth=1, num_heads=2, labels=MOTIVNET_LABELS).eval()
+    x = torch.randn(3, 1, 48, 48)
+    with torch.no_grad():
+        before = model(x)
+        bias = np.linspace(-1, 1, 7)
+        apply_bias(model, bias)
+        after = model(x)
+    assert torch.allclose(after - before, torch.as_tensor(bias, dtype=after.dtype).expand_as(after), atol=1e-5)
+    with pytest.raises(MotivnetError, match="one bias per class"):
+        apply_bias(model, [0.0] * 3)
+
+
+def test_unlabelled_validation_is_refused():
+    logits, faces = _neutral_heavy(50)
+    faces.hard[:] = -1
+    with pytest.raises(MotivnetError, match="labelled validation faces"):
+        fit_prior_correction(logits, faces)
