@@ -36,12 +36,12 @@ def _init_provenance(init: str | Path) -> dict:
 
 
 def distill(*, data: str | Path, out: str | Path, val: str | Path | None = None,
-            teachers: list[str | Path] = (), student: str = "vit_hybrid_nano", epochs: int = 10,
+            teachers: list[str | Path] = (), student: str = "vit_hybrid_pico", epochs: int = 10,
             kd_weight: float | None = None, label_weight: float = 1.0, temperature: float = 2.0,
-            views: int = 4, cache_dir: str | Path | None = None, resume: bool = False,
+            views: int = 8, cache_dir: str | Path | None = None, resume: bool = False,
             preprocessing: Preprocessing = STUDENT_PREPROCESSING, labels=MOTIVNET_LABELS,
             init: str | Path | None = None, label_source: str = "ferplus", progress: bool = True,
-            trust_code: bool = False, **overrides) -> dict:
+            trust_code: bool = False, command: str | None = None, **overrides) -> dict:
     """Distils ``teachers`` (none: labels only) into a ``student`` preset on ``data``.
 
     Args:
@@ -55,6 +55,7 @@ def distill(*, data: str | Path, out: str | Path, val: str | Path | None = None,
         init: a timm/DeiT checkpoint (or a run's best.pt) to initialise the student from.
         label_source: which labels of a FER+ split train and select: "ferplus" votes or "fer2013".
         trust_code: admit TorchScript / torch.export teachers (loading them runs code from the file).
+        command: the command line that started this, recorded in the run folder's commands.txt.
 
     Raises:
         MotivnetError: bad data, teacher or option (messages name the fix).
@@ -79,6 +80,8 @@ def distill(*, data: str | Path, out: str | Path, val: str | Path | None = None,
     logits, extra = None, {"provenance": {"student_preset": student, "training_data": str(data),
                                           "selection_data": str(val),
                                           "label_source": label_source}}
+    if command:
+        extra["command"] = command
     if init is not None:
         extra["provenance"]["init"] = _init_provenance(init)
     if teachers:

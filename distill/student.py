@@ -71,6 +71,7 @@ PRESETS: dict[str, dict] = {
     "vit_nano": dict(embed_dim=128, depth=6, num_heads=4, mlp_ratio=3.0, patch_size=6),
     "vit_micro": dict(embed_dim=160, depth=8, num_heads=4, mlp_ratio=3.0, patch_size=4),
     # Conv patch embedding (stride 4 in convs, then 2x2 patches): learns from 28k faces.
+    "vit_hybrid_femto": dict(embed_dim=64, depth=3, num_heads=2, mlp_ratio=3.0, patch_size=8, stem="conv"),
     "vit_hybrid_pico": dict(embed_dim=96, depth=4, num_heads=3, mlp_ratio=3.0, patch_size=8, stem="conv"),
     "vit_hybrid_nano": dict(embed_dim=128, depth=6, num_heads=4, mlp_ratio=3.0, patch_size=8, stem="conv"),
     "vit_tiny": dict(embed_dim=192, depth=12, num_heads=3, mlp_ratio=4.0, patch_size=16, img_size=(224, 224)),

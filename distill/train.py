@@ -192,6 +192,10 @@ def train(run: str | Path, train_set: FaceSet, val_set: FaceSet, pp: Preprocessi
     _check_run_folder(run, cfg, scfg, resume)
     if rank == 0:
         run.mkdir(parents=True, exist_ok=True)
+        if (extra or {}).get("command"):
+            # Every invocation (the first and each --resume) is kept, so the run can be reproduced.
+            with open(run / "commands.txt", "a") as fh:
+                fh.write(f"{time.strftime('%Y-%m-%dT%H:%M:%S%z')} {extra['command']}\n")
         (run / "config.json").write_text(json.dumps({"train": asdict(cfg), "student": json.loads(scfg.to_json()),
                                                      "preprocessing": pp.to_dict(), **(extra or {})}, indent=1))
     torch.manual_seed(cfg.seed)

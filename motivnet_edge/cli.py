@@ -11,6 +11,7 @@ import functools
 import json
 import logging
 import os
+import shlex
 import sys
 from pathlib import Path
 
@@ -309,12 +310,16 @@ def export_cmd(source, out, formats, int8, calib, val, val_labels, max_drop, no_
 @click.option("--out", type=click.Path(), required=True, help="Run folder.")
 @click.option("--teacher", "teachers", multiple=True, help="Teacher file; repeat for an ensemble.")
 @click.option("--val", type=click.Path(), default=None, help="Selection set (default: FER2013Valid beside the data).")
-@click.option("--student", default="vit_hybrid_nano", show_default=True)
+@click.option("--student", default="vit_hybrid_pico", show_default=True,
+              help="Student preset (vit_hybrid_femto/pico/nano, vit_pico/nano/micro, vit_tiny/small).")
 @click.option("--epochs", type=click.IntRange(1, 10000), default=10, show_default=True)
-@click.option("--views", type=click.IntRange(1, 64), default=4, show_default=True)
-@click.option("--kd-weight", type=float, default=None)
-@click.option("--label-weight", type=float, default=1.0, show_default=True)
-@click.option("--temperature", type=float, default=2.0, show_default=True)
+@click.option("--views", type=click.IntRange(1, 64), default=8, show_default=True,
+              help="Seeded augmented views per image (each cached once per teacher).")
+@click.option("--threads", type=click.IntRange(0, 256), default=0, show_default=True,
+              help="Training threads (0: torch's default).")
+@click.option("--kd-weight", type=float, default=None, help="Weight of the distillation term (default 1 with a teacher).")
+@click.option("--label-weight", type=float, default=1.0, show_default=True, help="Weight of the label term.")
+@click.option("--temperature", type=float, default=2.0, show_default=True, help="KD temperature (> 0).")
 @click.option("--batch-size", type=click.IntRange(1, 65536), default=128, show_default=True)
 @click.option("--lr", type=float, default=1e-3, show_default=True)
 @click.option("--cache-dir", type=click.Path(), default=None, help="Teacher output cache (default: OUT/cache).")
@@ -326,15 +331,16 @@ def export_cmd(source, out, formats, int8, calib, val, val_labels, max_drop, no_
 @click.option("--trust-code", is_flag=True,
               help="Admit TorchScript / torch.export files: loading them runs code from the file. Only for files you trust.")
 @friendly
-def distill(data, out, teachers, val, student, epochs, views, kd_weight, label_weight, temperature,
+def distill(data, out, teachers, val, student, epochs, views, threads, kd_weight, label_weight, temperature,
             batch_size, lr, cache_dir, init, label_source, resume, trust_code) -> None:
     """Distil a teacher (or several) into a small ViT student."""
     from motivnet_distill.pipeline import distill as run_distill
 
     best = run_distill(data=data, out=out, val=val, teachers=list(teachers), student=student, epochs=epochs,
                        views=views, kd_weight=kd_weight, label_weight=label_weight, temperature=temperature,
-                       resume=resume, batch_size=batch_size, lr=lr, cache_dir=cache_dir, init=init,
-                       label_source=label_source, trust_code=trust_code)
+                       resume=resume, batch_size=batch_size, lr=lr, cache_dir=cache_dir, init=init, threads=threads,
+                       label_source=label_source, trust_code=trust_code,
+                       command=shlex.join(["motivnet-edge", *sys.argv[1:]]))
     click.echo(json.dumps(best))
 
 
