@@ -120,6 +120,18 @@ def peak_rss_mb() -> float:
     return rss / (1024 * 1024 if sys.platform == "darwin" else 1024)  # bytes on macOS, KiB elsewhere
 
 
+def _die_with_parent() -> None:
+    """In the worker, before exec: ask Linux to end it when its parent dies (a killed export)."""
+    if sys.platform.startswith("linux"):
+        import ctypes
+        import signal
+
+        try:
+            ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+        except (OSError, AttributeError):
+            pass
+
+
 def run_isolated(package: str | Path, cfg: BenchConfig, *, iters: int = 200, seconds: float = 5.0) -> dict:
     """``time_in_process`` in a fresh interpreter (nothing else loaded in it).
 
@@ -128,7 +140,7 @@ def run_isolated(package: str | Path, cfg: BenchConfig, *, iters: int = 200, sec
     """
     args = [sys.executable, "-m", "motivnet_edge.benchmark", str(package), json.dumps(asdict(cfg)),
             str(iters), str(seconds)]
-    r = subprocess.run(args, capture_output=True, text=True, timeout=600)
+    r = subprocess.run(args, capture_output=True, text=True, timeout=600, preexec_fn=_die_with_parent)
     if r.returncode != 0:
         tail = (r.stderr.strip().splitlines() or ["no output"])[-1]
         raise MotivnetError(f"benchmark worker for {cfg} failed: {tail}")

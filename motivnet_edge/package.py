@@ -225,11 +225,52 @@ def build_manifest(*, labels, preprocessing: Preprocessing, files: list[ModelFil
             "license": license or {}, "metrics": metrics or {}}
 
 
+def _exchange(a: Path, b: Path) -> bool:
+    """Swaps two paths in one atomic step (Linux renameat2 RENAME_EXCHANGE); False where unsupported."""
+    import ctypes
+    import ctypes.util
+    import sys
+
+    if not sys.platform.startswith("linux"):
+        return False
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+        renameat2 = libc.renameat2
+    except (OSError, AttributeError):
+        return False
+    at_fdcwd, rename_exchange = -100, 2
+    return renameat2(at_fdcwd, os.fsencode(a), at_fdcwd, os.fsencode(b), rename_exchange) == 0
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _clean_leftovers(dest: Path) -> None:
+    """Removes what killed exports into ``dest`` left beside it; puts back a package a kill left aside."""
+    for p in dest.parent.glob(f".{dest.name}.*"):
+        pid = p.name.rsplit("-", 1)[-1].removesuffix(".tmp")
+        if pid.isdigit() and _pid_alive(int(pid)) and int(pid) != os.getpid():
+            continue  # another export is writing it right now
+        if ".old-" in p.name and not dest.exists():
+            os.replace(p, dest)  # killed between the two renames of an older version: restore
+        else:
+            shutil.rmtree(p, ignore_errors=True)
+
+
 def write_package(dest: str | Path, build) -> Path:
     """Builds a package atomically: ``build(tmp_folder)`` writes files and returns the manifest.
 
-    The folder is assembled beside ``dest`` and renamed into place; on any error or kill the
-    previous package at ``dest`` (if any) stays as it was.
+    The folder is assembled beside ``dest`` and swapped into place in one step (Linux:
+    renameat2 RENAME_EXCHANGE); on any error or kill the previous package at ``dest``
+    (if any) stays as it was, and the next export removes what the killed one left.
+    The package gets ordinary folder permissions (0777 less the umask), not mkdtemp's 0700.
 
     Raises:
         PackageError: ``dest``'s parent is not writable.
@@ -237,13 +278,20 @@ def write_package(dest: str | Path, build) -> Path:
     dest = Path(dest).absolute()
     try:
         dest.parent.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(prefix=f".{dest.name}.", suffix=".tmp", dir=dest.parent))
+        _clean_leftovers(dest)
+        tmp = Path(tempfile.mkdtemp(prefix=f".{dest.name}.", suffix=f"-{os.getpid()}.tmp", dir=dest.parent))
     except OSError as exc:
         raise PackageError(f"cannot write to {dest.parent}: {exc.strerror}; choose another --out") from None
     try:
         manifest = build(tmp)
         (tmp / "manifest.json").write_text(json.dumps(manifest, indent=1))
         load_package(tmp)  # what we ship must load
+        umask = os.umask(0)
+        os.umask(umask)
+        tmp.chmod(0o777 & ~umask)
+        if dest.exists() and _exchange(tmp, dest):
+            shutil.rmtree(tmp, ignore_errors=True)  # tmp now holds the previous package
+            return dest
         old = None
         if dest.exists():
             old = dest.with_name(f".{dest.name}.old-{os.getpid()}")

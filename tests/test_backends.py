@@ -155,3 +155,38 @@ def test_bf16_is_explicit_and_only_where_the_cpu_has_it(tiny_package):
     assert b.precision == "bf16"
     # bf16 keeps 8 mantissa bits: close to fp32, but not equal to it (or the hint did nothing)
     assert 1e-4 < np.abs(out - ref).max() < 0.5
+
+
+def _workers_of(marker: str) -> list[int]:
+    from pathlib import Path
+
+    pids = []
+    for proc in Path("/proc").iterdir():
+        try:
+            cmd = (proc / "cmdline").read_bytes().replace(b"\0", b" ").decode()
+        except OSError:
+            continue
+        if "motivnet_edge.benchmark" in cmd and marker in cmd:
+            pids.append(int(proc.name))
+    return pids
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="parent-death signal is Linux's")
+def test_benchmark_workers_die_with_a_killed_parent(package_copy):
+    import signal
+    import time
+
+    parent = subprocess.Popen([sys.executable, "-c", textwrap.dedent(f"""
+        from motivnet_edge.benchmark import BenchConfig, run_isolated
+        run_isolated({str(package_copy)!r}, BenchConfig(), iters=10**9, seconds=120)
+    """)])
+    deadline = time.time() + 60
+    while time.time() < deadline and not _workers_of(str(package_copy)):
+        time.sleep(0.1)
+    assert _workers_of(str(package_copy)), "the worker never started"
+    parent.send_signal(signal.SIGKILL)
+    parent.wait()
+    deadline = time.time() + 10
+    while time.time() < deadline and _workers_of(str(package_copy)):
+        time.sleep(0.1)
+    assert not _workers_of(str(package_copy))

@@ -141,6 +141,48 @@ def test_failed_write_keeps_the_previous_package(package_copy):
     load_package(package_copy)
 
 
+def _dead_pid() -> int:
+    import subprocess
+    import sys
+
+    p = subprocess.Popen([sys.executable, "-c", "pass"])
+    p.wait()
+    return p.pid
+
+
+def test_replacing_a_package_is_one_step_with_ordinary_permissions(package_copy):
+    before = (package_copy / "manifest.json").read_text()
+    m = json.loads(before)
+    m["provenance"] = {"description": "second"}
+
+    def rebuild(folder):
+        for p in package_copy.iterdir():
+            if p.is_file() and p.name != "manifest.json":
+                shutil.copy(p, folder / p.name)
+            elif p.is_dir():
+                shutil.copytree(p, folder / p.name)
+        return m
+
+    write_package(package_copy, rebuild)
+    assert load_package(package_copy).provenance == {"description": "second"}
+    assert [p.name for p in package_copy.parent.iterdir() if p.name.startswith(".")] == []
+    umask = os.umask(0)
+    os.umask(umask)
+    assert package_copy.stat().st_mode & 0o777 == 0o777 & ~umask
+
+
+def test_next_export_cleans_what_a_killed_one_left(package_copy):
+    dead = _dead_pid()
+    stale = package_copy.parent / f".{package_copy.name}.abcd1234-{dead}.tmp"
+    shutil.copytree(package_copy, stale)  # a loadable manifest inside a leftover
+    aside = package_copy.parent / f".{package_copy.name}.old-{dead}"
+    os.replace(package_copy, aside)  # killed between the two renames: no package at dest
+    with pytest.raises(KeyboardInterrupt):
+        write_package(package_copy, lambda folder: (_ for _ in ()).throw(KeyboardInterrupt))
+    assert not stale.exists() and not aside.exists()
+    load_package(package_copy)  # the package that was set aside is back
+
+
 def test_unwritable_destination(tmp_path):
     blocker = tmp_path / "file"
     blocker.write_text("x")
