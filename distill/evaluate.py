@@ -170,6 +170,10 @@ def model_probs(model: str | Path, faces: FaceSet, *, backend: str = "auto", pre
     from motivnet_edge.errors import MotivnetError
 
     model = Path(model)
+    if str(model) == "default" and not model.exists():
+        from motivnet_edge.recognizer import DEFAULT_MODEL
+
+        model = DEFAULT_MODEL
     if (model / "manifest.json").is_file() or model.suffix == ".zip":
         return package_probs(model, faces, backend=backend, precision=precision)
     if model.suffix in (".pt", ".pth") or (model / "best.pt").is_file():
@@ -189,7 +193,8 @@ def model_probs(model: str | Path, faces: FaceSet, *, backend: str = "auto", pre
 
 
 def evaluate_model(model, data, *, teacher=None, backend: str = "auto", precision: str = "auto",
-                   mapping: dict | None = None, trust_code: bool = False) -> dict[str, Metrics]:
+                   mapping: dict | None = None, trust_code: bool = False,
+                   progress: bool = False) -> dict[str, Metrics]:
     """Metrics of ``model`` on a dataset, or on every standard protocol when ``data`` is shared/.
 
     ``mapping`` renames or (None) drops dataset classes explicitly, e.g. {"contempt": None}.
@@ -203,8 +208,13 @@ def evaluate_model(model, data, *, teacher=None, backend: str = "auto", precisio
         {data.name: read_dataset(data, mapping=mapping)}
     if not sets:
         raise MotivnetError(f"{data} holds none of the standard protocols' data")
+    import sys
+
+    from tqdm import tqdm
+
     out = {}
-    for name, faces in sets.items():
+    for name, faces in tqdm(sets.items(), desc="eval", unit="set", file=sys.stderr, leave=False,
+                            disable=not progress):
         labels, probs = model_probs(model, faces, backend=backend, precision=precision, trust_code=trust_code)
         ref = None
         if teacher is not None:

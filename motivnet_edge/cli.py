@@ -17,7 +17,7 @@ from pathlib import Path
 
 import click
 
-from .errors import MotivnetError
+from .errors import LabelError, MotivnetError
 
 
 class UsageFailure(click.ClickException):
@@ -213,20 +213,38 @@ def info(package, as_json) -> None:
     for f in pkg.files:
         size = (pkg.root / f.path).stat().st_size + sum((pkg.root / p).stat().st_size for p in f.extra_files)
         click.echo(f"file:          {f.backend} {f.precision} {f.path} ({size / 1e6:.2f} MB, sha256 {f.sha256[:12]})")
-    for key, val in pkg.metrics.items():
-        if key != "file_sizes":
-            click.echo(f"metric:        {key}: {json.dumps(val)}")
-    if pkg.license:
-        click.echo(f"licence:       {json.dumps(pkg.license)}")
+    m = pkg.metrics
+    if "gflops" in m:
+        click.echo(f"compute:       {m['gflops']:.3f} GFLOPs per face")
+    for name, by_precision in m.get("test", {}).items():
+        for precision, t in by_precision.items():
+            low = [f"{k} {v:.0%}" for k, v in t.get("per_class_recall", {}).items() if v < 0.3]
+            click.echo(f"accuracy:      {name} {precision}: {t['accuracy']:.2%} (UAR {t['uar']:.2%}, n={t['n']})"
+                       + (f"; recall under 30 %: {', '.join(low)}" if low else ""))
+    if "int8" in m and "val_accuracy_drop" in m["int8"]:
+        click.echo(f"int8:          validation accuracy drop {m['int8']['val_accuracy_drop']:.2%}")
+    for backend, lat in m.get("latency", {}).items():
+        click.echo(f"latency:       {backend}: " + ", ".join(f"{k[:-3]} {v:.3f} ms" for k, v in lat.items()
+                                                            if k.endswith("_ms") and isinstance(v, (int, float)))
+                   + f" (batch 1, {lat.get('threads')} thread(s), {lat.get('cpu')}, measured at export)")
+    pc = pkg.provenance.get("prior_correction")
+    if pc:
+        click.echo(f"calibration:   prior correction tau={pc['tau']} fitted on {Path(pc.get('fitted_on', '?')).name}")
+    for role, rel in pkg.manifest.get("assets_roles", {}).items():
+        click.echo(f"asset:         {role}: {rel}")
+    for key, val in pkg.license.items():
+        click.echo(f"licence:       {key}: {val}")
 
 
 @main.command()
 @click.argument("package", required=False, type=click.Path())
 @click.option("--threads", default="1,2", show_default=True, help="Comma-separated thread counts.")
 @click.option("--batch", default="1,8", show_default=True, help="Comma-separated batch sizes (>= 1).")
-@click.option("--rounds", type=click.IntRange(1, 100), default=3, show_default=True)
-@click.option("--seconds", type=click.FloatRange(0.1, 600), default=2.0, show_default=True)
-@click.option("--json", "as_json", is_flag=True)
+@click.option("--rounds", type=click.IntRange(1, 100), default=3, show_default=True,
+              help="Interleaved rounds per configuration (each in its own process).")
+@click.option("--seconds", type=click.FloatRange(0.1, 600), default=2.0, show_default=True,
+              help="Timing per configuration and round.")
+@click.option("--json", "as_json", is_flag=True, help="Print machine facts and rows as JSON.")
 @friendly
 def benchmark(package, threads, batch, rounds, seconds, as_json) -> None:
     """Classify latency of a package on this device: every backend and precision, each in its own process."""
@@ -245,7 +263,11 @@ def benchmark(package, threads, batch, rounds, seconds, as_json) -> None:
     pkg = load_package(path)
     configs = [BenchConfig(f.backend, f.precision, t, b) for f in pkg.files if f.backend in installed_backends()
                for b in bs for t in ts]
-    rows = compare(path, configs, rounds=rounds, seconds=seconds)
+    from tqdm import tqdm
+
+    with tqdm(total=len(configs) * rounds, unit="run", desc="benchmark", file=sys.stderr, leave=False,
+              disable=not sys.stderr.isatty()) as bar:
+        rows = compare(path, configs, rounds=rounds, seconds=seconds, progress=lambda cfg: bar.update())
     if as_json:
         click.echo(json.dumps({"machine": machine_info(), "rows": rows}))
         return
@@ -366,7 +388,7 @@ def train_head_cmd(backbone, data, out, epochs, batch_size, lr, num_heads) -> No
 @main.command(name="eval")
 @click.argument("model", type=click.Path())
 @click.option("--data", type=click.Path(), required=True,
-              help="A dataset, or the shared/ folder for the standard protocols.")
+              help="A dataset, or the shared/ folder for the standard protocols. MODEL 'default' is the embedded model.")
 @click.option("--teacher", type=click.Path(), default=None, help="Also report top-1 agreement with it.")
 @click.option("--plots", type=click.Path(file_okay=False), default=None, help="Write confusion PNGs here.")
 @click.option("--backend", type=click.Choice(["auto", "onnxruntime", "openvino"]), default="auto")
@@ -387,8 +409,15 @@ def eval_cmd(model, data, teacher, plots, backend, precision, maps, as_json, tru
             raise UsageFailure(f"--map {m!r}: write SRC=DST, e.g. contempt=none")
         src, dst = m.split("=", 1)
         mapping[src] = None if dst.strip().lower() in ("", "none") else dst
-    results = evaluate_model(model, data, teacher=teacher, backend=backend, precision=precision, mapping=mapping,
-                             trust_code=trust_code)
+    try:
+        results = evaluate_model(model, data, teacher=teacher, backend=backend, precision=precision,
+                                 mapping=mapping or None, trust_code=trust_code, progress=sys.stderr.isatty())
+    except LabelError as exc:
+        if not exc.missing:
+            raise
+        hint = " ".join(f"--map {m}=none" for m in exc.missing)
+        raise UsageFailure(f"{data} has classes the model lacks: {', '.join(exc.missing)}; drop them with {hint} "
+                           f"or rename them with --map {exc.missing[0]}=LABEL") from None
     if plots:
         for name, m in results.items():
             plot_confusion(m, Path(plots) / f"confusion_{name}.png", f"{Path(model).name} on {name}")

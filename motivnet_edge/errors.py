@@ -20,4 +20,12 @@ class BackendUnavailableError(MotivnetError, ImportError):
 
 
 class LabelError(MotivnetError, ValueError):
-    """Label sets do not match and no explicit remapping was given."""
+    """Label sets do not match and no explicit remapping was given.
+
+    Attributes:
+        missing: the source labels without a counterpart (the CLI turns them into --map hints).
+    """
+
+    def __init__(self, message: str, *, missing: tuple[str, ...] = ()) -> None:
+        super().__init__(message)
+        self.missing = tuple(missing)

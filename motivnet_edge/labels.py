@@ -77,7 +77,7 @@ def remap_indices(source: Sequence[str], target: Sequence[str], *,
     if missing:
         raise LabelError(
             f"labels {missing} have no counterpart in {list(target)}; pass a mapping "
-            f"(e.g. {{'{missing[0]}': None}} to drop it) or on_missing='drop'")
+            f"(e.g. {{'{missing[0]}': None}} to drop it) or on_missing='drop'", missing=tuple(missing))
     return np.asarray(out, dtype=np.int64)
 
 

@@ -137,7 +137,7 @@ def test_eval_needs_and_takes_an_explicit_mapping(tiny_package, tmp_path):
         for i in range(3):
             cv2.imwrite(str(tmp_path / "d" / cls / f"{i}.png"), np.full((48, 48), 40 * i, np.uint8))
     r = cli("eval", tiny_package, "--data", tmp_path / "d")
-    assert r.returncode == 2 and "contempt" in r.stderr
+    assert r.returncode == 2 and "drop them with --map contempt=none" in r.stderr and "{" not in r.stderr
     r = cli("eval", tiny_package, "--data", tmp_path / "d", "--map", "contempt=none", "--json")
     assert r.returncode == 0, r.stderr
     m = json.loads(r.stdout)["d"]
@@ -162,3 +162,27 @@ def test_camera_that_is_not_there_exits_2(tiny_package):
     assert r.returncode == 2 and "cannot open camera 42" in r.stderr and "Traceback" not in r.stderr
     none = cli("predict", "--model", tiny_package)
     assert none.returncode == 2 and "--camera 0" in none.stderr
+
+
+def test_eval_reads_a_ferplus_split_and_names_the_embedded_model(tmp_path):
+    """FER+'s contempt votes are dropped by the reader's documented default; 'default' is the embedded model."""
+    import csv
+    import shutil
+
+    from conftest import FERPLUS
+
+    src = FERPLUS / "FER2013Valid"
+    if not (src / "label.csv").is_file():
+        pytest.skip(f"FER+ not found at {src} (../shared is absent on this machine)")
+    split = tmp_path / "FER2013Valid"
+    split.mkdir()
+    with open(src / "label.csv", newline="") as f:
+        rows = list(csv.reader(f))[:40]
+    with open(split / "label.csv", "w", newline="") as f:
+        csv.writer(f).writerows(rows)
+    for row in rows:
+        if (src / row[0]).is_file():
+            shutil.copy(src / row[0], split / row[0])
+    r = cli("eval", "default", "--data", split)
+    assert r.returncode == 0, r.stderr
+    assert "FER2013Valid" in r.stdout and "recall:" in r.stdout
