@@ -69,6 +69,8 @@ class RecognizerOptions:
         detect_every: stream() runs the detector on every Nth frame and carries the faces
             it found through the frames between (1: detect every frame). A frame with no
             carried face is always searched.
+        autotune: settle "auto" backend/precision by timing them on this device once
+            (cached per package and CPU; also off with MOTIVNET_AUTOTUNE=0).
     """
 
     model: str | Path | None = None
@@ -85,6 +87,7 @@ class RecognizerOptions:
     max_faces: int = 32
     smoothing: float = 0.6
     detect_every: int = 1
+    autotune: bool = True
 
 
 class EmotionRecognizer:
@@ -99,7 +102,7 @@ class EmotionRecognizer:
         self._backend = create_backend(package, backend=options.backend, precision=options.precision,
                                        options=BackendOptions(options.threads, options.device,
                                                               tuple(options.providers), options.trt_cache_dir,
-                                                              options.trt_int8_table))
+                                                              options.trt_int8_table, autotune=options.autotune))
         self._closed = False
         self._lock = threading.Lock()
 

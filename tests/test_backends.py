@@ -34,12 +34,48 @@ def test_backends_agree_with_torch(tiny_package, tiny_checkpoint, backend):
     assert np.allclose(b.run(x[:1]), out[:1], atol=1e-5)  # dynamic batch
 
 
-def test_auto_picks_the_measured_fastest_backend_and_fp32_here(tiny_package):
+def test_auto_is_measured_here_once_then_read_from_the_cache(tiny_package, tmp_path, monkeypatch):
+    import json
+
+    from motivnet_edge import autotune
+
+    monkeypatch.setenv("MOTIVNET_CACHE", str(tmp_path / "cache"))
     pkg = load_package(tiny_package)
-    lat = pkg.metrics["latency"]
-    b = create_backend(pkg)
-    assert b.name == min(installed_backends(), key=lambda k: lat[k]["fp32_ms"]) and b.precision == "fp32"
+    b = create_backend(pkg, options=BackendOptions(threads=1))
+    files = list((tmp_path / "cache" / "autotune").glob("*.json"))
+    assert len(files) == 1
+    record = json.loads(files[0].read_text())
+    assert set(record["p50_ms"]) == {f"{name} fp32" for name in installed_backends()}
+    assert [b.name, b.precision] == record["choice"]
+    # the cache decides from now on: no second measurement, whatever it says
+    other = next((n for n in installed_backends() if n != b.name), b.name)
+    record["choice"] = [other, "fp32"]
+    files[0].write_text(json.dumps(record))
+    assert create_backend(pkg, options=BackendOptions(threads=1)).name == other
+    assert len(list((tmp_path / "cache" / "autotune").glob("*.json"))) == 1
+
+
+def test_autotune_opt_out_and_gpu_providers_measure_nothing(tiny_package, tmp_path, monkeypatch):
+    monkeypatch.setenv("MOTIVNET_CACHE", str(tmp_path / "cache"))
+    pkg = load_package(tiny_package)
     assert create_backend(pkg, options=BackendOptions(providers=("cpu",))).name == "onnxruntime"
+    assert create_backend(pkg, options=BackendOptions(autotune=False)).precision == "fp32"
+    monkeypatch.setenv("MOTIVNET_AUTOTUNE", "0")
+    create_backend(pkg)
+    assert not (tmp_path / "cache" / "autotune").exists()
+
+
+@pytest.mark.parametrize("p50, expected", [
+    ({("onnxruntime", "fp32"): 1.0, ("onnxruntime", "int8"): 0.95}, ("onnxruntime", "fp32")),  # within noise
+    ({("onnxruntime", "fp32"): 1.0, ("onnxruntime", "int8"): 0.5}, ("onnxruntime", "int8")),
+    ({("onnxruntime", "fp32"): 1.0, ("onnxruntime", "int8"): 3.0,
+      ("openvino", "fp32"): 1.2, ("openvino", "int8"): 0.7}, ("openvino", "int8")),
+    ({("onnxruntime", "fp32"): 2.0, ("openvino", "fp32"): 1.0}, ("openvino", "fp32")),
+])
+def test_autotune_rule_needs_int8_to_clearly_win(p50, expected):
+    from motivnet_edge.autotune import pick
+
+    assert pick(p50) == expected
 
 
 def test_precision_that_the_package_lacks(tiny_package):

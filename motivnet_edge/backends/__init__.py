@@ -1,5 +1,9 @@
 """Backend registry and the documented auto rules for backend and precision.
 
+On a CPU, "auto" (backend or precision) is measured on this device once per package and
+cached (motivnet_edge.autotune); with ``MOTIVNET_AUTOTUNE=0`` / ``autotune=False``, or
+when nothing can be measured, these rules from the manifest apply instead:
+
 backend="auto": ONNX Runtime when GPU providers were asked for; otherwise, among the installed
 backends the package has files for, the one with the lowest fp32 latency the package's
 manifest records (measured at export, batch 1); without such figures, ``AUTO_ORDER``.
@@ -17,6 +21,7 @@ from __future__ import annotations
 import dataclasses
 import importlib.util
 
+from .. import autotune
 from ..cpu import INT8_FLAGS, has_bf16, int8_flags
 from ..errors import BackendUnavailableError, PackageError
 from .base import Backend, BackendOptions
@@ -109,6 +114,15 @@ def create_backend(package, *, backend: str = "auto", precision: str = "auto",
     """
     options = options or BackendOptions()
     installed = installed_backends()
+    if precision == "bf16" and backend == "auto":
+        backend = "openvino"  # bf16 is an OpenVINO inference precision
+    on_cpu = not options.providers and options.device.upper() == "CPU"
+    if "auto" in (backend, precision) and on_cpu and autotune.enabled(options.autotune):
+        backends = [b for b in ([backend] if backend != "auto" else AUTO_ORDER) if b in installed]
+        precisions = [precision] if precision != "auto" else ["fp32", "int8"]
+        candidates = [(b, p) for b in backends for p in precisions if package.file_for(b, p) is not None]
+        if candidates:
+            backend, precision = autotune.choose(package, candidates, threads=options.threads)
     if backend == "auto":
         offered = {f.backend for f in package.files}
         choices = [b for b in AUTO_ORDER if b in installed and b in offered]

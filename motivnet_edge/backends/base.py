@@ -21,6 +21,8 @@ class BackendOptions:
         trt_int8_table: TensorRT INT8 calibration table file name (inside trt_cache_dir).
         precision: set by ``create_backend`` from the package's file and the precision rules;
             "bf16" asks OpenVINO's CPU plugin for bf16 inference of the fp32 model.
+        autotune: decide "auto" backend/precision by timing them here once (cached per
+            package and CPU); False uses the figures in the package's manifest.
     """
 
     threads: int = 0
@@ -29,6 +31,7 @@ class BackendOptions:
     trt_cache_dir: str | None = None
     trt_int8_table: str | None = None
     precision: str = "fp32"
+    autotune: bool = True
 
 
 class Backend:

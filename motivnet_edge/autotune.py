@@ -1,0 +1,98 @@
+"""backend="auto" and precision="auto" decided on this device, by measuring, once per package and CPU.
+
+Latency figures a package carries were taken on the machine that exported it; another CPU
+(VNNI or not, AVX-512 or not) can rank the same files the other way round. So the first time
+a package runs with an "auto" choice on a CPU, each candidate (backend, precision) is timed
+here, each in its own process (two runtimes in one process distort each other), batch 1, and
+the answer is cached in the user cache under the package's file hashes, the CPU and the
+runtime versions. Later runs read the cache. INT8 must beat fp32 by ``INT8_MARGIN`` to be
+chosen: it costs some accuracy, so a tie goes to fp32. ``MOTIVNET_AUTOTUNE=0`` (or
+``autotune=False``) turns the measurement off; the manifest's figures then decide.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import tempfile
+from pathlib import Path
+
+from .cache import user_cache
+from .cpu import cpu_info
+
+log = logging.getLogger(__name__)
+
+#: INT8 is chosen only when its p50 is at most this fraction of fp32's on the same backend.
+INT8_MARGIN = 0.9
+
+
+def enabled(option: bool) -> bool:
+    return option and os.environ.get("MOTIVNET_AUTOTUNE", "1").lower() not in ("0", "false", "no", "off")
+
+
+def _key(package, threads: int, candidates) -> str:
+    from importlib import metadata
+
+    versions = []
+    for dist in ("onnxruntime", "openvino"):
+        try:
+            versions.append(f"{dist}={metadata.version(dist)}")
+        except metadata.PackageNotFoundError:
+            pass
+    name, flags = cpu_info()
+    text = json.dumps([sorted(f.sha256 for f in package.files), name, sorted(flags), threads, os.cpu_count(),
+                       versions, sorted(candidates)])
+    return hashlib.sha256(text.encode()).hexdigest()[:24]
+
+
+def pick(p50: dict[tuple[str, str], float]) -> tuple[str, str]:
+    """The rule on measured p50s: INT8 replaces fp32 on its backend only when at most
+    ``INT8_MARGIN`` of fp32's time; then the fastest backend wins."""
+    best = {}
+    for b in dict.fromkeys(b for b, _ in p50):
+        fp32, int8 = p50.get((b, "fp32")), p50.get((b, "int8"))
+        if fp32 is None or (int8 is not None and int8 <= INT8_MARGIN * fp32):
+            best[b] = ("int8", int8) if int8 is not None else ("fp32", fp32)
+        else:
+            best[b] = ("fp32", fp32)
+    backend = min(best, key=lambda b: best[b][1])
+    return backend, best[backend][0]
+
+
+def cache_path(package, threads: int, candidates) -> Path:
+    return user_cache("autotune", _key(package, threads, candidates) + ".json")
+
+
+def choose(package, candidates: list[tuple[str, str]], *, threads: int) -> tuple[str, str]:
+    """The (backend, precision) to use among ``candidates``, measured here once and cached."""
+    if len(candidates) == 1:
+        return candidates[0]
+    path = cache_path(package, threads, candidates)
+    try:
+        saved = json.loads(path.read_text())
+        log.info("auto choice from %s: %s %s", path, *saved["choice"])
+        return tuple(saved["choice"])
+    except (OSError, ValueError, KeyError, TypeError):
+        pass
+    from .benchmark import BenchConfig, compare
+
+    log.info("timing %s once on this CPU to choose backend/precision (cached in %s)",
+             ", ".join(f"{b} {p}" for b, p in candidates), path.parent)
+    rows = compare(package.root, [BenchConfig(b, p, threads, 1) for b, p in candidates], rounds=1, iters=300,
+                   seconds=0.3)
+    p50 = {(r["backend"], r["precision"]): r["p50_ms"] for r in rows}
+    choice = pick(p50)
+    record = {"choice": list(choice), "p50_ms": {f"{b} {p}": round(v, 4) for (b, p), v in p50.items()},
+              "cpu": cpu_info()[0], "threads": threads, "int8_margin": INT8_MARGIN}
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".autotune-", suffix=".tmp")
+        with os.fdopen(fd, "w") as fh:
+            json.dump(record, fh)
+        os.replace(tmp, path)
+    except OSError as exc:  # a read-only home still gets the measured answer, just not cached
+        log.warning("could not cache the auto choice in %s: %s", path, exc)
+    log.info("auto choice measured here: %s %s (%s)", *choice, record["p50_ms"])
+    return choice
