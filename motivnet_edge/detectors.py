@@ -102,19 +102,50 @@ class YuNetDetector(FaceDetector):
             self._local.net = net
         return net
 
-    def detect(self, image: np.ndarray) -> list[Detection]:
-        scale = self.scale_for(image.shape)
+    #: A face found on a downscaled copy is confirmed in a window around it where the face is
+    #: at most this many pixels (full resolution for smaller faces): its landmarks, hence the
+    #: alignment the classifier sees, then match a full-resolution detection. The coarse pass
+    #: uses a lower score threshold, as the confirmation filters what it lets through.
+    refine_face = 120
+    coarse_threshold = 0.5
+
+    def _run(self, image: np.ndarray, scale: float, x0: int = 0, y0: int = 0,
+             threshold: float | None = None) -> list[Detection]:
         small = shrink(image, scale)
         if small.ndim == 2:
             small = cv2.cvtColor(small, cv2.COLOR_GRAY2BGR)
         net = self._net()
+        net.setScoreThreshold(self.score_threshold if threshold is None else threshold)
         net.setInputSize((small.shape[1], small.shape[0]))
         _, faces = net.detect(small)
         out = []
         for row in (faces if faces is not None else []):
-            box = tuple(float(v) / scale for v in row[:4])
-            lms = tuple((float(row[4 + 2 * i]) / scale, float(row[5 + 2 * i]) / scale) for i in range(5))
-            out.append(Detection(box, float(row[14]), lms))
+            x, y, w, h = (float(v) / scale for v in row[:4])
+            lms = tuple((x0 + float(row[4 + 2 * i]) / scale, y0 + float(row[5 + 2 * i]) / scale) for i in range(5))
+            out.append(Detection((x0 + x, y0 + y, w, h), float(row[14]), lms))
+        return out
+
+    def _refine(self, image: np.ndarray, d: Detection) -> Detection | None:
+        from .tracking import iou
+
+        x, y, w, h = d.box
+        side = 2.0 * max(w, h)
+        ih, iw = image.shape[:2]
+        x0, y0 = int(max(0, x + w / 2 - side / 2)), int(max(0, y + h / 2 - side / 2))
+        x1, y1 = int(min(iw, x + w / 2 + side / 2)), int(min(ih, y + h / 2 + side / 2))
+        if x1 - x0 < 16 or y1 - y0 < 16:
+            return None
+        again = self._run(image[y0:y1, x0:x1], min(1.0, self.refine_face / max(w, h)), x0, y0)
+        best = max(again, key=lambda r: iou(r.box, d.box), default=None)
+        return best if best is not None and iou(best.box, d.box) > 0.3 else None
+
+    def detect(self, image: np.ndarray) -> list[Detection]:
+        scale = self.scale_for(image.shape)
+        if scale >= 1.0:
+            out = self._run(image, 1.0)
+        else:
+            coarse = self._run(image, scale, threshold=min(self.coarse_threshold, self.score_threshold))
+            out = [r for r in (self._refine(image, d) for d in coarse) if r is not None]
         return sorted(out, key=lambda d: -d.score)
 
 

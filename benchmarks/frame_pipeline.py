@@ -1,0 +1,131 @@
+"""Full 640x480 frames: detect + align + classify, every frame or with a detection cadence.
+
+    python benchmarks/frame_pipeline.py --shared ../shared
+
+Labelled faces (CK+48, and the facial_expressions validation part) are placed at seeded
+positions and sizes in 640x480 frames, so the accuracy cost of each speed-up is measured,
+not assumed. Modes: detection at full resolution on every frame (the reference); detection
+on a copy downscaled for the smallest face asked for (``min_face``); and short clips (the
+face drifting a few pixels a frame) through ``stream()`` with a detection cadence. Each mode
+reports p50 ms per frame (2 threads, ONNX Runtime fp32 classify, YuNet) or frames per
+second, and accuracy over the same faces, with its difference to the reference. Writes
+benchmarks/results/frame_pipeline.json (CPU flags, commit, date inside).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+W, H = 640, 480
+
+
+def faces(shared: Path, per_set: int, seed: int = 0):
+    """(image, label index, set name) for a seeded sample of CK+48 and facial_expressions val."""
+    from motivnet_distill.data import read_image_folder, split_by_person
+
+    sets = {"ckplus": read_image_folder(shared / "data" / "ckplus48", mapping={"contempt": None}),
+            "facial_expressions": split_by_person(read_image_folder(shared / "data" / "facial_expressions",
+                                                                    mapping={"contempt": None}), part="val")}
+    rng = np.random.default_rng(seed)
+    out = []
+    for name, fs in sets.items():
+        for i in rng.choice(len(fs), min(per_set, len(fs)), replace=False):
+            out.append((fs.images[i], int(fs.hard[i]), name))
+    return out, sets["ckplus"].labels
+
+
+def place(face: np.ndarray, size: int, x: int, y: int) -> np.ndarray:
+    import cv2
+
+    frame = np.full((H, W, 3), 96, np.uint8)
+    f = cv2.resize(face, (size, size), interpolation=cv2.INTER_CUBIC)
+    frame[y:y + size, x:x + size] = f[..., None] if f.ndim == 2 else f
+    return frame
+
+
+def run_mode(package, yunet, samples, labels, *, min_face: int, detect_every: int | None, clip: int) -> dict:
+    from motivnet_edge import EmotionRecognizer
+
+    rng = np.random.default_rng(1)
+    correct, times, n_frames = 0, [], 0
+    with EmotionRecognizer.from_pretrained(package, detector="yunet", yunet_model=yunet, threads=2,
+                                           backend="onnxruntime", precision="fp32", min_face=min_face,
+                                           detect_every=detect_every or 1) as rec:
+        names = list(rec.labels)
+        for face, label, _ in samples:
+            size = int(rng.integers(96, 200))
+            x, y = int(rng.integers(0, W - size - 3 * clip)), int(rng.integers(0, H - size))
+            if detect_every is None:
+                frame = place(face, size, x, y)
+                t = time.perf_counter()
+                preds = rec.predict(frame)
+                times.append(time.perf_counter() - t)
+                results = [preds]
+            else:
+                frames = [place(face, size, x + 3 * k, y) for k in range(clip)]
+                t = time.perf_counter()
+                results = list(rec.stream(frames))
+                times.append((time.perf_counter() - t) / clip)
+            for preds in results:
+                n_frames += 1
+                top = max(preds, key=lambda p: p.score) if preds else None
+                correct += top is not None and names.index(top.label) == names.index(labels[label])
+    return {"min_face": min_face, "detect_every": detect_every, "frames": n_frames,
+            "accuracy": round(correct / n_frames, 4), "p50_ms_per_frame": round(1e3 * float(np.median(times)), 3),
+            "fps": round(1 / float(np.median(times)), 1)}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--shared", type=Path, default=ROOT.parent / "shared")
+    ap.add_argument("--package", type=Path, default=None, help="model package (default: the embedded one)")
+    ap.add_argument("--per-set", type=int, default=150, help="faces drawn from each labelled set")
+    ap.add_argument("--clip", type=int, default=10, help="frames per clip in stream modes")
+    ap.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "frame_pipeline.json")
+    args = ap.parse_args()
+
+    from motivnet_edge.benchmark import machine_info
+    from motivnet_edge.recognizer import DEFAULT_MODEL
+
+    package = args.package or DEFAULT_MODEL
+    yunet = args.shared / "models" / "yunet" / "face_detection_yunet_2023mar.onnx"
+    samples, labels = faces(args.shared, args.per_set)
+    modes = [dict(min_face=1, detect_every=None), dict(min_face=48, detect_every=None),
+             dict(min_face=64, detect_every=None), dict(min_face=1, detect_every=1),
+             dict(min_face=48, detect_every=5), dict(min_face=48, detect_every=10)]
+    rows = []
+    for m in modes:
+        rows.append(run_mode(package, yunet, samples, labels, clip=args.clip, **m))
+        print(rows[-1], flush=True)
+    ref = {None: rows[0]["accuracy"], "stream": rows[3]["accuracy"]}
+    for r in rows:
+        r["accuracy_vs_full_every_frame"] = round(r["accuracy"] - (ref[None] if r["detect_every"] is None
+                                                                   else ref["stream"]), 4)
+    results = {"machine": machine_info(), "frame": f"{W}x{H}, one face of 96-200 px on a flat background",
+               "faces": {"n": len(samples), "sets": sorted({s for _, _, s in samples})},
+               "settings": {"threads": 2, "classify": "onnxruntime fp32", "detector": "YuNet 2023mar",
+                            "clip_frames": args.clip},
+               "package": str(package), "rows": rows}
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = args.out.with_suffix(".tmp")
+    tmp.write_text(json.dumps(results, indent=1))
+    os.replace(tmp, args.out)
+    print(f"{'mode':34s} {'p50 ms':>8s} {'fps':>7s} {'accuracy':>9s} {'vs ref':>7s}")
+    for r in rows:
+        mode = (f"every frame, min_face {r['min_face']}" if r["detect_every"] is None
+                else f"stream, detect every {r['detect_every']}, min_face {r['min_face']}")
+        print(f"{mode:34s} {r['p50_ms_per_frame']:8.2f} {r['fps']:7.1f} {r['accuracy']:9.2%} "
+              f"{100 * r['accuracy_vs_full_every_frame']:+6.1f}")
+    print(f"CPU {results['machine']['cpu']} flags {results['machine']['flags']}; wrote {args.out}")
+
+
+if __name__ == "__main__":
+    sys.exit(main())
