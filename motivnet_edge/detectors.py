@@ -72,9 +72,10 @@ class YuNetDetector(FaceDetector):
     name = "yunet"
 
     smallest = 16  # YuNet's finest anchors (stride 8) find faces from about 10-16 px
+    max_side = 1920  # a 1920 px copy: faces from ~1 % of a big photo's side, ~0.3 GB at most
 
     def __init__(self, model_path: str | Path, *, score_threshold: float = 0.7,
-                 nms_threshold: float = 0.3, max_side: int = 640, min_face: int = 20) -> None:
+                 nms_threshold: float = 0.3, max_side: int = 1920, min_face: int = 20) -> None:
         super().__init__(min_face=min_face)
         self.model_path = Path(model_path)
         if not self.model_path.is_file():

@@ -1,4 +1,5 @@
 import dataclasses
+import sys
 from concurrent.futures import ThreadPoolExecutor
 
 import cv2
@@ -156,3 +157,46 @@ def test_stream_options_are_checked_when_the_recognizer_is_built(tiny_package, f
     with pytest.raises(MotivnetError, match=match):
         EmotionRecognizer.create_from_options(RecognizerOptions(model=tiny_package, detector="none",
                                                                 **{field: value}))
+
+
+PEAK_SCRIPT = """
+import sys
+from pathlib import Path
+from motivnet_edge import EmotionRecognizer
+with EmotionRecognizer.from_pretrained(sys.argv[1], detector=sys.argv[3], backend="onnxruntime",
+                                       precision="fp32", yunet_model=sys.argv[4] if len(sys.argv) > 4 else None) as rec:
+    faces = rec.predict(sys.argv[2])
+peak = [l for l in Path("/proc/self/status").read_text().splitlines() if l.startswith("VmHWM:")][0]
+print(len(faces), int(peak.split()[1]) // 1024)
+"""
+
+
+def _big_images(tmp_path, astronaut):
+    gray = np.zeros((9999, 9999), np.uint8)  # 97 KB as PNG, 100 MP decoded
+    cv2.imwrite(str(tmp_path / "gray_9999.png"), gray)
+    del gray
+    rgba16 = np.zeros((5000, 5000, 4), np.uint16)  # 200 MB as a 16-bit RGBA canvas
+    rgba16[..., 3] = 65535
+    cv2.imwrite(str(tmp_path / "rgba16.png"), rgba16)
+    del rgba16
+    photo = np.full((8000, 8000, 3), 120, np.uint8)  # 64 MP photo with a real face in it
+    photo[3000:4024, 3000:4024] = cv2.resize(astronaut, (1024, 1024))
+    cv2.imwrite(str(tmp_path / "photo_8000.jpg"), photo)
+    return ["gray_9999.png", "rgba16.png", "photo_8000.jpg"]
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads VmHWM from /proc")
+def test_huge_images_stay_under_1_gb(tiny_package, yunet_path, astronaut, tmp_path):
+    import subprocess
+    import sys as _sys
+
+    for name in _big_images(tmp_path, astronaut):
+        for det in ("haar", "yunet"):
+            args = [_sys.executable, "-c", PEAK_SCRIPT, str(tiny_package), str(tmp_path / name), det, str(yunet_path)]
+            r = subprocess.run(args, capture_output=True, text=True, timeout=300)
+            assert r.returncode == 0, r.stderr[-2000:]
+            n_faces, peak_mb = map(int, r.stdout.split()[-2:])
+            assert peak_mb < 1024, (name, det, peak_mb)
+            if name == "photo_8000.jpg" and det == "yunet":
+                assert n_faces == 1  # the face is still found on the downscaled copy
