@@ -101,6 +101,22 @@ class KerasLayer(nn.Module):
         raise KerasFormatError(f"activation {act} is not supported")
 
 
+#: A teacher's single weight tensor may not exceed this (the FER2013 Xceptions' largest is < 1 MB).
+MAX_WEIGHT_BYTES = 256 * 2**20
+
+
+def _read_weights(path: Path, key: str, ds):
+    """One weight dataset, refused when it claims more than MAX_WEIGHT_BYTES or stores less than
+    it claims: HDF5 fills unwritten datasets on read, so a few bytes of file could ask for gigabytes."""
+    claimed = int(ds.size) * ds.dtype.itemsize
+    stored = ds.id.get_storage_size()
+    if claimed > MAX_WEIGHT_BYTES or (claimed > 0 and stored == 0) or (
+            ds.compression is None and stored < claimed):
+        raise KerasFormatError(f"{path.name}: weight {key} claims shape {ds.shape} ({claimed / 2**20:,.1f} MB) "
+                               f"but stores {stored / 2**20:,.1f} MB; the file is damaged or crafted")
+    return ds[()]
+
+
 class KerasGraph(nn.Module):
     """Executes the functional graph in the file's topological layer order."""
 
@@ -130,7 +146,7 @@ class KerasGraph(nn.Module):
                 if name in group:
                     def grab(key, obj, out=weights):
                         if hasattr(obj, "shape"):
-                            out[key.split("/")[-1].split(":")[0]] = obj[()]
+                            out[key.split("/")[-1].split(":")[0]] = _read_weights(path, key, obj)
                     group[name].visititems(grab)
                 layers[name] = KerasLayer(spec["class_name"], spec["config"], weights)
                 self.inputs[name] = [n[0] for n in spec["inbound_nodes"][0]] if spec["inbound_nodes"] else []

@@ -48,3 +48,23 @@ def test_ensemble_remaps_by_name_and_refuses_unknown_formats(tmp_path):
     (tmp_path / "model.tflite").write_bytes(b"x")
     with pytest.raises(TeacherError, match="unknown teacher format"):
         load_teacher(tmp_path / "model.tflite")
+
+
+def test_keras_file_with_unwritten_weights_is_refused_without_allocating(tmp_path):
+    import json
+
+    import h5py
+
+    from motivnet_distill.keras_graph import KerasFormatError
+
+    cfg = {"class_name": "Model", "config": {"layers": [
+        {"name": "dense", "class_name": "Dense", "config": {"batch_input_shape": [None, 4]}, "inbound_nodes": []}],
+        "output_layers": [["dense", 0, 0]]}}
+    path = tmp_path / "bomb.hdf5"
+    with h5py.File(path, "w") as f:
+        f.attrs["model_config"] = json.dumps(cfg)
+        g = f.create_group("model_weights/dense/dense")
+        g.create_dataset("kernel:0", shape=(40000, 40000), dtype="f4", fillvalue=1.0)  # 6.4 GB, never written
+    assert path.stat().st_size < 100_000
+    with pytest.raises(KerasFormatError, match="claims shape"):
+        load_teacher(path)
