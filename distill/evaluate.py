@@ -177,13 +177,18 @@ def model_probs(model: str | Path, faces: FaceSet, *, backend: str = "auto", pre
     if (model / "manifest.json").is_file() or model.suffix == ".zip":
         return package_probs(model, faces, backend=backend, precision=precision)
     if model.suffix in (".pt", ".pth") or (model / "best.pt").is_file():
+        if model.suffix == ".pth" and not (model / "best.pt").is_file():
+            from .teachers import load_teacher
+
+            t = load_teacher(model, trust_code=trust_code)
+            return t.labels, t.probs(faces.images)
         import torch
 
-        from motivnet_export.sources import load_source
+        from .student_io import load_student
         from .train import predict_logits
 
-        src = load_source(model, trust_code=trust_code)
-        return src.labels, torch.softmax(predict_logits(src.model, faces, src.preprocessing), 1).numpy()
+        ck = load_student(model)
+        return ck.labels, torch.softmax(predict_logits(ck.model, faces, ck.preprocessing), 1).numpy()
     if model.suffix in (".hdf5", ".h5", ".onnx", ".pth", ".ckpt", ".pt2", ".bin"):
         from .teachers import load_teacher
 

@@ -29,7 +29,7 @@ def _init_provenance(init: str | Path) -> dict:
     """What a student started from: the file, and the teacher behind it when it is a run's best.pt."""
     import torch
 
-    ck = torch.load(init, map_location="cpu", weights_only=True)
+    ck = torch.load(init, map_location="cpu", weights_only=True)  # a run's best.pt, or a timm/DeiT file
     prov = ck.get("provenance", {}) if isinstance(ck, dict) else {}
     return {"path": str(init), "teacher": prov.get("teacher"), "label_source": prov.get("label_source"),
             "init": prov.get("init")}

@@ -26,6 +26,7 @@ from motivnet_edge.preprocess import Preprocessing, faces_to_tensor
 
 from .data import FaceSet
 from .student import StudentConfig, ViTStudent, count_flops
+from .student_io import save_student
 from .views import view_image
 
 log = logging.getLogger(__name__)
@@ -276,8 +277,8 @@ def train(run: str | Path, train_set: FaceSet, val_set: FaceSet, pp: Preprocessi
         log.info("epoch %d: %s", epoch + 1, metrics)
         if metrics["val_acc"] > best["val_acc"]:
             best = metrics
-            _save({"model": {k: v.cpu() for k, v in ema.state_dict().items()}, "student": asdict(scfg), "preprocessing": pp.to_dict(),
-                   "metrics": metrics, **(extra or {})}, run / "best.pt")
+            save_student(run / "best.pt", ema, scfg, pp, metrics=metrics,
+                         **{k: v for k, v in (extra or {}).items() if k != "command"})
         _save({"model": model.state_dict(), "ema": ema.state_dict(), "opt": opt.state_dict(),
                "epoch": epoch, "best": best}, run / "last.pt")
         plot_curves(run)

@@ -9,7 +9,7 @@ import torch
 
 from motivnet_edge.errors import MotivnetError
 from motivnet_edge.preprocess import Preprocessing
-from motivnet_distill.student import StudentConfig, ViTStudent
+from motivnet_distill.student_io import StudentCheckpointError, load_student
 
 
 class SourceError(MotivnetError, ValueError):
@@ -37,28 +37,11 @@ def load_source(path: str | Path, **teacher_options) -> ExportSource:
     path = Path(path)
     if path.suffix.lower() in (".hdf5", ".h5", ".pth", ".ckpt", ".pt2", ".onnx"):
         return _teacher_source(path, **teacher_options)
-    if path.is_dir():
-        path = path / "best.pt"
-    if not path.is_file():
-        raise SourceError(f"{path} does not exist; pass a distill run folder or its best.pt")
     try:
-        ck = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # pickle, zip and weights_only errors differ by cause
-        raise SourceError(f"{path} is not a readable torch checkpoint ({type(exc).__name__}: "
-                          f"{str(exc).splitlines()[0][:160]})") from None
-    if not isinstance(ck, dict) or not {"model", "student", "preprocessing"} <= set(ck):
-        raise SourceError(f"{path} is not a motivnet-edge student checkpoint (needs model, student "
-                          "and preprocessing entries); train one with `motivnet-edge distill`")
-    cfg = StudentConfig.from_dict(ck["student"])
-    model = ViTStudent(cfg)
-    try:
-        model.load_state_dict(ck["model"])
-    except RuntimeError as exc:
-        raise SourceError(f"{path}: weights do not fit the saved student config: {str(exc)[:300]}") from None
-    model.eval()
-    prov = {"student": ck["student"], "checkpoint": path.name, **ck.get("provenance", {})}
-    return ExportSource(model, cfg.labels, Preprocessing.from_dict(ck["preprocessing"]), prov,
-                        ck.get("license", {}), {"validation": ck.get("metrics", {})})
+        ck = load_student(path)
+    except StudentCheckpointError as exc:
+        raise SourceError(str(exc)) from None
+    return ExportSource(ck.model, ck.labels, ck.preprocessing, ck.provenance, ck.license, ck.metrics)
 
 
 def _teacher_source(path: Path, **teacher_options) -> ExportSource:

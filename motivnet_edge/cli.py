@@ -11,13 +11,12 @@ import functools
 import json
 import logging
 import os
-import shlex
 import sys
 from pathlib import Path
 
 import click
 
-from .errors import LabelError, MotivnetError
+from .errors import MotivnetError
 
 
 class UsageFailure(click.ClickException):
@@ -25,6 +24,10 @@ class UsageFailure(click.ClickException):
 
     def show(self, file=None) -> None:
         click.echo(f"motivnet-edge: error: {self.format_message()}", err=True)
+
+
+#: Modules that only the optional extras install.
+OPTIONAL_MODULES = {"torch", "onnx", "onnxscript", "nncf", "openvino", "h5py", "matplotlib", "skimage"}
 
 
 def friendly(fn):
@@ -41,14 +44,58 @@ def friendly(fn):
             os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
             sys.exit(0)
         except ModuleNotFoundError as exc:
+            if exc.name not in OPTIONAL_MODULES:
+                raise  # a broken install, not a missing extra: the traceback is the useful answer
             raise UsageFailure(f"{exc.name} is not installed; this verb needs "
                                "pip install 'motivnet-edge[export,distill]' (torch==2.13.0 first)") from None
-        except OSError as exc:
+        except (FileNotFoundError, PermissionError, IsADirectoryError, NotADirectoryError) as exc:
             raise UsageFailure(f"{exc.filename or ''}: {exc.strerror or exc}") from None
     return wrapper
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+class VerbGroup(click.Group):
+    """Device verbs live here; tooling verbs are imported from their own package when they run."""
+
+    #: verb -> "module:command"; these need the [distill]/[export] extras (torch).
+    TOOLING = {"distill": "motivnet_distill.cli:distill", "train-head": "motivnet_distill.cli:train_head_cmd",
+               "eval": "motivnet_distill.cli:eval_cmd", "export": "motivnet_export.cli:export_cmd"}
+
+    def list_commands(self, ctx) -> list[str]:
+        return [*super().list_commands(ctx), *self.TOOLING]
+
+    def get_command(self, ctx, name):
+        if name not in self.TOOLING:
+            return super().get_command(ctx, name)
+        import importlib
+
+        module, attr = self.TOOLING[name].split(":")
+        try:
+            return getattr(importlib.import_module(module), attr)
+        except ModuleNotFoundError as exc:
+            lacking = exc.name
+
+        @click.command(name=name, help=f"(needs pip install 'motivnet-edge[distill,export]': {lacking} is missing)",
+                       context_settings={"ignore_unknown_options": True})
+        @click.argument("args", nargs=-1, type=click.UNPROCESSED)
+        def missing(args) -> None:
+            raise UsageFailure(f"`{name}` needs {lacking}: pip install torch==2.13.0 && "
+                               "pip install 'motivnet-edge[distill,export]'")
+        return missing
+
+    def format_commands(self, ctx, formatter) -> None:
+        for title, names in (("On a device", super().list_commands(ctx)),
+                             ("Model building (torch extras)", list(self.TOOLING))):
+            rows = [(n, self.get_command(ctx, n).get_short_help_str(70)) for n in names]
+            with formatter.section(title):
+                formatter.write_dl(rows)
+
+
+TRUST_CODE = click.option("--trust-code", is_flag=True,
+                          help="Admit TorchScript / torch.export files: loading them runs code from the file. "
+                               "Only for files you trust.")
+
+
+@click.group(cls=VerbGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @click.option("-v", "--verbose", is_flag=True, help="Log what is happening to stderr.")
 @click.version_option(package_name="motivnet-edge")
 def main(verbose: bool) -> None:
@@ -277,151 +324,6 @@ def benchmark(package, threads, batch, rounds, seconds, as_json) -> None:
         lo, hi = r["p50_spread_ms"]
         click.echo(f"{r['backend']:12s} {r['precision']:5s} {r['batch']:5d} {r['threads']:3d} {r['p50_ms']:8.3f} "
                    f"{lo:8.3f}-{hi:8.3f} {r['p99_ms']:8.3f} {r['throughput_fps']:8.0f}")
-
-
-@main.command(name="export")
-@click.argument("source", type=click.Path())
-@click.option("--out", type=click.Path(), required=True, help="Package folder to write.")
-@click.option("--formats", default="onnx,openvino", show_default=True)
-@click.option("--int8", is_flag=True, help="Also write INT8 models (NNCF post-training quantization).")
-@click.option("--calib", type=click.Path(), default=None, help="Calibration faces (>= 300).")
-@click.option("--val", type=click.Path(), default=None, help="Labelled faces: fp32/int8 accuracy.")
-@click.option("--val-labels", type=click.Choice(["ferplus", "fer2013"]), default="ferplus", show_default=True,
-              help="Which labels of a FER+ --val split to score on (those the model was trained on).")
-@click.option("--max-drop", type=click.FloatRange(0, 1), default=None, help="Accuracy control bound, e.g. 0.01.")
-@click.option("--no-latency", is_flag=True, help="Skip timing fp32 vs int8 on this machine.")
-@click.option("--yunet", type=click.Path(), default=None, help="Ship this YuNet .onnx inside the package.")
-@click.option("--prior-correction", is_flag=True,
-              help="Fold a class-prior logit offset, fitted on --val, into the student (no class folded into neutral).")
-@click.option("--trust-code", is_flag=True,
-              help="Admit TorchScript / torch.export files: loading them runs code from the file. Only for files you trust.")
-@friendly
-def export_cmd(source, out, formats, int8, calib, val, val_labels, max_drop, no_latency, yunet, prior_correction,
-               trust_code) -> None:
-    """Export a student run/checkpoint or a teacher to a model package."""
-    from motivnet_export.exporter import export
-
-    from .package import load_package
-
-    path = export(source, out, formats=tuple(f.strip() for f in formats.split(",") if f.strip()), int8=int8,
-                  calib=calib, val=val, val_label_source=val_labels, max_drop=max_drop, latency=not no_latency,
-                  yunet=yunet, teacher_options={"trust_code": True} if trust_code else None,
-                  prior_correction=prior_correction)
-    m = load_package(path).metrics
-    click.echo(f"wrote {path}")
-    sizes = m.get("file_sizes", {})
-    for f in sizes:
-        click.echo(f"  {f}: {sizes[f] / 1e6:.2f} MB")
-    if "int8" in m:
-        q = m["int8"]
-        if "val_accuracy_fp32" in q:
-            click.echo(f"  accuracy fp32 {q['val_accuracy_fp32']:.2%}, int8 {q['val_accuracy_int8']:.2%}, "
-                       f"drop {q['val_accuracy_drop']:.2%}")
-        click.echo(f"  int8 vs fp32 top-1 agreement {q['agreement_int8_vs_fp32']:.2%} on {q['agreement_faces']} faces")
-        if "model.onnx" in sizes and "model.int8.onnx" in sizes:
-            click.echo(f"  compression {sizes['model.onnx'] / sizes['model.int8.onnx']:.2f}x (ONNX file size)")
-    for backend, lat in m.get("latency", {}).items():
-        line = f"  {backend}: fp32 {lat.get('fp32_ms', float('nan')):.3f} ms"
-        if "int8_ms" in lat:
-            line += f", int8 {lat['int8_ms']:.3f} ms, speed-up {lat['fp32_ms'] / lat['int8_ms']:.2f}x"
-        click.echo(line + f" (batch 1, {lat['threads']} thread, {lat['cpu']})")
-
-
-@main.command()
-@click.option("--data", type=click.Path(), required=True, help="Training faces (FER+ split, CSV, class folders).")
-@click.option("--out", type=click.Path(), required=True, help="Run folder.")
-@click.option("--teacher", "teachers", multiple=True, help="Teacher file; repeat for an ensemble.")
-@click.option("--val", type=click.Path(), default=None, help="Selection set (default: FER2013Valid beside the data).")
-@click.option("--student", default="vit_hybrid_pico", show_default=True,
-              help="Student preset (vit_hybrid_femto/pico/nano, vit_pico/nano/micro, vit_tiny/small).")
-@click.option("--epochs", type=click.IntRange(1, 10000), default=10, show_default=True)
-@click.option("--views", type=click.IntRange(1, 64), default=8, show_default=True,
-              help="Seeded augmented views per image (each cached once per teacher).")
-@click.option("--threads", type=click.IntRange(0, 256), default=0, show_default=True,
-              help="Training threads (0: torch's default).")
-@click.option("--kd-weight", type=float, default=None, help="Weight of the distillation term (default 1 with a teacher).")
-@click.option("--label-weight", type=float, default=1.0, show_default=True, help="Weight of the label term.")
-@click.option("--temperature", type=float, default=2.0, show_default=True, help="KD temperature (> 0).")
-@click.option("--batch-size", type=click.IntRange(1, 65536), default=128, show_default=True)
-@click.option("--lr", type=float, default=1e-3, show_default=True)
-@click.option("--cache-dir", type=click.Path(), default=None, help="Teacher output cache (default: OUT/cache).")
-@click.option("--init", type=click.Path(), default=None,
-              help="timm/DeiT checkpoint, or a run's best.pt, to start the student from.")
-@click.option("--label-source", type=click.Choice(["ferplus", "fer2013"]), default="ferplus", show_default=True,
-              help="FER+ splits: train and select on the FER+ votes or the original FER2013 labels.")
-@click.option("--resume", is_flag=True, help="Continue the run in --out after an interruption.")
-@click.option("--trust-code", is_flag=True,
-              help="Admit TorchScript / torch.export files: loading them runs code from the file. Only for files you trust.")
-@friendly
-def distill(data, out, teachers, val, student, epochs, views, threads, kd_weight, label_weight, temperature,
-            batch_size, lr, cache_dir, init, label_source, resume, trust_code) -> None:
-    """Distil a teacher (or several) into a small ViT student."""
-    from motivnet_distill.pipeline import distill as run_distill
-
-    best = run_distill(data=data, out=out, val=val, teachers=list(teachers), student=student, epochs=epochs,
-                       views=views, kd_weight=kd_weight, label_weight=label_weight, temperature=temperature,
-                       resume=resume, batch_size=batch_size, lr=lr, cache_dir=cache_dir, init=init, threads=threads,
-                       label_source=label_source, trust_code=trust_code,
-                       command=shlex.join(["motivnet-edge", *sys.argv[1:]]))
-    click.echo(json.dumps(best))
-
-
-@main.command(name="train-head")
-@click.option("--backbone", type=click.Path(), required=True, help="Sapiens weights (any supported format).")
-@click.option("--data", type=click.Path(), required=True, help="Labelled faces (FER+, CSV, class folders).")
-@click.option("--out", type=click.Path(), required=True, help="MotivNet .pth to write.")
-@click.option("--epochs", type=click.IntRange(1, 1000), default=10, show_default=True)
-@click.option("--batch-size", type=click.IntRange(1, 4096), default=32, show_default=True)
-@click.option("--lr", type=float, default=1e-5, show_default=True)
-@click.option("--num-heads", type=int, default=None, help="Backbone heads, for non-published widths.")
-@friendly
-def train_head_cmd(backbone, data, out, epochs, batch_size, lr, num_heads) -> None:
-    """Build a MotivNet teacher: train the ML-Decoder head on a frozen Sapiens backbone."""
-    from motivnet_distill.data import read_dataset
-    from motivnet_distill.teacher_head import HeadRecipe, train_head
-
-    path = train_head(backbone, read_dataset(data), out, num_heads=num_heads,
-                      recipe=HeadRecipe(epochs=epochs, batch_size=batch_size, lr=lr))
-    click.echo(f"wrote {path}")
-
-
-@main.command(name="eval")
-@click.argument("model", type=click.Path())
-@click.option("--data", type=click.Path(), required=True,
-              help="A dataset, or the shared/ folder for the standard protocols. MODEL 'default' is the embedded model.")
-@click.option("--teacher", type=click.Path(), default=None, help="Also report top-1 agreement with it.")
-@click.option("--plots", type=click.Path(file_okay=False), default=None, help="Write confusion PNGs here.")
-@click.option("--backend", type=click.Choice(["auto", "onnxruntime", "openvino"]), default="auto")
-@click.option("--precision", type=click.Choice(["auto", "fp32", "bf16", "int8"]), default="auto", help="bf16: OpenVINO on a CPU with AVX512_BF16/AMX.")
-@click.option("--map", "maps", multiple=True, metavar="SRC=DST",
-              help="Explicit label remapping; an empty DST or 'none' drops the class (e.g. contempt=none).")
-@click.option("--json", "as_json", is_flag=True, help="Print the metrics as one JSON object.")
-@click.option("--trust-code", is_flag=True,
-              help="Admit TorchScript / torch.export files: loading them runs code from the file. Only for files you trust.")
-@friendly
-def eval_cmd(model, data, teacher, plots, backend, precision, maps, as_json, trust_code) -> None:
-    """Evaluate a package, checkpoint or teacher: accuracy, UAR, macro-F1, confusion."""
-    from motivnet_distill.evaluate import evaluate_model, plot_confusion, summary
-
-    mapping = {}
-    for m in maps:
-        if "=" not in m:
-            raise UsageFailure(f"--map {m!r}: write SRC=DST, e.g. contempt=none")
-        src, dst = m.split("=", 1)
-        mapping[src] = None if dst.strip().lower() in ("", "none") else dst
-    try:
-        results = evaluate_model(model, data, teacher=teacher, backend=backend, precision=precision,
-                                 mapping=mapping or None, trust_code=trust_code, progress=sys.stderr.isatty())
-    except LabelError as exc:
-        if not exc.missing:
-            raise
-        hint = " ".join(f"--map {m}=none" for m in exc.missing)
-        raise UsageFailure(f"{data} has classes the model lacks: {', '.join(exc.missing)}; drop them with {hint} "
-                           f"or rename them with --map {exc.missing[0]}=LABEL") from None
-    if plots:
-        for name, m in results.items():
-            plot_confusion(m, Path(plots) / f"confusion_{name}.png", f"{Path(model).name} on {name}")
-    click.echo(json.dumps({k: v.to_dict() for k, v in results.items()}) if as_json else summary(results))
 
 
 if __name__ == "__main__":

@@ -37,8 +37,6 @@ def test_backends_agree_with_torch(tiny_package, tiny_checkpoint, backend):
 def test_auto_is_measured_here_once_then_read_from_the_cache(tiny_package, tmp_path, monkeypatch):
     import json
 
-    from motivnet_edge import autotune
-
     monkeypatch.setenv("MOTIVNET_CACHE", str(tmp_path / "cache"))
     pkg = load_package(tiny_package)
     b = create_backend(pkg, options=BackendOptions(threads=1))

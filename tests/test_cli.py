@@ -186,3 +186,21 @@ def test_eval_reads_a_ferplus_split_and_names_the_embedded_model(tmp_path):
     r = cli("eval", "default", "--data", split)
     assert r.returncode == 0, r.stderr
     assert "FER2013Valid" in r.stdout and "recall:" in r.stdout
+
+
+def test_tooling_verbs_without_torch_say_what_to_install(tmp_path):
+    """On a device install (no torch), the help still lists every verb and tooling verbs exit 2 with the fix."""
+    blocker = ("import sys, importlib.abc\n"
+               "class Block(importlib.abc.MetaPathFinder):\n"
+               "    def find_spec(self, name, path, target=None):\n"
+               "        if name.split('.')[0] in ('torch', 'nncf'):\n"
+               "            raise ModuleNotFoundError(name, name=name.split('.')[0])\n"
+               "sys.meta_path.insert(0, Block())\n"
+               "from motivnet_edge.cli import main\n"
+               "main()\n")
+    run = lambda *a: subprocess.run([sys.executable, "-c", blocker, *map(str, a)],  # noqa: E731
+                                    capture_output=True, text=True, timeout=300)
+    r = run("--help")
+    assert r.returncode == 0 and "On a device" in r.stdout and "Model building" in r.stdout
+    r = run("eval", "default", "--data", tmp_path)
+    assert r.returncode == 2 and "pip install" in r.stderr and "Traceback" not in r.stderr

@@ -38,3 +38,30 @@ def test_wheel_carries_all_packages_and_default_model(tmp_path):
     assert all(f"motivnet_edge/models/default/{p}" in names for p in listed)
     size = sum(i.file_size for i in zipfile.ZipFile(wheel).infolist() if "models/default" in i.filename)
     assert size <= 15e6
+
+
+def _imported_packages(folder: Path) -> dict[str, set[str]]:
+    """{module file: top-level packages it imports}, read from the source (every import, lazy ones too)."""
+    import ast
+
+    out = {}
+    for path in sorted(folder.rglob("*.py")):
+        names = set()
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Import):
+                names |= {a.name.split(".")[0] for a in node.names}
+            elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+                names.add(node.module.split(".")[0])
+        out[str(path.relative_to(ROOT))] = names
+    return out
+
+
+@pytest.mark.parametrize("folder, forbidden", [
+    ("motivnet_edge", {"motivnet_distill", "motivnet_export", "torch", "nncf", "onnx"}),
+    ("distill", {"motivnet_export", "nncf"}),
+])
+def test_one_dependency_order_runtime_then_distill_then_export(folder, forbidden):
+    """runtime <- distill <- export: no module imports a package above it, not even lazily."""
+    bad = {f: sorted(names & forbidden) for f, names in _imported_packages(ROOT / folder).items()
+           if names & forbidden}
+    assert not bad, bad

@@ -1,0 +1,111 @@
+"""The distillation verbs of ``motivnet-edge``: distill, train-head, eval.
+
+Loaded by the main command group only when one of them runs; heavy imports (torch) happen
+inside each verb, so ``motivnet-edge --help`` stays fast and torch-free.
+"""
+
+from __future__ import annotations
+
+import json
+import shlex
+import sys
+from pathlib import Path
+
+import click
+
+from motivnet_edge.cli import TRUST_CODE, UsageFailure, friendly
+from motivnet_edge.errors import LabelError
+
+@click.command()
+@click.option("--data", type=click.Path(), required=True, help="Training faces (FER+ split, CSV, class folders).")
+@click.option("--out", type=click.Path(), required=True, help="Run folder.")
+@click.option("--teacher", "teachers", multiple=True, help="Teacher file; repeat for an ensemble.")
+@click.option("--val", type=click.Path(), default=None, help="Selection set (default: FER2013Valid beside the data).")
+@click.option("--student", default="vit_hybrid_pico", show_default=True,
+              help="Student preset (vit_hybrid_femto/pico/nano, vit_pico/nano/micro, vit_tiny/small).")
+@click.option("--epochs", type=click.IntRange(1, 10000), default=10, show_default=True)
+@click.option("--views", type=click.IntRange(1, 64), default=8, show_default=True,
+              help="Seeded augmented views per image (each cached once per teacher).")
+@click.option("--threads", type=click.IntRange(0, 256), default=0, show_default=True,
+              help="Training threads (0: torch's default).")
+@click.option("--kd-weight", type=float, default=None, help="Weight of the distillation term (default 1 with a teacher).")
+@click.option("--label-weight", type=float, default=1.0, show_default=True, help="Weight of the label term.")
+@click.option("--temperature", type=float, default=2.0, show_default=True, help="KD temperature (> 0).")
+@click.option("--batch-size", type=click.IntRange(1, 65536), default=128, show_default=True)
+@click.option("--lr", type=float, default=1e-3, show_default=True)
+@click.option("--cache-dir", type=click.Path(), default=None, help="Teacher output cache (default: OUT/cache).")
+@click.option("--init", type=click.Path(), default=None,
+              help="timm/DeiT checkpoint, or a run's best.pt, to start the student from.")
+@click.option("--label-source", type=click.Choice(["ferplus", "fer2013"]), default="ferplus", show_default=True,
+              help="FER+ splits: train and select on the FER+ votes or the original FER2013 labels.")
+@click.option("--resume", is_flag=True, help="Continue the run in --out after an interruption.")
+@TRUST_CODE
+@friendly
+def distill(data, out, teachers, val, student, epochs, views, threads, kd_weight, label_weight, temperature,
+            batch_size, lr, cache_dir, init, label_source, resume, trust_code) -> None:
+    """Distil a teacher (or several) into a small ViT student."""
+    from .pipeline import distill as run_distill
+
+    best = run_distill(data=data, out=out, val=val, teachers=list(teachers), student=student, epochs=epochs,
+                       views=views, kd_weight=kd_weight, label_weight=label_weight, temperature=temperature,
+                       resume=resume, batch_size=batch_size, lr=lr, cache_dir=cache_dir, init=init, threads=threads,
+                       label_source=label_source, trust_code=trust_code,
+                       command=shlex.join(["motivnet-edge", *sys.argv[1:]]))
+    click.echo(json.dumps(best))
+
+
+@click.command(name="train-head")
+@click.option("--backbone", type=click.Path(), required=True, help="Sapiens weights (any supported format).")
+@click.option("--data", type=click.Path(), required=True, help="Labelled faces (FER+, CSV, class folders).")
+@click.option("--out", type=click.Path(), required=True, help="MotivNet .pth to write.")
+@click.option("--epochs", type=click.IntRange(1, 1000), default=10, show_default=True)
+@click.option("--batch-size", type=click.IntRange(1, 4096), default=32, show_default=True)
+@click.option("--lr", type=float, default=1e-5, show_default=True)
+@click.option("--num-heads", type=int, default=None, help="Backbone heads, for non-published widths.")
+@friendly
+def train_head_cmd(backbone, data, out, epochs, batch_size, lr, num_heads) -> None:
+    """Build a MotivNet teacher: train the ML-Decoder head on a frozen Sapiens backbone."""
+    from .data import read_dataset
+    from .teacher_head import HeadRecipe, train_head
+
+    path = train_head(backbone, read_dataset(data), out, num_heads=num_heads,
+                      recipe=HeadRecipe(epochs=epochs, batch_size=batch_size, lr=lr))
+    click.echo(f"wrote {path}")
+
+
+@click.command(name="eval")
+@click.argument("model", type=click.Path())
+@click.option("--data", type=click.Path(), required=True,
+              help="A dataset, or the shared/ folder for the standard protocols. MODEL 'default' is the embedded model.")
+@click.option("--teacher", type=click.Path(), default=None, help="Also report top-1 agreement with it.")
+@click.option("--plots", type=click.Path(file_okay=False), default=None, help="Write confusion PNGs here.")
+@click.option("--backend", type=click.Choice(["auto", "onnxruntime", "openvino"]), default="auto")
+@click.option("--precision", type=click.Choice(["auto", "fp32", "bf16", "int8"]), default="auto", help="bf16: OpenVINO on a CPU with AVX512_BF16/AMX.")
+@click.option("--map", "maps", multiple=True, metavar="SRC=DST",
+              help="Explicit label remapping; an empty DST or 'none' drops the class (e.g. contempt=none).")
+@click.option("--json", "as_json", is_flag=True, help="Print the metrics as one JSON object.")
+@TRUST_CODE
+@friendly
+def eval_cmd(model, data, teacher, plots, backend, precision, maps, as_json, trust_code) -> None:
+    """Evaluate a package, checkpoint or teacher: accuracy, UAR, macro-F1, confusion."""
+    from .evaluate import evaluate_model, plot_confusion, summary
+
+    mapping = {}
+    for m in maps:
+        if "=" not in m:
+            raise UsageFailure(f"--map {m!r}: write SRC=DST, e.g. contempt=none")
+        src, dst = m.split("=", 1)
+        mapping[src] = None if dst.strip().lower() in ("", "none") else dst
+    try:
+        results = evaluate_model(model, data, teacher=teacher, backend=backend, precision=precision,
+                                 mapping=mapping or None, trust_code=trust_code, progress=sys.stderr.isatty())
+    except LabelError as exc:
+        if not exc.missing:
+            raise
+        hint = " ".join(f"--map {m}=none" for m in exc.missing)
+        raise UsageFailure(f"{data} has classes the model lacks: {', '.join(exc.missing)}; drop them with {hint} "
+                           f"or rename them with --map {exc.missing[0]}=LABEL") from None
+    if plots:
+        for name, m in results.items():
+            plot_confusion(m, Path(plots) / f"confusion_{name}.png", f"{Path(model).name} on {name}")
+    click.echo(json.dumps({k: v.to_dict() for k, v in results.items()}) if as_json else summary(results))

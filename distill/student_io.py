@@ -1,0 +1,91 @@
+"""A student checkpoint on disk: weights, shape, preprocessing, provenance, licence and metrics.
+
+One module writes it (training) and reads it (export, evaluation, ``--init``), so the three
+never disagree on its layout. Reading goes through ``torch.load(weights_only=True)``.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import torch
+
+from motivnet_edge.errors import MotivnetError
+from motivnet_edge.preprocess import Preprocessing
+
+from .student import StudentConfig, ViTStudent
+
+#: The entries every student checkpoint has.
+REQUIRED = ("model", "student", "preprocessing")
+
+
+class StudentCheckpointError(MotivnetError, ValueError):
+    """The file is not a readable motivnet-edge student checkpoint."""
+
+
+@dataclass
+class StudentCheckpoint:
+    """A loaded student (in eval mode) and what its checkpoint says about it."""
+
+    model: ViTStudent
+    preprocessing: Preprocessing
+    provenance: dict = field(default_factory=dict)
+    license: dict = field(default_factory=dict)
+    metrics: dict = field(default_factory=dict)
+
+    @property
+    def labels(self) -> tuple[str, ...]:
+        return self.model.cfg.labels
+
+
+def save_student(path: str | Path, model: torch.nn.Module, cfg: StudentConfig, pp: Preprocessing, *,
+                 metrics: dict | None = None, **extra) -> None:
+    """Writes the checkpoint atomically (temp file + rename); ``extra``: provenance, license, ..."""
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.tmp")
+    torch.save({"model": {k: v.cpu() for k, v in model.state_dict().items()}, "student": asdict(cfg),
+                "preprocessing": pp.to_dict(), "metrics": metrics or {}, **extra}, tmp)
+    os.replace(tmp, path)
+
+
+def read_checkpoint(path: str | Path) -> dict:
+    """The raw checkpoint dict (weights-only unpickling).
+
+    Raises:
+        StudentCheckpointError: missing, unreadable, or not a student checkpoint.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise StudentCheckpointError(f"{path} does not exist; pass a distill run folder or its best.pt")
+    try:
+        ck = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # pickle, zip and weights_only errors differ by cause
+        raise StudentCheckpointError(f"{path} is not a readable torch checkpoint ({type(exc).__name__}: "
+                                     f"{str(exc).splitlines()[0][:160]})") from None
+    if not isinstance(ck, dict) or not set(REQUIRED) <= set(ck):
+        raise StudentCheckpointError(f"{path} is not a motivnet-edge student checkpoint (needs model, student "
+                                     "and preprocessing entries); train one with `motivnet-edge distill`")
+    return ck
+
+
+def load_student(path: str | Path) -> StudentCheckpoint:
+    """A run folder (its best.pt) or a student checkpoint file, as a ready model.
+
+    Raises:
+        StudentCheckpointError: see ``read_checkpoint``, or weights that do not fit the saved shape.
+    """
+    path = Path(path)
+    if path.is_dir():
+        path = path / "best.pt"
+    ck = read_checkpoint(path)
+    cfg = StudentConfig.from_dict(ck["student"])
+    model = ViTStudent(cfg)
+    try:
+        model.load_state_dict(ck["model"])
+    except RuntimeError as exc:
+        raise StudentCheckpointError(f"{path}: weights do not fit the saved student config: {str(exc)[:300]}") from None
+    prov = {"student": ck["student"], "checkpoint": path.name, **ck.get("provenance", {})}
+    return StudentCheckpoint(model.eval(), Preprocessing.from_dict(ck["preprocessing"]), prov,
+                             ck.get("license", {}), {"validation": ck.get("metrics", {})})

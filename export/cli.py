@@ -1,0 +1,57 @@
+"""``motivnet-edge export``: a student run, checkpoint or teacher -> model package.
+
+Loaded by the main command group only when this verb runs, so a device without torch
+still has the runtime verbs.
+"""
+
+from __future__ import annotations
+
+import click
+
+from motivnet_edge.cli import TRUST_CODE, friendly
+
+@click.command(name="export")
+@click.argument("source", type=click.Path())
+@click.option("--out", type=click.Path(), required=True, help="Package folder to write.")
+@click.option("--formats", default="onnx,openvino", show_default=True)
+@click.option("--int8", is_flag=True, help="Also write INT8 models (NNCF post-training quantization).")
+@click.option("--calib", type=click.Path(), default=None, help="Calibration faces (>= 300).")
+@click.option("--val", type=click.Path(), default=None, help="Labelled faces: fp32/int8 accuracy.")
+@click.option("--val-labels", type=click.Choice(["ferplus", "fer2013"]), default="ferplus", show_default=True,
+              help="Which labels of a FER+ --val split to score on (those the model was trained on).")
+@click.option("--max-drop", type=click.FloatRange(0, 1), default=None, help="Accuracy control bound, e.g. 0.01.")
+@click.option("--no-latency", is_flag=True, help="Skip timing fp32 vs int8 on this machine.")
+@click.option("--yunet", type=click.Path(), default=None, help="Ship this YuNet .onnx inside the package.")
+@click.option("--prior-correction", is_flag=True,
+              help="Fold a class-prior logit offset, fitted on --val, into the student (no class folded into neutral).")
+@TRUST_CODE
+@friendly
+def export_cmd(source, out, formats, int8, calib, val, val_labels, max_drop, no_latency, yunet, prior_correction,
+               trust_code) -> None:
+    """Export a student run/checkpoint or a teacher to a model package."""
+    from motivnet_edge.package import load_package
+
+    from .exporter import export
+
+    path = export(source, out, formats=tuple(f.strip() for f in formats.split(",") if f.strip()), int8=int8,
+                  calib=calib, val=val, val_label_source=val_labels, max_drop=max_drop, latency=not no_latency,
+                  yunet=yunet, teacher_options={"trust_code": True} if trust_code else None,
+                  prior_correction=prior_correction)
+    m = load_package(path).metrics
+    click.echo(f"wrote {path}")
+    sizes = m.get("file_sizes", {})
+    for f in sizes:
+        click.echo(f"  {f}: {sizes[f] / 1e6:.2f} MB")
+    if "int8" in m:
+        q = m["int8"]
+        if "val_accuracy_fp32" in q:
+            click.echo(f"  accuracy fp32 {q['val_accuracy_fp32']:.2%}, int8 {q['val_accuracy_int8']:.2%}, "
+                       f"drop {q['val_accuracy_drop']:.2%}")
+        click.echo(f"  int8 vs fp32 top-1 agreement {q['agreement_int8_vs_fp32']:.2%} on {q['agreement_faces']} faces")
+        if "model.onnx" in sizes and "model.int8.onnx" in sizes:
+            click.echo(f"  compression {sizes['model.onnx'] / sizes['model.int8.onnx']:.2f}x (ONNX file size)")
+    for backend, lat in m.get("latency", {}).items():
+        line = f"  {backend}: fp32 {lat.get('fp32_ms', float('nan')):.3f} ms"
+        if "int8_ms" in lat:
+            line += f", int8 {lat['int8_ms']:.3f} ms, speed-up {lat['fp32_ms'] / lat['int8_ms']:.2f}x"
+        click.echo(line + f" (batch 1, {lat['threads']} thread, {lat['cpu']})")
