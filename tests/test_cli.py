@@ -202,5 +202,6 @@ def test_tooling_verbs_without_torch_say_what_to_install(tmp_path):
                                     capture_output=True, text=True, timeout=300)
     r = run("--help")
     assert r.returncode == 0 and "On a device" in r.stdout and "Model building" in r.stdout
-    r = run("eval", "default", "--data", tmp_path)
-    assert r.returncode == 2 and "pip install" in r.stderr and "Traceback" not in r.stderr
+    r = run("distill", "--data", tmp_path, "--out", tmp_path / "run")
+    assert r.returncode == 2 and "torch is not installed" in r.stderr and "pip install" in r.stderr
+    assert "Traceback" not in r.stderr
