@@ -38,15 +38,10 @@ def teacher_key(name: str | None) -> str | None:
 
 
 def _lineage(prov: dict) -> list[dict]:
-    """The run's own teacher and label source, then those of each run it was initialised from."""
-    chain, step = [], prov
-    while step:
-        # Runs from before the label_source field could only train on the FER+ votes.
-        chain.append({"teacher": teacher_key(step.get("teacher")),
-                      "label_source": step.get("label_source") or "ferplus",
-                      "init": (step.get("init") or {}).get("path")})
-        step = step.get("init")
-    return chain
+    """The run's lineage (motivnet_distill.student_io.lineage) with teachers named as results rows."""
+    from motivnet_distill.student_io import lineage
+
+    return [dict(step, teacher=teacher_key(step["teacher"])) for step in lineage(prov)]
 
 
 def _training(run: Path) -> dict:

@@ -89,3 +89,16 @@ def load_student(path: str | Path) -> StudentCheckpoint:
     prov = {"student": ck["student"], "checkpoint": path.name, **ck.get("provenance", {})}
     return StudentCheckpoint(model.eval(), Preprocessing.from_dict(ck["preprocessing"]), prov,
                              ck.get("license", {}), {"validation": ck.get("metrics", {})})
+
+
+def lineage(provenance: dict) -> list[dict]:
+    """The teacher, label source and init file of a student's run, then of each run it started from.
+
+    Runs from before the label_source field could only train on the FER+ votes.
+    """
+    chain, step = [], provenance
+    while step:
+        chain.append({"teacher": step.get("teacher"), "label_source": step.get("label_source") or "ferplus",
+                      "init": (step.get("init") or {}).get("path")})
+        step = step.get("init")
+    return chain

@@ -87,19 +87,30 @@ def _nncf(model, calib, data: Int8Data, max_drop: float | None, accuracy):
     common = dict(model_type=nncf.ModelType.TRANSFORMER, subset_size=min(len(data.calib), SUBSET))
     if max_drop is None or data.val_x is None:
         return nncf.quantize(model, calib, **common)
-    # validation_fn gets the candidate model and reads the validation tensors itself.
+    # NNCF scores candidates on the items it hands the validation function: the whole set for
+    # the drop, subsets of it when it ranks which layers to keep in fp32. Each item is one
+    # labelled face, so both see real faces and labels.
+    items = [(data.val_x[i:i + 1], int(data.val_y[i])) for i in range(len(data.val_y))]
+
+    def validate(candidate, batch) -> float:
+        batch = list(batch)
+        return accuracy(candidate, np.concatenate([x for x, _ in batch]), np.array([y for _, y in batch]))
+
     return nncf.quantize_with_accuracy_control(
-        model, calib, nncf.Dataset([0]), lambda m, _items: accuracy(m, data.val_x, data.val_y),
-        max_drop=max_drop, drop_type=nncf.DropType.ABSOLUTE, **common)
+        model, calib, nncf.Dataset(items), validate, max_drop=max_drop, drop_type=nncf.DropType.ABSOLUTE, **common)
 
 
-def quantize_onnx(fp32_path: Path, out_path: Path, data: Int8Data, *, max_drop: float | None = None) -> Path:
-    """fp32 ONNX -> INT8 QDQ ONNX (per-channel weights, per-tensor activations)."""
+def quantize_onnx(fp32_path: Path, out_path: Path, data: Int8Data, *, max_drop: float | None = None,
+                  accuracy=_onnx_accuracy) -> Path:
+    """fp32 ONNX -> INT8 QDQ ONNX (per-channel weights, per-tensor activations).
+
+    ``accuracy(model, x, y)`` scores a candidate for accuracy control (default: ONNX Runtime top-1).
+    """
     import nncf
     import onnx
 
     calib = nncf.Dataset(data.calib, lambda x: {"input": x})  # ONNX feeds are dicts
-    onnx.save_model(_nncf(onnx.load(str(fp32_path)), calib, data, max_drop, _onnx_accuracy), str(out_path))
+    onnx.save_model(_nncf(onnx.load(str(fp32_path)), calib, data, max_drop, accuracy), str(out_path))
     return out_path
 
 
