@@ -23,8 +23,7 @@ from pathlib import Path
 
 import numpy as np
 
-from motivnet_edge.backends import installed_backends
-from motivnet_edge.benchmark import BenchConfig, compare, gemm_peak_gflops, machine_info
+from motivnet_edge.benchmark import BenchConfig, compare, gemm_peak_gflops, machine_info, precisions_here
 from motivnet_edge.package import load_package
 from motivnet_edge.recognizer import DEFAULT_MODEL
 
@@ -33,12 +32,13 @@ ROOT = Path(__file__).resolve().parents[1]
 
 def latency_rows(name: str, package: Path, *, batches, threads, rounds: int, seconds: float) -> list[dict]:
     pkg = load_package(package)
-    configs = [BenchConfig(f.backend, f.precision, t, b) for f in pkg.files if f.backend in installed_backends()
+    configs = [BenchConfig(backend, precision, t, b) for backend, precision in precisions_here(pkg)
                for b in batches for t in threads]
     t0 = time.time()
     rows = compare(package, configs, rounds=rounds, seconds=seconds)
     gflops = pkg.metrics.get("gflops")
     size = {f"{f.backend}/{f.precision}": pkg.metrics.get("file_sizes", {}).get(f.path) for f in pkg.files}
+    size["openvino/bf16"] = size.get("openvino/fp32")  # bf16 runs the fp32 IR
     for r in rows:
         r.update(model=name, gflops=gflops, size_bytes=size[f"{r['backend']}/{r['precision']}"])
     print(f"  {name}: {len(rows)} latency rows in {time.time() - t0:.0f} s", flush=True)

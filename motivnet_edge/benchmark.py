@@ -78,6 +78,18 @@ def machine_info() -> dict:
             "date": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")}
 
 
+def precisions_here(package) -> list[tuple[str, str]]:
+    """(backend, precision) pairs this device can run for ``package``: its files on the installed
+    backends, plus OpenVINO bf16 (the fp32 IR) where the CPU has AVX512_BF16/AMX."""
+    from .backends import installed_backends
+    from .cpu import has_bf16
+
+    pairs = [(f.backend, f.precision) for f in package.files if f.backend in installed_backends()]
+    if has_bf16() and ("openvino", "fp32") in pairs:
+        pairs.append(("openvino", "bf16"))
+    return pairs
+
+
 def time_in_process(package: str | Path, cfg: BenchConfig, *, iters: int = 200, warmup: int = 20,
                     seconds: float = 5.0) -> dict:
     """Times classify() on random crops in this process; returns per-call latencies (ms)."""

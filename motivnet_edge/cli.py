@@ -295,8 +295,9 @@ def info(package, as_json) -> None:
 @friendly
 def benchmark(package, threads, batch, rounds, seconds, as_json) -> None:
     """Classify latency of a package on this device: every backend and precision, each in its own process."""
-    from .backends import installed_backends
-    from .benchmark import BenchConfig, compare, machine_info
+    from tqdm import tqdm
+
+    from .benchmark import BenchConfig, compare, machine_info, precisions_here
     from .package import load_package
     from .recognizer import DEFAULT_MODEL
 
@@ -308,10 +309,8 @@ def benchmark(package, threads, batch, rounds, seconds, as_json) -> None:
         raise UsageFailure("--batch sizes must be >= 1 and --threads >= 0 (0: the runtime's default), e.g. --batch 1,8")
     path = Path(package) if package else DEFAULT_MODEL
     pkg = load_package(path)
-    configs = [BenchConfig(f.backend, f.precision, t, b) for f in pkg.files if f.backend in installed_backends()
+    configs = [BenchConfig(backend, precision, t, b) for backend, precision in precisions_here(pkg)
                for b in bs for t in ts]
-    from tqdm import tqdm
-
     with tqdm(total=len(configs) * rounds, unit="run", desc="benchmark", file=sys.stderr, leave=False,
               disable=not sys.stderr.isatty()) as bar:
         rows = compare(path, configs, rounds=rounds, seconds=seconds, progress=lambda cfg: bar.update())
@@ -324,6 +323,13 @@ def benchmark(package, threads, batch, rounds, seconds, as_json) -> None:
         lo, hi = r["p50_spread_ms"]
         click.echo(f"{r['backend']:12s} {r['precision']:5s} {r['batch']:5d} {r['threads']:3d} {r['p50_ms']:8.3f} "
                    f"{lo:8.3f}-{hi:8.3f} {r['p99_ms']:8.3f} {r['throughput_fps']:8.0f}")
+    m = machine_info()
+    single = [r for r in rows if r["batch"] == 1]
+    if single:
+        best = min(single, key=lambda r: r["p50_ms"])
+        click.echo(f"fastest at batch 1: {best['backend']} {best['precision']}, {best['threads']} thread(s), "
+                   f"{best['p50_ms']:.3f} ms ({1e3 / best['p50_ms']:.0f} faces/s)")
+    click.echo(f"CPU: {m['cpu']}, {m['cores']} cores, flags {', '.join(m['flags']) or 'none of note'}")
 
 
 if __name__ == "__main__":
