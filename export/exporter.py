@@ -77,25 +77,33 @@ def _code_version() -> str:
 
 
 def _int8(src: ExportSource, folder: Path, formats, data, max_drop, ctx: dict) -> list[ModelFile]:
-    from .int8 import QuantizationError, accuracy_report, quantize_onnx, quantize_openvino, tensorrt_calibration
+    """INT8 files: dynamic-quantized ONNX for ORT's CPU provider, NNCF QDQ ONNX + calibration
+    table for TensorRT (an asset with the role "tensorrt_int8"), NNCF INT8 OpenVINO IR."""
+    from .int8 import (QuantizationError, accuracy_report, quantize_dynamic_onnx, quantize_onnx,
+                       quantize_openvino, tensorrt_calibration)
 
     fp32 = folder / "model.onnx"
     files = []
-    q_onnx = quantize_onnx(fp32, folder / "model.int8.onnx", data, max_drop=max_drop)
-    report = accuracy_report(fp32, q_onnx, data, agreement_x=data.val_x if data.val_x is not None
-                             else np.concatenate(data.calib))
+    agreement_x = data.val_x if data.val_x is not None else np.concatenate(data.calib)
+    (folder / "tensorrt").mkdir(exist_ok=True)
+    qdq = quantize_onnx(fp32, folder / "tensorrt" / "model.int8.qdq.onnx", data, max_drop=max_drop)
+    cpu = quantize_dynamic_onnx(fp32, folder / "model.int8.onnx")
+    report = accuracy_report(fp32, cpu, data, agreement_x=agreement_x)
+    report["tensorrt_qdq"] = accuracy_report(fp32, qdq, data, agreement_x=agreement_x)
     ctx["int8"] = report
-    if max_drop is not None and report.get("val_accuracy_drop", 0.0) > max_drop:
-        raise QuantizationError(
-            f"INT8 loses {report['val_accuracy_drop']:.2%} accuracy even with accuracy control, above "
-            f"--max-drop {max_drop:.2%}; nothing was written. Raise --max-drop, use more or more typical "
-            "calibration faces, or ship fp32 only")
+    for name, r in (("ONNX Runtime CPU", report), ("TensorRT QDQ", report["tensorrt_qdq"])):
+        if max_drop is not None and r.get("val_accuracy_drop", 0.0) > max_drop:
+            raise QuantizationError(
+                f"INT8 ({name}) loses {r['val_accuracy_drop']:.2%} accuracy, above --max-drop {max_drop:.2%}; "
+                "nothing was written. Raise --max-drop, use more or more typical calibration faces, or ship fp32 only")
     if "onnx" in formats:
-        files.append(ModelFile("onnxruntime", "int8", q_onnx.name, sha256_file(q_onnx), INPUT, OUTPUT))
+        files.append(ModelFile("onnxruntime", "int8", cpu.name, sha256_file(cpu), INPUT, OUTPUT))
         table = tensorrt_calibration(fp32, folder / "tensorrt", data)
-        ctx["assets"] = {f"tensorrt/{p.name}": sha256_file(p) for p in table}
+        ctx["assets"] = {f"tensorrt/{p.name}": sha256_file(p) for p in [*table, qdq]}
+        ctx["roles"] = {"tensorrt_int8": f"tensorrt/{qdq.name}"}
     else:
-        q_onnx.unlink()
+        cpu.unlink()
+        shutil.rmtree(folder / "tensorrt")
     if "openvino" in formats:
         xml = quantize_openvino(folder / "openvino" / "model.xml", folder / "openvino" / "model.int8.xml",
                                 data, max_drop=max_drop)
@@ -195,7 +203,7 @@ def export(source, out: str | Path, *, formats=("onnx", "openvino"), int8: bool 
             files += _int8(src, folder, formats, data, max_drop, ctx)
         if "remove" in ctx and "onnx" not in formats:
             ctx["remove"].unlink()
-        roles = {}
+        roles = dict(ctx.get("roles", {}))
         if yunet is not None:
             if not Path(yunet).is_file():
                 raise SourceError(f"YuNet model {yunet} does not exist")

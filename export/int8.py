@@ -114,6 +114,28 @@ def quantize_onnx(fp32_path: Path, out_path: Path, data: Int8Data, *, max_drop: 
     return out_path
 
 
+def quantize_dynamic_onnx(fp32_path: Path, out_path: Path) -> Path:
+    """fp32 ONNX -> INT8 for ONNX Runtime's CPU provider: MatMul/Gemm weights int8, activations
+    quantized per call (MatMulInteger / DynamicQuantizeMatMul, VNNI where the CPU has it).
+
+    The QDQ file NNCF writes is what TensorRT wants, but ORT's CPU optimiser leaves dozens of
+    Quantize/Dequantize round trips in it (around Add, Mul, Softmax, LayerNorm), which made it
+    slower than fp32 (benchmarks/int8_formats.py). Labels and preprocessing metadata are kept.
+    """
+    import onnx
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    quantize_dynamic(str(fp32_path), str(out_path), weight_type=QuantType.QInt8,
+                     op_types_to_quantize=["MatMul", "Gemm"])
+    src, out = onnx.load(str(fp32_path)), onnx.load(str(out_path))
+    have = {p.key for p in out.metadata_props}
+    for prop in src.metadata_props:
+        if prop.key not in have:
+            out.metadata_props.add(key=prop.key, value=prop.value)
+    onnx.save_model(out, str(out_path))
+    return out_path
+
+
 def quantize_openvino(fp32_xml: Path, out_xml: Path, data: Int8Data, *, max_drop: float | None = None) -> Path:
     """fp32 OpenVINO IR -> INT8 IR."""
     import nncf

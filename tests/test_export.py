@@ -68,6 +68,13 @@ def test_int8_metrics_and_tensorrt_table(int8_package):
     lat = m["metrics"]["latency"]["onnxruntime"]
     assert {"fp32_ms", "int8_ms", "cpu_int8_flags"} <= set(lat)
     assert any(k.startswith("tensorrt/calibration") for k in m["assets"])
+    # ORT's CPU file is dynamically quantized (no Q/DQ round trips); TensorRT gets NNCF's QDQ graph
+    import onnx
+    cpu_ops = {n.op_type for n in onnx.load(str(int8_package / "model.int8.onnx")).graph.node}
+    assert "QuantizeLinear" not in cpu_ops and cpu_ops & {"MatMulInteger", "DynamicQuantizeLinear"}
+    qdq = m["assets_roles"]["tensorrt_int8"]
+    assert "QuantizeLinear" in {n.op_type for n in onnx.load(str(int8_package / qdq)).graph.node}
+    assert q["tensorrt_qdq"]["agreement_faces"] == 60
     sizes = m["metrics"]["file_sizes"]
     assert sizes["model.int8.onnx"] < sizes["model.onnx"]
 

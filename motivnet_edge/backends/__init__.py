@@ -143,6 +143,11 @@ def create_backend(package, *, backend: str = "auto", precision: str = "auto",
         raise BackendUnavailableError(f"backend {backend!r} is not installed: {_EXTRAS[backend]}")
     prec = choose_precision(package, backend, precision, options)
     f = package.file_for(backend, "fp32" if prec == "bf16" else prec)
+    on_trt = any(p.lower() in ("tensorrt", "trt", "tensorrtexecutionprovider") for p in options.providers)
+    qdq = package.manifest.get("assets_roles", {}).get("tensorrt_int8")
+    if on_trt and prec == "int8" and qdq:
+        # TensorRT runs the QDQ graph; the package's own int8 file is quantized for ORT's CPU provider.
+        f = dataclasses.replace(f, path=qdq, sha256=package.manifest["assets"][qdq])
     if options.trt_int8_table == "package":
         options = _package_trt_table(package, options)
     if backend == "onnxruntime":
