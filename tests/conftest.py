@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import tempfile
-from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
@@ -34,28 +33,18 @@ def astronaut() -> np.ndarray:
 
 @pytest.fixture(scope="session")
 def tiny_checkpoint(tmp_path_factory) -> Path:
-    torch = pytest.importorskip("torch", reason="building the test model needs the distill extra")
-    from motivnet_distill.student import create_student
-    from motivnet_edge.labels import MOTIVNET_LABELS
-    from motivnet_edge.preprocess import Preprocessing
+    """The seeded tiny student as a torch checkpoint (tooling tests: needs torch)."""
+    pytest.importorskip("torch", reason="building the test model needs the distill extra")
+    from data.make_tiny_package import tiny_checkpoint as build
 
-    torch.manual_seed(0)
-    model = create_student("vit_pico", embed_dim=48, depth=2, num_heads=2, labels=MOTIVNET_LABELS)
-    with torch.no_grad():  # a random head gives near-uniform scores; widen them to test ranking
-        model.head.weight.mul_(50)
-    path = tmp_path_factory.mktemp("ckpt") / "tiny.pt"
-    torch.save({"model": model.state_dict(), "student": asdict(model.cfg),
-                "preprocessing": Preprocessing().to_dict(), "license": {"teacher": "none (test model)"}}, path)
-    return path
+    return build(tmp_path_factory.mktemp("ckpt") / "tiny.pt")
 
 
 @pytest.fixture(scope="session")
-def tiny_package(tiny_checkpoint, tmp_path_factory) -> Path:
-    """The same tiny model exported to every format, used by every backend's tests."""
-    from motivnet_export.exporter import export
-
-    return export(tiny_checkpoint, tmp_path_factory.mktemp("pkg") / "tiny", formats=("onnx", "openvino"),
-                  latency_rounds=1)
+def tiny_package() -> Path:
+    """The same tiny student exported to every format, committed (tests/data/make_tiny_package.py
+    rebuilds it), so the runtime's tests need neither torch nor the exporter."""
+    return Path(__file__).parent / "data" / "tiny_package"
 
 
 @pytest.fixture()

@@ -23,7 +23,7 @@ def test_backends_agree_with_torch(tiny_package, tiny_checkpoint, backend):
     torch = pytest.importorskip("torch")
     from motivnet_export.sources import load_source
 
-    pkg = load_package(tiny_package)
+    pkg = load_package(tiny_package)  # committed; the checkpoint is rebuilt from the same seed
     x = _batch(pkg)
     with torch.no_grad():
         ref = load_source(tiny_checkpoint).model(torch.from_numpy(x)).numpy()
