@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import logging
 import os
 import threading
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from types import MappingProxyType
 
 import numpy as np
 
@@ -27,14 +29,17 @@ DEFAULT_MODEL = Path(__file__).parent / "models" / "default"
 
 @dataclass(frozen=True)
 class FacePrediction:
-    """One face: box (x, y, w, h) px, detector score, landmarks, top label, scores by label."""
+    """One face: box (x, y, w, h) px, detector score, landmarks, top label, scores by label.
+
+    Immutable through and through: ``scores`` is a read-only mapping.
+    """
 
     box: tuple[float, float, float, float]
     score: float
     landmarks: tuple[tuple[float, float], ...] | None
     label: str
     confidence: float
-    scores: dict[str, float]
+    scores: Mapping[str, float]
     track_id: int | None = None
 
     def to_dict(self) -> dict:
@@ -104,7 +109,8 @@ class EmotionRecognizer:
                                                               tuple(options.providers), options.trt_cache_dir,
                                                               options.trt_int8_table, autotune=options.autotune))
         self._closed = False
-        self._lock = threading.Lock()
+        self._active = 0
+        self._idle = threading.Condition()
 
     @classmethod
     def create_from_options(cls, options: RecognizerOptions) -> "EmotionRecognizer":
@@ -147,11 +153,18 @@ class EmotionRecognizer:
             raise MotivnetError("this EmotionRecognizer is closed; create a new one")
 
     def classify(self, crops: np.ndarray) -> np.ndarray:
-        """Probabilities (N, K) for preprocessed uint8 crops (N, H, W[, C])."""
-        self._check_open()
+        """Probabilities (N, K) for preprocessed uint8 crops (N, H, W[, C]).
+
+        Raises:
+            MotivnetError: the recognizer is closed.
+            InvalidImageError: the crops do not have the model's input shape.
+        """
         if len(crops) == 0:
+            self._check_open()
             return np.zeros((0, len(self.labels)), np.float32)
-        logits = self._backend.run(to_tensor(crops, self.package.preprocessing)).astype(np.float64)
+        x = to_tensor(crops, self.package.preprocessing)
+        with self._running():
+            logits = self._backend.run(x).astype(np.float64)
         logits -= logits.max(1, keepdims=True)
         p = np.exp(logits)
         return (p / p.sum(1, keepdims=True)).astype(np.float32)
@@ -161,12 +174,15 @@ class EmotionRecognizer:
         crops = [face_crop(image, pp, box=None if self.detector.name == "none" else d.box,
                            landmarks=d.landmarks, detector=self.detector.name) for d in dets]
         probs = self.classify(np.stack(crops)) if crops else []
-        out = []
-        for d, p in zip(dets, probs):
-            k = int(np.argmax(p))
-            out.append(FacePrediction(d.box, d.score, d.landmarks, self.labels[k], float(p[k]),
-                                      {lab: float(v) for lab, v in zip(self.labels, p)}))
-        return out
+        return [self._prediction(d.box, d.score, d.landmarks, p) for d, p in zip(dets, probs)]
+
+    def _prediction(self, box, score: float, landmarks, probs: np.ndarray,
+                    track_id: int | None = None) -> FacePrediction:
+        """The one place a FacePrediction is assembled from a face and its class scores."""
+        k = int(np.argmax(probs))
+        scores = MappingProxyType({lab: float(v) for lab, v in zip(self.labels, probs)})
+        return FacePrediction(tuple(float(v) for v in box), float(score), landmarks, self.labels[k], float(probs[k]),
+                              scores, track_id)
 
     def detect(self, image) -> list[Detection]:
         """Faces in an image (see ``predict`` for accepted inputs), largest-score first."""
@@ -203,12 +219,7 @@ class EmotionRecognizer:
             return []
         pp = self.package.preprocessing
         probs = self.classify(np.stack([face_crop(im, pp) for im in imgs]))
-        out = []
-        for im, p in zip(imgs, probs):
-            k = int(np.argmax(p))
-            out.append(FacePrediction((0.0, 0.0, float(im.shape[1]), float(im.shape[0])), 1.0, None,
-                                      self.labels[k], float(p[k]), {lab: float(v) for lab, v in zip(self.labels, p)}))
-        return out
+        return [self._prediction((0, 0, im.shape[1], im.shape[0]), 1.0, None, p) for im, p in zip(imgs, probs)]
 
     def stream(self, frames: Iterable | str | os.PathLike | int, *,
                max_frames: int | None = None) -> Iterator[list[FacePrediction]]:
@@ -236,22 +247,33 @@ class EmotionRecognizer:
                 carried = self.detect(img)
             preds = self._predictions(img, carried)
             tracked = tracker.update([p.box for p in preds], [np.array(list(p.scores.values())) for p in preds])
-            out = []
-            for p, (tid, s) in zip(preds, tracked):
-                k = int(np.argmax(s))
-                out.append(FacePrediction(p.box, p.score, p.landmarks, self.labels[k], float(s[k]),
-                                          {lab: float(v) for lab, v in zip(self.labels, s)}, tid))
-            yield out
+            yield [self._prediction(p.box, p.score, p.landmarks, s, tid) for p, (tid, s) in zip(preds, tracked)]
 
     def describe(self) -> str:
         return f"{self._backend.describe()} {self._backend.precision}, detector {self.detector.name}"
 
     # -- lifetime --------------------------------------------------------------------------
+    @contextlib.contextmanager
+    def _running(self):
+        """Marks a backend call in flight, so ``close`` waits for it instead of pulling the session away."""
+        with self._idle:
+            self._check_open()
+            self._active += 1
+        try:
+            yield
+        finally:
+            with self._idle:
+                self._active -= 1
+                self._idle.notify_all()
+
     def close(self) -> None:
-        with self._lock:
-            if not self._closed:
-                self._backend.close()
-                self._closed = True
+        """Releases the model; waits for calls already running. Later calls raise MotivnetError."""
+        with self._idle:
+            if self._closed:
+                return
+            self._closed = True
+            self._idle.wait_for(lambda: self._active == 0)
+            self._backend.close()
 
     def __enter__(self) -> "EmotionRecognizer":
         return self

@@ -200,3 +200,36 @@ def test_huge_images_stay_under_1_gb(tiny_package, yunet_path, astronaut, tmp_pa
             assert peak_mb < 1024, (name, det, peak_mb)
             if name == "photo_8000.jpg" and det == "yunet":
                 assert n_faces == 1  # the face is still found on the downscaled copy
+
+
+def test_results_are_immutable_through_and_through(rec, astronaut):
+    f = rec.predict(astronaut)[0]
+    with pytest.raises(TypeError):
+        f.scores["happiness"] = 1.0
+    assert f.to_dict()["scores"] == {k: round(v, 4) for k, v in f.scores.items()}
+
+
+def test_close_waits_for_running_calls_and_then_refuses(tiny_package):
+    import threading
+
+    r = EmotionRecognizer.from_pretrained(tiny_package, detector="none", threads=1)
+    crops = np.zeros((64, 48, 48), np.uint8)
+    errors, done = [], []
+
+    def worker():
+        try:
+            while True:
+                r.classify(crops)
+                done.append(1)
+        except Exception as exc:  # noqa: BLE001 - the test inspects whatever ends the loop
+            errors.append(exc)
+
+    threads = [threading.Thread(target=worker) for _ in range(4)]
+    for t in threads:
+        t.start()
+    while len(done) < 8:
+        pass
+    r.close()
+    for t in threads:
+        t.join(timeout=30)
+    assert len(errors) == 4 and all(isinstance(e, MotivnetError) and "closed" in str(e) for e in errors), errors
