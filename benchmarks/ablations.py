@@ -18,10 +18,11 @@ from __future__ import annotations
 import argparse
 import copy
 import json
-import os
 import sys
 import time
 from pathlib import Path
+
+from motivnet_edge.atomic import write_json
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -107,10 +108,7 @@ def main() -> None:
                "notes": ["selection on FER2013Valid (FER+ majority) only; FER2013Test, CK+48 and the "
                          "facial_expressions validation part are reported, never selected on",
                          "FER2013Test: 3,573 images (16 of FER2013's private test dropped by FER+)"]}
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = args.out.with_suffix(".tmp")
-    tmp.write_text(json.dumps(results, indent=1))
-    os.replace(tmp, args.out)
+    write_json(args.out, results)
     cols = [s for s in sets]
     print(f"{'row':26s} " + " ".join(f"{c[:16]:>16s}" for c in cols) + "   (accuracy / lowest class recall)")
     for r in rows:

@@ -22,6 +22,8 @@ import sys
 import time
 from pathlib import Path
 
+from motivnet_edge.atomic import write_json
+
 ROOT = Path(__file__).resolve().parents[1]
 #: The teachers' results rows and their files in ../shared/models/xception_fer2013.
 TEACHER_FILES = {"xception_mini": "fer2013_mini_XCEPTION.102-0.66.hdf5",
@@ -117,10 +119,7 @@ def main() -> None:
                "notes": ["FER2013Test: 3,573 images; FER2013's private test had 3,589 (16 dropped by FER+)",
                          "selection on FER2013Valid only; the test split is never trained or selected on"],
                "seconds": round(time.time() - t_start)}
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = args.out.with_suffix(".tmp")
-    tmp.write_text(json.dumps(results, indent=1))
-    os.replace(tmp, args.out)
+    write_json(args.out, results)
 
     print(f"{'model':20s} {'params':>10s} {'GFLOPs':>8s} {'FER2013':>8s} {'FER+':>7s} {'CK+':>7s} {'agree':>7s}")
     for name, m in models.items():

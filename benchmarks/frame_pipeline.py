@@ -15,13 +15,13 @@ benchmarks/results/frame_pipeline.json (CPU flags, commit, date inside).
 from __future__ import annotations
 
 import argparse
-import json
-import os
 import sys
 import time
 from pathlib import Path
 
 import numpy as np
+
+from motivnet_edge.atomic import write_json
 
 ROOT = Path(__file__).resolve().parents[1]
 W, H = 640, 480
@@ -114,10 +114,7 @@ def main() -> None:
                "settings": {"threads": 2, "classify": "onnxruntime fp32", "detector": "YuNet 2023mar",
                             "clip_frames": args.clip},
                "package": str(package), "rows": rows}
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = args.out.with_suffix(".tmp")
-    tmp.write_text(json.dumps(results, indent=1))
-    os.replace(tmp, args.out)
+    write_json(args.out, results)
     print(f"{'mode':34s} {'p50 ms':>8s} {'fps':>7s} {'accuracy':>9s} {'vs ref':>7s}")
     for r in rows:
         mode = (f"every frame, min_face {r['min_face']}" if r["detect_every"] is None

@@ -13,8 +13,6 @@ benchmarks/results/int8_formats.json (CPU flags inside) and prints the speed-ups
 from __future__ import annotations
 
 import argparse
-import json
-import os
 import sys
 import tempfile
 import time
@@ -22,6 +20,8 @@ from collections import Counter
 from pathlib import Path
 
 import numpy as np
+
+from motivnet_edge.atomic import write_json
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -81,10 +81,7 @@ def main() -> None:
     rows = [{"model": k, "p50_ms": round(p50[k], 4), "speedup_vs_fp32": round(p50["fp32"] / p50[k], 3),
              "max_abs_logit_diff_vs_fp32": round(agree[k], 4), **after[k]} for k in sessions]
     results = {"machine": machine_info(), "package": str(pkg), "threads": args.threads, "rows": rows}
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    tmp_out = args.out.with_suffix(".tmp")
-    tmp_out.write_text(json.dumps(results, indent=1))
-    os.replace(tmp_out, args.out)
+    write_json(args.out, results)
     for r in rows:
         print(f"{r['model']:20s} p50 {r['p50_ms']:.3f} ms  x{r['speedup_vs_fp32']:.2f} vs fp32; after ORT's optimiser "
               f"{r['nodes']} nodes, {r['QuantizeLinear']} Q + {r['DequantizeLinear']} DQ left, "

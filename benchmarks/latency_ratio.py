@@ -12,14 +12,14 @@ commit, date inside).
 from __future__ import annotations
 
 import argparse
-import json
-import os
 import sys
 import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
+
+from motivnet_edge.atomic import write_json
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -76,10 +76,7 @@ def main() -> None:
                                                        "threads": args.threads, "batch": 1,
                                                        "seconds": args.seconds},
                "packages": {k: str(v) for k, v in students.items()}, "rows": rows}
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    tmp_out = args.out.with_suffix(".tmp")
-    tmp_out.write_text(json.dumps(results, indent=1))
-    os.replace(tmp_out, args.out)
+    write_json(args.out, results)
     for r in rows:
         print(f"{r['model']:16s} p50 {r['p50_ms']:.3f} ms  {r['ratio_to_xception_mini']:.2f}x mini-Xception "
               f"({r['calls']} calls)")

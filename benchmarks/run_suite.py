@@ -14,8 +14,6 @@ versions) and PNG plots beside it; README tables come from ``benchmarks/report.p
 from __future__ import annotations
 
 import argparse
-import json
-import os
 import sys
 import tempfile
 import time
@@ -26,6 +24,8 @@ import numpy as np
 from motivnet_edge.benchmark import BenchConfig, compare, gemm_peak_gflops, machine_info, precisions_here
 from motivnet_edge.package import load_package
 from motivnet_edge.recognizer import DEFAULT_MODEL
+
+from motivnet_edge.atomic import write_json
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -197,10 +197,7 @@ def main() -> None:
                 r["gflops_per_s"] = r["gflops"] * r["throughput_fps"]
                 r["fraction_of_gemm_peak"] = r["gflops_per_s"] / results["gemm_peak_gflops"][t]
     results["seconds"] = round(time.time() - t_start)
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = args.out.with_suffix(".tmp")
-    tmp.write_text(json.dumps(results, indent=1))
-    os.replace(tmp, args.out)
+    write_json(args.out, results)
     if results["accuracy"]:
         plots(results, args.out.parent)
     print(f"wrote {args.out} in {results['seconds']} s")

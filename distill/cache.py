@@ -18,6 +18,8 @@ from pathlib import Path
 
 import numpy as np
 
+from motivnet_edge.atomic import write_json
+
 from .data import FaceSet
 from .teachers import Teacher
 from .views import view_image
@@ -61,9 +63,7 @@ def build_cache(teacher: Teacher, faces: FaceSet, cache_dir: str | Path, *, labe
         p /= np.maximum(p.sum(1, keepdims=True), 1e-8)  # classes the target lacks were dropped
         arr[rows.start:rows.stop] = np.log(np.clip(p, 1e-6, 1.0)).astype(np.float16)
         arr.flush()
-        tmp = state.with_suffix(".tmp")
-        tmp.write_text(json.dumps({"done": rows.stop, "teacher": teacher.name, "views": views}))
-        os.replace(tmp, state)
+        write_json(state, {"done": rows.stop, "teacher": teacher.name, "views": views}, indent=None)
         bar.update(len(rows))
     bar.close()
     del arr

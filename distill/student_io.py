@@ -6,12 +6,12 @@ never disagree on its layout. Reading goes through ``torch.load(weights_only=Tru
 
 from __future__ import annotations
 
-import os
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import torch
 
+from motivnet_edge.atomic import atomic_path
 from motivnet_edge.errors import MotivnetError
 from motivnet_edge.preprocess import Preprocessing
 
@@ -43,11 +43,9 @@ class StudentCheckpoint:
 def save_student(path: str | Path, model: torch.nn.Module, cfg: StudentConfig, pp: Preprocessing, *,
                  metrics: dict | None = None, **extra) -> None:
     """Writes the checkpoint atomically (temp file + rename); ``extra``: provenance, license, ..."""
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp")
-    torch.save({"model": {k: v.cpu() for k, v in model.state_dict().items()}, "student": asdict(cfg),
-                "preprocessing": pp.to_dict(), "metrics": metrics or {}, **extra}, tmp)
-    os.replace(tmp, path)
+    with atomic_path(path) as tmp:
+        torch.save({"model": {k: v.cpu() for k, v in model.state_dict().items()}, "student": asdict(cfg),
+                    "preprocessing": pp.to_dict(), "metrics": metrics or {}, **extra}, tmp)
 
 
 def read_checkpoint(path: str | Path) -> dict:

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -18,6 +17,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from motivnet_edge.atomic import atomic_path
 from motivnet_edge.errors import MotivnetError
 
 from .checkpoints import load_motivnet
@@ -92,10 +92,8 @@ def train_head(backbone: str | Path | MotivNet, faces: FaceSet, out: str | Path,
         history.append({"epoch": epoch + 1, "loss": loss_sum / total, "acc": correct / total})
         log.info("head epoch %d: %s", epoch + 1, history[-1])
     out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_suffix(".tmp")
-    torch.save({k: v.cpu() for k, v in model.state_dict().items()}, tmp)
-    os.replace(tmp, out)
+    with atomic_path(out) as tmp:
+        torch.save({k: v.cpu() for k, v in model.state_dict().items()}, tmp)
     out.with_suffix(".json").write_text(json.dumps({"recipe": asdict(recipe), "history": history,
                                                     "config": model.config_dict()}, indent=1))
     return out

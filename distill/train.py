@@ -21,6 +21,7 @@ import torch
 import torch.distributed as dist
 import torch.nn.functional as F
 
+from motivnet_edge.atomic import atomic_path
 from motivnet_edge.errors import MotivnetError
 from motivnet_edge.preprocess import Preprocessing, faces_to_tensor
 
@@ -129,9 +130,8 @@ def _lr(step: int, total: int, warm: int, base: float) -> float:
 
 
 def _save(obj: dict, path: Path) -> None:
-    tmp = path.with_suffix(".tmp")
-    torch.save(obj, tmp)
-    os.replace(tmp, path)
+    with atomic_path(path) as tmp:
+        torch.save(obj, tmp)
 
 
 def _world() -> tuple[int, int, torch.device]:

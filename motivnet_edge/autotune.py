@@ -16,9 +16,9 @@ import hashlib
 import json
 import logging
 import os
-import tempfile
 from pathlib import Path
 
+from .atomic import write_json
 from .cache import user_cache
 from .cpu import cpu_info
 
@@ -87,11 +87,7 @@ def choose(package, candidates: list[tuple[str, str]], *, threads: int) -> tuple
     record = {"choice": list(choice), "p50_ms": {f"{b} {p}": round(v, 4) for (b, p), v in p50.items()},
               "cpu": cpu_info()[0], "threads": threads, "int8_margin": INT8_MARGIN}
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".autotune-", suffix=".tmp")
-        with os.fdopen(fd, "w") as fh:
-            json.dump(record, fh)
-        os.replace(tmp, path)
+        write_json(path, record)
     except OSError as exc:  # a read-only home still gets the measured answer, just not cached
         log.warning("could not cache the auto choice in %s: %s", path, exc)
     log.info("auto choice measured here: %s %s (%s)", *choice, record["p50_ms"])

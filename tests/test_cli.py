@@ -41,12 +41,17 @@ def test_predict_json_one_object_per_image(photo, tiny_package, yunet_path, tmp_
     assert set(face) >= {"box", "score", "label", "confidence", "scores"} and len(face["box"]) == 4
 
 
-def test_predict_video_tracks_and_saves(astronaut, tiny_package, yunet_path, tmp_path):
-    video = tmp_path / "clip.avi"
-    w = cv2.VideoWriter(str(video), cv2.VideoWriter_fourcc(*"MJPG"), 10, (512, 512))
-    for i in range(6):
+def _clip(path, astronaut, n):
+    """A short MJPG clip of the astronaut drifting 3 px a frame."""
+    w = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"MJPG"), 10, (512, 512))
+    for i in range(n):
         w.write(np.roll(astronaut, 3 * i, axis=1))
     w.release()
+    return path
+
+
+def test_predict_video_tracks_and_saves(astronaut, tiny_package, yunet_path, tmp_path):
+    video = _clip(tmp_path / "clip.avi", astronaut, 6)
     out = tmp_path / "out"
     r = cli("predict", video, "--model", tiny_package, "--detector", "yunet", "--yunet", yunet_path,
             "--json", "--save", out)
@@ -145,11 +150,7 @@ def test_eval_needs_and_takes_an_explicit_mapping(tiny_package, tmp_path):
 
 
 def test_video_cadence_frame_limit_and_fps(astronaut, tiny_package, yunet_path, tmp_path):
-    video = tmp_path / "clip.avi"
-    w = cv2.VideoWriter(str(video), cv2.VideoWriter_fourcc(*"MJPG"), 10, (512, 512))
-    for i in range(8):
-        w.write(np.roll(astronaut, 3 * i, axis=1))
-    w.release()
+    video = _clip(tmp_path / "clip.avi", astronaut, 8)
     r = cli("predict", video, "--model", tiny_package, "--yunet", yunet_path, "--json", "--max-frames", "5",
             "--detect-every", "2", "--min-face", "60")
     assert r.returncode == 0, r.stderr
