@@ -100,8 +100,25 @@ TRUST_CODE = click.option("--trust-code", is_flag=True,
 @click.version_option(package_name="motivnet-edge")
 def main(verbose: bool) -> None:
     """Facial emotion recognition on edge devices."""
+    if not verbose:
+        _silence_native_stderr()
     logging.basicConfig(level=logging.INFO if verbose else logging.WARNING, stream=sys.stderr,
                         format="%(levelname)s %(name)s: %(message)s")
+
+
+def _silence_native_stderr() -> None:
+    """C libraries (libpng, FFmpeg) print their own complaints to file descriptor 2 before our
+    error says what is wrong and what to do. Python's stderr keeps the terminal; descriptor 2
+    goes to /dev/null for the rest of the command (``-v`` keeps both)."""
+    try:
+        sys.stderr.flush()
+        keep = os.dup(2)
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, 2)
+        os.close(devnull)
+        sys.stderr = os.fdopen(keep, "w", buffering=1, encoding=sys.stderr.encoding or "utf-8", errors="replace")
+    except (OSError, ValueError, AttributeError):
+        pass  # no real descriptor 2 (embedded, redirected to a non-file): leave it as it is
 
 
 def _runtime_options(f):

@@ -206,3 +206,19 @@ def test_tooling_verbs_without_torch_say_what_to_install(tmp_path):
     r = run("distill", "--data", tmp_path, "--out", tmp_path / "run")
     assert r.returncode == 2 and "torch is not installed" in r.stderr and "pip install" in r.stderr
     assert "Traceback" not in r.stderr
+
+
+def test_truncated_png_and_mp4_get_our_line_only(astronaut, tiny_package, tmp_path):
+    """libpng and FFmpeg print their own complaints; the user sees one line per bad file, ours."""
+    ok, png = cv2.imencode(".png", astronaut)
+    (tmp_path / "cut.png").write_bytes(png.tobytes()[: len(png) // 2])
+    w = cv2.VideoWriter(str(tmp_path / "full.mp4"), cv2.VideoWriter_fourcc(*"mp4v"), 10, (512, 512))
+    for _ in range(10):
+        w.write(astronaut)
+    w.release()
+    data = (tmp_path / "full.mp4").read_bytes()
+    (tmp_path / "cut.mp4").write_bytes(data[: len(data) // 2])
+    r = cli("predict", tmp_path / "cut.png", tmp_path / "cut.mp4", "--model", tiny_package, "--detector", "none")
+    assert r.returncode == 2
+    lines = r.stderr.strip().splitlines()
+    assert len(lines) == 2 and all(line.startswith("motivnet-edge: error:") for line in lines), lines
