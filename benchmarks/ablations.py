@@ -93,7 +93,7 @@ def main() -> None:
                    "variant": variant, "gflops": count_gflops(src),
                    "params": sum(p.numel() for p in src.model.parameters()), **info}
             if shift is not None:
-                row["prior_correction"] = {k: fit[k] for k in ("tau", "prior", "bias")}
+                row["prior_correction"] = {k: fit[k] for k in ("floor", "bias")}
             for s, faces in sets.items():
                 lg = logits[s] if shift is None else logits[s] + shift
                 row[s] = _scores(src.labels, torch.softmax(lg, 1).numpy(), faces)
@@ -103,7 +103,7 @@ def main() -> None:
         diff = (predict_logits(check, sets["valid_ferplus"], src.preprocessing) - logits["valid_ferplus"] - bias)
         if float(diff.abs().max()) > 1e-4:
             raise SystemExit(f"{name}: the folded head differs from the added offset by {float(diff.abs().max())}")
-        print(f"  {name}: tau {fit['tau']}", flush=True)
+        print(f"  {name}: offsets {fit['bias']}", flush=True)
     results = {"machine": machine_info(), "rows": rows, "seconds": round(time.time() - t0),
                "notes": ["selection on FER2013Valid (FER+ majority) only; FER2013Test, CK+48 and the "
                          "facial_expressions validation part are reported, never selected on",

@@ -141,7 +141,7 @@ def ablation_section(path: Path) -> list[str]:
     for row in r["rows"]:
         if row.get("command"):
             out.append(f"- `{row['name']}`: `{row['command'][0].split(' ', 1)[1]}`"
-                       + (f" (prior correction tau={row['prior_correction']['tau']})" if "prior_correction" in row
+                       + (f" (prior correction, offsets {row['prior_correction']['bias']})" if "prior_correction" in row
                           else ""))
     return out + [""]
 

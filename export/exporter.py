@@ -178,7 +178,7 @@ def export(source, out: str | Path, *, formats=("onnx", "openvino"), int8: bool 
         fit = fit_prior_correction(predict_logits(src.model, val_faces, src.preprocessing).numpy(), val_faces)
         apply_bias(src.model, fit["bias"])
         src.provenance["prior_correction"] = {**fit, "fitted_on": str(val)}
-        log.info("prior correction tau=%.2f: validation %s -> %s", fit["tau"],
+        log.info("prior correction %s: validation %s -> %s", fit["bias"],
                  fit["validation"]["uncorrected"], fit["validation"]["corrected"])
     if int8:
         from motivnet_distill.data import read_dataset

@@ -293,7 +293,10 @@ def info(package, as_json) -> None:
                    + f" (batch 1, {lat.get('threads')} thread(s), {lat.get('cpu')}, measured at export)")
     pc = pkg.provenance.get("prior_correction")
     if pc:
-        click.echo(f"calibration:   prior correction tau={pc['tau']} fitted on {Path(pc.get('fitted_on', '?')).name}")
+        v = pc["validation"]
+        click.echo(f"calibration:   per-class logit offsets {pc['bias']} fitted on {Path(pc.get('fitted_on', '?')).name} "
+                   f"(lowest class recall {v['uncorrected']['min_recall']:.0%} -> {v['corrected']['min_recall']:.0%}, "
+                   f"accuracy {v['uncorrected']['accuracy']:.2%} -> {v['corrected']['accuracy']:.2%})")
     for role, rel in pkg.manifest.get("assets_roles", {}).items():
         click.echo(f"asset:         {role}: {rel}")
     for key, val in pkg.license.items():
