@@ -233,3 +233,29 @@ def test_close_waits_for_running_calls_and_then_refuses(tiny_package):
     for t in threads:
         t.join(timeout=30)
     assert len(errors) == 4 and all(isinstance(e, MotivnetError) and "closed" in str(e) for e in errors), errors
+
+
+@pytest.mark.slow
+def test_embedded_default_reproduces_the_accuracy_its_manifest_claims():
+    """Every accuracy in the shipped manifest (metrics.test) is re-measured here from the shipped files."""
+    from conftest import SHARED
+
+    pytest.importorskip("motivnet_distill.evaluate")
+    from motivnet_distill.evaluate import evaluate_probs, package_probs, standard_protocols
+    from motivnet_edge.recognizer import DEFAULT_MODEL
+
+    if not (SHARED / "data").is_dir():
+        pytest.skip(f"{SHARED}/data is absent: no test sets on this machine")
+    claimed = EmotionRecognizer.from_pretrained(detector="none").package.metrics["test"]
+    protocols = standard_protocols(SHARED)
+    checked = 0
+    for name, by_precision in claimed.items():
+        for precision, m in by_precision.items():
+            labels, probs = package_probs(DEFAULT_MODEL, protocols[name], backend="onnxruntime", precision=precision)
+            got = evaluate_probs(labels, probs, protocols[name])
+            # fp32 reproduces to rounding; INT8 kernels differ between CPUs (VNNI vs AVX2 u8s8), so
+            # an int8 figure measured on another CPU may move by a few faces.
+            tol = 6e-4 if precision == "fp32" else 5e-3
+            assert got.n == m["n"] and got.accuracy == pytest.approx(m["accuracy"], abs=tol), (name, precision)
+            checked += 1
+    assert checked >= 6
