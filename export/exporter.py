@@ -79,8 +79,8 @@ def _code_version() -> str:
 def _int8(src: ExportSource, folder: Path, formats, data, max_drop, ctx: dict) -> list[ModelFile]:
     """INT8 files: dynamic-quantized ONNX for ORT's CPU provider, NNCF QDQ ONNX + calibration
     table for TensorRT (an asset with the role "tensorrt_int8"), NNCF INT8 OpenVINO IR."""
-    from .int8 import (QuantizationError, accuracy_report, quantize_dynamic_onnx, quantize_onnx,
-                       quantize_openvino, tensorrt_calibration)
+    from .int8 import (QuantizationError, accuracy_report, openvino_accuracy, quantize_dynamic_onnx,
+                       quantize_onnx, quantize_openvino, tensorrt_calibration)
 
     fp32 = folder / "model.onnx"
     files = []
@@ -107,6 +107,16 @@ def _int8(src: ExportSource, folder: Path, formats, data, max_drop, ctx: dict) -
     if "openvino" in formats:
         xml = quantize_openvino(folder / "openvino" / "model.xml", folder / "openvino" / "model.int8.xml",
                                 data, max_drop=max_drop)
+        if data.val_x is not None:
+            a32, a8 = (openvino_accuracy(x, data) for x in (folder / "openvino" / "model.xml", xml))
+            report["openvino"] = {"val_accuracy_fp32": a32, "val_accuracy_int8": a8, "val_accuracy_drop": a32 - a8}
+            if max_drop is not None and a32 - a8 > max_drop:
+                # NNCF reverts layers until it gives up; what is left is no INT8 model worth shipping.
+                log.warning("OpenVINO INT8 loses %.2f%% (above --max-drop): not shipped", 100 * (a32 - a8))
+                report["openvino"]["shipped"] = False
+                xml.unlink()
+                xml.with_suffix(".bin").unlink()
+                return files
         files.append(ModelFile("openvino", "int8", "openvino/model.int8.xml", sha256_file(xml), INPUT, OUTPUT,
                                {"openvino/model.int8.bin": sha256_file(xml.with_suffix(".bin"))}))
     return files

@@ -146,6 +146,14 @@ def quantize_openvino(fp32_xml: Path, out_xml: Path, data: Int8Data, *, max_drop
     return out_xml
 
 
+def openvino_accuracy(xml: Path, data: Int8Data) -> float:
+    """Top-1 accuracy of an OpenVINO IR on the labelled validation faces (CPU, fp32 inference hint)."""
+    import openvino as ov
+
+    compiled = ov.Core().compile_model(str(xml), "CPU", {"INFERENCE_PRECISION_HINT": "f32"})
+    return _ov_accuracy(compiled, data.val_x, data.val_y)
+
+
 def tensorrt_calibration(fp32_path: Path, out_dir: Path, data: Int8Data) -> list[Path]:
     """TensorRT INT8 calibration table (for ORT's TensorRT EP on Jetson) from the same faces."""
     from onnxruntime.quantization.calibrate import CalibrationDataReader, CalibrationMethod, create_calibrator
