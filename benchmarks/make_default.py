@@ -46,11 +46,14 @@ def main() -> None:
             shutil.copy(p, calib / p.name)
         source = config["provenance"].get("label_source", "ferplus")
         label_text = {"ferplus": "FER+ vote labels", "fer2013": "FER2013's original labels"}[source]
+        teacher = config["provenance"].get("teacher")
+        learnt = f"distilled from {teacher} plus {label_text}" if teacher else f"trained on {label_text} (no teacher)"
         prov = {"description": (
             f"ViT student '{config['provenance']['student_preset']}' (conv patch embedding, "
-            f"{config['student']['depth']} blocks, width {config['student']['embed_dim']}), 48x48 gray, distilled "
-            f"from {config['provenance'].get('teacher', 'labels only')} plus {label_text} on FER2013Train, "
-            f"selected on FER2013Valid; accuracy in metrics.test measured on FER2013Test"),
+            f"{config['student']['depth']} blocks, width {config['student']['embed_dim']}), 48x48 gray, {learnt} "
+            f"on FER2013Train, selected on FER2013Valid"
+            + ("" if args.no_prior_correction else ", per-class prior correction fitted on FER2013Valid")
+            + "; accuracy in metrics.test measured on FER2013Test, CK+48 and the facial_expressions validation part"),
             "training": {"command": args.command, "epochs": best, "config": config["train"]},
             "training_data": f"FER2013Train images with {label_text}; selection FER2013Valid"}
         yunet = args.shared / "models" / "yunet" / "face_detection_yunet_2023mar.onnx"
