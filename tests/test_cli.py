@@ -4,9 +4,13 @@ import json
 import subprocess
 import sys
 
+from pathlib import Path
+
 import cv2
 import numpy as np
 import pytest
+
+TINY = Path(__file__).parent / "data" / "tiny_package"
 
 
 def cli(*args, **kw):
@@ -84,7 +88,8 @@ def test_info_text_and_json(tiny_package):
     (lambda t, p: ["predict", t / "corrupt.png"], "not a readable image"),
     (lambda t, p: ["predict", t / "empty_dir"], "holds no images"),
     (lambda t, p: ["predict", t / "x.png", "--model", t], "no manifest.json"),
-    (lambda t, p: ["predict", t / "x.png", "--detector", "yunet"], "needs a model file"),
+    # a package without a YuNet inside (the default ships one), and none given
+    (lambda t, p: ["predict", t / "x.png", "--detector", "yunet", "--model", TINY], "needs a model file"),
     (lambda t, p: ["info", p], "does not match its sha256"),
 ])
 def test_bad_input_exits_2_with_one_line(tmp_path, package_copy, make_args, needle):
