@@ -11,11 +11,11 @@ import json
 import logging
 import platform
 import shutil
-import subprocess
 from pathlib import Path
 
 import numpy as np
 
+from motivnet_edge.benchmark import git_commit
 from motivnet_edge.package import ModelFile, build_manifest, sha256_file, write_package
 
 from .onnx_export import INPUT, OPSET, OUTPUT, export_onnx, max_abs_diff, onnx_to_openvino
@@ -66,14 +66,6 @@ def count_gflops(src: ExportSource) -> float:
     with torch.no_grad(), FlopCounterMode(display=False) as counter:
         src.model(x)
     return round(counter.get_total_flops() / 1e9, 5)
-
-
-def _code_version() -> str:
-    try:
-        return subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
-                              cwd=Path(__file__).parent, timeout=5).stdout.strip() or "unknown"
-    except (OSError, subprocess.SubprocessError):
-        return "unknown"
 
 
 def _int8(src: ExportSource, folder: Path, formats, data, max_drop, ctx: dict) -> list[ModelFile]:
@@ -221,7 +213,7 @@ def export(source, out: str | Path, *, formats=("onnx", "openvino"), int8: bool 
             shutil.copy(yunet, folder / "detector" / "yunet.onnx")
             ctx.setdefault("assets", {})["detector/yunet.onnx"] = sha256_file(folder / "detector" / "yunet.onnx")
             roles["yunet"] = "detector/yunet.onnx"
-        prov = {**src.provenance, **(provenance or {}), "code_version": _code_version(),
+        prov = {**src.provenance, **(provenance or {}), "code_version": git_commit(),
                 "export": {"formats": list(formats), "onnx_opset": OPSET,
                            "onnx_max_abs_diff_vs_torch": ctx.get("onnx_max_abs_diff"),
                            "machine": platform.machine(), "python": platform.python_version()}}

@@ -54,6 +54,16 @@ print(2 * {n} ** 3 / best / 1e9)
     return float(r.stdout.strip().splitlines()[-1])
 
 
+def git_commit() -> str:
+    """The checkout's short commit (results files and manifests name the code that made them)."""
+    try:
+        commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
+                                timeout=5, cwd=Path(__file__).parent).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        commit = ""
+    return commit or "unknown"
+
+
 def machine_info() -> dict:
     """CPU model, INT8/AVX flags, cores, library versions, commit and date for a results file."""
     from .cpu import cpu_info, reported_flags
@@ -67,14 +77,9 @@ def machine_info() -> dict:
             versions[dist] = metadata.version(dist)
         except metadata.PackageNotFoundError:
             continue
-    try:
-        commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
-                                timeout=5, cwd=Path(__file__).parent).stdout.strip()
-    except (OSError, subprocess.SubprocessError):
-        commit = ""
     return {"cpu": cpu, "cores": os.cpu_count(), "machine": platform.machine(),
             "flags": reported_flags(),
-            "python": platform.python_version(), "versions": versions, "commit": commit or "unknown",
+            "python": platform.python_version(), "versions": versions, "commit": git_commit(),
             "date": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")}
 
 
