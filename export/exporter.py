@@ -116,14 +116,14 @@ def _int8(src: ExportSource, folder: Path, formats, data, max_drop, ctx: dict) -
 
 def _latency(folder: Path, files: list[ModelFile], threads: int, rounds: int) -> dict:
     """fp32 vs int8 latency per backend on this machine, each in its own process, batch 1."""
-    from motivnet_edge.backends import cpu_int8_flags
+    from motivnet_edge.cpu import int8_flags
     from motivnet_edge.benchmark import BenchConfig, compare, machine_info
 
     configs = [BenchConfig(f.backend, f.precision, threads, 1) for f in files]
     out: dict = {}
     info = machine_info()
     for r in compare(folder, configs, rounds=rounds, iters=300, seconds=3.0):
-        entry = out.setdefault(r["backend"], {"cpu": info["cpu"], "cpu_int8_flags": sorted(cpu_int8_flags()),
+        entry = out.setdefault(r["backend"], {"cpu": info["cpu"], "cpu_int8_flags": sorted(int8_flags()),
                                               "threads": threads, "batch": 1, "date": info["date"]})
         entry[f"{r['precision']}_ms"] = round(r["p50_ms"], 4)
         entry[f"{r['precision']}_spread_ms"] = [round(v, 4) for v in r["p50_spread_ms"]]

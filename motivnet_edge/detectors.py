@@ -11,6 +11,7 @@ import cv2
 import numpy as np
 
 from .errors import BackendUnavailableError, MotivnetError
+from .tracking import iou
 
 log = logging.getLogger(__name__)
 
@@ -72,7 +73,7 @@ class YuNetDetector(FaceDetector):
     name = "yunet"
 
     smallest = 16  # YuNet's finest anchors (stride 8) find faces from about 10-16 px
-    max_side = 1920  # a 1920 px copy: faces from ~1 % of a big photo's side, ~0.3 GB at most
+    max_side = 1920  # a 1920 px copy: faces from ~1 % of a big photo's side (peak memory: see tests)
 
     def __init__(self, model_path: str | Path, *, score_threshold: float = 0.7,
                  nms_threshold: float = 0.3, max_side: int = 1920, min_face: int = 20) -> None:
@@ -127,8 +128,6 @@ class YuNetDetector(FaceDetector):
         return out
 
     def _refine(self, image: np.ndarray, d: Detection) -> Detection | None:
-        from .tracking import iou
-
         x, y, w, h = d.box
         side = 2.0 * max(w, h)
         ih, iw = image.shape[:2]

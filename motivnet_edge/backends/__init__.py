@@ -44,9 +44,8 @@ def installed_backends() -> list[str]:
     return [b for b in AUTO_ORDER if _findable(_MODULE[b])]
 
 
-def cpu_int8_flags() -> set[str]:
-    """INT8 dot-product instruction sets of this CPU (empty: INT8 cannot pay off here)."""
-    return set(int8_flags())
+def _on_tensorrt(options: BackendOptions) -> bool:
+    return any(p.lower() in ("tensorrt", "trt", "tensorrtexecutionprovider") for p in options.providers)
 
 
 PRECISIONS = ("auto", "fp32", "bf16", "int8", "fp16")
@@ -77,7 +76,7 @@ def choose_precision(package, backend: str, precision: str, options: BackendOpti
     if have == {"int8"}:
         return "int8"
     if "int8" in have:
-        on_trt = any(p.lower() in ("tensorrt", "trt", "tensorrtexecutionprovider") for p in options.providers)
+        on_trt = _on_tensorrt(options)
         lat = package.metrics.get("latency", {}).get(backend, {})
         measured_faster = lat.get("int8_ms", float("inf")) < lat.get("fp32_ms", 0.0)
         # The figure only speaks for this CPU when it was taken with INT8 instructions this CPU
@@ -143,9 +142,8 @@ def create_backend(package, *, backend: str = "auto", precision: str = "auto",
         raise BackendUnavailableError(f"backend {backend!r} is not installed: {_EXTRAS[backend]}")
     prec = choose_precision(package, backend, precision, options)
     f = package.file_for(backend, "fp32" if prec == "bf16" else prec)
-    on_trt = any(p.lower() in ("tensorrt", "trt", "tensorrtexecutionprovider") for p in options.providers)
     qdq = package.manifest.get("assets_roles", {}).get("tensorrt_int8")
-    if on_trt and prec == "int8" and qdq:
+    if _on_tensorrt(options) and prec == "int8" and qdq:
         # TensorRT runs the QDQ graph; the package's own int8 file is quantized for ORT's CPU provider.
         f = dataclasses.replace(f, path=qdq, sha256=package.manifest["assets"][qdq])
     if options.trt_int8_table == "package":
@@ -165,4 +163,4 @@ def create_backend(package, *, backend: str = "auto", precision: str = "auto",
     return inst
 
 
-__all__ = ["Backend", "BackendOptions", "create_backend", "installed_backends", "cpu_int8_flags", "AUTO_ORDER"]
+__all__ = ["Backend", "BackendOptions", "create_backend", "installed_backends", "AUTO_ORDER"]
