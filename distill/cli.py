@@ -13,13 +13,41 @@ from pathlib import Path
 
 import click
 
-from motivnet_edge.cli import TRUST_CODE, UsageFailure, friendly
+from motivnet_edge.cli import BACKEND_OPTIONS, TRUST_CODE, UsageFailure, friendly, list_option
 from motivnet_edge.errors import LabelError
+
+from .data import LABEL_SOURCES
+
+MAP_OPTION = list_option(
+    "--map", "maps", metavar="SRC=DST",
+    help="Explicit label remapping; an empty DST or 'none' drops the class (e.g. contempt=none).")
+
+
+def parse_maps(maps: tuple[str, ...]) -> dict[str, str | None] | None:
+    """``--map SRC=DST`` options as a label mapping (None drops SRC); None when none given."""
+    mapping = {}
+    for m in maps:
+        if "=" not in m:
+            raise UsageFailure(f"--map {m!r}: write SRC=DST, e.g. contempt=none")
+        src, dst = m.split("=", 1)
+        mapping[src] = None if dst.strip().lower() in ("", "none") else dst
+    return mapping or None
+
+
+def missing_class_hint(exc: LabelError, data: str) -> UsageFailure:
+    """The usage error for a dataset class the model lacks, naming the --map that fixes it."""
+    hint = " ".join(f"--map {m}=none" for m in exc.missing)
+    return UsageFailure(f"{data} has classes the model lacks: {', '.join(exc.missing)}; drop them with {hint} "
+                        f"or rename them with --map {exc.missing[0]}=LABEL")
+
 
 @click.command()
 @click.option("--data", type=click.Path(), required=True, help="Training faces (FER+ split, CSV, class folders).")
+@list_option("--extra-data", item=click.Path(), split=False,
+              help="More labelled faces (repeatable); only the train part of their by-person split is used.")
+@MAP_OPTION
 @click.option("--out", type=click.Path(), required=True, help="Run folder.")
-@click.option("--teacher", "teachers", multiple=True, help="Teacher file; repeat for an ensemble.")
+@list_option("--teacher", "teachers", item=click.Path(), split=False, help="Teacher file; repeat for an ensemble.")
 @click.option("--val", type=click.Path(), default=None, help="Selection set (default: FER2013Valid beside the data).")
 @click.option("--student", default="vit_hybrid_pico", show_default=True,
               help="Student preset (vit_hybrid_femto/pico/nano, vit_pico/nano/micro, vit_tiny/small).")
@@ -36,21 +64,27 @@ from motivnet_edge.errors import LabelError
 @click.option("--cache-dir", type=click.Path(), default=None, help="Teacher output cache (default: OUT/cache).")
 @click.option("--init", type=click.Path(), default=None,
               help="timm/DeiT checkpoint, or a run's best.pt, to start the student from.")
-@click.option("--label-source", type=click.Choice(["ferplus", "fer2013"]), default="ferplus", show_default=True,
+@click.option("--label-source", type=click.Choice(LABEL_SOURCES), default="ferplus", show_default=True,
               help="FER+ splits: train and select on the FER+ votes or the original FER2013 labels.")
 @click.option("--resume", is_flag=True, help="Continue the run in --out after an interruption.")
 @TRUST_CODE
 @friendly
-def distill(data, out, teachers, val, student, epochs, views, threads, kd_weight, label_weight, temperature,
+def distill(data, extra_data, maps, out, teachers, val, student, epochs, views, threads, kd_weight, label_weight, temperature,
             batch_size, lr, cache_dir, init, label_source, resume, trust_code) -> None:
     """Distil a teacher (or several) into a small ViT student."""
     from .pipeline import distill as run_distill
 
-    best = run_distill(data=data, out=out, val=val, teachers=list(teachers), student=student, epochs=epochs,
-                       views=views, kd_weight=kd_weight, label_weight=label_weight, temperature=temperature,
-                       resume=resume, batch_size=batch_size, lr=lr, cache_dir=cache_dir, init=init, threads=threads,
-                       label_source=label_source, trust_code=trust_code,
-                       command=shlex.join(["motivnet-edge", *sys.argv[1:]]))
+    try:
+        best = run_distill(data=data, out=out, val=val, teachers=list(teachers), student=student, epochs=epochs,
+                           views=views, kd_weight=kd_weight, label_weight=label_weight, temperature=temperature,
+                           resume=resume, batch_size=batch_size, lr=lr, cache_dir=cache_dir, init=init,
+                           threads=threads, label_source=label_source, extra_data=list(extra_data),
+                           mapping=parse_maps(maps), trust_code=trust_code,
+                           command=shlex.join(["motivnet-edge", *sys.argv[1:]]))
+    except LabelError as exc:
+        if not exc.missing:
+            raise
+        raise missing_class_hint(exc, ", ".join(extra_data) or data) from None
     click.echo(json.dumps(best))
 
 
@@ -79,10 +113,9 @@ def train_head_cmd(backbone, data, out, epochs, batch_size, lr, num_heads) -> No
               help="A dataset, or the shared/ folder for the standard protocols. MODEL 'default' is the embedded model.")
 @click.option("--teacher", type=click.Path(), default=None, help="Also report top-1 agreement with it.")
 @click.option("--plots", type=click.Path(file_okay=False), default=None, help="Write confusion PNGs here.")
-@click.option("--backend", type=click.Choice(["auto", "onnxruntime", "openvino"]), default="auto")
-@click.option("--precision", type=click.Choice(["auto", "fp32", "bf16", "int8"]), default="auto", help="bf16: OpenVINO on a CPU with AVX512_BF16/AMX.")
-@click.option("--map", "maps", multiple=True, metavar="SRC=DST",
-              help="Explicit label remapping; an empty DST or 'none' drops the class (e.g. contempt=none).")
+@BACKEND_OPTIONS[0]
+@BACKEND_OPTIONS[1]
+@MAP_OPTION
 @click.option("--json", "as_json", is_flag=True, help="Print the metrics as one JSON object.")
 @TRUST_CODE
 @friendly
@@ -90,21 +123,13 @@ def eval_cmd(model, data, teacher, plots, backend, precision, maps, as_json, tru
     """Evaluate a package, checkpoint or teacher: accuracy, UAR, macro-F1, confusion."""
     from .evaluate import evaluate_model, plot_confusion, summary
 
-    mapping = {}
-    for m in maps:
-        if "=" not in m:
-            raise UsageFailure(f"--map {m!r}: write SRC=DST, e.g. contempt=none")
-        src, dst = m.split("=", 1)
-        mapping[src] = None if dst.strip().lower() in ("", "none") else dst
     try:
         results = evaluate_model(model, data, teacher=teacher, backend=backend, precision=precision,
-                                 mapping=mapping or None, trust_code=trust_code, progress=sys.stderr.isatty())
+                                 mapping=parse_maps(maps), trust_code=trust_code, progress=sys.stderr.isatty())
     except LabelError as exc:
         if not exc.missing:
             raise
-        hint = " ".join(f"--map {m}=none" for m in exc.missing)
-        raise UsageFailure(f"{data} has classes the model lacks: {', '.join(exc.missing)}; drop them with {hint} "
-                           f"or rename them with --map {exc.missing[0]}=LABEL") from None
+        raise missing_class_hint(exc, data) from None
     if plots:
         for name, m in results.items():
             plot_confusion(m, Path(plots) / f"confusion_{name}.png", f"{Path(model).name} on {name}")

@@ -256,6 +256,22 @@ def split_by_person(faces: FaceSet, *, part: str, val_fraction: float = 0.2) -> 
     return faces.subset(idx)
 
 
+def concat(sets: Sequence[FaceSet]) -> FaceSet:
+    """Several sets as one (same label order required; file names keep their order).
+
+    Raises:
+        DataError: no sets, or sets declaring different label orders.
+    """
+    if not sets:
+        raise DataError("no face sets to join")
+    labels = sets[0].labels
+    for s in sets[1:]:
+        if s.labels != labels:
+            raise DataError(f"cannot join sets with label orders {labels} and {s.labels}; remap them first")
+    return FaceSet([im for s in sets for im in s.images], np.concatenate([s.soft for s in sets]),
+                   np.concatenate([s.hard for s in sets]), labels, [f for s in sets for f in s.files])
+
+
 def read_unlabelled(folder: str | Path, *, labels: Sequence[str] = MOTIVNET_LABELS) -> FaceSet:
     """Every image under ``folder`` with no label: the teacher provides the targets."""
     files = _images_in(Path(folder))
@@ -264,6 +280,10 @@ def read_unlabelled(folder: str | Path, *, labels: Sequence[str] = MOTIVNET_LABE
     n = len(files)
     return FaceSet([_read(p) for p in files], np.zeros((n, len(labels)), np.float32),
                    np.full(n, -1, np.int64), tuple(labels), [str(p) for p in files])
+
+
+#: Which labels of a FER+ split are read: the ten-annotator votes or the original FER2013 label.
+LABEL_SOURCES = ("ferplus", "fer2013")
 
 
 def read_dataset(path: str | Path, *, labels: Sequence[str] = MOTIVNET_LABELS,
@@ -278,8 +298,8 @@ def read_dataset(path: str | Path, *, labels: Sequence[str] = MOTIVNET_LABELS,
         DataError: the path matches no known format, or ``label_source`` does not apply.
     """
     path = Path(path)
-    if label_source not in ("ferplus", "fer2013"):
-        raise DataError(f"label source {label_source!r}: use 'ferplus' or 'fer2013'")
+    if label_source not in LABEL_SOURCES:
+        raise DataError(f"label source {label_source!r}: use one of {', '.join(LABEL_SOURCES)}")
     if (path / "label.csv").is_file():
         faces = read_ferplus(path, labels=labels, mapping=mapping)
         if label_source == "fer2013":
@@ -298,6 +318,6 @@ def read_dataset(path: str | Path, *, labels: Sequence[str] = MOTIVNET_LABELS,
                     "CSV, or a folder with one sub-folder per class")
 
 
-__all__ = ["FaceSet", "DataError", "LabelError", "read_dataset", "read_ferplus", "read_fer2013_csv",
+__all__ = ["FaceSet", "DataError", "LabelError", "concat", "read_dataset", "read_ferplus", "read_fer2013_csv",
            "read_fer2013_labels", "read_image_folder", "read_unlabelled", "with_fer2013_labels", "person_of",
            "split_by_person"]

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import replace
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 from motivnet_edge.errors import MotivnetError
@@ -14,7 +15,7 @@ from motivnet_edge.labels import MOTIVNET_LABELS
 from motivnet_edge.preprocess import Preprocessing
 
 from .cache import build_cache, load_cached
-from .data import read_dataset
+from .data import concat, read_dataset, split_by_person
 from .student import PRESETS
 from .teachers import EnsembleTeacher, load_teacher
 from .train import TrainConfig, train
@@ -41,6 +42,7 @@ def distill(*, data: str | Path, out: str | Path, val: str | Path | None = None,
             views: int = 8, cache_dir: str | Path | None = None, resume: bool = False,
             preprocessing: Preprocessing = STUDENT_PREPROCESSING, labels=MOTIVNET_LABELS,
             init: str | Path | None = None, label_source: str = "ferplus", progress: bool = True,
+            extra_data: Sequence[str | Path] = (), mapping: Mapping[str, str | None] | None = None,
             trust_code: bool = False, command: str | None = None, **overrides) -> dict:
     """Distils ``teachers`` (none: labels only) into a ``student`` preset on ``data``.
 
@@ -54,6 +56,9 @@ def distill(*, data: str | Path, out: str | Path, val: str | Path | None = None,
         cache_dir: where teacher outputs are cached (share it between runs to reuse them).
         init: a timm/DeiT checkpoint (or a run's best.pt) to initialise the student from.
         label_source: which labels of a FER+ split train and select: "ferplus" votes or "fer2013".
+        extra_data: more labelled sets (class folders, FER+ splits); only the "train" part of each
+            set's by-person split is used, so the part ``eval`` validates on stays unseen.
+        mapping: explicit renames/drops (None) of the extra sets' classes, e.g. {"contempt": None}.
         trust_code: admit TorchScript / torch.export teachers (loading them runs code from the file).
         command: the command line that started this, recorded in the run folder's commands.txt.
 
@@ -68,6 +73,10 @@ def distill(*, data: str | Path, out: str | Path, val: str | Path | None = None,
     if val is None:
         raise MotivnetError("pass --val: a labelled set to select the best epoch on (never the test set)")
     train_set = read_dataset(data, labels=labels, label_source=label_source)
+    extras = [split_by_person(read_dataset(p, labels=labels, mapping=mapping), part="train") for p in extra_data]
+    for p, s in zip(extra_data, extras):
+        log.info("extra training faces: %d from the train part of %s", len(s), p)
+    train_set = concat([train_set, *extras])
     val_set = read_dataset(val, labels=labels, label_source=label_source)
     has_labels = (train_set.soft.sum(1) > 0).any()
     if not teachers and not has_labels:
@@ -78,6 +87,8 @@ def distill(*, data: str | Path, out: str | Path, val: str | Path | None = None,
                       temperature=temperature, views=views)
     cfg = replace(cfg, **overrides)
     logits, extra = None, {"provenance": {"student_preset": student, "training_data": str(data),
+                                          "extra_training_data": [f"{p} (train part, split by person)"
+                                                                  for p in extra_data],
                                           "selection_data": str(val),
                                           "label_source": label_source}}
     if command:

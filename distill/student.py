@@ -239,9 +239,11 @@ def load_timm_weights(model: ViTStudent, path: str | Path) -> list[str]:
     w = sd.get("patch_embed.proj.weight")
     if w is not None and w.shape[1] == 3 and model.cfg.in_chans == 1:
         sd["patch_embed.proj.weight"] = w.sum(1, keepdim=True)
-    if w is not None and w.shape[-1] != model.cfg.patch_size:
-        sd["patch_embed.proj.weight"] = F.interpolate(
-            sd["patch_embed.proj.weight"], size=(model.cfg.patch_size,) * 2, mode="bicubic")
+    # Resize the patch kernel to the student's own (a hybrid's conv stem makes it smaller than
+    # patch_size, so the target is the student's kernel, not patch_size).
+    kernel = own["patch_embed.proj.weight"].shape[-2:] if "patch_embed.proj.weight" in own else None
+    if w is not None and kernel is not None and sd["patch_embed.proj.weight"].shape[-2:] != kernel:
+        sd["patch_embed.proj.weight"] = F.interpolate(sd["patch_embed.proj.weight"], size=tuple(kernel), mode="bicubic")
     pos = sd.get("pos_embed")
     if pos is not None and pos.shape != own["pos_embed"].shape:
         has_cls = pos.shape[1] != int(math.isqrt(pos.shape[1])) ** 2

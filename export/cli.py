@@ -8,16 +8,18 @@ from __future__ import annotations
 
 import click
 
-from motivnet_edge.cli import TRUST_CODE, friendly
+from motivnet_distill.data import LABEL_SOURCES
+from motivnet_edge.cli import TRUST_CODE, friendly, list_option
 
 @click.command(name="export")
 @click.argument("source", type=click.Path())
 @click.option("--out", type=click.Path(), required=True, help="Package folder to write.")
-@click.option("--formats", default="onnx,openvino", show_default=True)
+@list_option("--formats", default=("onnx", "openvino"), show_default=True,
+             help="Package formats (repeat or comma list): onnx (ONNX Runtime), openvino.")
 @click.option("--int8", is_flag=True, help="Also write INT8 models (NNCF post-training quantization).")
 @click.option("--calib", type=click.Path(), default=None, help="Calibration faces (>= 300).")
 @click.option("--val", type=click.Path(), default=None, help="Labelled faces: fp32/int8 accuracy.")
-@click.option("--val-labels", type=click.Choice(["ferplus", "fer2013"]), default="ferplus", show_default=True,
+@click.option("--val-labels", type=click.Choice(LABEL_SOURCES), default="ferplus", show_default=True,
               help="Which labels of a FER+ --val split to score on (those the model was trained on).")
 @click.option("--max-drop", type=click.FloatRange(0, 1), default=None, help="Accuracy control bound, e.g. 0.01.")
 @click.option("--no-latency", is_flag=True, help="Skip timing fp32 vs int8 on this machine.")
@@ -33,7 +35,7 @@ def export_cmd(source, out, formats, int8, calib, val, val_labels, max_drop, no_
 
     from .exporter import export
 
-    path = export(source, out, formats=tuple(f.strip() for f in formats.split(",") if f.strip()), int8=int8,
+    path = export(source, out, formats=formats, int8=int8,
                   calib=calib, val=val, val_label_source=val_labels, max_drop=max_drop, latency=not no_latency,
                   yunet=yunet, teacher_options={"trust_code": True} if trust_code else None,
                   prior_correction=prior_correction)
@@ -42,14 +44,14 @@ def export_cmd(source, out, formats, int8, calib, val, val_labels, max_drop, no_
     sizes = m.get("file_sizes", {})
     for f in sizes:
         click.echo(f"  {f}: {sizes[f] / 1e6:.2f} MB")
-    if "int8" in m:
-        q = m["int8"]
+    for runtime, q in m.get("int8", {}).items():
+        line = f"  int8 {runtime} ({q['file']}{'' if q['shipped'] else ', not shipped'}): "
         if "val_accuracy_fp32" in q:
-            click.echo(f"  accuracy fp32 {q['val_accuracy_fp32']:.2%}, int8 {q['val_accuracy_int8']:.2%}, "
-                       f"drop {q['val_accuracy_drop']:.2%}")
-        click.echo(f"  int8 vs fp32 top-1 agreement {q['agreement_int8_vs_fp32']:.2%} on {q['agreement_faces']} faces")
-        if "model.onnx" in sizes and "model.int8.onnx" in sizes:
-            click.echo(f"  compression {sizes['model.onnx'] / sizes['model.int8.onnx']:.2f}x (ONNX file size)")
+            line += (f"accuracy fp32 {q['val_accuracy_fp32']:.2%}, int8 {q['val_accuracy_int8']:.2%}, "
+                     f"drop {q['val_accuracy_drop']:.2%}; ")
+        click.echo(line + f"top-1 agreement with fp32 {q['agreement_int8_vs_fp32']:.2%} on {q['agreement_faces']} faces")
+    if "model.onnx" in sizes and "model.int8.onnx" in sizes:
+        click.echo(f"  compression {sizes['model.onnx'] / sizes['model.int8.onnx']:.2f}x (ONNX file size)")
     for backend, lat in m.get("latency", {}).items():
         line = f"  {backend}: fp32 {lat.get('fp32_ms', float('nan')):.3f} ms"
         if "int8_ms" in lat:

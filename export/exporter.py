@@ -11,6 +11,8 @@ import json
 import logging
 import platform
 import shutil
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -18,42 +20,108 @@ import numpy as np
 from motivnet_edge.benchmark import git_commit
 from motivnet_edge.package import ModelFile, build_manifest, sha256_file, write_package
 
+from .int8 import (Int8Data, QuantizationError, accuracy_report, quantize_dynamic_onnx, quantize_onnx,
+                   quantize_openvino, tensorrt_calibration)
 from .onnx_export import INPUT, OPSET, OUTPUT, export_onnx, max_abs_diff, onnx_to_openvino
 from .sources import ExportSource, SourceError, load_source
 
 log = logging.getLogger(__name__)
 
 
-def _onnx_fp32(src: ExportSource, folder: Path, ctx: dict) -> list[ModelFile]:
+@dataclass
+class _Build:
+    """What the format writers of one export share, in place of a loose dict."""
+
+    src: ExportSource
+    folder: Path
+    formats: tuple[str, ...]
+    data: Int8Data | None = None
+    max_drop: float | None = None
+    onnx_max_abs_diff: float | None = None
+    assets: dict[str, str] = field(default_factory=dict)   # path -> sha256 of files no backend loads directly
+    roles: dict[str, str] = field(default_factory=dict)    # role -> asset path
+    int8: dict[str, dict] = field(default_factory=dict)    # runtime -> accuracy of its INT8 file vs fp32
+
+    def fp32_onnx(self) -> Path:
+        """The fp32 ONNX graph every other file is made from (exported once)."""
+        path = self.folder / "model.onnx"
+        if not path.exists():
+            export_onnx(self.src.model, self.src.preprocessing, self.src.labels, path)
+        return path
+
+    def check_drop(self, runtime: str, report: dict) -> None:
+        if self.max_drop is not None and report.get("val_accuracy_drop", 0.0) > self.max_drop:
+            raise QuantizationError(
+                f"INT8 ({runtime}) loses {report['val_accuracy_drop']:.2%} accuracy, above --max-drop "
+                f"{self.max_drop:.2%}; nothing was written. Raise --max-drop, use more or more typical "
+                "calibration faces, or ship fp32 only")
+
+
+def _onnx_fp32(b: _Build) -> list[ModelFile]:
+    src, folder = b.src, b.folder
     # Above protobuf's 2 GB (the 1B teacher) the weights go to external data beside the graph.
     big = sum(p.numel() * p.element_size() for p in src.model.parameters()) > 1.8e9
     path = export_onnx(src.model, src.preprocessing, src.labels, folder / "model.onnx", external_data=big)
     if big:
-        data = folder / "model.onnx.data"
-        ctx["onnx_max_abs_diff"] = None  # a second full-size copy in ORT would double peak memory
+        data = folder / "model.onnx.data"  # no ORT comparison: a second full-size copy doubles peak memory
         return [ModelFile("onnxruntime", "fp32", path.name, sha256_file(path), INPUT, OUTPUT,
                           {data.name: sha256_file(data)})]
     x = np.random.default_rng(0).normal(size=(4, src.preprocessing.channels, *src.preprocessing.input_size))
-    ctx["onnx_max_abs_diff"] = max_abs_diff(src.model, path, x.astype(np.float32))
+    b.onnx_max_abs_diff = max_abs_diff(src.model, path, x.astype(np.float32))
     return [ModelFile("onnxruntime", "fp32", path.name, sha256_file(path), INPUT, OUTPUT)]
 
 
-def _openvino_fp32(src: ExportSource, folder: Path, ctx: dict) -> list[ModelFile]:
-    onnx_path = folder / "model.onnx"
-    if not onnx_path.exists():
-        export_onnx(src.model, src.preprocessing, src.labels, onnx_path)
-        ctx["remove"] = onnx_path
-    (folder / "openvino").mkdir(exist_ok=True)
-    xml = onnx_to_openvino(onnx_path, folder / "openvino" / "model.xml")
-    binf = xml.with_suffix(".bin")
+def _onnx_int8(b: _Build) -> list[ModelFile]:
+    """Dynamic-quantized ONNX for ORT's CPU provider, and the NNCF QDQ ONNX + calibration table
+    for TensorRT (an asset with the role "tensorrt_int8": ORT's CPU provider runs QDQ slowly)."""
+    fp32, trt = b.fp32_onnx(), b.folder / "tensorrt"
+    trt.mkdir(exist_ok=True)
+    qdq = quantize_onnx(fp32, trt / "model.int8.qdq.onnx", b.data, max_drop=b.max_drop)
+    cpu = quantize_dynamic_onnx(fp32, b.folder / "model.int8.onnx")
+    for runtime, path in (("onnxruntime", cpu), ("tensorrt", qdq)):
+        b.int8[runtime] = {**accuracy_report(fp32, path, b.data), "file": path.relative_to(b.folder).as_posix()}
+        b.check_drop(runtime, b.int8[runtime])
+    b.assets.update({f"tensorrt/{p.name}": sha256_file(p) for p in [*tensorrt_calibration(fp32, trt, b.data), qdq]})
+    b.roles["tensorrt_int8"] = f"tensorrt/{qdq.name}"
+    return [ModelFile("onnxruntime", "int8", cpu.name, sha256_file(cpu), INPUT, OUTPUT)]
+
+
+def _openvino_fp32(b: _Build) -> list[ModelFile]:
+    (b.folder / "openvino").mkdir(exist_ok=True)
+    xml = onnx_to_openvino(b.fp32_onnx(), b.folder / "openvino" / "model.xml")
     return [ModelFile("openvino", "fp32", "openvino/model.xml", sha256_file(xml), INPUT, OUTPUT,
-                      {"openvino/model.bin": sha256_file(binf)})]
+                      {"openvino/model.bin": sha256_file(xml.with_suffix(".bin"))})]
 
 
-#: format name -> (writer, runtime backend it serves, pip extra it needs)
+def _openvino_int8(b: _Build) -> list[ModelFile]:
+    """NNCF INT8 IR; measured, and left out (recorded as not shipped) above ``max_drop``."""
+    fp32 = b.folder / "openvino" / "model.xml"
+    xml = quantize_openvino(fp32, b.folder / "openvino" / "model.int8.xml", b.data, max_drop=b.max_drop)
+    report = b.int8["openvino"] = {**accuracy_report(fp32, xml, b.data), "file": "openvino/model.int8.xml"}
+    if b.max_drop is not None and report.get("val_accuracy_drop", 0.0) > b.max_drop:
+        # NNCF reverts layers until it gives up; what is left is no INT8 model worth shipping.
+        log.warning("OpenVINO INT8 loses %.2f%% (above --max-drop): not shipped", 100 * report["val_accuracy_drop"])
+        report["shipped"] = False
+        xml.unlink()
+        xml.with_suffix(".bin").unlink()
+        return []
+    return [ModelFile("openvino", "int8", "openvino/model.int8.xml", sha256_file(xml), INPUT, OUTPUT,
+                      {"openvino/model.int8.bin": sha256_file(xml.with_suffix(".bin"))})]
+
+
+@dataclass(frozen=True)
+class Format:
+    """One row of the format table: the backend it serves and its fp32 and INT8 writers."""
+
+    backend: str
+    fp32: Callable[[_Build], list[ModelFile]]
+    int8: Callable[[_Build], list[ModelFile]]
+
+
+#: ``--formats`` names, in the order they are written (OpenVINO converts the ONNX graph).
 FORMATS = {
-    "onnx": (_onnx_fp32, "onnxruntime", "export"),
-    "openvino": (_openvino_fp32, "openvino", "export"),
+    "onnx": Format("onnxruntime", _onnx_fp32, _onnx_int8),
+    "openvino": Format("openvino", _openvino_fp32, _openvino_int8),
 }
 
 
@@ -66,52 +134,6 @@ def count_gflops(src: ExportSource) -> float:
     with torch.no_grad(), FlopCounterMode(display=False) as counter:
         src.model(x)
     return round(counter.get_total_flops() / 1e9, 5)
-
-
-def _int8(src: ExportSource, folder: Path, formats, data, max_drop, ctx: dict) -> list[ModelFile]:
-    """INT8 files: dynamic-quantized ONNX for ORT's CPU provider, NNCF QDQ ONNX + calibration
-    table for TensorRT (an asset with the role "tensorrt_int8"), NNCF INT8 OpenVINO IR."""
-    from .int8 import (QuantizationError, accuracy_report, openvino_accuracy, quantize_dynamic_onnx,
-                       quantize_onnx, quantize_openvino, tensorrt_calibration)
-
-    fp32 = folder / "model.onnx"
-    files = []
-    agreement_x = data.val_x if data.val_x is not None else np.concatenate(data.calib)
-    (folder / "tensorrt").mkdir(exist_ok=True)
-    qdq = quantize_onnx(fp32, folder / "tensorrt" / "model.int8.qdq.onnx", data, max_drop=max_drop)
-    cpu = quantize_dynamic_onnx(fp32, folder / "model.int8.onnx")
-    report = accuracy_report(fp32, cpu, data, agreement_x=agreement_x)
-    report["tensorrt_qdq"] = accuracy_report(fp32, qdq, data, agreement_x=agreement_x)
-    ctx["int8"] = report
-    for name, r in (("ONNX Runtime CPU", report), ("TensorRT QDQ", report["tensorrt_qdq"])):
-        if max_drop is not None and r.get("val_accuracy_drop", 0.0) > max_drop:
-            raise QuantizationError(
-                f"INT8 ({name}) loses {r['val_accuracy_drop']:.2%} accuracy, above --max-drop {max_drop:.2%}; "
-                "nothing was written. Raise --max-drop, use more or more typical calibration faces, or ship fp32 only")
-    if "onnx" in formats:
-        files.append(ModelFile("onnxruntime", "int8", cpu.name, sha256_file(cpu), INPUT, OUTPUT))
-        table = tensorrt_calibration(fp32, folder / "tensorrt", data)
-        ctx["assets"] = {f"tensorrt/{p.name}": sha256_file(p) for p in [*table, qdq]}
-        ctx["roles"] = {"tensorrt_int8": f"tensorrt/{qdq.name}"}
-    else:
-        cpu.unlink()
-        shutil.rmtree(folder / "tensorrt")
-    if "openvino" in formats:
-        xml = quantize_openvino(folder / "openvino" / "model.xml", folder / "openvino" / "model.int8.xml",
-                                data, max_drop=max_drop)
-        if data.val_x is not None:
-            a32, a8 = (openvino_accuracy(x, data) for x in (folder / "openvino" / "model.xml", xml))
-            report["openvino"] = {"val_accuracy_fp32": a32, "val_accuracy_int8": a8, "val_accuracy_drop": a32 - a8}
-            if max_drop is not None and a32 - a8 > max_drop:
-                # NNCF reverts layers until it gives up; what is left is no INT8 model worth shipping.
-                log.warning("OpenVINO INT8 loses %.2f%% (above --max-drop): not shipped", 100 * (a32 - a8))
-                report["openvino"]["shipped"] = False
-                xml.unlink()
-                xml.with_suffix(".bin").unlink()
-                return files
-        files.append(ModelFile("openvino", "int8", "openvino/model.int8.xml", sha256_file(xml), INPUT, OUTPUT,
-                               {"openvino/model.int8.bin": sha256_file(xml.with_suffix(".bin"))}))
-    return files
 
 
 def _latency(folder: Path, files: list[ModelFile], threads: int, rounds: int) -> dict:
@@ -143,7 +165,8 @@ def export(source, out: str | Path, *, formats=("onnx", "openvino"), int8: bool 
         source: run folder, checkpoint, teacher file, or an ExportSource.
         out: package folder; replaced atomically.
         formats: names from FORMATS.
-        int8: also write INT8 models (NNCF PTQ) for each format, a TensorRT table for ONNX.
+        int8: also write each format's INT8 file (FORMATS' int8 writers); accuracy of every
+            INT8 file vs fp32 goes to the manifest's ``metrics.int8``, keyed by runtime.
         calib: calibration faces (path to any dataset format); required with ``int8``.
         val: labelled validation faces: fp32/int8 accuracy and, with ``max_drop``, accuracy control.
         val_label_source: for a FER+ split ``val``: "ferplus" votes or "fer2013" labels, the
@@ -160,6 +183,7 @@ def export(source, out: str | Path, *, formats=("onnx", "openvino"), int8: bool 
         QuantizationError: too few calibration faces, bad validation labels, drop above max_drop.
         PackageError: the output cannot be written.
     """
+    formats = tuple(formats)
     unknown = [f for f in formats if f not in FORMATS]
     if unknown or not formats:
         raise SourceError(f"unknown formats {unknown}; choose from {sorted(FORMATS)}")
@@ -191,39 +215,33 @@ def export(source, out: str | Path, *, formats=("onnx", "openvino"), int8: bool 
             raise SourceError(f"--int8 needs --calib: at least {min_calibration} face images to set INT8 ranges")
         data = prepare_data(read_dataset(calib, labels=src.labels), src.preprocessing, val_faces=val_faces,
                             labels=src.labels, min_calibration=min_calibration)
-    ctx: dict = {}
 
     def build(folder: Path) -> dict:
-        files = []
-        for name in sorted(formats, key=list(FORMATS).index):
-            writer, _, _ = FORMATS[name]
-            log.info("writing %s", name)
-            files += writer(src, folder, ctx)
+        b = _Build(src, folder, tuple(formats), data=data, max_drop=max_drop)
+        rows = [FORMATS[name] for name in FORMATS if name in formats]
+        files = [f for row in rows for f in row.fp32(b)]
         if data is not None:
-            if not (folder / "model.onnx").exists():
-                export_onnx(src.model, src.preprocessing, src.labels, folder / "model.onnx")
-            files += _int8(src, folder, formats, data, max_drop, ctx)
-        if "remove" in ctx and "onnx" not in formats:
-            ctx["remove"].unlink()
-        roles = dict(ctx.get("roles", {}))
+            files += [f for row in rows for f in row.int8(b)]
+        if "onnx" not in formats:
+            (folder / "model.onnx").unlink(missing_ok=True)  # only the source of the other formats
         if yunet is not None:
             if not Path(yunet).is_file():
                 raise SourceError(f"YuNet model {yunet} does not exist")
             (folder / "detector").mkdir(exist_ok=True)
             shutil.copy(yunet, folder / "detector" / "yunet.onnx")
-            ctx.setdefault("assets", {})["detector/yunet.onnx"] = sha256_file(folder / "detector" / "yunet.onnx")
-            roles["yunet"] = "detector/yunet.onnx"
+            b.assets["detector/yunet.onnx"] = sha256_file(folder / "detector" / "yunet.onnx")
+            b.roles["yunet"] = "detector/yunet.onnx"
         prov = {**src.provenance, **(provenance or {}), "code_version": git_commit(),
                 "export": {"formats": list(formats), "onnx_opset": OPSET,
-                           "onnx_max_abs_diff_vs_torch": ctx.get("onnx_max_abs_diff"),
+                           "onnx_max_abs_diff_vs_torch": b.onnx_max_abs_diff,
                            "machine": platform.machine(), "python": platform.python_version()}}
         sizes = {f.path: (folder / f.path).stat().st_size + sum((folder / p).stat().st_size for p in f.extra_files)
                  for f in files}
         measured = {**src.metrics, **(metrics or {}), "file_sizes": sizes, "gflops": count_gflops(src)}
-        if "int8" in ctx:
-            measured["int8"] = ctx["int8"]
+        if b.int8:
+            measured["int8"] = {k: {"shipped": True, **v} for k, v in b.int8.items()}
         kw = dict(labels=src.labels, preprocessing=src.preprocessing, files=files, provenance=prov,
-                  license={**src.license, **(license or {})}, assets=ctx.get("assets"), roles=roles)
+                  license={**src.license, **(license or {})}, assets=b.assets or None, roles=b.roles)
         if latency:
             # The package must load to be timed: write a provisional manifest first.
             (folder / "manifest.json").write_text(json.dumps(build_manifest(**kw, metrics=measured)))

@@ -146,14 +146,6 @@ def quantize_openvino(fp32_xml: Path, out_xml: Path, data: Int8Data, *, max_drop
     return out_xml
 
 
-def openvino_accuracy(xml: Path, data: Int8Data) -> float:
-    """Top-1 accuracy of an OpenVINO IR on the labelled validation faces (CPU, fp32 inference hint)."""
-    import openvino as ov
-
-    compiled = ov.Core().compile_model(str(xml), "CPU", {"INFERENCE_PRECISION_HINT": "f32"})
-    return _ov_accuracy(compiled, data.val_x, data.val_y)
-
-
 def tensorrt_calibration(fp32_path: Path, out_dir: Path, data: Int8Data) -> list[Path]:
     """TensorRT INT8 calibration table (for ORT's TensorRT EP on Jetson) from the same faces."""
     from onnxruntime.quantization.calibrate import CalibrationDataReader, CalibrationMethod, create_calibrator
@@ -176,17 +168,29 @@ def tensorrt_calibration(fp32_path: Path, out_dir: Path, data: Int8Data) -> list
     return sorted(p for p in out_dir.iterdir() if p.name.startswith("calibration."))
 
 
-def accuracy_report(fp32_onnx: Path, int8_onnx: Path, data: Int8Data, *, agreement_x: np.ndarray) -> dict:
-    """fp32 vs int8 accuracy (with labels), and top-1 agreement on ``agreement_x``."""
-    import onnxruntime as ort
+def _predictor(path: Path):
+    """Batched top-1 predictions of an ONNX (ONNX Runtime CPU) or OpenVINO IR (CPU, f32 hint) file."""
+    if path.suffix == ".xml":
+        import openvino as ov
 
-    def preds(path, x):
-        s = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-        return np.concatenate([s.run(None, {"input": x[i:i + 256]})[0] for i in range(0, len(x), 256)]).argmax(1)
+        compiled = ov.Core().compile_model(str(path), "CPU", {"INFERENCE_PRECISION_HINT": "f32"})
+        run = lambda x: compiled(x)[0]  # noqa: E731
+    else:
+        import onnxruntime as ort
 
-    out = {"agreement_int8_vs_fp32": float((preds(fp32_onnx, agreement_x) == preds(int8_onnx, agreement_x)).mean()),
-           "agreement_faces": int(len(agreement_x))}
-    if data.val_x is not None:
-        a32, a8 = (float((preds(p, data.val_x) == data.val_y).mean()) for p in (fp32_onnx, int8_onnx))
+        sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+        name = sess.get_inputs()[0].name
+        run = lambda x: sess.run(None, {name: x})[0]  # noqa: E731
+    return lambda x: np.concatenate([run(x[i:i + 256]) for i in range(0, len(x), 256)]).argmax(1)
+
+
+def accuracy_report(fp32: Path, int8: Path, data: Int8Data) -> dict:
+    """An INT8 file against its fp32 source (same format): top-1 agreement on the validation
+    faces (the calibration faces without them) and, with labels, both accuracies and the drop."""
+    x = data.val_x if data.val_x is not None else np.concatenate(data.calib)
+    p32, p8 = _predictor(fp32)(x), _predictor(int8)(x)
+    out = {"agreement_int8_vs_fp32": float((p32 == p8).mean()), "agreement_faces": int(len(x))}
+    if data.val_y is not None:
+        a32, a8 = float((p32 == data.val_y).mean()), float((p8 == data.val_y).mean())
         out.update(val_accuracy_fp32=a32, val_accuracy_int8=a8, val_accuracy_drop=a32 - a8)
     return out

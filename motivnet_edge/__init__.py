@@ -15,6 +15,7 @@ _os.environ.setdefault("OPENCV_LOG_LEVEL", "SILENT")
 # of ours pulls cv2 in. image_io's header check is the primary guard; this is the backstop.
 _os.environ.setdefault("OPENCV_IO_MAX_IMAGE_PIXELS", str(100_000_000))
 
+from .backends import BackendOptions  # noqa: E402
 from .detectors import Detection, create_detector  # noqa: E402
 from .errors import BackendUnavailableError, InvalidImageError, LabelError, MotivnetError, PackageError  # noqa: E402
 from .labels import FER2013_LABELS, MOTIVNET_LABELS  # noqa: E402
@@ -25,7 +26,7 @@ from .recognizer import EmotionRecognizer, FacePrediction, RecognizerOptions  # 
 __version__ = "0.1.0"
 
 __all__ = [
-    "EmotionRecognizer", "RecognizerOptions", "FacePrediction", "Detection", "create_detector",
+    "EmotionRecognizer", "RecognizerOptions", "BackendOptions", "FacePrediction", "Detection", "create_detector",
     "ModelPackage", "load_package", "Preprocessing", "face_crop", "to_tensor",
     "MotivnetError", "InvalidImageError", "PackageError", "BackendUnavailableError", "LabelError",
     "MOTIVNET_LABELS", "FER2013_LABELS", "__version__",

@@ -16,6 +16,8 @@ from pathlib import Path
 
 import click
 
+from .backends import BACKENDS, PRECISIONS
+from .detectors import DETECTORS
 from .errors import MotivnetError
 
 
@@ -90,6 +92,25 @@ class VerbGroup(click.Group):
                 formatter.write_dl(rows)
 
 
+def list_option(*decls: str, item: click.ParamType = click.STRING, split: bool = True, **kwargs):
+    """The one form of list option: repeat it (``--threads 1 --threads 2``) or, for names and
+    numbers (``split``), give a comma list (``--threads 1,2``). Items are checked by ``item``;
+    paths are never split (a comma is a legal file-name character)."""
+
+    def flatten(ctx, param, values):
+        raw = [v for value in values or () for v in (value.split(",") if split else [value]) if v.strip()]
+        return tuple(item.convert(v.strip(), param, ctx) for v in raw)
+
+    return click.option(*decls, multiple=True, callback=flatten, **kwargs)
+
+
+#: --backend and --precision, read from the runtime's tables (shared by predict, benchmark, eval).
+BACKEND_OPTIONS = (
+    click.option("--backend", type=click.Choice(BACKENDS), default="auto", show_default=True),
+    click.option("--precision", type=click.Choice(PRECISIONS), default="auto", show_default=True,
+                 help="bf16: OpenVINO on a CPU with AVX512_BF16/AMX; int8/fp16 where the package has them."),
+)
+
 TRUST_CODE = click.option("--trust-code", is_flag=True,
                           help="Admit TorchScript / torch.export files: loading them runs code from the file. "
                                "Only for files you trust.")
@@ -124,12 +145,11 @@ def _silence_native_stderr() -> None:
 def _runtime_options(f):
     for opt in reversed([
         click.option("--model", type=click.Path(), default=None, help="Package folder or .zip (default: embedded)."),
-        click.option("--backend", type=click.Choice(["auto", "onnxruntime", "openvino"]), default="auto"),
-        click.option("--precision", type=click.Choice(["auto", "fp32", "bf16", "int8"]), default="auto", help="bf16: OpenVINO on a CPU with AVX512_BF16/AMX."),
-        click.option("--detector", type=click.Choice(["auto", "yunet", "haar", "none"]), default="auto"),
+        *BACKEND_OPTIONS,
+        click.option("--detector", type=click.Choice(DETECTORS), default="auto"),
         click.option("--yunet", type=click.Path(), default=None, help="YuNet .onnx (or $MOTIVNET_YUNET)."),
         click.option("--threads", type=click.IntRange(0, 256), default=0),
-        click.option("--provider", "providers", multiple=True, help="ORT provider: cpu, cuda, tensorrt."),
+        list_option("--provider", "providers", help="ORT provider: cpu, cuda, tensorrt (repeat or comma list)."),
     ]):
         f = opt(f)
     return f
@@ -285,8 +305,10 @@ def info(package, as_json) -> None:
             low = [f"{k} {v:.0%}" for k, v in t.get("per_class_recall", {}).items() if v < 0.3]
             click.echo(f"accuracy:      {name} {precision}: {t['accuracy']:.2%} (UAR {t['uar']:.2%}, n={t['n']})"
                        + (f"; recall under 30 %: {', '.join(low)}" if low else ""))
-    if "int8" in m and "val_accuracy_drop" in m["int8"]:
-        click.echo(f"int8:          validation accuracy drop {m['int8']['val_accuracy_drop']:.2%}")
+    for runtime, q in m.get("int8", {}).items():
+        if "val_accuracy_drop" in q:
+            click.echo(f"int8:          {runtime}: validation accuracy drop {q['val_accuracy_drop']:.2%}"
+                       + ("" if q.get("shipped", True) else " (not shipped)"))
     for backend, lat in m.get("latency", {}).items():
         click.echo(f"latency:       {backend}: " + ", ".join(f"{k[:-3]} {v:.3f} ms" for k, v in lat.items()
                                                             if k.endswith("_ms") and isinstance(v, (int, float)))
@@ -305,8 +327,10 @@ def info(package, as_json) -> None:
 
 @main.command()
 @click.argument("package", required=False, type=click.Path())
-@click.option("--threads", default="1,2", show_default=True, help="Comma-separated thread counts.")
-@click.option("--batch", default="1,8", show_default=True, help="Comma-separated batch sizes (>= 1).")
+@list_option("--threads", item=click.IntRange(0, 256), default=("1", "2"), show_default=True,
+             help="Thread counts (repeat or comma list; 0: the runtime's default).")
+@list_option("--batch", item=click.IntRange(1, 65536), default=("1", "8"), show_default=True,
+             help="Batch sizes (repeat or comma list).")
 @click.option("--rounds", type=click.IntRange(1, 100), default=3, show_default=True,
               help="Interleaved rounds per configuration (each in its own process).")
 @click.option("--seconds", type=click.FloatRange(0.1, 600), default=2.0, show_default=True,
@@ -321,12 +345,7 @@ def benchmark(package, threads, batch, rounds, seconds, as_json) -> None:
     from .package import load_package
     from .recognizer import DEFAULT_MODEL
 
-    try:
-        ts, bs = [int(t) for t in threads.split(",")], [int(b) for b in batch.split(",")]
-    except ValueError:
-        raise UsageFailure("--threads and --batch take comma-separated integers, e.g. 1,2") from None
-    if min(bs) < 1 or min(ts) < 0:
-        raise UsageFailure("--batch sizes must be >= 1 and --threads >= 0 (0: the runtime's default), e.g. --batch 1,8")
+    ts, bs = threads, batch
     path = Path(package) if package else DEFAULT_MODEL
     pkg = load_package(path)
     configs = [BenchConfig(backend, precision, t, b) for backend, precision in precisions_here(pkg)

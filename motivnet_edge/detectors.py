@@ -186,6 +186,10 @@ class HaarDetector(FaceDetector):
         return sorted(dets, key=lambda d: -d.score)
 
 
+#: Names ``create_detector`` (and the CLI's --detector) accepts.
+DETECTORS = ("auto", "yunet", "haar", "none")
+
+
 def create_detector(name: str = "auto", *, yunet_model: str | Path | None = None,
                     min_face: int = 20) -> FaceDetector:
     """Builds a detector by name: "auto", "yunet", "haar" or "none".
@@ -208,4 +212,4 @@ def create_detector(name: str = "auto", *, yunet_model: str | Path | None = None
     if name == "auto":
         log.info("no YuNet model given: using the Haar cascade (no landmarks, margin crops)")
         return HaarDetector(min_face=min_face)
-    raise MotivnetError(f"unknown detector {name!r}; choose auto, yunet, haar or none")
+    raise MotivnetError(f"unknown detector {name!r}; choose {', '.join(DETECTORS)}")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import itertools
 import logging
 import os
@@ -63,19 +64,14 @@ class RecognizerOptions:
         precision: "auto", "fp32", "bf16" (OpenVINO on bf16 CPUs) or "int8" (rules: motivnet_edge.backends).
         detector: "auto", "yunet", "haar" or "none" (inputs already are face crops).
         yunet_model: YuNet .onnx; default: the package's, then $MOTIVNET_YUNET.
-        threads: inference threads, 0 = runtime default.
-        device: OpenVINO device ("CPU", "GPU", "NPU").
-        providers: ONNX Runtime providers ("cpu", "cuda", "tensorrt").
-        trt_cache_dir / trt_int8_table: TensorRT engine cache (default: a per-model user cache)
-            and INT8 calibration table name in it; "package" uses the package's own table.
+        runtime: the backend's settings (threads, OpenVINO device, ONNX Runtime providers,
+            TensorRT cache and INT8 table, autotune): see ``BackendOptions``.
         min_face: faces smaller than this many pixels (box side) are ignored.
         max_faces: keep at most this many faces per image, highest detector score first.
         smoothing: score EMA weight used by stream(), in [0, 1).
         detect_every: stream() runs the detector on every Nth frame and carries the faces
             it found through the frames between (1: detect every frame). A frame with no
             carried face is always searched.
-        autotune: settle "auto" backend/precision by timing them on this device once
-            (cached per package and CPU; also off with MOTIVNET_AUTOTUNE=0).
     """
 
     model: str | Path | None = None
@@ -83,16 +79,14 @@ class RecognizerOptions:
     precision: str = "auto"
     detector: str = "auto"
     yunet_model: str | Path | None = None
-    threads: int = 0
-    device: str = "CPU"
-    providers: tuple[str, ...] = field(default_factory=tuple)
-    trt_cache_dir: str | None = None
-    trt_int8_table: str | None = None
+    runtime: BackendOptions = field(default_factory=BackendOptions)
     min_face: int = 20
     max_faces: int = 32
     smoothing: float = 0.6
     detect_every: int = 1
-    autotune: bool = True
+
+#: Keyword options of ``from_pretrained`` that belong to the backend (``RecognizerOptions.runtime``).
+_RUNTIME_FIELDS = frozenset(f.name for f in dataclasses.fields(BackendOptions))
 
 
 class EmotionRecognizer:
@@ -105,9 +99,7 @@ class EmotionRecognizer:
         self.package, self.detector, self.options = package, detector, options
         self.labels = package.labels
         self._backend = create_backend(package, backend=options.backend, precision=options.precision,
-                                       options=BackendOptions(options.threads, options.device,
-                                                              tuple(options.providers), options.trt_cache_dir,
-                                                              options.trt_int8_table, autotune=options.autotune))
+                                       options=options.runtime)
         self._closed = False
         self._active = 0
         self._idle = threading.Condition()
@@ -121,7 +113,9 @@ class EmotionRecognizer:
             BackendUnavailableError: the backend or detector cannot run here.
             MotivnetError: bad option values.
         """
-        if options.threads < 0 or options.min_face < 0 or options.max_faces < 1:
+        if not isinstance(options.runtime, BackendOptions):
+            raise MotivnetError(f"runtime must be a BackendOptions, not {type(options.runtime).__name__}")
+        if options.runtime.threads < 0 or options.min_face < 0 or options.max_faces < 1:
             raise MotivnetError("threads and min_face must be >= 0 and max_faces >= 1")
         if not 0.0 <= options.smoothing < 1.0:
             raise MotivnetError(f"smoothing {options.smoothing!r} must be in [0, 1): 0 = none, 0.9 = very smooth")
@@ -142,10 +136,19 @@ class EmotionRecognizer:
                         **kwargs) -> "EmotionRecognizer":
         """Loads a package (None: the embedded default) with the given runtime choices.
 
-        Other keyword options are those of RecognizerOptions. Raises as create_from_options.
+        Other keyword options are those of RecognizerOptions, or of BackendOptions (threads,
+        providers, device, trt_cache_dir, trt_int8_table, autotune), which go to ``runtime``.
+
+        Raises:
+            TypeError: an option neither dataclass has.
+            As create_from_options otherwise.
         """
-        return cls.create_from_options(RecognizerOptions(model=path, backend=backend, precision=precision,
-                                                         detector=detector, threads=threads, **kwargs))
+        runtime = {k: kwargs.pop(k) for k in list(kwargs) if k in _RUNTIME_FIELDS}
+        if "providers" in runtime:
+            runtime["providers"] = tuple(runtime["providers"])
+        return cls.create_from_options(RecognizerOptions(
+            model=path, backend=backend, precision=precision, detector=detector,
+            runtime=BackendOptions(threads=threads, **runtime), **kwargs))
 
     # -- inference -------------------------------------------------------------------------
     def _check_open(self) -> None:

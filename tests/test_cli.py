@@ -110,14 +110,24 @@ def _env():
 
 
 def test_benchmark_verb_times_every_backend(tiny_package):
-    r = cli("benchmark", tiny_package, "--threads", "1", "--batch", "1", "--rounds", "1", "--seconds", "0.2", "--json")
+    from motivnet_edge.benchmark import precisions_here
+    from motivnet_edge.package import load_package
+
+    # a comma list and a repeated option are the same list option
+    r = cli("benchmark", tiny_package, "--threads", "1,2", "--batch", "1", "--batch", "2", "--rounds", "1",
+            "--seconds", "0.1", "--json")
     assert r.returncode == 0, r.stderr
     rows = json.loads(r.stdout)["rows"]
-    assert {row["backend"] for row in rows} >= {"onnxruntime"} and all(row["p50_ms"] > 0 for row in rows)
+    want = {(b, p, t, n) for b, p in precisions_here(load_package(tiny_package)) for t in (1, 2) for n in (1, 2)}
+    assert {(row["backend"], row["precision"], row["threads"], row["batch"]) for row in rows} == want
+    for row in rows:
+        lo, hi = row["p50_spread_ms"]
+        assert lo <= row["p50_ms"] <= hi and row["p50_ms"] <= row["p99_ms"]
+        assert row["throughput_fps"] == pytest.approx(1e3 * row["batch"] / row["p50_ms"], rel=0.05)
     bad = cli("benchmark", tiny_package, "--threads", "one")
-    assert bad.returncode == 2 and "comma-separated" in bad.stderr
+    assert bad.returncode == 2 and "'one' is not a valid integer" in bad.stderr
     zero = cli("benchmark", tiny_package, "--batch", "0")
-    assert zero.returncode == 2 and "--batch sizes must be >= 1" in zero.stderr
+    assert zero.returncode == 2 and "0 is not in the range 1<=x<=65536" in zero.stderr
 
 
 def test_one_bad_file_does_not_stop_the_batch(tiny_package, tmp_path):

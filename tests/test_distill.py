@@ -326,3 +326,51 @@ def test_a_non_finite_loss_stops_training_with_a_clear_error(tmp_path):
     with pytest.raises(TrainConfigError, match="loss became nan at epoch 1"):
         train(tmp_path / "run", faces, synthetic(16, seed=1), Preprocessing(), _tiny_cfg(), progress=False)
     assert not (tmp_path / "run" / "best.pt").exists()
+
+
+def test_a_hybrid_run_initialises_the_same_preset_completely(tmp_path):
+    """--init from a run's best.pt: every tensor loads as it is (the hybrid's small patch kernel
+    must not be resized to patch_size)."""
+    src = create_student("vit_hybrid_pico", labels=MOTIVNET_LABELS)
+    torch.save({"model": src.state_dict()}, tmp_path / "best.pt")
+    dst = create_student("vit_hybrid_pico", labels=MOTIVNET_LABELS)
+    assert load_timm_weights(dst, tmp_path / "best.pt") == []
+    for k, v in src.state_dict().items():
+        assert torch.equal(dst.state_dict()[k], v), k
+
+
+def _class_folder(root, classes, people, seed):
+    import cv2
+    r = np.random.default_rng(seed)
+    for k, cls in enumerate(classes):
+        (root / cls).mkdir(parents=True)
+        for p in people:
+            for i in range(2):
+                img = np.clip(r.normal(30 + 30 * k, 20, (48, 48)), 0, 255).astype(np.uint8)
+                cv2.imwrite(str(root / cls / f"{p}_{i + 1:04d}.png"), img)
+    return root
+
+
+def test_extra_data_adds_only_the_train_part_of_its_person_split(tmp_path, caplog):
+    from motivnet_distill.data import read_image_folder, split_by_person
+    from motivnet_distill.pipeline import distill
+
+    classes = ("happiness", "sadness", "anger")
+    people = [f"Person_{c}{i}" for c in "ABCDEFGH" for i in range(3)]
+    main = _class_folder(tmp_path / "main", classes, people[:4], seed=0)
+    val = _class_folder(tmp_path / "val", classes, people[4:8], seed=1)
+    extra = _class_folder(tmp_path / "extra", (*classes, "contempt"), people[8:], seed=2)
+    kept = split_by_person(read_image_folder(extra, mapping={"contempt": None}), part="train")
+    held = split_by_person(read_image_folder(extra, mapping={"contempt": None}), part="val")
+    assert len(kept) and len(held)  # the extra set has people on both sides
+    assert not {f.split("/")[1].rsplit("_", 1)[0] for f in kept.files} & \
+        {f.split("/")[1].rsplit("_", 1)[0] for f in held.files}
+    with pytest.raises(Exception, match="contempt"):  # the extra set's classes are remapped explicitly
+        distill(data=main, val=val, extra_data=[extra], out=tmp_path / "bad", student="vit_hybrid_femto",
+                epochs=1, progress=False)
+    caplog.set_level("INFO", logger="motivnet_distill.pipeline")
+    distill(data=main, val=val, extra_data=[extra], mapping={"contempt": None}, out=tmp_path / "run",
+            student="vit_hybrid_femto", epochs=1, batch_size=16, views=1, progress=False)
+    assert f"extra training faces: {len(kept)} from the train part of {extra}" in caplog.text
+    prov = json.loads((tmp_path / "run" / "config.json").read_text())["provenance"]
+    assert prov["extra_training_data"] == [f"{extra} (train part, split by person)"]

@@ -62,9 +62,14 @@ def test_every_format_and_precision_reloads_and_predicts(int8_package, astronaut
 
 def test_int8_metrics_and_tensorrt_table(int8_package):
     m = load_package(int8_package).manifest
-    q = m["metrics"]["int8"]
-    assert q["agreement_faces"] == 60
-    assert q["val_accuracy_drop"] == pytest.approx(q["val_accuracy_fp32"] - q["val_accuracy_int8"])
+    by_runtime = m["metrics"]["int8"]
+    # every INT8 file is scored against its own fp32 source, on the 60 labelled validation faces
+    assert set(by_runtime) == {"onnxruntime", "tensorrt", "openvino"}
+    for runtime, q in by_runtime.items():
+        assert q["agreement_faces"] == 60 and q["shipped"] is True
+        assert q["val_accuracy_drop"] == pytest.approx(q["val_accuracy_fp32"] - q["val_accuracy_int8"])
+        assert (int8_package / q["file"]).is_file()
+    q = by_runtime["onnxruntime"]
     lat = m["metrics"]["latency"]["onnxruntime"]
     assert {"fp32_ms", "int8_ms", "cpu_int8_flags"} <= set(lat)
     assert any(k.startswith("tensorrt/calibration") for k in m["assets"])
@@ -74,7 +79,7 @@ def test_int8_metrics_and_tensorrt_table(int8_package):
     assert "QuantizeLinear" not in cpu_ops and cpu_ops & {"MatMulInteger", "DynamicQuantizeLinear"}
     qdq = m["assets_roles"]["tensorrt_int8"]
     assert "QuantizeLinear" in {n.op_type for n in onnx.load(str(int8_package / qdq)).graph.node}
-    assert q["tensorrt_qdq"]["agreement_faces"] == 60
+    assert by_runtime["tensorrt"]["file"] == qdq
     sizes = m["metrics"]["file_sizes"]
     assert sizes["model.int8.onnx"] < sizes["model.onnx"]
 
@@ -97,6 +102,17 @@ def test_accuracy_control_scores_real_validation_faces(int8_package):
                   accuracy=accuracy)
     full = [s for s in seen if s[0] == len(data.val_y)]
     assert full and all(labels == tuple(data.val_y) for _, labels in full)  # real faces, real labels
+
+
+def test_int8_of_one_format_reports_only_that_format(tiny_checkpoint, int8_package, tmp_path):
+    """--formats openvino --int8 writes and scores the OpenVINO INT8 IR alone (no ONNX INT8 metrics)."""
+    root = int8_package.parent
+    pkg = export(tiny_checkpoint, tmp_path / "ov", formats=("openvino",), int8=True, calib=root / "calib",
+                 val=root / "val", latency=False)
+    m = load_package(pkg).manifest
+    assert set(m["metrics"]["int8"]) == {"openvino"}
+    assert {(f["backend"], f["precision"]) for f in m["files"]} == {("openvino", "fp32"), ("openvino", "int8")}
+    assert not (pkg / "model.onnx").exists() and not (pkg / "tensorrt").exists()
 
 
 def test_onnx_metadata_survives_quantization(int8_package):

@@ -6,7 +6,7 @@ import cv2
 import numpy as np
 import pytest
 
-from motivnet_edge import EmotionRecognizer, FacePrediction, RecognizerOptions
+from motivnet_edge import BackendOptions, EmotionRecognizer, FacePrediction, RecognizerOptions
 from motivnet_edge.backends import installed_backends
 from motivnet_edge.errors import InvalidImageError, MotivnetError, PackageError
 
@@ -109,6 +109,22 @@ def test_options_misuse(tiny_package, tmp_path):
         EmotionRecognizer.from_pretrained(tmp_path)
     with pytest.raises(TypeError):
         EmotionRecognizer.from_pretrained(tiny_package, "onnxruntime")  # options are keyword-only
+    with pytest.raises(TypeError, match="thread"):
+        EmotionRecognizer.from_pretrained(tiny_package, detector="none", thread=2)  # a misspelt option
+    with pytest.raises(MotivnetError, match="BackendOptions"):
+        EmotionRecognizer.create_from_options(RecognizerOptions(model=tiny_package, runtime={"threads": 2}))
+    with pytest.raises(MotivnetError, match="threads"):
+        EmotionRecognizer.create_from_options(RecognizerOptions(model=tiny_package,
+                                                                runtime=BackendOptions(threads=-1)))
+
+
+def test_runtime_keywords_reach_the_backend(tiny_package):
+    """from_pretrained's backend keywords land in RecognizerOptions.runtime, declared once."""
+    with EmotionRecognizer.from_pretrained(tiny_package, detector="none", backend="onnxruntime", threads=1,
+                                           providers=["cpu"], autotune=False) as r:
+        assert r.options.runtime == BackendOptions(threads=1, providers=("cpu",), autotune=False)
+        assert r._backend.options is r.options.runtime
+        assert r._backend.session.get_session_options().intra_op_num_threads == 1
 
 
 def test_embedded_default_model_works_offline(astronaut):

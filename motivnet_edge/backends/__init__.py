@@ -28,6 +28,8 @@ from .base import Backend, BackendOptions
 
 #: Tried in this order by backend="auto" (measured: see benchmarks/results).
 AUTO_ORDER = ("onnxruntime", "openvino")
+#: Names ``create_backend`` (and the CLI's --backend) accepts.
+BACKENDS = ("auto", *AUTO_ORDER)
 _EXTRAS = {"onnxruntime": "pip install onnxruntime", "openvino": "pip install 'motivnet-edge[openvino]'"}
 _MODULE = {"onnxruntime": "onnxruntime", "openvino": "openvino"}
 
@@ -152,9 +154,7 @@ def create_backend(package, *, backend: str = "auto", precision: str = "auto",
         from .onnxruntime_backend import OnnxRuntimeBackend as cls
     else:
         from .openvino_backend import OpenVinoBackend as cls
-    options = dataclasses.replace(options, precision=prec)
-    inst = cls(package.path_of(f), input_name=f.input_name, output_name=f.output_name, options=options)
-    inst.precision = prec
+    inst = cls(package.path_of(f), input_name=f.input_name, output_name=f.output_name, options=options, precision=prec)
     if inst.output_size is not None and inst.output_size != len(package.labels):
         inst.close()
         raise PackageError(f"{f.path} outputs {inst.output_size} scores but the manifest lists "
@@ -163,4 +163,4 @@ def create_backend(package, *, backend: str = "auto", precision: str = "auto",
     return inst
 
 
-__all__ = ["Backend", "BackendOptions", "create_backend", "installed_backends", "AUTO_ORDER"]
+__all__ = ["BACKENDS", "PRECISIONS", "Backend", "BackendOptions", "create_backend", "installed_backends", "AUTO_ORDER"]

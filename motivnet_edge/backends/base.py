@@ -18,9 +18,8 @@ class BackendOptions:
         providers: ONNX Runtime execution providers, short ("cpu", "cuda", "tensorrt")
             or full names; empty means CPU.
         trt_cache_dir: where TensorRT keeps built engines (Jetson: build once, reuse).
-        trt_int8_table: TensorRT INT8 calibration table file name (inside trt_cache_dir).
-        precision: set by ``create_backend`` from the package's file and the precision rules;
-            "bf16" asks OpenVINO's CPU plugin for bf16 inference of the fp32 model.
+        trt_int8_table: TensorRT INT8 calibration table file name (inside trt_cache_dir);
+            "package" uses the package's own table.
         autotune: decide "auto" backend/precision by timing them here once (cached per
             package and CPU); False uses the figures in the package's manifest.
     """
@@ -30,19 +29,24 @@ class BackendOptions:
     providers: tuple[str, ...] = field(default_factory=tuple)
     trt_cache_dir: str | None = None
     trt_int8_table: str | None = None
-    precision: str = "fp32"
     autotune: bool = True
 
 
 class Backend:
-    """Runs a model file: float32 NCHW batch in, logits (N, K) out. Thread-safe ``run``."""
+    """Runs a model file: float32 NCHW batch in, logits (N, K) out. Thread-safe ``run``.
+
+    ``precision`` is what ``create_backend`` settled on: the file's ("fp32", "int8"), or
+    "bf16" for OpenVINO's CPU plugin running the fp32 model in bf16.
+    """
 
     name = "base"
     #: classes the model outputs, when its file says so statically (checked against the labels)
     output_size: int | None = None
 
-    def __init__(self, path: Path, *, input_name: str, output_name: str, options: BackendOptions) -> None:
+    def __init__(self, path: Path, *, input_name: str, output_name: str, options: BackendOptions,
+                 precision: str = "fp32") -> None:
         self.path, self.input_name, self.output_name, self.options = path, input_name, output_name, options
+        self.precision = precision
 
     def run(self, batch: np.ndarray) -> np.ndarray:
         raise NotImplementedError

@@ -64,8 +64,9 @@ def resolve_providers(options: BackendOptions, model_dir: Path) -> list:
 class OnnxRuntimeBackend(Backend):
     name = "onnxruntime"
 
-    def __init__(self, path: Path, *, input_name: str, output_name: str, options: BackendOptions) -> None:
-        super().__init__(path, input_name=input_name, output_name=output_name, options=options)
+    def __init__(self, path: Path, *, input_name: str, output_name: str, options: BackendOptions,
+                 precision: str = "fp32") -> None:
+        super().__init__(path, input_name=input_name, output_name=output_name, options=options, precision=precision)
         try:
             import onnxruntime as ort
         except ImportError:

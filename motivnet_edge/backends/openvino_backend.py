@@ -14,8 +14,9 @@ from .base import Backend, BackendOptions
 class OpenVinoBackend(Backend):
     name = "openvino"
 
-    def __init__(self, path: Path, *, input_name: str, output_name: str, options: BackendOptions) -> None:
-        super().__init__(path, input_name=input_name, output_name=output_name, options=options)
+    def __init__(self, path: Path, *, input_name: str, output_name: str, options: BackendOptions,
+                 precision: str = "fp32") -> None:
+        super().__init__(path, input_name=input_name, output_name=output_name, options=options, precision=precision)
         try:
             import openvino as ov
         except ImportError:
@@ -30,7 +31,7 @@ class OpenVinoBackend(Backend):
         if wanted == "CPU":
             # Without the hint the CPU plugin runs bf16 wherever the CPU has AVX512_BF16/AMX:
             # "fp32" must mean fp32. An int8 IR keeps its fp32 parts fp32 the same way.
-            config["INFERENCE_PRECISION_HINT"] = "bf16" if options.precision == "bf16" else "f32"
+            config["INFERENCE_PRECISION_HINT"] = "bf16" if precision == "bf16" else "f32"
         if options.threads and wanted == "CPU":
             config["INFERENCE_NUM_THREADS"] = options.threads
         try:
