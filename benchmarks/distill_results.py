@@ -67,7 +67,8 @@ def main() -> None:
     ap.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "distill.json")
     args = ap.parse_args()
 
-    from motivnet_distill.evaluate import evaluate_probs, scores_on, standard_protocols
+    from motivnet_distill.evaluate import evaluate_probs, standard_protocols
+    from motivnet_edge.labels import remap_scores
     from motivnet_distill.teachers import EnsembleTeacher, load_teacher
     from motivnet_distill.train import predict_logits
     from motivnet_edge.benchmark import machine_info
@@ -105,13 +106,13 @@ def main() -> None:
                        for p, f in sets.items()}
         models[name] = {"role": "student", "params": sum(p.numel() for p in src.model.parameters()),
                         "gflops": count_gflops(src), "training": _training(Path(run))}
-    reference = {p: scores_on(*probs["xception_ensemble"][p], f.labels).argmax(1) for p, f in sets.items()}
+    reference = {p: remap_scores(*probs["xception_ensemble"][p][::-1], f.labels, on_missing="drop").argmax(1) for p, f in sets.items()}
     for name in models:
         scored = {p: evaluate_probs(*probs[name][p], f, reference=reference[p]).to_dict() for p, f in sets.items()}
         own = (models[name].get("training") or {}).get("teacher")
         if own:
             for p, f in sets.items():
-                mine, theirs = (scores_on(*probs[m][p], f.labels).argmax(1) for m in (name, own))
+                mine, theirs = (remap_scores(*probs[m][p][::-1], f.labels, on_missing="drop").argmax(1) for m in (name, own))
                 scored[p]["agreement_with_teacher"] = float((mine == theirs).mean())
         models[name]["test"] = {p: scored[p] for p in protocols}
         models[name]["selection"] = {p: scored[p] for p in valid}

@@ -59,14 +59,14 @@ def accuracy_rows(name: str, package: Path, protocols: dict, teacher_pred: dict)
 
 def teacher_predictions(shared: Path, protocols: dict) -> dict:
     """Top-1 of the Xception ensemble (the students' teacher) on each protocol, for agreement."""
-    from motivnet_distill.evaluate import scores_on
+    from motivnet_edge.labels import remap_scores
     from motivnet_distill.teachers import EnsembleTeacher, load_teacher
 
     files = sorted((shared / "models" / "xception_fer2013").glob("*.hdf5"))
     if not files:
         return {}
     ens = EnsembleTeacher([load_teacher(f) for f in files])
-    return {p: scores_on(ens.labels, ens.probs(f.images), f.labels).argmax(1) for p, f in protocols.items()}
+    return {p: ens.probs(f.images, labels=f.labels).argmax(1) for p, f in protocols.items()}
 
 
 def peer_packages(shared: Path, workdir: Path) -> dict[str, Path]:

@@ -154,13 +154,27 @@ def to_motivnet_keys(sd: dict[str, torch.Tensor], grid: tuple[int, int] | None =
         if cls is not None or (math.isqrt(n - 1) ** 2 == n - 1 and math.isqrt(n) ** 2 != n):
             pos = pos[:, 1:]  # drop the class-token row (Sapiens pretrain: 1 + 64*64)
             n = pos.shape[1]
-        side = math.isqrt(n)
-        if grid is not None and side * side == n and (side, side) != tuple(grid):
-            g = pos.reshape(1, side, side, -1).permute(0, 3, 1, 2).float()
-            g = F.interpolate(g, size=tuple(grid), mode="bicubic", align_corners=False)
-            pos = g.permute(0, 2, 3, 1).reshape(1, grid[0] * grid[1], -1).to(out["pose_encoder.pos_embed"].dtype)
+        if grid is not None and math.isqrt(n) ** 2 == n:
+            pos = resample_pos_embed(pos, grid)
         out["pose_encoder.pos_embed"] = pos
     return out
+
+
+def resample_pos_embed(pos: torch.Tensor, grid: tuple[int, int]) -> torch.Tensor:
+    """Position embeddings of a square grid, (1, S*S, D), resampled bicubically to ``grid``
+    (rows, cols) as timm does; returned unchanged when the grid already matches.
+
+    Raises:
+        ValueError: ``pos`` is not a square grid of tokens (strip a class-token row first).
+    """
+    side = math.isqrt(pos.shape[1])
+    if side * side != pos.shape[1]:
+        raise ValueError(f"{pos.shape[1]} position tokens are not a square grid")
+    if (side, side) == tuple(grid):
+        return pos
+    g = pos.reshape(1, side, side, -1).permute(0, 3, 1, 2).float()
+    g = F.interpolate(g, size=tuple(grid), mode="bicubic", align_corners=False)
+    return g.permute(0, 2, 3, 1).reshape(1, grid[0] * grid[1], -1).to(pos.dtype)
 
 
 def infer_config(sd: dict[str, torch.Tensor], *, num_heads: int | None = None, **overrides) -> MotivNetConfig:

@@ -21,7 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
-from motivnet_edge.labels import remap_indices
+from motivnet_edge.labels import remap_scores
 from motivnet_edge.preprocess import face_crop
 
 from .data import FaceSet, read_fer2013_labels, read_ferplus, read_image_folder, split_by_person
@@ -83,16 +83,6 @@ def standard_protocols(shared: str | Path, *, split: str = "FER2013Test") -> dic
     return out
 
 
-def scores_on(model_labels, probs: np.ndarray, dataset_labels) -> np.ndarray:
-    """Model probabilities re-indexed onto the dataset's labels (by name); absent classes get 0."""
-    out = np.zeros((len(probs), len(dataset_labels)), np.float32)
-    idx = remap_indices(model_labels, dataset_labels, on_missing="drop")
-    for src, dst in enumerate(idx):
-        if dst >= 0:
-            out[:, dst] += probs[:, src]
-    return out
-
-
 def package_probs(package: str | Path, faces: FaceSet, *, backend: str = "auto", precision: str = "auto",
                   threads: int = 0, batch: int = 256) -> tuple[tuple[str, ...], np.ndarray]:
     """Runs a model package on dataset faces through the runtime (face = whole image)."""
@@ -107,7 +97,7 @@ def package_probs(package: str | Path, faces: FaceSet, *, backend: str = "auto",
 
 
 def evaluate_probs(model_labels, probs: np.ndarray, faces: FaceSet, *, reference=None) -> Metrics:
-    s = scores_on(model_labels, probs, faces.labels)
+    s = remap_scores(probs, model_labels, faces.labels, on_missing="drop")
     # A row the model cannot express (all its mass on dropped classes) still counts as wrong.
     return compute_metrics(s.argmax(1), faces.hard, faces.labels, reference=reference)
 
@@ -158,7 +148,7 @@ def summary(results: dict[str, Metrics]) -> str:
 
 
 __all__ = ["Metrics", "RECALL_FLOOR", "low_recall", "compute_metrics", "standard_protocols", "package_probs", "evaluate_probs",
-           "plot_confusion", "summary", "scores_on", "model_probs", "evaluate_model"]
+           "plot_confusion", "summary", "model_probs", "evaluate_model"]
 
 
 def model_probs(model: str | Path, faces: FaceSet, *, backend: str = "auto", precision: str = "auto",
@@ -224,6 +214,6 @@ def evaluate_model(model, data, *, teacher=None, backend: str = "auto", precisio
         ref = None
         if teacher is not None:
             tl, tp = model_probs(teacher, faces, trust_code=trust_code)
-            ref = scores_on(tl, tp, faces.labels).argmax(1)
+            ref = remap_scores(tp, tl, faces.labels, on_missing="drop").argmax(1)
         out[name] = evaluate_probs(labels, probs, faces, reference=ref)
     return out

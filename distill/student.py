@@ -198,25 +198,19 @@ def create_student(name: str = "vit_nano", **overrides) -> ViTStudent:
     return ViTStudent(StudentConfig(**{**PRESETS[name], **overrides}))
 
 
-def count_flops(cfg: StudentConfig) -> int:
-    """Multiply-adds x 2 of one forward pass (matmuls and convs; norms and softmax ignored)."""
-    gh, gw = cfg.grid
-    n, d = gh * gw + (cfg.pool == "cls"), cfg.embed_dim
-    hidden = int(d * cfg.mlp_ratio)
-    if cfg.stem == "conv":
-        h, w = cfg.img_size
-        stages = 2 if cfg.patch_size % 4 == 0 else 1
-        widths = [d // 2 ** (stages - i) for i in range(stages + 1)]
-        macs = h * w * cfg.in_chans * 9 * widths[0]
-        for i, (a, b) in enumerate(zip(widths[:-1], widths[1:]), 1):
-            area = (h >> i) * (w >> i)
-            macs += area * 9 * (a * b + b * b)
-        macs += gh * gw * widths[-1] * (cfg.patch_size >> stages) ** 2 * d
-    else:
-        macs = gh * gw * cfg.in_chans * cfg.patch_size ** 2 * d
-    per_block = n * d * 3 * d + 2 * n * n * d + n * d * d + 2 * n * d * hidden
-    macs += cfg.depth * per_block + d * cfg.num_classes
-    return 2 * macs
+def count_flops(model: nn.Module, input_shape: tuple[int, ...]) -> int:
+    """FLOPs of one forward pass on an input of ``input_shape`` (batch included), counted by
+    torch's FlopCounterMode: matmuls and convolutions, 2 per multiply-add; norms and softmax
+    are not counted. One counter for students, teachers and exported packages."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    x = torch.zeros(input_shape, device=next(model.parameters()).device)
+    was_training = model.training
+    model.eval()
+    with torch.no_grad(), FlopCounterMode(display=False) as counter:
+        model(x)
+    model.train(was_training)
+    return int(counter.get_total_flops())
 
 
 def load_timm_weights(model: ViTStudent, path: str | Path) -> list[str]:
@@ -229,6 +223,8 @@ def load_timm_weights(model: ViTStudent, path: str | Path) -> list[str]:
     Raises:
         ValueError: the file holds no tensors with timm's names.
     """
+    from .checkpoints import resample_pos_embed
+
     sd = torch.load(path, map_location="cpu", weights_only=True)
     for key in ("model", "state_dict", "model_ema"):
         if isinstance(sd, dict) and key in sd and isinstance(sd[key], dict):
@@ -248,10 +244,7 @@ def load_timm_weights(model: ViTStudent, path: str | Path) -> list[str]:
     if pos is not None and pos.shape != own["pos_embed"].shape:
         has_cls = pos.shape[1] != int(math.isqrt(pos.shape[1])) ** 2
         cls, grid = (pos[:, :1], pos[:, 1:]) if has_cls else (pos[:, :0], pos)
-        side = int(math.isqrt(grid.shape[1]))
-        grid = grid.reshape(1, side, side, -1).permute(0, 3, 1, 2)
-        grid = F.interpolate(grid, size=model.cfg.grid, mode="bicubic", align_corners=False)
-        grid = grid.permute(0, 2, 3, 1).reshape(1, -1, grid.shape[1])
+        grid = resample_pos_embed(grid, model.cfg.grid)
         sd["pos_embed"] = torch.cat([cls, grid], 1) if model.cls_token is not None else grid
     loadable = {k: v for k, v in sd.items() if k in own and own[k].shape == v.shape}
     model.load_state_dict(loadable, strict=False)

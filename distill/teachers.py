@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from motivnet_edge.errors import MotivnetError
-from motivnet_edge.labels import FER2013_LABELS, MOTIVNET_LABELS, remap_indices
+from motivnet_edge.labels import FER2013_LABELS, MOTIVNET_LABELS, remap_indices, remap_scores, softmax
 from motivnet_edge.preprocess import Preprocessing, faces_to_tensor
 
 # What the FER2013 Xception models were trained on (the `fer` package's convention).
@@ -56,16 +56,8 @@ class Teacher:
 
     def probs(self, images: Sequence[np.ndarray], *, labels: Sequence[str] | None = None) -> np.ndarray:
         """Softmax probabilities, optionally remapped (by name) onto ``labels``; absent classes get 0."""
-        z = self.logits(images)
-        p = np.exp(z - z.max(1, keepdims=True))
-        p /= p.sum(1, keepdims=True)
-        if labels is None:
-            return p
-        out = np.zeros((len(p), len(labels)), np.float32)
-        for src, dst in enumerate(remap_indices(self.labels, labels, on_missing="drop")):
-            if dst >= 0:
-                out[:, dst] += p[:, src]
-        return out
+        p = softmax(self.logits(images))
+        return p if labels is None else remap_scores(p, self.labels, labels, on_missing="drop")
 
 
 def _sha(path: Path) -> str:

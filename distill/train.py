@@ -284,7 +284,7 @@ def train(run: str | Path, train_set: FaceSet, val_set: FaceSet, pp: Preprocessi
         plot_curves(run)
     if world > 1:
         dist.barrier()
-    best = dict(best, gflops=count_flops(scfg) / 1e9, params=sum(p.numel() for p in ema.parameters()))
+    best = dict(best, gflops=count_flops(ema, (1, scfg.in_chans, *scfg.img_size)) / 1e9, params=sum(p.numel() for p in ema.parameters()))
     return best
 
 

@@ -126,14 +126,10 @@ FORMATS = {
 
 
 def count_gflops(src: ExportSource) -> float:
-    """FLOPs of one face (batch 1), counted by torch on the exported module."""
-    import torch
-    from torch.utils.flop_counter import FlopCounterMode
+    """GFLOPs of one face (batch 1) of the module being exported."""
+    from motivnet_distill.student import count_flops
 
-    x = torch.zeros(1, src.preprocessing.channels, *src.preprocessing.input_size)
-    with torch.no_grad(), FlopCounterMode(display=False) as counter:
-        src.model(x)
-    return round(counter.get_total_flops() / 1e9, 5)
+    return round(count_flops(src.model, (1, src.preprocessing.channels, *src.preprocessing.input_size)) / 1e9, 5)
 
 
 def _latency(folder: Path, files: list[ModelFile], threads: int, rounds: int) -> dict:

@@ -104,6 +104,11 @@ def decode(data: bytes, *, source: str = "image bytes", max_pixels: int = MAX_PI
         raise InvalidImageError(
             f"{source} claims {size[0]}x{size[1]} pixels, above the limit of {max_pixels:,}; "
             "downscale it first or raise max_pixels")
+    if data[:2] == b"\xff\xd8" and data.rfind(b"\xff\xd9") < data.rfind(b"\xff\xda"):
+        # No End-Of-Image after the last scan: libjpeg would fill the missing rows with gray
+        # and return a "valid" image whose lower part the classifier never really saw.
+        raise InvalidImageError(f"{source} is a truncated JPEG (the file ends inside its image data); "
+                                "copy or download it again")
     buf = np.frombuffer(data, dtype=np.uint8)
     try:
         # ANYCOLOR: 8-bit gray stays gray; 16-bit, alpha and palette images decode straight

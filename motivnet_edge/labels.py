@@ -81,14 +81,30 @@ def remap_indices(source: Sequence[str], target: Sequence[str], *,
     return np.asarray(out, dtype=np.int64)
 
 
-def remap_scores(scores: np.ndarray, source: Sequence[str], target: Sequence[str]) -> np.ndarray:
-    """Reorders the last axis of ``scores`` from ``source`` to ``target`` label order.
+def remap_scores(scores: np.ndarray, source: Sequence[str], target: Sequence[str], *,
+                 on_missing: str = "raise") -> np.ndarray:
+    """Moves the last axis of ``scores`` from ``source`` to ``target`` label order, by name.
+
+    With ``on_missing="drop"`` the sets may differ: source classes the target lacks are
+    dropped and target classes no source names get 0 (e.g. a FER2013 model's scores on
+    a FER+ dataset's labels).
 
     Raises:
-        LabelError: the two label sets differ (reordering cannot add or drop classes).
+        LabelError: with "raise", the two label sets differ.
     """
-    if sorted(map(canonical, source)) != sorted(map(canonical, target)):
+    if on_missing == "raise" and sorted(map(canonical, source)) != sorted(map(canonical, target)):
         raise LabelError(f"cannot reorder scores: {list(source)} and {list(target)} "
-                         "are different label sets; use remap_indices to map or drop classes")
-    idx = remap_indices(target, source)  # for each target label, where it sits in source
-    return np.asarray(scores)[..., idx]
+                         "are different label sets; pass on_missing='drop' to drop and zero-fill classes")
+    scores = np.asarray(scores)
+    out = np.zeros((*scores.shape[:-1], len(target)), scores.dtype)
+    for src, dst in enumerate(remap_indices(source, target, on_missing="drop")):
+        if dst >= 0:
+            out[..., dst] += scores[..., src]
+    return out
+
+
+def softmax(logits: np.ndarray) -> np.ndarray:
+    """Probabilities over the last axis, computed in float64 so large logits cannot overflow."""
+    z = np.asarray(logits, np.float64)
+    p = np.exp(z - z.max(-1, keepdims=True))
+    return (p / p.sum(-1, keepdims=True)).astype(np.float32)

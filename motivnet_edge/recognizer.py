@@ -19,6 +19,7 @@ from .backends import BackendOptions, create_backend
 from .detectors import Detection, FaceDetector, create_detector
 from .errors import InvalidImageError, MotivnetError
 from .image_io import load_image
+from .labels import softmax
 from .package import ModelPackage, load_package
 from .preprocess import face_crop, to_tensor
 from .tracking import FaceTracker
@@ -167,10 +168,7 @@ class EmotionRecognizer:
             return np.zeros((0, len(self.labels)), np.float32)
         x = to_tensor(crops, self.package.preprocessing)
         with self._running():
-            logits = self._backend.run(x).astype(np.float64)
-        logits -= logits.max(1, keepdims=True)
-        p = np.exp(logits)
-        return (p / p.sum(1, keepdims=True)).astype(np.float32)
+            return softmax(self._backend.run(x))
 
     def _predictions(self, image: np.ndarray, dets: Sequence[Detection]) -> list[FacePrediction]:
         pp = self.package.preprocessing

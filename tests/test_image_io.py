@@ -48,15 +48,18 @@ def test_unreadable_path(tmp_path):
 
 
 def test_truncated_png_and_jpeg():
-    ok, jpg = cv2.imencode(".jpg", np.full((64, 64, 3), 128, np.uint8))
+    noise = np.random.default_rng(0).integers(0, 255, (64, 64, 3), dtype=np.uint8)
+    ok, jpg = cv2.imencode(".jpg", noise)  # noise: most of the file is scan data
     with pytest.raises(InvalidImageError):
         load_image(_png(64, 64)[:40])
-    # A JPEG cut in half decodes to a partial image or fails; either way never a crash.
-    try:
-        out = load_image(jpg.tobytes()[:200])
-        assert out.shape[:2] == (64, 64)
-    except InvalidImageError:
-        pass
+    # libjpeg would hand back a gray-filled image for a JPEG cut in half: it is refused instead,
+    # while a whole JPEG (also one with bytes after its End-Of-Image marker) still loads.
+    with pytest.raises(InvalidImageError, match="truncated JPEG"):
+        load_image(jpg.tobytes()[: len(jpg) // 2])
+    with pytest.raises(InvalidImageError, match="truncated JPEG"):
+        load_image(jpg.tobytes()[:-2])
+    assert load_image(jpg.tobytes()).shape == (64, 64, 3)
+    assert load_image(jpg.tobytes() + b"\0" * 16).shape == (64, 64, 3)
 
 
 def test_header_sizes():

@@ -28,3 +28,17 @@ def test_remap_scores_reorders_and_refuses_different_sets():
     assert out[MOTIVNET_LABELS.index("neutral")] == 6 and out[MOTIVNET_LABELS.index("anger")] == 0
     with pytest.raises(LabelError):
         remap_scores(np.zeros(2), ["a", "b"], ["a", "c"])
+
+
+def test_remap_scores_drops_and_zero_fills_when_asked():
+    p = np.array([[0.1, 0.2, 0.3, 0.4]], np.float32)
+    out = remap_scores(p, ["happy", "contempt", "sad", "angry"], ["anger", "sadness", "fear", "happiness"],
+                       on_missing="drop")
+    assert out.tolist() == [[pytest.approx(0.4), pytest.approx(0.3), 0.0, pytest.approx(0.1)]]  # contempt dropped
+
+
+def test_softmax_is_stable_and_normalised():
+    from motivnet_edge.labels import softmax
+    p = softmax(np.array([[1000.0, 0.0, -1000.0], [0.0, 0.0, 0.0]]))
+    assert p.dtype == np.float32 and np.allclose(p.sum(1), 1)
+    assert p[0].tolist() == [1.0, 0.0, 0.0] and np.allclose(p[1], 1 / 3)
