@@ -59,7 +59,6 @@ def accuracy_rows(name: str, package: Path, protocols: dict, teacher_pred: dict)
 
 def teacher_predictions(shared: Path, protocols: dict) -> dict:
     """Top-1 of the Xception ensemble (the students' teacher) on each protocol, for agreement."""
-    from motivnet_edge.labels import remap_scores
     from motivnet_distill.teachers import EnsembleTeacher, load_teacher
 
     files = sorted((shared / "models" / "xception_fer2013").glob("*.hdf5"))
