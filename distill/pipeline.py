@@ -26,6 +26,18 @@ log = logging.getLogger(__name__)
 STUDENT_PREPROCESSING = Preprocessing(input_size=(48, 48), color="gray", mean=(127.5,), std=(64.0,))
 
 
+def student_preprocessing(student: str, preprocessing: Preprocessing = STUDENT_PREPROCESSING) -> Preprocessing:
+    """The preprocessing a preset trains with: its own input size where it declares one
+    (DeiT's vit_tiny/vit_small: 224x224, the size their timm weights were trained at),
+    else ``preprocessing``'s. The train loop reads the student's size from this, so the two
+    cannot disagree."""
+    size = PRESETS[student].get("img_size")
+    if size is None or tuple(size) == tuple(preprocessing.input_size):
+        return preprocessing
+    log.info("%s is a %dx%d model: faces are preprocessed at that size", student, *size)
+    return replace(preprocessing, input_size=tuple(size))
+
+
 def _init_provenance(init: str | Path) -> dict:
     """What a student started from: the file, and the teacher behind it when it is a run's best.pt."""
     import torch
@@ -82,6 +94,7 @@ def distill(*, data: str | Path, out: str | Path, val: str | Path | None = None,
     if not teachers and not has_labels:
         raise MotivnetError(f"{data} has no labels and no --teacher was given: nothing to learn from")
     kd = (1.0 if teachers else 0.0) if kd_weight is None else kd_weight
+    preprocessing = student_preprocessing(student, preprocessing)
     cfg = TrainConfig(student={k: v for k, v in PRESETS[student].items() if k != "img_size"}, epochs=epochs,
                       kd_weight=kd, label_weight=label_weight if has_labels else 0.0,
                       temperature=temperature, views=views)

@@ -187,15 +187,20 @@ class ViTStudent(nn.Module):
         return self.head(x)
 
 
-def create_student(name: str = "vit_nano", **overrides) -> ViTStudent:
-    """The one factory: a preset name plus keyword overrides (img_size, in_chans, ...).
+def create_student(name: str | StudentConfig = "vit_hybrid_pico", **overrides) -> ViTStudent:
+    """The one factory: a preset name (or a saved StudentConfig) plus keyword overrides
+    (img_size, in_chans, labels, ...).
 
     Raises:
         ValueError: unknown preset or inconsistent shape.
     """
-    if name not in PRESETS:
+    if isinstance(name, StudentConfig):
+        base = asdict(name)
+    elif name in PRESETS:
+        base = PRESETS[name]
+    else:
         raise ValueError(f"unknown student {name!r}; presets: {sorted(PRESETS)}")
-    return ViTStudent(StudentConfig(**{**PRESETS[name], **overrides}))
+    return ViTStudent(StudentConfig(**{**base, **overrides}))
 
 
 def count_flops(model: nn.Module, input_shape: tuple[int, ...]) -> int:

@@ -15,7 +15,7 @@ from motivnet_edge.atomic import atomic_path
 from motivnet_edge.errors import MotivnetError
 from motivnet_edge.preprocess import Preprocessing
 
-from .student import StudentConfig, ViTStudent
+from .student import StudentConfig, ViTStudent, create_student
 
 #: The entries every student checkpoint has.
 REQUIRED = ("model", "student", "preprocessing")
@@ -79,7 +79,7 @@ def load_student(path: str | Path) -> StudentCheckpoint:
         path = path / "best.pt"
     ck = read_checkpoint(path)
     cfg = StudentConfig.from_dict(ck["student"])
-    model = ViTStudent(cfg)
+    model = create_student(cfg)
     try:
         model.load_state_dict(ck["model"])
     except RuntimeError as exc:

@@ -26,7 +26,7 @@ from motivnet_edge.errors import MotivnetError
 from motivnet_edge.preprocess import Preprocessing, faces_to_tensor
 
 from .data import FaceSet
-from .student import StudentConfig, ViTStudent, count_flops
+from .student import StudentConfig, count_flops, create_student
 from .student_io import save_student
 from .views import view_image
 
@@ -200,7 +200,7 @@ def train(run: str | Path, train_set: FaceSet, val_set: FaceSet, pp: Preprocessi
         (run / "config.json").write_text(json.dumps({"train": asdict(cfg), "student": json.loads(scfg.to_json()),
                                                      "preprocessing": pp.to_dict(), **(extra or {})}, indent=1))
     torch.manual_seed(cfg.seed)
-    model, ema = ViTStudent(scfg), ViTStudent(scfg)
+    model, ema = create_student(scfg), create_student(scfg)
     if init is not None:
         from .student import load_timm_weights
 

@@ -17,7 +17,8 @@ _os.environ.setdefault("OPENCV_IO_MAX_IMAGE_PIXELS", str(100_000_000))
 
 from .backends import BackendOptions  # noqa: E402
 from .detectors import Detection, create_detector  # noqa: E402
-from .errors import BackendUnavailableError, InvalidImageError, LabelError, MotivnetError, PackageError  # noqa: E402
+from .errors import (BackendUnavailableError, InvalidImageError, LabelError, MotivnetError,  # noqa: E402
+                     OptionError, PackageError)
 from .labels import FER2013_LABELS, MOTIVNET_LABELS  # noqa: E402
 from .package import ModelPackage, load_package  # noqa: E402
 from .preprocess import Preprocessing, face_crop, to_tensor  # noqa: E402
@@ -28,6 +29,6 @@ __version__ = "0.1.0"
 __all__ = [
     "EmotionRecognizer", "RecognizerOptions", "BackendOptions", "FacePrediction", "Detection", "create_detector",
     "ModelPackage", "load_package", "Preprocessing", "face_crop", "to_tensor",
-    "MotivnetError", "InvalidImageError", "PackageError", "BackendUnavailableError", "LabelError",
+    "MotivnetError", "InvalidImageError", "OptionError", "PackageError", "BackendUnavailableError", "LabelError",
     "MOTIVNET_LABELS", "FER2013_LABELS", "__version__",
 ]

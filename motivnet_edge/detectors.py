@@ -10,7 +10,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from .errors import BackendUnavailableError, MotivnetError
+from .errors import BackendUnavailableError, MotivnetError, OptionError
 from .tracking import iou
 
 log = logging.getLogger(__name__)
@@ -35,6 +35,7 @@ class FaceDetector:
     """
 
     name = "base"
+    whole_image = False  # True: the input is the face crop (no min_face filter, no box crop)
     smallest = 1     # smallest face side (px) the detector finds reliably
     max_side = 640   # longest side of the copy it runs on
 
@@ -61,6 +62,7 @@ class NoDetector(FaceDetector):
     """The input already is a face crop: one detection covering the whole image."""
 
     name = "none"
+    whole_image = True
 
     def detect(self, image: np.ndarray) -> list[Detection]:
         h, w = image.shape[:2]
@@ -198,7 +200,8 @@ def create_detector(name: str = "auto", *, yunet_model: str | Path | None = None
     (pixels) sets how far the detector may downscale an image before it looks.
 
     Raises:
-        MotivnetError: unknown name, or "yunet" without a model file.
+        OptionError: unknown name.
+        MotivnetError: "yunet" without a model file.
     """
     if name == "none":
         return NoDetector()
@@ -212,4 +215,4 @@ def create_detector(name: str = "auto", *, yunet_model: str | Path | None = None
     if name == "auto":
         log.info("no YuNet model given: using the Haar cascade (no landmarks, margin crops)")
         return HaarDetector(min_face=min_face)
-    raise MotivnetError(f"unknown detector {name!r}; choose {', '.join(DETECTORS)}")
+    raise OptionError(f"unknown detector {name!r}; choose {', '.join(DETECTORS)}")

@@ -7,6 +7,10 @@ class MotivnetError(Exception):
     """Base class: the CLI turns any of these into one line on stderr and exit code 2."""
 
 
+class OptionError(MotivnetError, ValueError):
+    """An option has a value the API does not take (the message lists the ones it does)."""
+
+
 class InvalidImageError(MotivnetError, ValueError):
     """The image could not be read or has an unsupported shape, dtype or size."""
 

@@ -17,7 +17,7 @@ import numpy as np
 
 from .backends import BackendOptions, create_backend
 from .detectors import Detection, FaceDetector, create_detector
-from .errors import InvalidImageError, MotivnetError
+from .errors import InvalidImageError, MotivnetError, OptionError
 from .image_io import load_image
 from .labels import softmax
 from .package import ModelPackage, load_package
@@ -112,16 +112,16 @@ class EmotionRecognizer:
         Raises:
             PackageError: the package is missing, malformed or tampered with.
             BackendUnavailableError: the backend or detector cannot run here.
-            MotivnetError: bad option values.
+            OptionError: bad option values (the message names the accepted ones).
         """
         if not isinstance(options.runtime, BackendOptions):
-            raise MotivnetError(f"runtime must be a BackendOptions, not {type(options.runtime).__name__}")
+            raise OptionError(f"runtime must be a BackendOptions, not {type(options.runtime).__name__}")
         if options.runtime.threads < 0 or options.min_face < 0 or options.max_faces < 1:
-            raise MotivnetError("threads and min_face must be >= 0 and max_faces >= 1")
+            raise OptionError("threads and min_face must be >= 0 and max_faces >= 1")
         if not 0.0 <= options.smoothing < 1.0:
-            raise MotivnetError(f"smoothing {options.smoothing!r} must be in [0, 1): 0 = none, 0.9 = very smooth")
+            raise OptionError(f"smoothing {options.smoothing!r} must be in [0, 1): 0 = none, 0.9 = very smooth")
         if not isinstance(options.detect_every, int) or options.detect_every < 1:
-            raise MotivnetError(f"detect_every {options.detect_every!r} must be an integer >= 1 (1 = every frame)")
+            raise OptionError(f"detect_every {options.detect_every!r} must be an integer >= 1 (1 = every frame)")
         package = load_package(options.model if options.model is not None else DEFAULT_MODEL)
         yunet = options.yunet_model
         if yunet is None and "yunet" in package.manifest.get("assets_roles", {}):
@@ -172,7 +172,7 @@ class EmotionRecognizer:
 
     def _predictions(self, image: np.ndarray, dets: Sequence[Detection]) -> list[FacePrediction]:
         pp = self.package.preprocessing
-        crops = [face_crop(image, pp, box=None if self.detector.name == "none" else d.box,
+        crops = [face_crop(image, pp, box=None if self.detector.whole_image else d.box,
                            landmarks=d.landmarks, detector=self.detector.name) for d in dets]
         probs = self.classify(np.stack(crops)) if crops else []
         return [self._prediction(d.box, d.score, d.landmarks, p) for d, p in zip(dets, probs)]
@@ -190,7 +190,7 @@ class EmotionRecognizer:
         self._check_open()
         img = load_image(image)
         dets = [d for d in self.detector.detect(img) if min(d.box[2], d.box[3]) >= self.options.min_face
-                or self.detector.name == "none"]
+                or self.detector.whole_image]
         return dets[: self.options.max_faces]
 
     def predict(self, image) -> list[FacePrediction]:

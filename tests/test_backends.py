@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from motivnet_edge.backends import BackendOptions, create_backend, installed_backends
-from motivnet_edge.errors import BackendUnavailableError, PackageError
+from motivnet_edge.errors import BackendUnavailableError, OptionError, PackageError
 from motivnet_edge.package import load_package
 from motivnet_edge.preprocess import to_tensor
 
@@ -79,13 +79,13 @@ def test_autotune_rule_needs_int8_to_clearly_win(p50, expected):
 def test_precision_that_the_package_lacks(tiny_package):
     with pytest.raises(PackageError, match="no int8 model"):
         create_backend(load_package(tiny_package), precision="int8")
-    with pytest.raises(PackageError, match="precision 'int4'"):
+    with pytest.raises(OptionError, match="precision 'int4'"):
         create_backend(load_package(tiny_package), precision="int4")
 
 
 def test_unknown_backend_and_provider(tiny_package):
     pkg = load_package(tiny_package)
-    with pytest.raises(PackageError, match="unknown backend"):
+    with pytest.raises(OptionError, match="unknown backend 'tflite'; choose auto, onnxruntime, openvino"):
         create_backend(pkg, backend="tflite")
     with pytest.raises(BackendUnavailableError, match="onnxruntime-gpu"):
         create_backend(pkg, backend="onnxruntime", options=BackendOptions(providers=("cuda",)))
@@ -176,10 +176,10 @@ def test_bf16_is_explicit_and_only_where_the_cpu_has_it(tiny_package):
     from motivnet_edge.cpu import has_bf16
 
     pkg = load_package(tiny_package)
-    with pytest.raises(PackageError, match="--backend openvino"):
+    with pytest.raises(OptionError, match="--backend openvino"):
         create_backend(pkg, backend="onnxruntime", precision="bf16")
     if not has_bf16():
-        with pytest.raises(PackageError, match="no bf16 instructions"):
+        with pytest.raises(BackendUnavailableError, match="no bf16 instructions"):
             create_backend(pkg, backend="openvino", precision="bf16")
         return
     x = _batch(pkg, 16)

@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 
 from motivnet_edge.detectors import HaarDetector, NoDetector, YuNetDetector, create_detector
-from motivnet_edge.errors import MotivnetError
+from motivnet_edge.errors import MotivnetError, OptionError
 
 
 def _inside(box, x, y):
@@ -50,14 +50,11 @@ def test_factory_errors(tmp_path):
     junk.write_bytes(b"not a model")
     with pytest.raises(MotivnetError, match="not a YuNet ONNX model"):
         create_detector("yunet", yunet_model=junk)
-    with pytest.raises(MotivnetError, match="unknown detector"):
+    with pytest.raises(OptionError, match="unknown detector 'mtcnn'; choose auto, yunet, haar, none"):
         create_detector("mtcnn")
     assert create_detector("auto").name == "haar"
 
 
 def test_a_non_yunet_onnx_is_refused_when_the_detector_is_built(tiny_package):
-    from motivnet_edge.detectors import YuNetDetector
-    from motivnet_edge.errors import MotivnetError
-
     with pytest.raises(MotivnetError, match="is not a YuNet ONNX model"):
         YuNetDetector(tiny_package / "model.onnx")

@@ -387,3 +387,17 @@ def test_extra_data_adds_only_the_train_part_of_its_person_split(tmp_path, caplo
     assert f"extra training faces: {len(kept)} from the train part of {extra}" in caplog.text
     prov = json.loads((tmp_path / "run" / "config.json").read_text())["provenance"]
     assert prov["extra_training_data"] == [f"{extra} (train part, split by person)"]
+
+
+def test_a_preset_with_its_own_input_size_trains_at_that_size(tmp_path):
+    """vit_tiny is a 224x224 DeiT shape: it must not silently train on 48x48 faces (a 3x3 grid)."""
+    from motivnet_distill.pipeline import STUDENT_PREPROCESSING, distill, student_preprocessing
+
+    assert student_preprocessing("vit_hybrid_pico") == STUDENT_PREPROCESSING
+    assert student_preprocessing("vit_tiny").input_size == (224, 224)
+    classes, people = ("happiness", "sadness"), ["Person_A", "Person_B"]
+    distill(data=_class_folder(tmp_path / "main", classes, people, seed=0),
+            val=_class_folder(tmp_path / "val", classes, people, seed=1), out=tmp_path / "run",
+            student="vit_tiny", epochs=1, batch_size=8, views=1, progress=False)
+    saved = json.loads((tmp_path / "run" / "config.json").read_text())
+    assert saved["student"]["img_size"] == [224, 224] and saved["preprocessing"]["input_size"] == [224, 224]

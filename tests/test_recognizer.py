@@ -8,7 +8,7 @@ import pytest
 
 from motivnet_edge import BackendOptions, EmotionRecognizer, FacePrediction, RecognizerOptions
 from motivnet_edge.backends import installed_backends
-from motivnet_edge.errors import InvalidImageError, MotivnetError, PackageError
+from motivnet_edge.errors import InvalidImageError, MotivnetError, OptionError, PackageError
 
 
 @pytest.fixture()
@@ -103,7 +103,7 @@ def test_closed_recognizer_refuses(tiny_package):
 
 
 def test_options_misuse(tiny_package, tmp_path):
-    with pytest.raises(MotivnetError, match="max_faces"):
+    with pytest.raises(OptionError, match="max_faces"):
         EmotionRecognizer.create_from_options(RecognizerOptions(model=tiny_package, max_faces=0))
     with pytest.raises(PackageError, match="no manifest"):
         EmotionRecognizer.from_pretrained(tmp_path)
@@ -111,9 +111,9 @@ def test_options_misuse(tiny_package, tmp_path):
         EmotionRecognizer.from_pretrained(tiny_package, "onnxruntime")  # options are keyword-only
     with pytest.raises(TypeError, match="thread"):
         EmotionRecognizer.from_pretrained(tiny_package, detector="none", thread=2)  # a misspelt option
-    with pytest.raises(MotivnetError, match="BackendOptions"):
+    with pytest.raises(OptionError, match="BackendOptions"):
         EmotionRecognizer.create_from_options(RecognizerOptions(model=tiny_package, runtime={"threads": 2}))
-    with pytest.raises(MotivnetError, match="threads"):
+    with pytest.raises(OptionError, match="threads"):
         EmotionRecognizer.create_from_options(RecognizerOptions(model=tiny_package,
                                                                 runtime=BackendOptions(threads=-1)))
 
@@ -170,7 +170,7 @@ def test_stream_cadence_carries_faces_between_detections(tiny_package, yunet_pat
     ("detect_every", 0, "detect_every 0 must be"),
 ])
 def test_stream_options_are_checked_when_the_recognizer_is_built(tiny_package, field, value, match):
-    with pytest.raises(MotivnetError, match=match):
+    with pytest.raises(OptionError, match=match):
         EmotionRecognizer.create_from_options(RecognizerOptions(model=tiny_package, detector="none",
                                                                 **{field: value}))
 

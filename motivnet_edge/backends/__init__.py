@@ -23,7 +23,7 @@ import importlib.util
 
 from .. import autotune
 from ..cpu import INT8_FLAGS, has_bf16, int8_flags
-from ..errors import BackendUnavailableError, PackageError
+from ..errors import BackendUnavailableError, OptionError, PackageError
 from .base import Backend, BackendOptions
 
 #: Tried in this order by backend="auto" (measured: see benchmarks/results).
@@ -57,18 +57,20 @@ def choose_precision(package, backend: str, precision: str, options: BackendOpti
     """The precision the rules in this module's docstring give; see there.
 
     Raises:
-        PackageError: an unknown precision, or one the package / this CPU cannot run.
+        OptionError: an unknown precision, or bf16 asked of a backend that has no bf16 mode.
+        PackageError: the package has no file of that precision.
+        BackendUnavailableError: bf16 on a CPU without bf16 instructions.
     """
     if precision not in PRECISIONS:
-        raise PackageError(f"precision {precision!r}: choose one of {', '.join(PRECISIONS)}")
+        raise OptionError(f"precision {precision!r}: choose one of {', '.join(PRECISIONS)}")
     have = {f.precision for f in package.files if f.backend == backend}
     if precision == "bf16":
         # bf16 is a way to run the fp32 file (OpenVINO's inference precision), not a file of its own.
         if backend != "openvino" or "fp32" not in have:
-            raise PackageError("precision 'bf16' runs the fp32 OpenVINO model in bf16: use --backend openvino "
+            raise OptionError("precision 'bf16' runs the fp32 OpenVINO model in bf16: use --backend openvino "
                                "with a package that has an OpenVINO fp32 model")
         if options.device.upper() == "CPU" and not has_bf16():
-            raise PackageError("this CPU has no bf16 instructions (AVX512_BF16 or AMX): use precision fp32")
+            raise BackendUnavailableError("this CPU has no bf16 instructions (AVX512_BF16 or AMX): use precision fp32")
         return "bf16"
     if precision != "auto":
         if precision not in have:
@@ -139,7 +141,7 @@ def create_backend(package, *, backend: str = "auto", precision: str = "auto",
         else:
             backend = choices[0]
     elif backend not in _MODULE:
-        raise PackageError(f"unknown backend {backend!r}; choose auto, {', '.join(AUTO_ORDER)}")
+        raise OptionError(f"unknown backend {backend!r}; choose {', '.join(BACKENDS)}")
     elif backend not in installed:
         raise BackendUnavailableError(f"backend {backend!r} is not installed: {_EXTRAS[backend]}")
     prec = choose_precision(package, backend, precision, options)
