@@ -46,21 +46,26 @@ def main() -> None:
             shutil.copy(p, calib / p.name)
         source = config["provenance"].get("label_source", "ferplus")
         label_text = {"ferplus": "FER+ vote labels", "fer2013": "FER2013's original labels"}[source]
+        extra = config["provenance"].get("extra_training_data", [])
+        sets = "FER2013Train" + "".join(f" + {Path(e.split(' (')[0]).name} (train part, split by person)" for e in extra)
         teacher = config["provenance"].get("teacher")
         learnt = f"distilled from {teacher} plus {label_text}" if teacher else f"trained on {label_text} (no teacher)"
         prov = {"description": (
             f"ViT student '{config['provenance']['student_preset']}' (conv patch embedding, "
             f"{config['student']['depth']} blocks, width {config['student']['embed_dim']}), 48x48 gray, {learnt} "
-            f"on FER2013Train, selected on FER2013Valid"
+            f"on {sets}, selected on FER2013Valid"
             + ("" if args.no_prior_correction else ", per-class prior correction fitted on FER2013Valid")
             + "; accuracy in metrics.test measured on FER2013Test, CK+48 and the facial_expressions validation part"),
             "training": {"command": args.command, "epochs": best, "config": config["train"]},
-            "training_data": f"FER2013Train images with {label_text}; selection FER2013Valid"}
+            "training_data": f"{sets}: FER2013Train with {label_text}, class-folder sets with their folder labels; "
+                             "selection FER2013Valid"}
         yunet = args.shared / "models" / "yunet" / "face_detection_yunet_2023mar.onnx"
         out = export(args.run, Path(tmp) / "pkg", int8=True, calib=calib, val=fer / "FER2013Valid",
                      val_label_source=source, max_drop=args.max_drop, provenance=prov,
                      prior_correction=not args.no_prior_correction, yunet=yunet,
-                     license={"faces": "FER2013 images: research use only",
+                     license={"faces": "FER2013 images: research use only" + (
+                                  "; facial_expressions (Apache-2.0 repository of LFW/IMFDB images): research use"
+                                  if any("facial_expressions" in e for e in extra) else ""),
                               "teachers": "FER2013 Xception models: MIT",
                               "detector": "YuNet (detector/yunet.onnx): Apache-2.0"})
         manifest = json.loads((out / "manifest.json").read_text())
