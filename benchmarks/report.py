@@ -85,6 +85,9 @@ def section(path: Path) -> list[str]:
     if not any(t.get("device", "cpu") != "cpu" for t in res.get("teacher", [])):
         out.append("MotivNet-1B GPU rows (fp32/bf16, batch 1/8/32): not measured, this machine has no GPU "
                    "(the suite adds them where torch sees one).")
+        out.append("Student on ONNX Runtime's CUDA and TensorRT providers (fp32, fp16, INT8 with the shipped "
+                   "calibration table and QDQ file): not measured, no GPU was lent to this project's sessions; "
+                   "`motivnet-edge benchmark` and `--provider tensorrt` run them unchanged on a Jetson.")
     for n in res.get("notes", []):
         out.append(f"Note: {n}.")
     for png in ("pareto.png", "confusion_default_fer2013.png", "confusion_default_ferplus_majority.png"):

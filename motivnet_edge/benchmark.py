@@ -25,10 +25,13 @@ from .errors import MotivnetError
 
 @dataclass(frozen=True)
 class BenchConfig:
+    """One timed configuration; ``providers`` are ONNX Runtime's (e.g. "tensorrt" on a Jetson)."""
+
     backend: str = "onnxruntime"
     precision: str = "fp32"
     threads: int = 1
     batch: int = 1
+    providers: tuple[str, ...] = ()
 
 
 def gemm_peak_gflops(threads: int, n: int = 1024, seconds: float = 2.0) -> float:
@@ -83,13 +86,16 @@ def machine_info() -> dict:
             "date": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")}
 
 
-def precisions_here(package) -> list[tuple[str, str]]:
+def precisions_here(package, *, providers: tuple[str, ...] = ()) -> list[tuple[str, str]]:
     """(backend, precision) pairs this device can run for ``package``: its files on the installed
-    backends, plus OpenVINO bf16 (the fp32 IR) where the CPU has AVX512_BF16/AMX."""
+    backends, plus OpenVINO bf16 (the fp32 IR) where the CPU has AVX512_BF16/AMX. With ONNX
+    Runtime ``providers`` (CUDA, TensorRT), only ONNX Runtime's files."""
     from .backends import installed_backends
     from .cpu import has_bf16
 
     pairs = [(f.backend, f.precision) for f in package.files if f.backend in installed_backends()]
+    if providers:
+        return [p for p in pairs if p[0] == "onnxruntime"]
     if has_bf16() and ("openvino", "fp32") in pairs:
         pairs.append(("openvino", "bf16"))
     return pairs
@@ -104,7 +110,7 @@ def time_in_process(package: str | Path, cfg: BenchConfig, *, iters: int = 200, 
 
     pkg = load_package(package)
     backend = create_backend(pkg, backend=cfg.backend, precision=cfg.precision,
-                             options=BackendOptions(threads=cfg.threads))
+                             options=BackendOptions(threads=cfg.threads, providers=tuple(cfg.providers)))
     crops = np.random.default_rng(0).integers(0, 255, (cfg.batch, *pkg.preprocessing.input_size,
                                                        pkg.preprocessing.channels), dtype=np.uint8)
     x = to_tensor(crops, pkg.preprocessing)

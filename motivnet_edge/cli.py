@@ -335,9 +335,11 @@ def info(package, as_json) -> None:
               help="Interleaved rounds per configuration (each in its own process).")
 @click.option("--seconds", type=click.FloatRange(0.1, 600), default=2.0, show_default=True,
               help="Timing per configuration and round.")
+@list_option("--provider", "providers",
+             help="ONNX Runtime providers, e.g. tensorrt or cuda on a Jetson (repeat or comma list; default CPU).")
 @click.option("--json", "as_json", is_flag=True, help="Print machine facts and rows as JSON.")
 @friendly
-def benchmark(package, threads, batch, rounds, seconds, as_json) -> None:
+def benchmark(package, threads, batch, rounds, seconds, providers, as_json) -> None:
     """Classify latency of a package on this device: every backend and precision, each in its own process."""
     from tqdm import tqdm
 
@@ -348,19 +350,20 @@ def benchmark(package, threads, batch, rounds, seconds, as_json) -> None:
     ts, bs = threads, batch
     path = Path(package) if package else DEFAULT_MODEL
     pkg = load_package(path)
-    configs = [BenchConfig(backend, precision, t, b) for backend, precision in precisions_here(pkg)
-               for b in bs for t in ts]
+    configs = [BenchConfig(backend, precision, t, b, tuple(providers))
+               for backend, precision in precisions_here(pkg, providers=tuple(providers)) for b in bs for t in ts]
     with tqdm(total=len(configs) * rounds, unit="run", desc="benchmark", file=sys.stderr, leave=False,
               disable=not sys.stderr.isatty()) as bar:
         rows = compare(path, configs, rounds=rounds, seconds=seconds, progress=lambda cfg: bar.update())
     if as_json:
         click.echo(json.dumps({"machine": machine_info(), "rows": rows}))
         return
-    click.echo(f"{'backend':12s} {'prec':5s} {'batch':>5s} {'thr':>3s} {'p50 ms':>8s} {'spread':>17s} "
+    width = max(len(r["runtime"]) for r in rows) if rows else 8
+    click.echo(f"{'runtime':{width}s} {'prec':5s} {'batch':>5s} {'thr':>3s} {'p50 ms':>8s} {'spread':>17s} "
                f"{'p99 ms':>8s} {'faces/s':>8s}")
     for r in rows:
         lo, hi = r["p50_spread_ms"]
-        click.echo(f"{r['backend']:12s} {r['precision']:5s} {r['batch']:5d} {r['threads']:3d} {r['p50_ms']:8.3f} "
+        click.echo(f"{r['runtime']:{width}s} {r['precision']:5s} {r['batch']:5d} {r['threads']:3d} {r['p50_ms']:8.3f} "
                    f"{lo:8.3f}-{hi:8.3f} {r['p99_ms']:8.3f} {r['throughput_fps']:8.0f}")
     m = machine_info()
     single = [r for r in rows if r["batch"] == 1]

@@ -124,6 +124,15 @@ def test_benchmark_verb_times_every_backend(tiny_package):
         lo, hi = row["p50_spread_ms"]
         assert lo <= row["p50_ms"] <= hi and row["p50_ms"] <= row["p99_ms"]
         assert row["throughput_fps"] == pytest.approx(1e3 * row["batch"] / row["p50_ms"], rel=0.05)
+    # ONNX Runtime providers (a Jetson's tensorrt/cuda) are timed through the same verb
+    cpu = cli("benchmark", tiny_package, "--provider", "cpu", "--threads", "1", "--batch", "1", "--rounds", "1",
+              "--seconds", "0.1", "--json")
+    assert cpu.returncode == 0, cpu.stderr
+    rows = json.loads(cpu.stdout)["rows"]
+    assert rows and all(r["backend"] == "onnxruntime" and r["providers"] == ["cpu"]
+                        and r["runtime"] == "onnxruntime CPUExecutionProvider" for r in rows)
+    cuda = cli("benchmark", tiny_package, "--provider", "cuda", "--rounds", "1", "--seconds", "0.1")
+    assert cuda.returncode == 2 and "onnxruntime-gpu" in cuda.stderr and "Traceback" not in cuda.stderr
     bad = cli("benchmark", tiny_package, "--threads", "one")
     assert bad.returncode == 2 and "'one' is not a valid integer" in bad.stderr
     zero = cli("benchmark", tiny_package, "--batch", "0")
