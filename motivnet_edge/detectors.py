@@ -46,8 +46,38 @@ class FaceDetector:
         h, w = shape[:2]
         return min(1.0, self.max_side / max(h, w), self.smallest / self.min_face)
 
+    #: refine() searches a window of this many face sides around the face it is given
+    refine_window = 1.6
+
     def detect(self, image: np.ndarray) -> list[Detection]:
         raise NotImplementedError
+
+    def _window(self, image: np.ndarray, box) -> tuple[int, int, int, int] | None:
+        x, y, w, h = box
+        side = self.refine_window * max(w, h)
+        ih, iw = image.shape[:2]
+        x0, y0 = int(max(0, x + w / 2 - side / 2)), int(max(0, y + h / 2 - side / 2))
+        x1, y1 = int(min(iw, x + w / 2 + side / 2)), int(min(ih, y + h / 2 + side / 2))
+        return (x0, y0, x1, y1) if x1 - x0 >= 16 and y1 - y0 >= 16 else None
+
+    def _search(self, image: np.ndarray, window, side: float) -> list[Detection]:
+        """Faces in ``window`` (x0, y0, x1, y1) of ``image``, in image pixels; ``side``: the face size looked for."""
+        x0, y0, x1, y1 = window
+        out = []
+        for d in self.detect(image[y0:y1, x0:x1]):
+            lms = None if d.landmarks is None else tuple((x + x0, y + y0) for x, y in d.landmarks)
+            out.append(Detection((d.box[0] + x0, d.box[1] + y0, d.box[2], d.box[3]), d.score, lms))
+        return out
+
+    def refine(self, image: np.ndarray, face: Detection) -> Detection | None:
+        """The face again, searched only in a window around where ``face`` was (video: it moved
+        a little since it was detected); None when it is no longer there."""
+        window = self._window(image, face.box)
+        if window is None:
+            return None
+        best = max(self._search(image, window, max(face.box[2], face.box[3])), key=lambda r: iou(r.box, face.box),
+                   default=None)
+        return best if best is not None and iou(best.box, face.box) > 0.3 else None
 
 
 def shrink(image: np.ndarray, scale: float) -> np.ndarray:
@@ -67,6 +97,9 @@ class NoDetector(FaceDetector):
     def detect(self, image: np.ndarray) -> list[Detection]:
         h, w = image.shape[:2]
         return [Detection((0.0, 0.0, float(w), float(h)), 1.0, None)]
+
+    def refine(self, image: np.ndarray, face: Detection) -> Detection | None:
+        return self.detect(image)[0]
 
 
 class YuNetDetector(FaceDetector):
@@ -114,7 +147,6 @@ class YuNetDetector(FaceDetector):
     #: offset 1.7 % of the face side). The coarse pass uses a low score threshold, as the
     #: confirmation (at the normal threshold) filters what it lets through.
     refine_face = 96
-    refine_window = 1.6  # window side, in face sides
     coarse_threshold = 0.3
 
     def _run(self, image: np.ndarray, scale: float, x0: int = 0, y0: int = 0,
@@ -133,17 +165,10 @@ class YuNetDetector(FaceDetector):
             out.append(Detection((x0 + x, y0 + y, w, h), float(row[14]), lms))
         return out
 
-    def _refine(self, image: np.ndarray, d: Detection) -> Detection | None:
-        x, y, w, h = d.box
-        side = self.refine_window * max(w, h)
-        ih, iw = image.shape[:2]
-        x0, y0 = int(max(0, x + w / 2 - side / 2)), int(max(0, y + h / 2 - side / 2))
-        x1, y1 = int(min(iw, x + w / 2 + side / 2)), int(min(ih, y + h / 2 + side / 2))
-        if x1 - x0 < 16 or y1 - y0 < 16:
-            return None
-        again = self._run(image[y0:y1, x0:x1], min(1.0, self.refine_face / max(w, h)), x0, y0)
-        best = max(again, key=lambda r: iou(r.box, d.box), default=None)
-        return best if best is not None and iou(best.box, d.box) > 0.3 else None
+    def _search(self, image: np.ndarray, window, side: float) -> list[Detection]:
+        # The face in the window is at most refine_face px: one small YuNet pass, any frame size.
+        x0, y0, x1, y1 = window
+        return self._run(image[y0:y1, x0:x1], min(1.0, self.refine_face / side), x0, y0)
 
     def detect(self, image: np.ndarray) -> list[Detection]:
         scale = self.scale_for(image.shape)
@@ -151,7 +176,7 @@ class YuNetDetector(FaceDetector):
             out = self._run(image, 1.0)
         else:
             coarse = self._run(image, scale, threshold=min(self.coarse_threshold, self.score_threshold))
-            out = [r for r in (self._refine(image, d) for d in coarse) if r is not None]
+            out = [r for r in (self.refine(image, d) for d in coarse) if r is not None]
         return sorted(out, key=lambda d: -d.score)
 
 

@@ -73,6 +73,12 @@ class RecognizerOptions:
         detect_every: stream() runs the detector on every Nth frame and carries the faces
             it found through the frames between (1: detect every frame). A frame with no
             carried face is always searched.
+        redetect_change / redetect_drop: between detections, a carried face is searched again
+            in a window around it (the detector's ``refine``) when its patch changed by more than
+            ``redetect_change`` (mean absolute gray-level difference of a 16x16 thumbnail, 0-255)
+            or its top-class confidence fell by more than ``redetect_drop`` since it was last
+            located; a face no longer in its window triggers a full detection. 255 and 1 turn
+            either trigger off.
     """
 
     model: str | Path | None = None
@@ -85,9 +91,29 @@ class RecognizerOptions:
     max_faces: int = 32
     smoothing: float = 0.6
     detect_every: int = 1
+    redetect_change: float = 8.0
+    redetect_drop: float = 0.25
 
 #: Keyword options of ``from_pretrained`` that belong to the backend (``RecognizerOptions.runtime``).
 _RUNTIME_FIELDS = frozenset(f.name for f in dataclasses.fields(BackendOptions))
+
+
+def _thumbnail(image: np.ndarray, box) -> np.ndarray:
+    """A 16x16 gray thumbnail of ``box``: enough to see that a face moved or changed."""
+    import cv2
+
+    h, w = image.shape[:2]
+    x, y, bw, bh = box
+    x0, y0 = int(max(0, min(w - 1, x))), int(max(0, min(h - 1, y)))
+    x1, y1 = int(max(x0 + 1, min(w, x + bw))), int(max(y0 + 1, min(h, y + bh)))
+    patch = image[y0:y1, x0:x1]
+    if patch.ndim == 3:
+        patch = cv2.cvtColor(patch, cv2.COLOR_BGR2GRAY)
+    return cv2.resize(patch, (16, 16), interpolation=cv2.INTER_AREA).astype(np.float32)
+
+
+def _change(a: np.ndarray, b: np.ndarray) -> float:
+    return float(np.abs(a - b).mean())
 
 
 class EmotionRecognizer:
@@ -122,6 +148,9 @@ class EmotionRecognizer:
             raise OptionError(f"smoothing {options.smoothing!r} must be in [0, 1): 0 = none, 0.9 = very smooth")
         if not isinstance(options.detect_every, int) or options.detect_every < 1:
             raise OptionError(f"detect_every {options.detect_every!r} must be an integer >= 1 (1 = every frame)")
+        if not 0.0 <= options.redetect_change <= 255.0 or not 0.0 <= options.redetect_drop <= 1.0:
+            raise OptionError(f"redetect_change {options.redetect_change!r} must be in [0, 255] and redetect_drop "
+                              f"{options.redetect_drop!r} in [0, 1] (the largest values never re-detect)")
         package = load_package(options.model if options.model is not None else DEFAULT_MODEL)
         yunet = options.yunet_model
         if yunet is None and "yunet" in package.manifest.get("assets_roles", {}):
@@ -242,11 +271,27 @@ class EmotionRecognizer:
             frames = itertools.islice(frames, max_frames)
         tracker = FaceTracker(smoothing=self.options.smoothing)
         carried: list[Detection] = []
+        located: list[tuple[np.ndarray, float]] = []  # per carried face: thumbnail and confidence when located
         for i, frame in enumerate(frames):
             img = load_image(frame)
-            if i % self.options.detect_every == 0 or not carried:
+            fresh = i % self.options.detect_every == 0 or not carried
+            if fresh:
                 carried = self.detect(img)
             preds = self._predictions(img, carried)
+            if not fresh:
+                moved = [j for j, (p, (thumb, conf)) in enumerate(zip(preds, located))
+                         if _change(_thumbnail(img, p.box), thumb) > self.options.redetect_change
+                         or p.confidence < conf - self.options.redetect_drop]
+                if moved:
+                    again = [self.detector.refine(img, carried[j]) for j in moved]
+                    if any(d is None for d in again):
+                        carried = self.detect(img)  # a face left its window: search the whole frame
+                    else:
+                        for j, d in zip(moved, again):
+                            carried[j] = d
+                    preds, fresh = self._predictions(img, carried), True  # re-located faces are classified anew
+            if fresh:
+                located = [(_thumbnail(img, p.box), p.confidence) for p in preds]
             tracked = tracker.update([p.box for p in preds], [np.array(list(p.scores.values())) for p in preds])
             yield [self._prediction(p.box, p.score, p.landmarks, s, tid) for p, (tid, s) in zip(preds, tracked)]
 
