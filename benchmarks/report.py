@@ -133,7 +133,8 @@ def ablation_section(path: Path) -> list[str]:
     r = json.loads(path.read_text())
     sets = [k for k in r["rows"][0] if isinstance(r["rows"][0][k], dict) and "accuracy" in r["rows"][0][k]]
     out = [f"**Ablations** (`python benchmarks/ablations.py`, {_stamp(r['machine'])}; accuracy / lowest class "
-           "recall, %; FER2013Valid is the selection set, the others are only reported)", "",
+           "recall, %; FER2013Valid selects each run's epoch, FER2013Valid + facial_expressions val choose the "
+           "default among runs (`select_default.py`), FER2013Test and CK+48 are only reported)", "",
            "| row | " + " | ".join(sets) + " | epochs (best) | training |", "|---|" + "---|" * (len(sets) + 2)]
     for row in r["rows"]:
         cells = " | ".join(f"{_pct(row[s]['accuracy'])} / {_pct(row[s]['min_recall'])}" for s in sets)
@@ -143,10 +144,19 @@ def ablation_section(path: Path) -> list[str]:
     out.append("")
     for row in r["rows"]:
         if row.get("command"):
-            out.append(f"- `{row['name']}`: `{row['command'][0].split(' ', 1)[1]}`"
+            cmds = " then `".join(c.split(" ", 1)[1] + "`" for c in row["command"])
+            out.append(f"- `{row['name']}`: `{cmds}"
                        + (f" (prior correction, offsets {row['prior_correction']['bias']})" if "prior_correction" in row
                           else ""))
     return out + [""]
+
+
+def selection_section(path: Path) -> list[str]:
+    r = json.loads(path.read_text())
+    rows = "; ".join(f"{x['run']} {_pct(x['ferplus_valid']['accuracy'])} / {_pct(x['facial_expressions_val']['accuracy'])}"
+                     f" (score {_pct(x['score'])})" for x in r["rows"])
+    return [f"**Default chosen on validation data** (`python benchmarks/select_default.py`, {r['rule']}; "
+            f"FER2013Valid / facial_expressions val, %): {rows}; chosen: **{r['chosen']}**.", ""]
 
 
 def ratio_section(path: Path) -> list[str]:
@@ -181,7 +191,8 @@ def main() -> None:
         body += [f"**Embedded default model:** {prov.get('description', '')}", ""]
     for f in files:
         body += section(f) + [""]
-    for name, render in (("ablations.json", ablation_section), ("latency_ratio.json", ratio_section),
+    for name, render in (("selection.json", selection_section), ("ablations.json", ablation_section),
+                         ("latency_ratio.json", ratio_section),
                          ("frame_pipeline.json", frame_section)):
         if (ROOT / "benchmarks" / "results" / name).is_file():
             body += render(ROOT / "benchmarks" / "results" / name)
