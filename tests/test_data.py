@@ -95,7 +95,7 @@ def test_fer2013_label_source_keeps_images_and_order(tmp_path):
         read_dataset(d, label_source="fer2013")
     with pytest.raises(DataError, match="applies to FER\\+ split folders"):
         read_dataset(tmp_path, label_source="fer2013")
-    with pytest.raises(DataError, match="use 'ferplus' or 'fer2013'"):
+    with pytest.raises(DataError, match="use one of ferplus, fer2013"):
         read_dataset(d, label_source="affectnet")
 
 
