@@ -46,7 +46,7 @@ class _Build:
         """The fp32 ONNX graph every other file is made from (exported once)."""
         path = self.folder / "model.onnx"
         if not path.exists():
-            export_onnx(self.src.model, self.src.preprocessing, self.src.labels, path)
+            export_onnx(self.src.model, self.src.preprocessing, self.src.labels, path, license=self.src.license)
         return path
 
     def check_drop(self, runtime: str, report: dict) -> None:
@@ -61,7 +61,8 @@ def _onnx_fp32(b: _Build) -> list[ModelFile]:
     src, folder = b.src, b.folder
     # Above protobuf's 2 GB (the 1B teacher) the weights go to external data beside the graph.
     big = sum(p.numel() * p.element_size() for p in src.model.parameters()) > 1.8e9
-    path = export_onnx(src.model, src.preprocessing, src.labels, folder / "model.onnx", external_data=big)
+    path = export_onnx(src.model, src.preprocessing, src.labels, folder / "model.onnx", external_data=big,
+                       license=src.license)
     if big:
         data = folder / "model.onnx.data"  # no ORT comparison: a second full-size copy doubles peak memory
         return [ModelFile("onnxruntime", "fp32", path.name, sha256_file(path), INPUT, OUTPUT,

@@ -15,10 +15,12 @@ INPUT, OUTPUT = "input", "logits"
 
 
 def export_onnx(model: torch.nn.Module, pp: Preprocessing, labels, path: Path, *,
-                external_data: bool = False) -> Path:
+                external_data: bool = False, license: dict | None = None) -> Path:
     """Exports with torch's current (dynamo) exporter, a dynamic batch axis, ONNX-checked.
 
     ``external_data`` stores weights beside the graph: needed above protobuf's 2 GB.
+    ``license`` (part -> terms) travels in the metadata, so a student taught by this file
+    records the teacher's licence (``load_teacher`` reads it).
     """
     import onnx
 
@@ -29,8 +31,11 @@ def export_onnx(model: torch.nn.Module, pp: Preprocessing, labels, path: Path, *
                                 dynamic_shapes={name: {0: torch.export.Dim("batch", min=1, max=65536)}},
                                 opset_version=OPSET, verbose=False)
     m = program.model_proto
-    for k, v in {"labels": json.dumps(list(labels)), "preprocessing": json.dumps(pp.to_dict()),
-                 "producer": "motivnet-edge"}.items():
+    meta = {"labels": json.dumps(list(labels)), "preprocessing": json.dumps(pp.to_dict()),
+            "producer": "motivnet-edge"}
+    if license:
+        meta["license"] = "; ".join(f"{part}: {terms}" for part, terms in license.items())
+    for k, v in meta.items():
         m.metadata_props.append(onnx.StringStringEntryProto(key=k, value=v))
     if external_data:
         onnx.save_model(m, str(path), save_as_external_data=True, location=path.name + ".data")

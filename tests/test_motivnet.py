@@ -158,6 +158,10 @@ def test_teacher_interface_and_onnx_parity(small, tmp_path):
                                 teacher_options=dict(img_size=(64, 48), **HEADS)))
     assert pkg.manifest["provenance"]["export"]["onnx_max_abs_diff_vs_torch"] < 1e-4
     assert "CC BY-NC" in pkg.license["weights"]
+    # The exported file is itself a teacher: same labels, outputs and licence as the checkpoint.
+    t2 = load_teacher(pkg.root / "model.onnx")
+    assert t2.labels == t.labels and np.allclose(t2.logits(faces), logits, atol=1e-3)
+    assert "CC BY-NC" in t2.license, t2.license
 
 
 def test_train_head_on_frozen_backbone_round_trips(small, tmp_path):
