@@ -34,8 +34,9 @@ def teacher_key(name: str | None) -> str | None:
     """The results row of a run's teacher, from the teacher name its provenance records."""
     if not name:
         return None
-    if name.startswith("ensemble("):
-        return "xception_ensemble"
+    if name.startswith("ensemble(") and name.endswith(")"):
+        members = {teacher_key(m) for m in name[len("ensemble("):-1].split(",")}
+        return "xception_ensemble" if members == set(TEACHER_FILES) else None  # no row for other ensembles
     return next((key for key, file in TEACHER_FILES.items() if file in name), None)
 
 

@@ -63,7 +63,7 @@ def section(path: Path) -> list[str]:
     m = res["machine"]
     out = [f"### {path.name}: {m['cpu']}, {m['cores']} cores, flags {', '.join(m['flags'])}",
            "", f"Commit {m['commit']}, {m['date']}, " + ", ".join(f"{k} {v}" for k, v in m["versions"].items())
-           + f". GEMM peak (fp32 MatMul 1024): " + ", ".join(
+           + ". GEMM peak (fp32 MatMul 1024): " + ", ".join(
                f"{t} thread(s) {g:.0f} GFLOP/s" for t, g in res["gemm_peak_gflops"].items())
            + f". Suite run: {res['seconds']} s, {res['settings']['rounds']} interleaved rounds, each in its own process.", ""]
     if res["accuracy"]:

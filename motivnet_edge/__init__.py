@@ -22,12 +22,13 @@ from .errors import (BackendUnavailableError, InvalidImageError, LabelError, Mot
 from .labels import FER2013_LABELS, MOTIVNET_LABELS  # noqa: E402
 from .package import ModelPackage, load_package  # noqa: E402
 from .preprocess import Preprocessing, face_crop, to_tensor  # noqa: E402
-from .recognizer import EmotionRecognizer, FacePrediction, RecognizerOptions  # noqa: E402
+from .recognizer import EmotionRecognizer, RecognizerOptions  # noqa: E402
+from .results import FacePrediction, FrameResult  # noqa: E402
 
 __version__ = "0.1.0"
 
 __all__ = [
-    "EmotionRecognizer", "RecognizerOptions", "BackendOptions", "FacePrediction", "Detection", "create_detector",
+    "EmotionRecognizer", "RecognizerOptions", "BackendOptions", "FacePrediction", "FrameResult", "Detection", "create_detector",
     "ModelPackage", "load_package", "Preprocessing", "face_crop", "to_tensor",
     "MotivnetError", "InvalidImageError", "OptionError", "PackageError", "BackendUnavailableError", "LabelError",
     "MOTIVNET_LABELS", "FER2013_LABELS", "__version__",

@@ -232,7 +232,7 @@ def _predict_one(path: Path | int, rec, emit, save: Path | None, max_frames: int
     from tqdm import tqdm
 
     from .image_io import load_image
-    from .media import VideoSink, annotate, frame_count, is_video, read_frames, video_fps, write_image_atomic
+    from .media import VideoSink, annotate, frame_count, is_video, video_fps, write_image_atomic
 
     if isinstance(path, int) or is_video(path):
         name = f"camera {path}" if isinstance(path, int) else str(path)
@@ -242,12 +242,12 @@ def _predict_one(path: Path | int, rec, emit, save: Path | None, max_frames: int
         ok, n, t0 = False, 0, time.perf_counter()
         bar = tqdm(total=total, unit="frame", desc=name, file=sys.stderr, disable=quiet, leave=False)
         try:
-            for frame, faces in _pair(read_frames(path, max_frames=max_frames), rec):
-                emit(name, faces, n)
+            for result in rec.stream(path, max_frames=max_frames):
+                emit(name, result, n)
                 n += 1
                 bar.update()
                 if sink:
-                    sink.write(annotate(frame, faces))
+                    sink.write(annotate(result.image, result))
             ok = True
         finally:
             bar.close()
@@ -262,18 +262,6 @@ def _predict_one(path: Path | int, rec, emit, save: Path | None, max_frames: int
     emit(str(path), faces)
     if save:
         write_image_atomic(save, annotate(image, faces))
-
-
-def _pair(frames, rec):
-    """Yields (frame, tracked faces) for a video, keeping the frame for annotation."""
-    held = []
-
-    def tap():
-        for fr in frames:
-            held.append(fr)
-            yield fr
-    for faces in rec.stream(tap()):
-        yield held.pop(0), faces
 
 
 @main.command()

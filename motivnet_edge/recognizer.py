@@ -8,7 +8,7 @@ import itertools
 import logging
 import os
 import threading
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import MappingProxyType
@@ -22,37 +22,12 @@ from .image_io import load_image
 from .labels import softmax
 from .package import ModelPackage, load_package
 from .preprocess import face_crop, to_tensor
+from .results import FacePrediction, FrameResult
 from .tracking import FaceTracker
 
 log = logging.getLogger(__name__)
 
 DEFAULT_MODEL = Path(__file__).parent / "models" / "default"
-
-
-@dataclass(frozen=True)
-class FacePrediction:
-    """One face: box (x, y, w, h) px, detector score, landmarks, top label, scores by label.
-
-    Immutable through and through: ``scores`` is a read-only mapping.
-    """
-
-    box: tuple[float, float, float, float]
-    score: float
-    landmarks: tuple[tuple[float, float], ...] | None
-    label: str
-    confidence: float
-    scores: Mapping[str, float]
-    track_id: int | None = None
-
-    def to_dict(self) -> dict:
-        d = {"box": [round(v, 1) for v in self.box], "score": round(self.score, 4), "label": self.label,
-             "confidence": round(self.confidence, 4),
-             "scores": {k: round(v, 4) for k, v in self.scores.items()}}
-        if self.landmarks is not None:
-            d["landmarks"] = [[round(x, 1), round(y, 1)] for x, y in self.landmarks]
-        if self.track_id is not None:
-            d["track_id"] = self.track_id
-        return d
 
 
 @dataclass(frozen=True)
@@ -252,8 +227,11 @@ class EmotionRecognizer:
         return [self._prediction((0, 0, im.shape[1], im.shape[0]), 1.0, None, p) for im, p in zip(imgs, probs)]
 
     def stream(self, frames: Iterable | str | os.PathLike | int, *,
-               max_frames: int | None = None) -> Iterator[list[FacePrediction]]:
+               max_frames: int | None = None) -> Iterator[FrameResult]:
         """Predictions for each video frame, with stable track ids and smoothed scores.
+
+        Each ``FrameResult`` is the sequence of the frame's faces and carries the decoded
+        frame (``.image``) and its position (``.index``), for drawing or saving.
 
         Args:
             frames: an iterable of images, a video file path, or a camera index (int).
@@ -293,7 +271,10 @@ class EmotionRecognizer:
             if fresh:
                 located = [(_thumbnail(img, p.box), p.confidence) for p in preds]
             tracked = tracker.update([p.box for p in preds], [np.array(list(p.scores.values())) for p in preds])
-            yield [self._prediction(p.box, p.score, p.landmarks, s, tid) for p, (tid, s) in zip(preds, tracked)]
+            frame_view = img.view()
+            frame_view.flags.writeable = False  # the caller's array stays theirs; ours is read-only
+            yield FrameResult(i, frame_view, tuple(self._prediction(p.box, p.score, p.landmarks, s, tid)
+                                                   for p, (tid, s) in zip(preds, tracked)))
 
     def describe(self) -> str:
         return f"{self._backend.describe()} {self._backend.precision}, detector {self.detector.name}"

@@ -59,7 +59,7 @@ def test_fer2013_csv_remaps_by_name(tmp_path):
     p.write_text(f"emotion,pixels,Usage\n3,{px},Training\n0,{px},PrivateTest\n6,{px},PrivateTest\n")
     fs = read_fer2013_csv(p, usage="PrivateTest")
     assert [fs.labels[i] for i in fs.hard] == ["anger", "neutral"]
-    p.write_text(f"emotion,pixels,Usage\n3,1 2 3,Training\n")
+    p.write_text("emotion,pixels,Usage\n3,1 2 3,Training\n")
     with pytest.raises(DataError, match="2304 pixels"):
         read_fer2013_csv(p)
     p.write_text("a,b\n1,2\n")

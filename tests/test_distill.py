@@ -276,8 +276,10 @@ def test_results_name_a_runs_teacher_from_its_provenance():
     key = _benchmark("distill_results").teacher_key
     assert key("keras:fer2013_mini_XCEPTION.102-0.66.hdf5:59534287fdfb125e") == "xception_mini"
     assert key("keras:fer2013_big_XCEPTION.54-0.66.hdf5:2c7ed52bc381077b") == "xception_big"
-    assert key("ensemble(keras:fer2013_mini_XCEPTION.102-0.66.hdf5:5953,keras:fer2013_big_XCEPTION.54:2c7e)") \
+    assert key("ensemble(keras:fer2013_mini_XCEPTION.102-0.66.hdf5:5953,keras:fer2013_big_XCEPTION.54-0.66.hdf5:2c7e)") \
         == "xception_ensemble"
+    assert key("ensemble(onnx:model.onnx:1234,onnx:model.onnx:5678)") is None  # not the Xception pair
+    assert key("ensemble(keras:fer2013_mini_XCEPTION.102-0.66.hdf5:5953,onnx:model.onnx:1)") is None
     assert key("onnx:someone_else.onnx:abcd") is None and key(None) is None
 
 

@@ -152,6 +152,23 @@ def test_stream_reads_a_video_path_and_stops_at_max_frames(rec, astronaut, tmp_p
         next(rec.stream(tmp_path / "missing.mp4"))
 
 
+def test_stream_yields_each_frame_with_its_faces(rec, astronaut, tmp_path):
+    clip = _clip(tmp_path / "clip.avi", astronaut)
+    out = list(rec.stream(clip))
+    assert [r.index for r in out] == list(range(6))
+    # the decoded frames themselves, in order (MJPG is lossy: compare to the shifted sources loosely)
+    for i, r in enumerate(out):
+        assert r.image.shape == astronaut.shape
+        assert np.abs(r.image.astype(int) - np.roll(astronaut, 3 * i, axis=1)).mean() < 8
+    with pytest.raises(ValueError, match="read-only"):
+        out[0].image[0, 0] = 0
+    frames = [astronaut.copy() for _ in range(2)]
+    res = list(rec.stream(frames))
+    assert res[1].image is not frames[1] and np.shares_memory(res[1].image, frames[1])
+    frames[1][0, 0] = 0  # the caller's arrays stay writable
+    assert res[0].to_dict() == {"frame": 0, "faces": [f.to_dict() for f in res[0]]}
+
+
 def _cadence_run(tiny_package, yunet_path, frames, **options):
     with EmotionRecognizer.from_pretrained(tiny_package, detector="yunet", yunet_model=yunet_path, threads=1,
                                            detect_every=3, **options) as r:
