@@ -40,7 +40,8 @@ class FrameResult:
 
     Reads as the list of the frame's ``FacePrediction``s (``len``, indexing, iteration), with the
     decoded frame beside them, so a caller reading a file or camera can draw on the very
-    image the faces were found in.
+    image the faces were found in. It holds the frame's pixels: to keep the results of a long
+    video, keep ``faces``, not the ``FrameResult``.
 
     Attributes:
         index: position of the frame in the stream, from 0.
