@@ -17,6 +17,17 @@ CKPLUS = SHARED / "data" / "ckplus48"
 os.environ["MOTIVNET_CACHE"] = tempfile.mkdtemp(prefix="motivnet-test-cache-")
 
 
+def load_benchmark(name: str):
+    """A script from benchmarks/ as a module (the folder holds scripts, not a package)."""
+    import importlib.util
+
+    path = Path(__file__).resolve().parents[1] / "benchmarks" / f"{name}.py"
+    spec = importlib.util.spec_from_file_location(f"benchmark_{name}", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
 @pytest.fixture(scope="session")
 def yunet_path() -> Path:
     if not YUNET.is_file():

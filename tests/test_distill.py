@@ -8,13 +8,13 @@ import sys
 import textwrap
 import time
 from dataclasses import replace
-from pathlib import Path
 
 import numpy as np
 import pytest
 
 torch = pytest.importorskip("torch", reason="distillation needs the distill extra")
 
+from conftest import load_benchmark  # noqa: E402
 from motivnet_distill.cache import build_cache  # noqa: E402
 from motivnet_distill.data import FaceSet  # noqa: E402
 from motivnet_distill.student import PRESETS, StudentConfig, count_flops, create_student, load_timm_weights  # noqa: E402
@@ -262,18 +262,8 @@ def test_distill_cli_end_to_end_on_real_faces(tmp_path):
     assert all("keras:fer2013_mini" in s["teacher"] for s in chain)
 
 
-def _benchmark(name: str):
-    """A script from benchmarks/ as a module (it is not a package)."""
-    import importlib.util
-    path = Path(__file__).resolve().parents[1] / "benchmarks" / f"{name}.py"
-    spec = importlib.util.spec_from_file_location(name, path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
 def test_results_name_a_runs_teacher_from_its_provenance():
-    key = _benchmark("distill_results").teacher_key
+    key = load_benchmark("distill_results").teacher_key
     assert key("keras:fer2013_mini_XCEPTION.102-0.66.hdf5:59534287fdfb125e") == "xception_mini"
     assert key("keras:fer2013_big_XCEPTION.54-0.66.hdf5:2c7ed52bc381077b") == "xception_big"
     assert key("ensemble(keras:fer2013_mini_XCEPTION.102-0.66.hdf5:5953,keras:fer2013_big_XCEPTION.54-0.66.hdf5:2c7e)") \

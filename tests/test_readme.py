@@ -21,3 +21,27 @@ def test_readme_python_snippet_runs_verbatim(i, tmp_path):
                        cwd=tmp_path)
     assert r.returncode == 0, r.stderr[-2000:]
     assert r.stdout.strip(), "the snippet printed nothing"
+
+
+def test_readme_results_are_the_rendering_of_the_committed_results_files():
+    """Every figure in README's results section comes from benchmarks/results/*.json, unedited."""
+    from conftest import load_benchmark
+
+    report = load_benchmark("report")
+    assert report.readme_section(README.read_text()) == report.render(), \
+        "README.md's results section differs from the results files: run `python benchmarks/report.py`"
+
+
+def test_suite_rows_of_the_default_are_the_accuracy_its_manifest_claims():
+    """The committed suite measured the default that ships (the slow test re-measures the manifest)."""
+    import json
+
+    root = README.parent
+    claimed = json.loads((root / "motivnet_edge" / "models" / "default" / "manifest.json").read_text())["metrics"]["test"]
+    rows = {(r["protocol"], r["precision"]): r for r in
+            json.loads((root / "benchmarks" / "results" / "suite-cpu.json").read_text())["accuracy"]
+            if r["model"] == "default"}
+    for protocol, by_precision in claimed.items():
+        for precision, m in by_precision.items():
+            row = rows[(protocol, precision)]
+            assert row["n"] == m["n"] and abs(row["accuracy"] - m["accuracy"]) < 6e-4, (protocol, precision)
