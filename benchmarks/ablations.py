@@ -10,7 +10,8 @@ through the runtime (e.g. an earlier default, checked out from git). Every row c
 the run's command, device, epochs and training time (from its run folder or manifest),
 accuracy and UAR on FER2013Valid (selection) and on every standard protocol, and the lowest
 per-class recall on each. Epochs are selected on FER2013Valid; test figures (FER2013Test,
-CK+48) are reported, never chosen on. Writes benchmarks/results/ablations.json (machine, commit, date inside).
+CK+48) are reported, never chosen on. Writes benchmarks/results/ablations.json (machine, commit, date
+inside) and ablation_curves.png (validation accuracy per epoch of every run).
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from __future__ import annotations
 import argparse
 import copy
 import json
+import shlex
 import sys
 import time
 from pathlib import Path
@@ -45,7 +47,44 @@ def _run_info(run: Path) -> dict:
             "train_minutes": round(sum(r["seconds"] for r in rows) / 60, 1),
             "best_epoch": max(rows, key=lambda r: r["val_acc"])["epoch"],
             "val_curve": [round(r["val_acc"], 4) for r in rows], "train": config["train"],
-            "teacher": config.get("provenance", {}).get("teacher")}
+            "teacher": config.get("provenance", {}).get("teacher"), "teacher_files": _teacher_files(cmd),
+            "init": (config.get("provenance", {}).get("init") or {}).get("path")}
+
+
+def _teacher_files(commands: Path) -> list[str]:
+    """The --teacher paths of the run's last command (its provenance names files by hash, not by path)."""
+    if not commands.is_file():
+        return []
+    words = shlex.split(commands.read_text().strip().splitlines()[-1])
+    return [words[i + 1] for i, w in enumerate(words[:-1]) if w == "--teacher"]
+
+
+def plot_curves(rows: list[dict], path: Path) -> None:
+    """FER2013Valid accuracy per epoch of every run row, so a reader sees which runs were still rising."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    runs = {Path(r["run"]).resolve(): r for r in rows if r["kind"] == "run" and r["variant"] == "as trained"}
+
+    def start(row: dict) -> int:  # a run started with --init continues its parent's curve
+        parent = runs.get(Path(row["init"]).resolve().parent) if row.get("init") else None
+        return start(parent) + parent["epochs_run"] if parent else 0
+
+    fig, ax = plt.subplots(figsize=(7, 4))
+    for row in runs.values():
+        curve, x0 = row["val_curve"], start(row)
+        ax.plot(range(x0 + 1, x0 + len(curve) + 1), [100 * v for v in curve], marker=".", label=row["name"])
+    ax.set_ylim(70, 87)
+    ax.set_xlabel("epoch (a run started with --init continues its parent's curve)")
+    ax.set_ylabel("FER2013Valid accuracy, FER+ majority (%)")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    tmp = path.with_name(f".{path.name}.tmp.png")
+    fig.savefig(tmp, dpi=110)
+    plt.close(fig)
+    tmp.replace(path)
 
 
 def main() -> None:
@@ -110,6 +149,7 @@ def main() -> None:
                          "FER2013Test and CK+48 are reported, never selected on",
                          "FER2013Test: 3,573 images (16 of FER2013's private test dropped by FER+)"]}
     write_json(args.out, results)
+    plot_curves(rows, args.out.with_name("ablation_curves.png"))
     cols = [s for s in sets]
     print(f"{'row':26s} " + " ".join(f"{c[:16]:>16s}" for c in cols) + "   (accuracy / lowest class recall)")
     for r in rows:

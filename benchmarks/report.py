@@ -130,6 +130,13 @@ def _stamp(m: dict) -> str:
     return f"{m['cpu']} ({', '.join(m['flags'])}), commit {m['commit']}, {m['date']}"
 
 
+def _teacher(row: dict) -> str:
+    weight = row["train"].get("kd_weight", 0) if isinstance(row.get("train"), dict) else 0
+    if not weight or not row.get("teacher"):
+        return "none: FER+ votes only"
+    return f"{' + '.join(row.get('teacher_files') or [row['teacher']])} ({weight:g})"
+
+
 def ablation_section(path: Path) -> list[str]:
     """What each lever gave (benchmarks/ablations.py)."""
     r = json.loads(path.read_text())
@@ -137,13 +144,16 @@ def ablation_section(path: Path) -> list[str]:
     out = [f"**Ablations** (`python benchmarks/ablations.py`, {_stamp(r['machine'])}; accuracy / lowest class "
            "recall, %; FER2013Valid selects each run's epoch, FER2013Valid + facial_expressions val choose the "
            "default among runs (`select_default.py`), FER2013Test and CK+48 are only reported)", "",
-           "| row | " + " | ".join(sets) + " | epochs (best) | training |", "|---|" + "---|" * (len(sets) + 2)]
+           "| row | " + " | ".join(sets) + " | KD teacher (weight) | epochs (best) | training |",
+           "|---|" + "---|" * (len(sets) + 3)]
     for row in r["rows"]:
         cells = " | ".join(f"{_pct(row[s]['accuracy'])} / {_pct(row[s]['min_recall'])}" for s in sets)
-        train = (f"{row['epochs_run']} ({row['best_epoch']}) | {row['train_minutes']:.0f} min, {row['device']}"
-                 if row["kind"] == "run" else "see its manifest | ")
+        train = (f"{_teacher(row)} | {row['epochs_run']} ({row['best_epoch']}) | {row['train_minutes']:.0f} min, "
+                 f"{row['device']}" if row["kind"] == "run" else "see its manifest | | ")
         out.append(f"| {row['name']} | {cells} | {train} |")
     out.append("")
+    if (path.parent / "ablation_curves.png").is_file():
+        out += ["![ablation_curves.png](benchmarks/results/ablation_curves.png)", ""]
     for row in r["rows"]:
         if row.get("command"):
             cmds = " then `".join(c.split(" ", 1)[1] + "`" for c in row["command"])

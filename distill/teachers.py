@@ -102,7 +102,8 @@ def load_onnx_teacher(path: Path, *, labels: Sequence[str] | None = None,
         raise TeacherError(f"{path.name} does not declare its labels/preprocessing in ONNX metadata; "
                            "pass labels=[...] and preprocessing=Preprocessing(...)")
     name = sess.get_inputs()[0].name
-    return Teacher(f"onnx:{path.name}:{_sha(path)}", tuple(labels), preprocessing,
+    # A package's classifier is always model.onnx: its folder is what tells a student's provenance which it was.
+    return Teacher(f"onnx:{path.parent.name}/{path.name}:{_sha(path)}", tuple(labels), preprocessing,
                    lambda x: sess.run(None, {name: x})[0], license=meta.get("license", "unknown"))
 
 

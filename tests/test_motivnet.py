@@ -162,6 +162,7 @@ def test_teacher_interface_and_onnx_parity(small, tmp_path):
     t2 = load_teacher(pkg.root / "model.onnx")
     assert t2.labels == t.labels and np.allclose(t2.logits(faces), logits, atol=1e-3)
     assert "CC BY-NC" in t2.license, t2.license
+    assert t2.name.startswith("onnx:pkg/model.onnx:"), t2.name  # provenance says which package taught
 
 
 def test_train_head_on_frozen_backbone_round_trips(small, tmp_path):
