@@ -193,6 +193,20 @@ def frame_section(path: Path) -> list[str]:
     return out + [""]
 
 
+def class_weight_section(path: Path) -> list[str]:
+    r = json.loads(path.read_text())
+    sets = [k for k in r["rows"][0] if isinstance(r["rows"][0][k], dict)]
+    out = [f"**Neutral class weight** (`python benchmarks/class_weights.py`, `class_weights={{\"neutral\": w}}` / "
+           f"`--class-weight neutral=w` on {r['model']}, {r['settings']['runtime']}; {_stamp(r['machine'])}; "
+           "accuracy / neutral recall / lowest class recall, %; CK+48 has no neutral class)", "",
+           "| neutral weight | " + " | ".join(sets) + " |", "|---|" + "---|" * len(sets)]
+    for row in r["rows"]:
+        cells = " | ".join(f"{_pct(row[s]['accuracy'])} / {_pct(row[s]['neutral_recall']) if row[s]['neutral_recall'] is not None else '-'}"
+                           f" / {_pct(row[s]['min_recall'])}" for s in sets)
+        out.append(f"| {row['neutral_weight']:g} | {cells} |")
+    return out + [""]
+
+
 def render() -> str:
     """The README's results section, from the committed results files only."""
     files = sorted((ROOT / "benchmarks" / "results").glob("suite-*.json"))
@@ -206,7 +220,7 @@ def render() -> str:
         body += section(f) + [""]
     for name, render in (("selection.json", selection_section), ("ablations.json", ablation_section),
                          ("latency_ratio.json", ratio_section),
-                         ("frame_pipeline.json", frame_section)):
+                         ("frame_pipeline.json", frame_section), ("class_weights.json", class_weight_section)):
         if (ROOT / "benchmarks" / "results" / name).is_file():
             body += render(ROOT / "benchmarks" / "results" / name)
     distilled = ROOT / "benchmarks" / "results" / "distill.json"

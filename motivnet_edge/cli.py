@@ -12,6 +12,7 @@ import json
 import logging
 import os
 import sys
+from collections.abc import Sequence
 from pathlib import Path
 
 import click
@@ -155,6 +156,20 @@ def _runtime_options(f):
     return f
 
 
+def _class_weights(items: Sequence[str]) -> dict[str, float] | None:
+    """``--class-weight LABEL=W`` options as a mapping (names and ranges are checked by the recognizer)."""
+    out = {}
+    for item in items:
+        name, sep, value = item.partition("=")
+        try:
+            out[name.strip()] = float(value)
+        except ValueError:
+            sep = ""
+        if not sep or not name.strip():
+            raise UsageFailure(f"--class-weight {item!r}: write LABEL=W with W a number > 0, e.g. neutral=0.5")
+    return out or None
+
+
 @main.command()
 @click.argument("inputs", nargs=-1)
 @_runtime_options
@@ -164,11 +179,14 @@ def _runtime_options(f):
               help="Videos and cameras: detect faces every Nth frame, carry them between.")
 @click.option("--min-face", type=click.IntRange(1, 10000), default=20, show_default=True,
               help="Smallest face side (px) to find; larger values let detection run on a smaller copy.")
+@click.option("--class-weight", "class_weights", multiple=True, metavar="LABEL=W",
+              help="Multiply a class's probability by W before normalising (repeatable), e.g. neutral=0.5 "
+                   "for posed or subtle expressions read as neutral.")
 @click.option("--json", "as_json", is_flag=True, help="One JSON object per image or frame on stdout.")
 @click.option("--save", type=click.Path(file_okay=False), default=None, help="Write annotated copies here.")
 @friendly
 def predict(inputs, model, backend, precision, detector, yunet, threads, providers, camera, max_frames,
-            detect_every, min_face, as_json, save) -> None:
+            detect_every, min_face, class_weights, as_json, save) -> None:
     """Recognise emotions in images, folders of images (recursive), videos and a camera."""
     from tqdm import tqdm
 
@@ -181,7 +199,8 @@ def predict(inputs, model, backend, precision, detector, yunet, threads, provide
     save_dir = Path(save) if save else None
     with EmotionRecognizer.from_pretrained(model, backend=backend, precision=precision, detector=detector,
                                            threads=threads, yunet_model=yunet, providers=tuple(providers),
-                                           detect_every=detect_every, min_face=min_face) as rec:
+                                           detect_every=detect_every, min_face=min_face,
+                                           class_weights=_class_weights(class_weights)) as rec:
         bar = tqdm(files, unit="file", disable=as_json or len(files) < 10, file=sys.stderr)
 
         def emit(name: str, faces, frame: int | None = None) -> None:

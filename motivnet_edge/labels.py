@@ -10,7 +10,7 @@ from collections.abc import Mapping, Sequence
 
 import numpy as np
 
-from .errors import LabelError
+from .errors import LabelError, OptionError
 
 #: MotivNet / AffectNet order without contempt (see the teacher's docs).
 MOTIVNET_LABELS: tuple[str, ...] = (
@@ -108,3 +108,32 @@ def softmax(logits: np.ndarray) -> np.ndarray:
     z = np.asarray(logits, np.float64)
     p = np.exp(z - z.max(-1, keepdims=True))
     return (p / p.sum(-1, keepdims=True)).astype(np.float32)
+
+
+def class_log_weights(labels: Sequence[str], weights: Mapping[str, float] | None) -> np.ndarray:
+    """Log of per-class weights in ``labels`` order, from ``{label name: weight}`` (others 1).
+
+    Adding them to the logits multiplies each class's probability by its weight before the
+    scores are normalised again: a prior shift. ``{"neutral": 0.5}`` makes a model half as
+    ready to call a face neutral, for cameras pointed at posed or subtle expressions that a
+    model trained on web faces reads as neutral.
+
+    Raises:
+        OptionError: a name the model does not have, or a weight that is not a finite number > 0.
+    """
+    out = np.zeros(len(labels), np.float64)
+    if not weights:
+        return out
+    if not isinstance(weights, Mapping):
+        raise OptionError(f"class_weights must map label names to weights, e.g. {{'neutral': 0.5}}, "
+                          f"not {type(weights).__name__}")
+    index = {canonical(name): i for i, name in enumerate(labels)}
+    for name, weight in weights.items():
+        i = index.get(canonical(str(name)))
+        if i is None:
+            raise OptionError(f"class weight for {name!r}: the model has no such class; its classes are {list(labels)}")
+        if isinstance(weight, bool) or not isinstance(weight, (int, float)) or not 0 < weight < float("inf"):
+            raise OptionError(f"class weight {name}={weight!r} must be a number > 0 (1 = unchanged, "
+                              "0.5 = half as likely)")
+        out[i] = np.log(weight)
+    return out

@@ -8,7 +8,7 @@ import itertools
 import logging
 import os
 import threading
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import MappingProxyType
@@ -19,7 +19,7 @@ from .backends import BackendOptions, create_backend
 from .detectors import Detection, FaceDetector, create_detector
 from .errors import InvalidImageError, MotivnetError, OptionError
 from .image_io import load_image
-from .labels import softmax
+from .labels import class_log_weights, softmax
 from .package import ModelPackage, load_package
 from .preprocess import face_crop, to_tensor
 from .results import FacePrediction, FrameResult
@@ -48,6 +48,10 @@ class RecognizerOptions:
         detect_every: stream() runs the detector on every Nth frame and carries the faces
             it found through the frames between (1: detect every frame). A frame with no
             carried face is always searched.
+        class_weights: {label name: weight} multiplying each class's probability before the
+            scores are normalised again (others 1); e.g. ``{"neutral": 0.5}`` for posed or
+            subtle expressions a web-trained model reads as neutral. README has the measured
+            trade-off (benchmarks/class_weights.py).
         redetect_change / redetect_drop: between detections, a carried face is searched again
             in a window around it (the detector's ``refine``) when its patch changed by more than
             ``redetect_change`` (mean absolute gray-level difference of a 16x16 thumbnail, 0-255)
@@ -68,6 +72,7 @@ class RecognizerOptions:
     detect_every: int = 1
     redetect_change: float = 8.0
     redetect_drop: float = 0.25
+    class_weights: Mapping[str, float] | None = None
 
 #: Keyword options of ``from_pretrained`` that belong to the backend (``RecognizerOptions.runtime``).
 _RUNTIME_FIELDS = frozenset(f.name for f in dataclasses.fields(BackendOptions))
@@ -100,6 +105,7 @@ class EmotionRecognizer:
     def __init__(self, package: ModelPackage, detector: FaceDetector, options: RecognizerOptions) -> None:
         self.package, self.detector, self.options = package, detector, options
         self.labels = package.labels
+        self._log_weights = class_log_weights(self.labels, options.class_weights)  # before the backend: fail fast
         self._backend = create_backend(package, backend=options.backend, precision=options.precision,
                                        options=options.runtime)
         self._closed = False
@@ -172,7 +178,7 @@ class EmotionRecognizer:
             return np.zeros((0, len(self.labels)), np.float32)
         x = to_tensor(crops, self.package.preprocessing)
         with self._running():
-            return softmax(self._backend.run(x))
+            return softmax(self._backend.run(x) + self._log_weights)
 
     def _predictions(self, image: np.ndarray, dets: Sequence[Detection]) -> list[FacePrediction]:
         pp = self.package.preprocessing

@@ -246,3 +246,20 @@ def test_truncated_png_and_mp4_get_our_line_only(astronaut, tiny_package, tmp_pa
     assert r.returncode == 2
     lines = r.stderr.strip().splitlines()
     assert len(lines) == 2 and all(line.startswith("motivnet-edge: error:") for line in lines), lines
+
+
+def test_predict_class_weight(photo):
+    fp32 = ("--backend", "onnxruntime", "--precision", "fp32")  # auto may time int8 in one run, fp32 in the other
+    plain = json.loads(cli("predict", photo, "--json", *fp32).stdout)["faces"][0]["scores"]
+    r = cli("predict", photo, "--json", *fp32, "--class-weight", "happiness=0.5", "--class-weight", "neutral=3")
+    assert r.returncode == 0, r.stderr
+    got = json.loads(r.stdout)["faces"][0]["scores"]
+    w = {"happiness": 0.5, "neutral": 3.0}
+    total = sum(v * w.get(k, 1.0) for k, v in plain.items())
+    assert all(abs(got[k] - plain[k] * w.get(k, 1.0) / total) < 1e-3 for k in plain), (plain, got)  # JSON: 4 decimals
+    assert got["neutral"] > 4 * plain["neutral"]
+    for bad, says in (("contempt=2", "no such class"), ("neutral=abc", "write LABEL=W"), ("=2", "write LABEL=W"),
+                      ("neutral=0", "must be a number > 0")):
+        r = cli("predict", photo, "--class-weight", bad)
+        assert r.returncode == 2 and says in r.stderr and "Traceback" not in r.stderr, (bad, r.stderr)
+        assert len(r.stderr.strip().splitlines()) == 1 and r.stdout == ""

@@ -310,3 +310,45 @@ def test_embedded_default_reproduces_the_accuracy_its_manifest_claims():
             assert got.n == m["n"] and got.accuracy == pytest.approx(m["accuracy"], abs=tol), (name, precision)
             checked += 1
     assert checked >= 6
+
+
+def _faces_of(astronaut) -> list[np.ndarray]:
+    """Real face crops with different answers: the astronaut's face, shifted, flipped, dimmed, blurred."""
+    face = astronaut[40:200, 160:290]
+    return [face, astronaut[60:220, 170:300], face[:, ::-1], (face * 0.5).astype(np.uint8),
+            cv2.GaussianBlur(face, (0, 0), 6), cv2.cvtColor(cv2.cvtColor(face, cv2.COLOR_BGR2GRAY), cv2.COLOR_GRAY2BGR)]
+
+
+def test_class_weights_multiply_each_named_class_then_renormalise(astronaut):
+    faces = _faces_of(astronaut)
+    with EmotionRecognizer.from_pretrained(None, detector="none", backend="onnxruntime", precision="fp32",
+                                           threads=1) as plain:
+        p = np.array([[f.scores[k] for k in plain.labels] for f in plain.predict_faces(faces)])
+        labels = plain.labels
+    weights = {"neutral": 0.5, "happy": 3.0, "anger": 2.0}  # "happy": the recognizer reads synonyms
+    w = np.array([{"neutral": 0.5, "happiness": 3.0, "anger": 2.0}.get(k, 1.0) for k in labels])
+    expected = p * w / (p * w).sum(1, keepdims=True)
+    with EmotionRecognizer.from_pretrained(None, detector="none", backend="onnxruntime", precision="fp32",
+                                           threads=1, class_weights=weights) as weighted:
+        got = np.array([[f.scores[k] for k in labels] for f in weighted.predict_faces(faces)])
+    np.testing.assert_allclose(got, expected, atol=1e-5)
+    # The benchmark that reports the trade-off applies the recognizer's own weighting.
+    from conftest import load_benchmark
+
+    np.testing.assert_allclose(load_benchmark("class_weights").reweight(p, labels, weights), expected, atol=1e-5)
+    for weight, check in ((1e-9, lambda lab: lab != "neutral"), (1e9, lambda lab: lab == "neutral")):
+        with EmotionRecognizer.from_pretrained(None, detector="none", class_weights={"neutral": weight}) as r:
+            assert all(check(f.label) for f in r.predict_faces(faces)), weight
+
+
+@pytest.mark.parametrize("weights, match", [
+    ({"contempt": 2.0}, r"no such class; its classes are \['neutral'"),
+    ({"neutral": 0}, "neutral=0 must be a number > 0"), ({"neutral": -1.0}, "must be a number > 0"),
+    ({"neutral": float("nan")}, "must be a number > 0"), ({"neutral": float("inf")}, "must be a number > 0"),
+    ({"neutral": "0.5"}, "must be a number > 0"), ({"neutral": True}, "must be a number > 0"),
+    ([("neutral", 0.5)], "must map label names to weights"),
+])
+def test_class_weights_misuse(tiny_package, weights, match):
+    with pytest.raises(OptionError, match=match):
+        EmotionRecognizer.create_from_options(RecognizerOptions(model=tiny_package, detector="none",
+                                                                class_weights=weights))
