@@ -6,7 +6,7 @@ A model trained on FER+ web faces learnt that a third of faces are neutral; pose
 expressions from other populations (CK+ anger, a frowning user) fall into that class. The
 recognizer's ``class_weights`` option shifts that prior at run time. This script scores the
 package once per set through the runtime (ONNX Runtime fp32, face = whole image) and applies
-each weight with the recognizer's own function (``class_log_weights``), on the validation sets
+each weight with the recognizer's own weighting (``apply_class_weights``), on the validation sets
 (FER2013Valid, facial_expressions val) and the test sets (FER2013Test, CK+48): accuracy, UAR,
 neutral recall and the lowest class recall. Nothing is chosen here; the default stays 1.
 Writes benchmarks/results/class_weights.json (CPU flags, commit, date inside).
@@ -19,17 +19,10 @@ import sys
 import time
 from pathlib import Path
 
-import numpy as np
-
 from motivnet_edge.atomic import write_json
-from motivnet_edge.labels import class_log_weights, softmax
+from motivnet_edge.labels import apply_class_weights
 
 ROOT = Path(__file__).resolve().parents[1]
-
-
-def reweight(probs: np.ndarray, labels, weights: dict) -> np.ndarray:
-    """The scores ``EmotionRecognizer(class_weights=weights)`` gives, from its unweighted scores."""
-    return softmax(np.log(np.clip(probs, 1e-12, 1.0)) + class_log_weights(labels, weights))
 
 
 def main() -> None:
@@ -54,7 +47,7 @@ def main() -> None:
         row = {"neutral_weight": w}
         for name, faces in sets.items():
             labels, probs = scored[name]
-            m = evaluate_probs(labels, reweight(probs, labels, {"neutral": w}), faces)
+            m = evaluate_probs(labels, apply_class_weights(probs, labels, {"neutral": w}), faces)
             recall = m.per_class_recall
             row[name] = {"accuracy": round(m.accuracy, 4), "uar": round(m.uar, 4), "n": m.n,
                          "neutral_recall": round(recall["neutral"], 4) if "neutral" in recall else None,

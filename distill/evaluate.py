@@ -21,7 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
-from motivnet_edge.labels import remap_scores
+from motivnet_edge.labels import apply_class_weights, remap_scores
 from motivnet_edge.preprocess import face_crop
 
 from .data import FaceSet, read_fer2013_labels, read_ferplus, read_image_folder, split_by_person
@@ -188,11 +188,12 @@ def model_probs(model: str | Path, faces: FaceSet, *, backend: str = "auto", pre
 
 
 def evaluate_model(model, data, *, teacher=None, backend: str = "auto", precision: str = "auto",
-                   mapping: dict | None = None, trust_code: bool = False,
+                   mapping: dict | None = None, trust_code: bool = False, class_weights: dict | None = None,
                    progress: bool = False) -> dict[str, Metrics]:
     """Metrics of ``model`` on a dataset, or on every standard protocol when ``data`` is shared/.
 
-    ``mapping`` renames or (None) drops dataset classes explicitly, e.g. {"contempt": None}.
+    ``mapping`` renames or (None) drops dataset classes explicitly, e.g. {"contempt": None};
+    ``class_weights`` scores the model as ``EmotionRecognizer(class_weights=...)`` would answer.
     """
     from motivnet_edge.errors import MotivnetError
 
@@ -211,6 +212,7 @@ def evaluate_model(model, data, *, teacher=None, backend: str = "auto", precisio
     for name, faces in tqdm(sets.items(), desc="eval", unit="set", file=sys.stderr, leave=False,
                             disable=not progress):
         labels, probs = model_probs(model, faces, backend=backend, precision=precision, trust_code=trust_code)
+        probs = apply_class_weights(probs, labels, class_weights)
         ref = None
         if teacher is not None:
             tl, tp = model_probs(teacher, faces, trust_code=trust_code)

@@ -156,7 +156,7 @@ def _runtime_options(f):
     return f
 
 
-def _class_weights(items: Sequence[str]) -> dict[str, float] | None:
+def _class_weights(ctx, param, items: Sequence[str]) -> dict[str, float] | None:
     """``--class-weight LABEL=W`` options as a mapping (names and ranges are checked by the recognizer)."""
     out = {}
     for item in items:
@@ -170,6 +170,13 @@ def _class_weights(items: Sequence[str]) -> dict[str, float] | None:
     return out or None
 
 
+#: --class-weight, shared by predict and eval (the recognizer's class_weights).
+CLASS_WEIGHT = click.option(
+    "--class-weight", "class_weights", multiple=True, metavar="LABEL=W", callback=_class_weights,
+    help="Multiply a class's probability by W before normalising (repeatable), e.g. neutral=0.5 "
+         "for posed or subtle expressions read as neutral.")
+
+
 @main.command()
 @click.argument("inputs", nargs=-1)
 @_runtime_options
@@ -179,9 +186,7 @@ def _class_weights(items: Sequence[str]) -> dict[str, float] | None:
               help="Videos and cameras: detect faces every Nth frame, carry them between.")
 @click.option("--min-face", type=click.IntRange(1, 10000), default=20, show_default=True,
               help="Smallest face side (px) to find; larger values let detection run on a smaller copy.")
-@click.option("--class-weight", "class_weights", multiple=True, metavar="LABEL=W",
-              help="Multiply a class's probability by W before normalising (repeatable), e.g. neutral=0.5 "
-                   "for posed or subtle expressions read as neutral.")
+@CLASS_WEIGHT
 @click.option("--json", "as_json", is_flag=True, help="One JSON object per image or frame on stdout.")
 @click.option("--save", type=click.Path(file_okay=False), default=None, help="Write annotated copies here.")
 @friendly
@@ -200,7 +205,7 @@ def predict(inputs, model, backend, precision, detector, yunet, threads, provide
     with EmotionRecognizer.from_pretrained(model, backend=backend, precision=precision, detector=detector,
                                            threads=threads, yunet_model=yunet, providers=tuple(providers),
                                            detect_every=detect_every, min_face=min_face,
-                                           class_weights=_class_weights(class_weights)) as rec:
+                                           class_weights=class_weights) as rec:
         bar = tqdm(files, unit="file", disable=as_json or len(files) < 10, file=sys.stderr)
 
         def emit(name: str, faces, frame: int | None = None) -> None:

@@ -137,3 +137,15 @@ def class_log_weights(labels: Sequence[str], weights: Mapping[str, float] | None
                               "0.5 = half as likely)")
         out[i] = np.log(weight)
     return out
+
+
+def apply_class_weights(probs: np.ndarray, labels: Sequence[str], weights: Mapping[str, float] | None) -> np.ndarray:
+    """Scores as ``EmotionRecognizer(class_weights=weights)`` gives them, from unweighted scores.
+
+    Raises:
+        OptionError: as ``class_log_weights``.
+    """
+    log_w = class_log_weights(labels, weights)
+    if not log_w.any():
+        return np.asarray(probs, np.float32)
+    return softmax(np.log(np.clip(np.asarray(probs, np.float64), 1e-30, 1.0)) + log_w)

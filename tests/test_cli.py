@@ -211,6 +211,14 @@ def test_eval_reads_a_ferplus_split_and_names_the_embedded_model(tmp_path):
     r = cli("eval", "default", "--data", split)
     assert r.returncode == 0, r.stderr
     assert "FER2013Valid" in r.stdout and "recall:" in r.stdout
+    # --class-weight scores the model as the recognizer with class_weights answers: no neutral at all here
+    plain, weighted = (json.loads(cli("eval", "default", "--data", split, "--json", *w).stdout)["FER2013Valid"]
+                       for w in ((), ("--class-weight", "neutral=1e-9")))
+    neutral = plain["labels"].index("neutral")
+    assert sum(row[neutral] for row in plain["confusion"]) > 0
+    assert sum(row[neutral] for row in weighted["confusion"]) == 0 and weighted["n"] == plain["n"]
+    r = cli("eval", "default", "--data", split, "--class-weight", "contempt=2")
+    assert r.returncode == 2 and "no such class" in r.stderr and "Traceback" not in r.stderr
 
 
 def test_tooling_verbs_without_torch_say_what_to_install(tmp_path):
