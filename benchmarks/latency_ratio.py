@@ -2,11 +2,14 @@
 
     python benchmarks/latency_ratio.py --student default --student nano=runs/pkg/nano
 
-One ONNX Runtime process (one runtime, so no two thread pools fight), 2 threads, batch 1:
-every round times each model once on the same random crop, in turn, so drift on a shared
-machine hits all models alike. Prints each model's p50 and its ratio to the mini Xception
-(issue target: at most 2.5x), and writes benchmarks/results/latency_ratio.json (CPU flags,
-commit, date inside).
+One ONNX Runtime process, 2 threads, batch 1: every round times each model once on the same
+random crop, in turn, so drift on a shared machine hits all models alike. Each session has
+its own worker threads, and by default they busy-wait after a call: interleaved, the worker
+of the model just timed still spins while the next one runs, and on two cores that can cost
+the next model several times its own latency. So the models are timed twice, with spinning
+on (ONNX Runtime's default) and off (``BackendOptions(spin=False)``), and both are recorded.
+Prints each model's p50 and its ratio to the mini Xception (issue target: at most 2.5x), and
+writes benchmarks/results/latency_ratio.json (CPU flags, commit, date inside).
 """
 
 from __future__ import annotations
@@ -24,20 +27,49 @@ from motivnet_edge.atomic import write_json
 ROOT = Path(__file__).resolve().parents[1]
 
 
+def _time_interleaved(packages: dict, *, threads: int, spin: bool, seconds: float) -> list[dict]:
+    """p50/p90 of each package, timed one call each in turn until ``seconds`` have passed."""
+    from motivnet_edge.backends import BackendOptions, create_backend
+    from motivnet_edge.package import load_package
+    from motivnet_edge.preprocess import to_tensor
+
+    runners, inputs = {}, {}
+    for name, path in packages.items():
+        pkg = load_package(path)
+        runners[name] = create_backend(pkg, backend="onnxruntime", precision="fp32",
+                                       options=BackendOptions(threads=threads, spin=spin))
+        crop = np.random.default_rng(0).integers(0, 255, (1, *pkg.preprocessing.input_size,
+                                                          pkg.preprocessing.channels), dtype=np.uint8)
+        inputs[name] = to_tensor(crop, pkg.preprocessing)
+    for name in runners:  # warm-up: first calls allocate and pick kernels
+        for _ in range(50):
+            runners[name].run(inputs[name])
+    times = {name: [] for name in runners}
+    end = time.time() + seconds
+    while time.time() < end:
+        for name, run in runners.items():
+            t = time.perf_counter()
+            run.run(inputs[name])
+            times[name].append((time.perf_counter() - t) * 1e3)
+    for r in runners.values():
+        r.close()
+    p50 = {name: float(np.median(v)) for name, v in times.items()}
+    return [{"model": name, "spin": spin, "p50_ms": round(p50[name], 4),
+             "p90_ms": round(float(np.percentile(times[name], 90)), 4), "calls": len(times[name]),
+             "ratio_to_xception_mini": round(p50[name] / p50["xception_mini"], 3)} for name in runners]
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--student", action="append", default=[], metavar="NAME[=PACKAGE]",
                     help="'default' (the embedded model) or NAME=PACKAGE; repeat")
     ap.add_argument("--shared", type=Path, default=ROOT.parent / "shared")
     ap.add_argument("--threads", type=int, default=2)
-    ap.add_argument("--seconds", type=float, default=20.0, help="total timing budget")
+    ap.add_argument("--seconds", type=float, default=40.0, help="total timing budget, half per spin mode")
     ap.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "latency_ratio.json")
     args = ap.parse_args()
 
-    from motivnet_edge.backends import BackendOptions, create_backend
     from motivnet_edge.benchmark import machine_info
-    from motivnet_edge.package import load_package
-    from motivnet_edge.preprocess import to_tensor
     from motivnet_edge.recognizer import DEFAULT_MODEL
     from motivnet_export.exporter import export
 
@@ -50,35 +82,16 @@ def main() -> None:
         if not mini.is_file():
             raise SystemExit(f"{mini} not found: the peer is read from ../shared")
         packages = {**students, "xception_mini": export(mini, Path(tmp) / "mini", latency=False)}
-        runners, inputs = {}, {}
-        for name, path in packages.items():
-            pkg = load_package(path)
-            runners[name] = create_backend(pkg, backend="onnxruntime", precision="fp32",
-                                           options=BackendOptions(threads=args.threads))
-            crop = np.random.default_rng(0).integers(0, 255, (1, *pkg.preprocessing.input_size,
-                                                              pkg.preprocessing.channels), dtype=np.uint8)
-            inputs[name] = to_tensor(crop, pkg.preprocessing)
-        for name in runners:  # warm-up: first calls allocate and pick kernels
-            for _ in range(50):
-                runners[name].run(inputs[name])
-        times = {name: [] for name in runners}
-        end = time.time() + args.seconds
-        while time.time() < end:
-            for name, run in runners.items():
-                t = time.perf_counter()
-                run.run(inputs[name])
-                times[name].append((time.perf_counter() - t) * 1e3)
-    p50 = {name: float(np.median(v)) for name, v in times.items()}
-    rows = [{"model": name, "p50_ms": round(p50[name], 4), "p90_ms": round(float(np.percentile(times[name], 90)), 4),
-             "calls": len(times[name]), "ratio_to_xception_mini": round(p50[name] / p50["xception_mini"], 3)}
-            for name in runners]
+        rows = []
+        for spin in (True, False):
+            rows += _time_interleaved(packages, threads=args.threads, spin=spin, seconds=args.seconds / 2)
     results = {"machine": machine_info(), "settings": {"runtime": "onnxruntime fp32, one process, interleaved",
                                                        "threads": args.threads, "batch": 1,
                                                        "seconds": args.seconds},
                "packages": {k: str(v) for k, v in students.items()}, "rows": rows}
     write_json(args.out, results)
     for r in rows:
-        print(f"{r['model']:16s} p50 {r['p50_ms']:.3f} ms  {r['ratio_to_xception_mini']:.2f}x mini-Xception "
+        print(f"spin {'on ' if r['spin'] else 'off'} {r['model']:16s} p50 {r['p50_ms']:.3f} ms  {r['ratio_to_xception_mini']:.2f}x mini-Xception "
               f"({r['calls']} calls)")
     print(f"CPU {results['machine']['cpu']} flags {results['machine']['flags']}; wrote {args.out}")
 

@@ -173,10 +173,18 @@ def selection_section(path: Path) -> list[str]:
 
 def ratio_section(path: Path) -> list[str]:
     r = json.loads(path.read_text())
-    rows = ", ".join(f"{x['model']} {x['p50_ms']:.3f} ms ({x['ratio_to_xception_mini']:.2f}x)" for x in r["rows"])
+    modes = []
+    for spin, words in ((True, "worker threads spinning (ONNX Runtime's default)"),
+                        (False, "spinning off (`BackendOptions(spin=False)`)")):
+        rows = [x for x in r["rows"] if x.get("spin", True) is spin]
+        if rows:
+            modes.append(f"{words}: " + ", ".join(f"{x['model']} {x['p50_ms']:.3f} ms "
+                                                  f"({x['ratio_to_xception_mini']:.2f}x)" for x in rows))
     return [f"**Classify latency against the mini Xception, interleaved in one process** "
             f"(`python benchmarks/latency_ratio.py`, {r['settings']['runtime']}, {r['settings']['threads']} threads, "
-            f"batch 1; {_stamp(r['machine'])}): {rows}.", ""]
+            f"batch 1; {_stamp(r['machine'])}): " + "; ".join(modes) + ". Interleaved, a spinning worker of "
+            "the model just timed takes a core from the next one; with spinning off every model is timed "
+            "on the cores alone.", ""]
 
 
 def frame_section(path: Path) -> list[str]:

@@ -77,6 +77,7 @@ class OnnxRuntimeBackend(Backend):
         if options.threads:
             so.intra_op_num_threads = options.threads
             so.inter_op_num_threads = 1
+        so.add_session_config_entry("session.intra_op.allow_spinning", "1" if options.spin else "0")
         so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         providers = resolve_providers(options, path.parent)
         try:
