@@ -215,6 +215,23 @@ def class_weight_section(path: Path) -> list[str]:
     return out + [""]
 
 
+def mirror_section(path: Path) -> list[str]:
+    r = json.loads(path.read_text())
+    sets = [k for k in r["rows"][0] if isinstance(r["rows"][0][k], dict)]
+    p50 = {x["model"]: x for x in r["latency"]}
+    out = [f"**Mirror averaging** (`python benchmarks/mirror.py`, `mirror=True` / `--mirror`: each face scored "
+           f"with its mirror image, {r['settings']['runtime']}; classify p50 {r['settings']['latency']}, "
+           f"{r['settings']['threads']} threads, batch 1; {_stamp(r['machine'])}; accuracy / lowest class recall, %)",
+           "", "| model | mirror | " + " | ".join(sets) + " | classify p50 ms (x mini-Xception) |",
+           "|---|---|" + "---|" * (len(sets) + 1)]
+    for row in r["rows"]:
+        t = p50.get(row["model"] + ("+mirror" if row["mirror"] else ""))
+        cells = " | ".join(f"{_pct(row[s]['accuracy'])} / {_pct(row[s]['min_recall'])}" for s in sets)
+        timing = f"{t['p50_ms']:.3f} ({t['ratio_to_xception_mini']:.2f}x)" if t else "-"
+        out.append(f"| {row['model']} | {'on' if row['mirror'] else 'off'} | {cells} | {timing} |")
+    return out + [""]
+
+
 def render() -> str:
     """The README's results section, from the committed results files only."""
     files = sorted((ROOT / "benchmarks" / "results").glob("suite-*.json"))
@@ -228,7 +245,8 @@ def render() -> str:
         body += section(f) + [""]
     for name, render in (("selection.json", selection_section), ("ablations.json", ablation_section),
                          ("latency_ratio.json", ratio_section),
-                         ("frame_pipeline.json", frame_section), ("class_weights.json", class_weight_section)):
+                         ("frame_pipeline.json", frame_section), ("class_weights.json", class_weight_section),
+                         ("mirror.json", mirror_section)):
         if (ROOT / "benchmarks" / "results" / name).is_file():
             body += render(ROOT / "benchmarks" / "results" / name)
     distilled = ROOT / "benchmarks" / "results" / "distill.json"

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import click
 
-from motivnet_edge.cli import BACKEND_OPTIONS, CLASS_WEIGHT, TRUST_CODE, UsageFailure, friendly, list_option
+from motivnet_edge.cli import BACKEND_OPTIONS, CLASS_WEIGHT, MIRROR, TRUST_CODE, UsageFailure, friendly, list_option
 from motivnet_edge.errors import LabelError
 
 from .data import LABEL_SOURCES
@@ -117,17 +117,19 @@ def train_head_cmd(backbone, data, out, epochs, batch_size, lr, num_heads) -> No
 @BACKEND_OPTIONS[1]
 @MAP_OPTION
 @CLASS_WEIGHT
+@MIRROR
 @click.option("--json", "as_json", is_flag=True, help="Print the metrics as one JSON object.")
 @TRUST_CODE
 @friendly
-def eval_cmd(model, data, teacher, plots, backend, precision, maps, class_weights, as_json, trust_code) -> None:
+def eval_cmd(model, data, teacher, plots, backend, precision, maps, class_weights, mirror, as_json,
+             trust_code) -> None:
     """Evaluate a package, checkpoint or teacher: accuracy, UAR, macro-F1, confusion."""
     from .evaluate import evaluate_model, plot_confusion, summary
 
     try:
         results = evaluate_model(model, data, teacher=teacher, backend=backend, precision=precision,
                                  mapping=parse_maps(maps), trust_code=trust_code, class_weights=class_weights,
-                                 progress=sys.stderr.isatty())
+                                 mirror=mirror, progress=sys.stderr.isatty())
     except LabelError as exc:
         if not exc.missing:
             raise

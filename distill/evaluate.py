@@ -84,12 +84,12 @@ def standard_protocols(shared: str | Path, *, split: str = "FER2013Test") -> dic
 
 
 def package_probs(package: str | Path, faces: FaceSet, *, backend: str = "auto", precision: str = "auto",
-                  threads: int = 0, batch: int = 256) -> tuple[tuple[str, ...], np.ndarray]:
+                  threads: int = 0, batch: int = 256, mirror: bool = False) -> tuple[tuple[str, ...], np.ndarray]:
     """Runs a model package on dataset faces through the runtime (face = whole image)."""
     from motivnet_edge.recognizer import EmotionRecognizer
 
     with EmotionRecognizer.from_pretrained(package, backend=backend, precision=precision, detector="none",
-                                           threads=threads) as rec:
+                                           threads=threads, mirror=mirror) as rec:
         pp = rec.package.preprocessing
         crops = np.stack([face_crop(im, pp) for im in faces.images])
         probs = np.concatenate([rec.classify(crops[i:i + batch]) for i in range(0, len(crops), batch)])
@@ -151,11 +151,19 @@ __all__ = ["Metrics", "RECALL_FLOOR", "low_recall", "compute_metrics", "standard
            "plot_confusion", "summary", "model_probs", "evaluate_model"]
 
 
+def _mirror_needs_package(model) -> Exception:
+    from motivnet_edge.errors import MotivnetError
+
+    return MotivnetError(f"{model}: mirror averaging is a runtime option, scored on model packages; export it "
+                         f"first (motivnet-edge export {model} --out PKG) and evaluate PKG")
+
+
 def model_probs(model: str | Path, faces: FaceSet, *, backend: str = "auto", precision: str = "auto",
-                trust_code: bool = False):
+                trust_code: bool = False, mirror: bool = False):
     """(labels, probs) of a package folder/zip, a student checkpoint/run, or a teacher file.
 
     ``trust_code`` admits TorchScript / torch.export teachers (their loading runs code from the file).
+    ``mirror`` (packages only) scores as ``EmotionRecognizer(mirror=True)`` answers.
     """
     from motivnet_edge.errors import MotivnetError
 
@@ -165,7 +173,9 @@ def model_probs(model: str | Path, faces: FaceSet, *, backend: str = "auto", pre
 
         model = DEFAULT_MODEL
     if (model / "manifest.json").is_file() or model.suffix == ".zip":
-        return package_probs(model, faces, backend=backend, precision=precision)
+        return package_probs(model, faces, backend=backend, precision=precision, mirror=mirror)
+    if mirror:
+        raise _mirror_needs_package(model)
     if model.suffix in (".pt", ".pth") or (model / "best.pt").is_file():
         if model.suffix == ".pth" and not (model / "best.pt").is_file():
             from .teachers import load_teacher
@@ -189,16 +199,20 @@ def model_probs(model: str | Path, faces: FaceSet, *, backend: str = "auto", pre
 
 def evaluate_model(model, data, *, teacher=None, backend: str = "auto", precision: str = "auto",
                    mapping: dict | None = None, trust_code: bool = False, class_weights: dict | None = None,
-                   progress: bool = False) -> dict[str, Metrics]:
+                   mirror: bool = False, progress: bool = False) -> dict[str, Metrics]:
     """Metrics of ``model`` on a dataset, or on every standard protocol when ``data`` is shared/.
 
     ``mapping`` renames or (None) drops dataset classes explicitly, e.g. {"contempt": None};
-    ``class_weights`` scores the model as ``EmotionRecognizer(class_weights=...)`` would answer.
+    ``class_weights`` and ``mirror`` score the model as ``EmotionRecognizer(class_weights=...,
+    mirror=...)`` would answer.
     """
     from motivnet_edge.errors import MotivnetError
 
     from .data import read_dataset
 
+    m = Path(model)
+    if mirror and not ((str(m) == "default" and not m.exists()) or (m / "manifest.json").is_file() or m.suffix == ".zip"):
+        raise _mirror_needs_package(model)  # before reading any data
     data = Path(data)
     sets = standard_protocols(data) if (data / "data").is_dir() else \
         {data.name: read_dataset(data, mapping=mapping)}
@@ -211,7 +225,8 @@ def evaluate_model(model, data, *, teacher=None, backend: str = "auto", precisio
     out = {}
     for name, faces in tqdm(sets.items(), desc="eval", unit="set", file=sys.stderr, leave=False,
                             disable=not progress):
-        labels, probs = model_probs(model, faces, backend=backend, precision=precision, trust_code=trust_code)
+        labels, probs = model_probs(model, faces, backend=backend, precision=precision, trust_code=trust_code,
+                                    mirror=mirror)
         probs = apply_class_weights(probs, labels, class_weights)
         ref = None
         if teacher is not None:

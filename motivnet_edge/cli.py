@@ -170,6 +170,11 @@ def _class_weights(ctx, param, items: Sequence[str]) -> dict[str, float] | None:
     return out or None
 
 
+#: --mirror, shared by predict and eval (the recognizer's mirror).
+MIRROR = click.option("--mirror", is_flag=True,
+                      help="Average each face's scores with its mirror image's: about a point more "
+                           "accuracy for twice the classify time.")
+
 #: --class-weight, shared by predict and eval (the recognizer's class_weights).
 CLASS_WEIGHT = click.option(
     "--class-weight", "class_weights", multiple=True, metavar="LABEL=W", callback=_class_weights,
@@ -187,11 +192,12 @@ CLASS_WEIGHT = click.option(
 @click.option("--min-face", type=click.IntRange(1, 10000), default=20, show_default=True,
               help="Smallest face side (px) to find; larger values let detection run on a smaller copy.")
 @CLASS_WEIGHT
+@MIRROR
 @click.option("--json", "as_json", is_flag=True, help="One JSON object per image or frame on stdout.")
 @click.option("--save", type=click.Path(file_okay=False), default=None, help="Write annotated copies here.")
 @friendly
 def predict(inputs, model, backend, precision, detector, yunet, threads, providers, camera, max_frames,
-            detect_every, min_face, class_weights, as_json, save) -> None:
+            detect_every, min_face, class_weights, mirror, as_json, save) -> None:
     """Recognise emotions in images, folders of images (recursive), videos and a camera."""
     from tqdm import tqdm
 
@@ -205,7 +211,7 @@ def predict(inputs, model, backend, precision, detector, yunet, threads, provide
     with EmotionRecognizer.from_pretrained(model, backend=backend, precision=precision, detector=detector,
                                            threads=threads, yunet_model=yunet, providers=tuple(providers),
                                            detect_every=detect_every, min_face=min_face,
-                                           class_weights=class_weights) as rec:
+                                           class_weights=class_weights, mirror=mirror) as rec:
         bar = tqdm(files, unit="file", disable=as_json or len(files) < 10, file=sys.stderr)
 
         def emit(name: str, faces, frame: int | None = None) -> None:

@@ -221,6 +221,15 @@ def test_eval_reads_a_ferplus_split_and_names_the_embedded_model(tmp_path):
     assert r.returncode == 2 and "no such class" in r.stderr and "Traceback" not in r.stderr
 
 
+def test_mirror_in_predict_and_eval(photo, tiny_checkpoint):
+    fp32 = ("--backend", "onnxruntime", "--precision", "fp32")
+    plain, mirrored = (json.loads(cli("predict", photo, "--json", *fp32, *m).stdout)["faces"][0]["scores"]
+                       for m in ((), ("--mirror",)))
+    assert abs(sum(mirrored.values()) - 1) < 1e-3 and mirrored != plain
+    r = cli("eval", tiny_checkpoint, "--data", photo, "--mirror")
+    assert r.returncode == 2 and "export it first" in r.stderr and "Traceback" not in r.stderr, r.stderr
+
+
 def test_tooling_verbs_without_torch_say_what_to_install(tmp_path):
     """On a device install (no torch), the help still lists every verb and tooling verbs exit 2 with the fix."""
     blocker = ("import sys, importlib.abc\n"

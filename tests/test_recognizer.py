@@ -352,3 +352,27 @@ def test_class_weights_misuse(tiny_package, weights, match):
     with pytest.raises(OptionError, match=match):
         EmotionRecognizer.create_from_options(RecognizerOptions(model=tiny_package, detector="none",
                                                                 class_weights=weights))
+
+
+def test_mirror_averages_each_face_with_its_mirror_image(astronaut):
+    from motivnet_edge.preprocess import face_crop
+
+    settings = dict(detector="none", backend="onnxruntime", precision="fp32", threads=1,
+                    class_weights={"neutral": 0.5})
+    with EmotionRecognizer.from_pretrained(None, **settings) as plain, \
+            EmotionRecognizer.from_pretrained(None, mirror=True, **settings) as mirrored:
+        crops = np.stack([face_crop(f, plain.package.preprocessing) for f in _faces_of(astronaut)])
+        flipped = np.ascontiguousarray(crops[:, :, ::-1])
+        expected = (plain.classify(crops) + plain.classify(flipped)) / 2
+        assert np.abs(plain.classify(crops) - plain.classify(flipped)).max() > 1e-3  # the mirror reads differently
+        np.testing.assert_allclose(mirrored.classify(crops), expected, atol=1e-5)
+        # a face and its mirror image get one answer, and predict() goes through the same path
+        np.testing.assert_allclose(mirrored.classify(flipped), mirrored.classify(crops), atol=1e-5)
+        got = [f.scores for f in mirrored.predict_faces([crops[0]])][0]
+        np.testing.assert_allclose([got[k] for k in mirrored.labels], mirrored.classify(crops[:1])[0], atol=1e-5)
+
+
+@pytest.mark.parametrize("mirror", ["yes", 1, None])
+def test_mirror_misuse(tiny_package, mirror):
+    with pytest.raises(OptionError, match="must be True or False"):
+        EmotionRecognizer.create_from_options(RecognizerOptions(model=tiny_package, detector="none", mirror=mirror))
