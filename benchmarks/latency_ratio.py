@@ -17,7 +17,6 @@ from __future__ import annotations
 import argparse
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 import numpy as np
@@ -30,6 +29,7 @@ ROOT = Path(__file__).resolve().parents[1]
 def _time_interleaved(packages: dict, *, threads: int, spin: bool, seconds: float) -> list[dict]:
     """p50/p90 of each package, timed one call each in turn until ``seconds`` have passed."""
     from motivnet_edge.backends import BackendOptions, create_backend
+    from motivnet_edge.benchmark import time_interleaved
     from motivnet_edge.package import load_package
     from motivnet_edge.preprocess import to_tensor
 
@@ -41,16 +41,8 @@ def _time_interleaved(packages: dict, *, threads: int, spin: bool, seconds: floa
         crop = np.random.default_rng(0).integers(0, 255, (1, *pkg.preprocessing.input_size,
                                                           pkg.preprocessing.channels), dtype=np.uint8)
         inputs[name] = to_tensor(crop, pkg.preprocessing)
-    for name in runners:  # warm-up: first calls allocate and pick kernels
-        for _ in range(50):
-            runners[name].run(inputs[name])
-    times = {name: [] for name in runners}
-    end = time.time() + seconds
-    while time.time() < end:
-        for name, run in runners.items():
-            t = time.perf_counter()
-            run.run(inputs[name])
-            times[name].append((time.perf_counter() - t) * 1e3)
+    times = time_interleaved({name: (lambda r=r, x=inputs[name]: r.run(x)) for name, r in runners.items()},
+                             seconds=seconds)
     for r in runners.values():
         r.close()
     p50 = {name: float(np.median(v)) for name, v in times.items()}

@@ -15,7 +15,6 @@ from __future__ import annotations
 import argparse
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 import numpy as np
@@ -38,19 +37,13 @@ def _accuracy(package: Path, sets: dict, mirror: bool) -> dict:
 
 
 def _latency(recognizers: dict, seconds: float) -> dict:
+    from motivnet_edge.benchmark import time_interleaved
+
     crops = {name: np.random.default_rng(0).integers(0, 255, (1, *r.package.preprocessing.input_size,
                                                               r.package.preprocessing.channels), dtype=np.uint8)
              for name, r in recognizers.items()}
-    for name, r in recognizers.items():  # warm-up: first calls allocate and pick kernels
-        for _ in range(50):
-            r.classify(crops[name])
-    times = {name: [] for name in recognizers}
-    end = time.time() + seconds
-    while time.time() < end:
-        for name, r in recognizers.items():
-            t = time.perf_counter()
-            r.classify(crops[name])
-            times[name].append((time.perf_counter() - t) * 1e3)
+    times = time_interleaved({name: (lambda r=r, c=crops[name]: r.classify(c)) for name, r in recognizers.items()},
+                             seconds=seconds)
     return {name: round(float(np.median(v)), 4) for name, v in times.items()}
 
 

@@ -15,6 +15,7 @@ import platform
 import subprocess
 import sys
 import time
+from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -122,6 +123,26 @@ def time_in_process(package: str | Path, cfg: BenchConfig, *, iters: int = 200, 
         backend.run(x)
         times.append((time.perf_counter() - t) * 1e3)
     return {"latency_ms": times, "backend": backend.describe(), "peak_rss_mb": peak_rss_mb()}
+
+
+def time_interleaved(calls: Mapping[str, Callable[[], object]], *, seconds: float,
+                     warmup: int = 50) -> dict[str, list[float]]:
+    """Per-call latencies (ms) of several callables timed one call each in turn, in one process.
+
+    For comparing models with each other on a shared machine: drift hits all alike. Each
+    call is warmed up first (the first calls allocate and pick kernels).
+    """
+    for call in calls.values():
+        for _ in range(warmup):
+            call()
+    times: dict[str, list[float]] = {name: [] for name in calls}
+    end = time.time() + seconds
+    while time.time() < end:
+        for name, call in calls.items():
+            t = time.perf_counter()
+            call()
+            times[name].append((time.perf_counter() - t) * 1e3)
+    return times
 
 
 def peak_rss_mb() -> float:

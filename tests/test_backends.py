@@ -235,3 +235,21 @@ def test_benchmark_workers_die_with_a_killed_parent(package_copy):
     while time.time() < deadline and _workers_of(str(package_copy)):
         time.sleep(0.1)
     assert not _workers_of(str(package_copy))
+
+
+def test_time_interleaved_times_each_call_in_turn():
+    import time
+
+    from motivnet_edge.benchmark import time_interleaved
+
+    counts = {"slow": 0, "fast": 0}
+
+    def call(name, pause):
+        counts[name] += 1
+        time.sleep(pause)
+
+    times = time_interleaved({"slow": lambda: call("slow", 0.002), "fast": lambda: call("fast", 0)},
+                             seconds=0.05, warmup=3)
+    assert len(times["slow"]) == len(times["fast"]) >= 1  # one call each per round
+    assert counts["slow"] == counts["fast"] == len(times["slow"]) + 3  # warm-up calls are not timed
+    assert min(times["slow"]) >= 2.0 > float(np.median(times["fast"]))
