@@ -196,6 +196,7 @@ def frame_section(path: Path) -> list[str]:
            "|---|---|---|---|---|---|"]
     for x in r["rows"]:
         mode = "every frame" if x["detect_every"] is None else f"stream, detect every {x['detect_every']}"
+        mode += ", ORT workers spinning (`spin=True`)" if x.get("spin") else ""
         out.append(f"| {mode} | {x['min_face']} | {x['p50_ms_per_frame']:.2f} | {x['fps']:.0f} | "
                    f"{_pct(x['accuracy'])} | {100 * x['accuracy_vs_full_every_frame']:+.1f} pt |")
     return out + [""]

@@ -110,8 +110,14 @@ class EmotionRecognizer:
         self.package, self.detector, self.options = package, detector, options
         self.labels = package.labels
         self._log_weights = class_log_weights(self.labels, options.class_weights)  # before the backend: fail fast
+        runtime = options.runtime
+        if runtime.spin is None:
+            # The detector's OpenCV threads run between classify calls on the same cores; a
+            # spinning ORT worker takes a core from them (benchmarks/frame_pipeline.py, 2 cores:
+            # 22 ms a frame spinning, 12 ms not). Without a detector, spinning makes batch 1 fast.
+            runtime = dataclasses.replace(runtime, spin=detector.whole_image)
         self._backend = create_backend(package, backend=options.backend, precision=options.precision,
-                                       options=options.runtime)
+                                       options=runtime)
         self._closed = False
         self._active = 0
         self._idle = threading.Condition()

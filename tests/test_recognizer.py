@@ -124,7 +124,8 @@ def test_runtime_keywords_reach_the_backend(tiny_package):
     with EmotionRecognizer.from_pretrained(tiny_package, detector="none", backend="onnxruntime", threads=1,
                                            providers=["cpu"], autotune=False) as r:
         assert r.options.runtime == BackendOptions(threads=1, providers=("cpu",), autotune=False)
-        assert r._backend.options is r.options.runtime
+        # what reaches the backend is that, with "spin" settled (no detector: spinning on)
+        assert r._backend.options == dataclasses.replace(r.options.runtime, spin=True)
         assert r._backend.session.get_session_options().intra_op_num_threads == 1
 
 
@@ -376,3 +377,11 @@ def test_mirror_averages_each_face_with_its_mirror_image(astronaut):
 def test_mirror_misuse(tiny_package, mirror):
     with pytest.raises(OptionError, match="must be True or False"):
         EmotionRecognizer.create_from_options(RecognizerOptions(model=tiny_package, detector="none", mirror=mirror))
+
+
+@pytest.mark.parametrize("detector, spin, spins", [("none", None, True), ("haar", None, False),
+                                                   ("haar", True, True), ("none", False, False)])
+def test_ort_workers_spin_only_without_a_detector_unless_set(tiny_package, detector, spin, spins):
+    with EmotionRecognizer.from_pretrained(tiny_package, detector=detector, backend="onnxruntime",
+                                           precision="fp32", threads=2, spin=spin) as rec:
+        assert ("do not spin" not in rec.describe()) is spins, rec.describe()

@@ -22,9 +22,11 @@ class BackendOptions:
             "package" uses the package's own table.
         autotune: decide "auto" backend/precision by timing them here once (cached per
             package and CPU); False uses the figures in the package's manifest.
-        spin: ONNX Runtime's worker threads busy-wait for the next call (lowest latency for
-            one model alone); False hands the cores back at once, which is faster where other
-            sessions or threads share the cores (several models timed in one process).
+        spin: whether ONNX Runtime's worker threads busy-wait for the next call. True is
+            fastest for one model alone; False hands the cores back at once, which is faster
+            where other threads share them (a face detector beside the classifier, several
+            sessions in one process). None: an EmotionRecognizer turns spinning off when it
+            runs a face detector and on for face crops only; a bare backend spins.
     """
 
     threads: int = 0
@@ -33,7 +35,7 @@ class BackendOptions:
     trt_cache_dir: str | None = None
     trt_int8_table: str | None = None
     autotune: bool = True
-    spin: bool = True
+    spin: bool | None = None
 
 
 class Backend:

@@ -77,7 +77,7 @@ class OnnxRuntimeBackend(Backend):
         if options.threads:
             so.intra_op_num_threads = options.threads
             so.inter_op_num_threads = 1
-        so.add_session_config_entry("session.intra_op.allow_spinning", "1" if options.spin else "0")
+        so.add_session_config_entry("session.intra_op.allow_spinning", "0" if options.spin is False else "1")
         so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         providers = resolve_providers(options, path.parent)
         try:
@@ -98,7 +98,8 @@ class OnnxRuntimeBackend(Backend):
         return self.session.run([self.output_name], {self.input_name: batch})[0]
 
     def describe(self) -> str:
-        return f"onnxruntime {self.session.get_providers()[0]}"
+        spinning = "" if self.options.spin is not False else " (workers do not spin)"
+        return f"onnxruntime {self.session.get_providers()[0]}{spinning}"
 
     def close(self) -> None:
         self.session = None
