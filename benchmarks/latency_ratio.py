@@ -83,8 +83,8 @@ def main() -> None:
                "packages": {k: str(v) for k, v in students.items()}, "rows": rows}
     write_json(args.out, results)
     for r in rows:
-        print(f"spin {'on ' if r['spin'] else 'off'} {r['model']:16s} p50 {r['p50_ms']:.3f} ms  {r['ratio_to_xception_mini']:.2f}x mini-Xception "
-              f"({r['calls']} calls)")
+        print(f"spin {'on ' if r['spin'] else 'off'} {r['model']:16s} p50 {r['p50_ms']:.3f} ms  "
+              f"{r['ratio_to_xception_mini']:.2f}x mini-Xception ({r['calls']} calls)")
     print(f"CPU {results['machine']['cpu']} flags {results['machine']['flags']}; wrote {args.out}")
 
 

@@ -151,11 +151,22 @@ __all__ = ["Metrics", "RECALL_FLOOR", "low_recall", "compute_metrics", "standard
            "plot_confusion", "summary", "model_probs", "evaluate_model"]
 
 
-def _mirror_needs_package(model) -> Exception:
+def _package_path(model: str | Path) -> Path | None:
+    """The model package ``model`` names ("default": the embedded one); None for any other model file."""
+    model = Path(model)
+    if str(model) == "default" and not model.exists():
+        from motivnet_edge.recognizer import DEFAULT_MODEL
+
+        return DEFAULT_MODEL
+    return model if (model / "manifest.json").is_file() or model.suffix == ".zip" else None
+
+
+def _check_mirror(model, mirror: bool) -> None:
     from motivnet_edge.errors import MotivnetError
 
-    return MotivnetError(f"{model}: mirror averaging is a runtime option, scored on model packages; export it "
-                         f"first (motivnet-edge export {model} --out PKG) and evaluate PKG")
+    if mirror and _package_path(model) is None:
+        raise MotivnetError(f"{model}: mirror averaging is a runtime option, scored on model packages; export it "
+                            f"first (motivnet-edge export {model} --out PKG) and evaluate PKG")
 
 
 def model_probs(model: str | Path, faces: FaceSet, *, backend: str = "auto", precision: str = "auto",
@@ -167,15 +178,11 @@ def model_probs(model: str | Path, faces: FaceSet, *, backend: str = "auto", pre
     """
     from motivnet_edge.errors import MotivnetError
 
+    package = _package_path(model)
+    if package is not None:
+        return package_probs(package, faces, backend=backend, precision=precision, mirror=mirror)
+    _check_mirror(model, mirror)
     model = Path(model)
-    if str(model) == "default" and not model.exists():
-        from motivnet_edge.recognizer import DEFAULT_MODEL
-
-        model = DEFAULT_MODEL
-    if (model / "manifest.json").is_file() or model.suffix == ".zip":
-        return package_probs(model, faces, backend=backend, precision=precision, mirror=mirror)
-    if mirror:
-        raise _mirror_needs_package(model)
     if model.suffix in (".pt", ".pth") or (model / "best.pt").is_file():
         if model.suffix == ".pth" and not (model / "best.pt").is_file():
             from .teachers import load_teacher
@@ -210,9 +217,7 @@ def evaluate_model(model, data, *, teacher=None, backend: str = "auto", precisio
 
     from .data import read_dataset
 
-    m = Path(model)
-    if mirror and not ((str(m) == "default" and not m.exists()) or (m / "manifest.json").is_file() or m.suffix == ".zip"):
-        raise _mirror_needs_package(model)  # before reading any data
+    _check_mirror(model, mirror)  # before reading any data
     data = Path(data)
     sets = standard_protocols(data) if (data / "data").is_dir() else \
         {data.name: read_dataset(data, mapping=mapping)}
