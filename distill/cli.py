@@ -42,7 +42,12 @@ def missing_class_hint(exc: LabelError, data: str) -> UsageFailure:
 
 
 @click.command()
-@click.option("--data", type=click.Path(), required=True, help="Training faces (FER+ split, CSV, class folders).")
+@click.option("--data", type=click.Path(), default=None, help="Training faces (FER+ split, CSV, class folders).")
+@click.option("--domains", type=click.Path(file_okay=False), default=None,
+              help="Instead of --data: the shared/ folder; train on every domain's train part (whole and "
+                   "YuNet-aligned crops, domain- and class-balanced) and select on their validation parts.")
+@click.option("--samples-per-epoch", type=click.IntRange(1, 10_000_000), default=None,
+              help="With --domains: faces drawn per epoch  [default: 30000].")
 @list_option("--extra-data", item=click.Path(), split=False,
               help="More labelled faces (repeatable); only the train part of their by-person split is used.")
 @MAP_OPTION
@@ -69,13 +74,17 @@ def missing_class_hint(exc: LabelError, data: str) -> UsageFailure:
 @click.option("--resume", is_flag=True, help="Continue the run in --out after an interruption.")
 @TRUST_CODE
 @friendly
-def distill(data, extra_data, maps, out, teachers, val, student, epochs, views, threads, kd_weight, label_weight, temperature,
+def distill(data, domains, samples_per_epoch, extra_data, maps, out, teachers, val, student, epochs, views, threads, kd_weight, label_weight, temperature,
             batch_size, lr, cache_dir, init, label_source, resume, trust_code) -> None:
     """Distil a teacher (or several) into a small ViT student."""
+    from .mixture import MixRecipe
     from .pipeline import distill as run_distill
 
+    if (data is None) == (domains is None):
+        raise UsageFailure("pass --data (one training set) or --domains SHARED (every domain in shared/), not both")
+    mix = MixRecipe(samples_per_epoch=samples_per_epoch) if samples_per_epoch else None
     try:
-        best = run_distill(data=data, out=out, val=val, teachers=list(teachers), student=student, epochs=epochs,
+        best = run_distill(data=data, domains=domains, mix=mix, out=out, val=val, teachers=list(teachers), student=student, epochs=epochs,
                            views=views, kd_weight=kd_weight, label_weight=label_weight, temperature=temperature,
                            resume=resume, batch_size=batch_size, lr=lr, cache_dir=cache_dir, init=init,
                            threads=threads, label_source=label_source, extra_data=list(extra_data),

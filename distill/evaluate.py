@@ -49,13 +49,16 @@ class Metrics:
 
 
 def compute_metrics(pred: np.ndarray, target: np.ndarray, labels, *, reference: np.ndarray | None = None) -> Metrics:
-    """Metrics over rows with a target >= 0; ``reference`` (e.g. teacher predictions) adds agreement."""
+    """Metrics over rows with a target >= 0; ``reference`` (e.g. teacher predictions) adds agreement.
+
+    A prediction of -1 is "no answer" (e.g. the detector found no face): it counts as wrong and
+    in the class's support, but in no confusion cell."""
     keep = target >= 0
     p, t = pred[keep], target[keep]
     k = len(labels)
     conf = np.zeros((k, k), np.int64)
-    np.add.at(conf, (t, p), 1)
-    support, predicted, tp = conf.sum(1), conf.sum(0), np.diag(conf)
+    np.add.at(conf, (t[p >= 0], p[p >= 0]), 1)
+    support, predicted, tp = np.bincount(t, minlength=k), conf.sum(0), np.diag(conf)
     recall = np.divide(tp, support, out=np.zeros(k), where=support > 0)
     precision = np.divide(tp, predicted, out=np.zeros(k), where=predicted > 0)
     f1 = np.divide(2 * precision * recall, precision + recall, out=np.zeros(k), where=(precision + recall) > 0)
@@ -96,10 +99,16 @@ def package_probs(package: str | Path, faces: FaceSet, *, backend: str = "auto",
         return rec.labels, probs
 
 
-def evaluate_probs(model_labels, probs: np.ndarray, faces: FaceSet, *, reference=None) -> Metrics:
+def evaluate_probs(model_labels, probs: np.ndarray, faces: FaceSet, *, reference=None,
+                   unanswered: np.ndarray | None = None) -> Metrics:
+    """Metrics of scores in the model's label order on ``faces``; ``unanswered`` marks rows the
+    model gave no answer for (no face detected): wrong whatever their label."""
     s = remap_scores(probs, model_labels, faces.labels, on_missing="drop")
     # A row the model cannot express (all its mass on dropped classes) still counts as wrong.
-    return compute_metrics(s.argmax(1), faces.hard, faces.labels, reference=reference)
+    pred = s.argmax(1)
+    if unanswered is not None:
+        pred = np.where(unanswered, -1, pred)
+    return compute_metrics(pred, faces.hard, faces.labels, reference=reference)
 
 
 def plot_confusion(m: Metrics, path: str | Path, title: str) -> None:

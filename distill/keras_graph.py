@@ -108,6 +108,12 @@ MAX_WEIGHT_BYTES = 256 * 2**20
 def _read_weights(path: Path, key: str, ds):
     """One weight dataset, refused when it claims more than MAX_WEIGHT_BYTES or stores less than
     it claims: HDF5 fills unwritten datasets on read, so a few bytes of file could ask for gigabytes."""
+    if ds.external or ds.is_virtual:
+        # External storage and virtual datasets make HDF5 read other files into the weights
+        # (export would then ship those bytes): a teacher's weights live in its own file only.
+        raise KerasFormatError(f"{path.name}: weight {key} is stored outside the file "
+                               f"({'external storage' if ds.external else 'a virtual dataset'}); "
+                               "re-save the model with its weights inside the .h5 file")
     claimed = int(ds.size) * ds.dtype.itemsize
     stored = ds.id.get_storage_size()
     if claimed > MAX_WEIGHT_BYTES or (claimed > 0 and stored == 0) or (
@@ -115,6 +121,39 @@ def _read_weights(path: Path, key: str, ds):
         raise KerasFormatError(f"{path.name}: weight {key} claims shape {ds.shape} ({claimed / 2**20:,.1f} MB) "
                                f"but stores {stored / 2**20:,.1f} MB; the file is damaged or crafted")
     return ds[()]
+
+
+#: Deepest group nesting a Keras weight file needs (model_weights/layer/layer/var): more is crafted.
+MAX_DEPTH = 16
+
+
+def _own_member(path: Path, group, name: str, key: str):
+    """``group[name]`` when it is a hard link inside this file; external and soft links are refused
+    (an external link opens another file; a soft link can loop)."""
+    import h5py
+
+    link = group.get(name, getlink=True)
+    if not isinstance(link, h5py.HardLink):
+        raise KerasFormatError(f"{path.name}: {key} is a link to {'another file' if isinstance(link, h5py.ExternalLink) else 'another object'}; "
+                               "a teacher's weights must be stored in its own file, not linked")
+    return group[name]
+
+
+def _layer_weights(path: Path, group, prefix: str, depth: int = 0) -> dict:
+    """Every weight dataset under ``group`` (by variable name), walking hard links only."""
+    import h5py
+
+    if depth > MAX_DEPTH:
+        raise KerasFormatError(f"{path.name}: groups nested deeper than {MAX_DEPTH} under {prefix}; the file is crafted")
+    out = {}
+    for name in group:
+        key = f"{prefix}/{name}"
+        obj = _own_member(path, group, name, key)
+        if isinstance(obj, h5py.Group):
+            out.update(_layer_weights(path, obj, key, depth + 1))
+        elif isinstance(obj, h5py.Dataset):
+            out[name.split(":")[0]] = _read_weights(path, key, obj)
+    return out
 
 
 class KerasGraph(nn.Module):
@@ -129,27 +168,34 @@ class KerasGraph(nn.Module):
             f = h5py.File(path, "r")
         except OSError:
             raise KerasFormatError(f"{path} is not an HDF5 file") from None
-        with f:
-            if "model_config" not in f.attrs:
-                raise KerasFormatError(f"{path} has no model_config: it holds weights only, "
-                                       "not a full Keras model")
-            raw = f.attrs["model_config"]
-            cfg = json.loads(raw.decode() if isinstance(raw, bytes) else raw)
-            if cfg.get("class_name") not in ("Model", "Functional"):
-                raise KerasFormatError(f"{path} is a Keras {cfg.get('class_name')}, not a functional Model")
-            group = f["model_weights"] if "model_weights" in f else f
-            layers = nn.ModuleDict()
-            self.inputs: dict[str, list[str]] = {}
-            for spec in cfg["config"]["layers"]:
-                name = spec["name"]
-                weights = {}
-                if name in group:
-                    def grab(key, obj, out=weights):
-                        if hasattr(obj, "shape"):
-                            out[key.split("/")[-1].split(":")[0]] = _read_weights(path, key, obj)
-                    group[name].visititems(grab)
-                layers[name] = KerasLayer(spec["class_name"], spec["config"], weights)
-                self.inputs[name] = [n[0] for n in spec["inbound_nodes"][0]] if spec["inbound_nodes"] else []
+        try:
+            with f:
+                self._build(path, f)
+        except KerasFormatError:
+            raise
+        except (KeyError, ValueError, TypeError, IndexError, AttributeError, RecursionError, OSError,
+                json.JSONDecodeError) as exc:
+            raise KerasFormatError(f"{path} is not a readable Keras model: {type(exc).__name__}: "
+                                   f"{str(exc)[:200]}; re-save it with Keras (model.save('x.h5'))") from None
+
+    def _build(self, path: Path, f) -> None:
+        if "model_config" not in f.attrs:
+            raise KerasFormatError(f"{path} has no model_config: it holds weights only, not a full Keras model")
+        raw = f.attrs["model_config"]
+        cfg = json.loads(raw.decode() if isinstance(raw, bytes) else raw)
+        if cfg.get("class_name") not in ("Model", "Functional"):
+            raise KerasFormatError(f"{path} is a Keras {cfg.get('class_name')}, not a functional Model")
+        group = _own_member(path, f, "model_weights", "model_weights") if "model_weights" in f else f
+        layers = nn.ModuleDict()
+        self.inputs: dict[str, list[str]] = {}
+        for spec in cfg["config"]["layers"]:
+            name = spec["name"]
+            weights = {}
+            if name in group:
+                member = _own_member(path, group, name, name)
+                weights = _layer_weights(path, member, name) if hasattr(member, "keys") else {}
+            layers[name] = KerasLayer(spec["class_name"], spec["config"], weights)
+            self.inputs[name] = [n[0] for n in spec["inbound_nodes"][0]] if spec["inbound_nodes"] else []
         self.layers = layers
         self.order = list(self.inputs)
         self.output = cfg["config"]["output_layers"][0][0]

@@ -48,7 +48,25 @@ def _init_provenance(init: str | Path) -> dict:
             "init": prov.get("init")}
 
 
-def distill(*, data: str | Path, out: str | Path, val: str | Path | None = None,
+def _domain_data(shared: Path, preprocessing: Preprocessing, labels, yunet: str | Path | None, cache: Path,
+                 recipe) -> tuple:
+    """The multi-domain train mix, its sample weights and the per-domain selection sets."""
+    from motivnet_edge.detectors import YuNetDetector
+
+    from .mixture import MixRecipe, training_mix, validation_sets
+
+    yunet = Path(yunet) if yunet else shared / "models" / "yunet" / "face_detection_yunet_2023mar.onnx"
+    detector = YuNetDetector(yunet)  # the runtime's own detector: training crops are a device's crops
+    recipe = recipe or MixRecipe()
+    train_set, weights, report = training_mix(shared, preprocessing, detector, recipe=recipe, labels=labels,
+                                              cache_dir=cache)
+    val_sets = validation_sets(shared, preprocessing, detector, labels=labels, cache_dir=cache)
+    return train_set, weights, val_sets, {"mix": recipe.to_dict(), "sources": report,
+                                          "selection": {k: len(v) for k, v in val_sets.items()}}
+
+
+def distill(*, data: str | Path | None = None, out: str | Path, domains: str | Path | None = None,
+            mix=None, yunet: str | Path | None = None, val: str | Path | None = None,
             teachers: list[str | Path] = (), student: str = "vit_hybrid_pico", epochs: int = 10,
             kd_weight: float | None = None, label_weight: float = 1.0, temperature: float = 2.0,
             views: int = 8, cache_dir: str | Path | None = None, resume: bool = False,
@@ -60,6 +78,11 @@ def distill(*, data: str | Path, out: str | Path, val: str | Path | None = None,
 
     Args:
         data: training set (FER+ split folder, FER2013 CSV, class folders, unlabelled folder).
+        domains: instead of ``data``, the shared/ folder: train on every domain's train part
+            (whole crops and YuNet-aligned crops, drawn by a domain- and class-balancing sampler,
+            see ``mixture.MixRecipe``) and select on the mean of the domains' validation parts.
+        mix: the ``MixRecipe`` for ``domains`` (default: ``MixRecipe()``).
+        yunet: the YuNet model that aligns ``domains`` faces (default: shared/models/yunet).
         out: run folder (config, best.pt, last.pt, log.jsonl).
         val: selection set (default: a FER+ "FER2013Valid" beside a "FER2013Train").
         teachers: teacher files; several are averaged as an ensemble.
@@ -79,22 +102,34 @@ def distill(*, data: str | Path, out: str | Path, val: str | Path | None = None,
     """
     if student not in PRESETS:
         raise MotivnetError(f"unknown student {student!r}; presets: {', '.join(sorted(PRESETS))}")
-    data = Path(data)
-    if val is None and data.name == "FER2013Train" and (data.parent / "FER2013Valid").is_dir():
-        val = data.parent / "FER2013Valid"
-    if val is None:
-        raise MotivnetError("pass --val: a labelled set to select the best epoch on (never the test set)")
-    train_set = read_dataset(data, labels=labels, label_source=label_source)
-    extras = [split_by_person(read_dataset(p, labels=labels, mapping=mapping), part="train") for p in extra_data]
-    for p, s in zip(extra_data, extras):
-        log.info("extra training faces: %d from the train part of %s", len(s), p)
-    train_set = concat([train_set, *extras])
-    val_set = read_dataset(val, labels=labels, label_source=label_source)
+    if (data is None) == (domains is None):
+        raise MotivnetError("pass either --data (one training set) or --domains SHARED (every domain of shared/)")
+    preprocessing = student_preprocessing(student, preprocessing)
+    weights, mix_report = None, None
+    if domains is not None:
+        if val is not None or extra_data:
+            raise MotivnetError("--domains selects on the domains' validation parts and trains on their train "
+                                "parts: drop --val and --extra-data")
+        train_set, weights, val_set, mix_report = _domain_data(
+            Path(domains), preprocessing, labels, yunet, Path(cache_dir or Path(out) / "cache"), mix)
+        data, val = Path(domains), "validation parts of " + ", ".join(val_set)
+        overrides.setdefault("samples_per_epoch", mix_report["mix"]["samples_per_epoch"])
+    else:
+        data = Path(data)
+        if val is None and data.name == "FER2013Train" and (data.parent / "FER2013Valid").is_dir():
+            val = data.parent / "FER2013Valid"
+        if val is None:
+            raise MotivnetError("pass --val: a labelled set to select the best epoch on (never the test set)")
+        train_set = read_dataset(data, labels=labels, label_source=label_source)
+        extras = [split_by_person(read_dataset(p, labels=labels, mapping=mapping), part="train") for p in extra_data]
+        for p, s in zip(extra_data, extras):
+            log.info("extra training faces: %d from the train part of %s", len(s), p)
+        train_set = concat([train_set, *extras])
+        val_set = read_dataset(val, labels=labels, label_source=label_source)
     has_labels = (train_set.soft.sum(1) > 0).any()
     if not teachers and not has_labels:
         raise MotivnetError(f"{data} has no labels and no --teacher was given: nothing to learn from")
     kd = (1.0 if teachers else 0.0) if kd_weight is None else kd_weight
-    preprocessing = student_preprocessing(student, preprocessing)
     cfg = TrainConfig(student={k: v for k, v in PRESETS[student].items() if k != "img_size"}, epochs=epochs,
                       kd_weight=kd, label_weight=label_weight if has_labels else 0.0,
                       temperature=temperature, views=views)
@@ -104,6 +139,8 @@ def distill(*, data: str | Path, out: str | Path, val: str | Path | None = None,
                                                                   for p in extra_data],
                                           "selection_data": str(val),
                                           "label_source": label_source}}
+    if mix_report is not None:
+        extra["provenance"]["domains"] = mix_report
     if command:
         extra["command"] = command
     if init is not None:
@@ -118,4 +155,4 @@ def distill(*, data: str | Path, out: str | Path, val: str | Path | None = None,
         extra["license"] = {"teacher": teacher.license,
                             "note": "students distilled from a teacher may carry its licence terms"}
     return train(out, train_set, val_set, preprocessing, cfg, teacher_logits=logits, resume=resume,
-                 progress=progress, extra=extra, init=init)
+                 progress=progress, extra=extra, init=init, sample_weights=weights)

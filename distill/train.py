@@ -14,6 +14,7 @@ import math
 import os
 import time
 from dataclasses import asdict, dataclass, field
+from collections.abc import Mapping
 from pathlib import Path
 
 import numpy as np
@@ -57,6 +58,7 @@ class TrainConfig:
     erase_prob: float = 0.25
     seed: int = 0
     threads: int = 0                # 0: torch's default
+    samples_per_epoch: int = 0      # with sample weights: draws per epoch (0: one per training row)
 
     def __post_init__(self) -> None:
         def bad(name: str, rule: str) -> TrainConfigError:
@@ -71,6 +73,8 @@ class TrainConfig:
         for name in ("label_smoothing", "erase_prob", "ema_decay"):
             if not finite(getattr(self, name)) or not 0 <= getattr(self, name) < 1:
                 raise bad(name, "in [0, 1)")
+        if not isinstance(self.samples_per_epoch, int) or self.samples_per_epoch < 0:
+            raise bad("samples_per_epoch", "an integer >= 0")
         for name in ("epochs", "batch_size", "views"):
             if not isinstance(getattr(self, name), int) or getattr(self, name) < 1:
                 raise bad(name, "an integer >= 1")
@@ -169,11 +173,15 @@ def plot_curves(run: Path) -> None:
     plt.close(fig)
 
 
-def train(run: str | Path, train_set: FaceSet, val_set: FaceSet, pp: Preprocessing, cfg: TrainConfig, *,
-          teacher_logits: np.ndarray | None = None, resume: bool = False, progress: bool = True,
-          extra: dict | None = None, stop_after: int | None = None, init: str | Path | None = None) -> dict:
+def train(run: str | Path, train_set: FaceSet, val_set: FaceSet | Mapping[str, FaceSet], pp: Preprocessing,
+          cfg: TrainConfig, *, teacher_logits: np.ndarray | None = None, resume: bool = False, progress: bool = True,
+          extra: dict | None = None, stop_after: int | None = None, init: str | Path | None = None,
+          sample_weights: np.ndarray | None = None) -> dict:
     """Trains a student into the run folder; returns the best validation metrics.
 
+    ``val_set``: one selection set, or several by name (a domain each): the score is their mean.
+    ``sample_weights`` (N,): draw probabilities; each epoch then draws ``cfg.samples_per_epoch``
+    rows with replacement instead of visiting every row once.
     ``teacher_logits`` (N, views, K): cached teacher outputs for ``train_set``'s views.
     ``stop_after`` ends the process's work after that many epochs (tests of resume).
     ``init``: a timm/DeiT checkpoint file to start from instead of random weights.
@@ -223,12 +231,17 @@ def train(run: str | Path, train_set: FaceSet, val_set: FaceSet, pp: Preprocessi
     if teacher is not None and teacher.shape[:2] != (len(train_set), cfg.views):
         raise ValueError(f"teacher outputs {tuple(teacher.shape)} do not match {len(train_set)} images x {cfg.views} views")
     n, bs = len(train_set), cfg.batch_size
-    steps = math.ceil(n / bs)
+    if sample_weights is not None and len(sample_weights) != n:
+        raise ValueError(f"{len(sample_weights)} sample weights for {n} training rows")
+    draws = (cfg.samples_per_epoch or n) if sample_weights is not None else n
+    weights = torch.as_tensor(np.asarray(sample_weights, np.float64)) if sample_weights is not None else None
+    steps = math.ceil(draws / bs)
     total, warm = cfg.epochs * steps, int(cfg.warmup_epochs * steps)
     for epoch in range(start, cfg.epochs if stop_after is None else min(cfg.epochs, start + stop_after)):
         torch.manual_seed(cfg.seed * 1000 + epoch)
         gen = torch.Generator().manual_seed(cfg.seed * 1000 + epoch)
-        order = torch.randperm(n, generator=gen)
+        order = (torch.multinomial(weights, draws, replacement=True, generator=gen) if weights is not None
+                 else torch.randperm(n, generator=gen))
         views = torch.randint(cfg.views, (n,), generator=gen)
         net.train()
         t0, seen, loss_sum, correct, agree = time.time(), 0, 0.0, 0, 0
@@ -289,7 +302,7 @@ def train(run: str | Path, train_set: FaceSet, val_set: FaceSet, pp: Preprocessi
 
 
 #: Settings a resumed run must share with the run it continues (others, e.g. epochs, may change).
-RESUME_MUST_MATCH = ("batch_size", "views", "seed", "kd_weight", "label_weight", "temperature")
+RESUME_MUST_MATCH = ("batch_size", "views", "seed", "kd_weight", "label_weight", "temperature", "samples_per_epoch")
 
 
 def _check_run_folder(run: Path, cfg: TrainConfig, scfg: StudentConfig, resume: bool) -> None:
@@ -303,8 +316,10 @@ def _check_run_folder(run: Path, cfg: TrainConfig, scfg: StudentConfig, resume: 
         saved = json.loads((run / "config.json").read_text())
     except (OSError, json.JSONDecodeError) as exc:
         raise TrainConfigError(f"{run}/config.json is unreadable ({exc}); start a new run in a new --out") from None
-    diffs = [f"{k}: run {saved['train'].get(k)!r}, now {getattr(cfg, k)!r}" for k in RESUME_MUST_MATCH
-             if saved.get("train", {}).get(k) != getattr(cfg, k)]
+    # A setting older runs did not record had its default value then.
+    defaults = TrainConfig()
+    was = {k: saved.get("train", {}).get(k, getattr(defaults, k)) for k in RESUME_MUST_MATCH}
+    diffs = [f"{k}: run {was[k]!r}, now {getattr(cfg, k)!r}" for k in RESUME_MUST_MATCH if was[k] != getattr(cfg, k)]
     old_student = {k: v for k, v in saved.get("student", {}).items() if k != "labels"}
     new_student = {k: v for k, v in json.loads(scfg.to_json()).items() if k != "labels"}
     if old_student != new_student:
@@ -314,8 +329,24 @@ def _check_run_folder(run: Path, cfg: TrainConfig, scfg: StudentConfig, resume: 
                                "use the run's own options or a new --out")
 
 
-def evaluate(model: torch.nn.Module, faces: FaceSet, pp: Preprocessing) -> dict:
-    """Majority-label accuracy on ``faces`` (rows without a label are skipped)."""
-    pred = predict_logits(model, faces, pp).argmax(1).numpy()
-    keep = faces.hard >= 0
-    return {"val_acc": float((pred[keep] == faces.hard[keep]).mean()), "val_n": int(keep.sum())}
+def evaluate(model: torch.nn.Module, faces: FaceSet | Mapping[str, FaceSet], pp: Preprocessing) -> dict:
+    """Majority-label accuracy on ``faces`` (rows without a label are skipped).
+
+    Several sets by name: ``val_acc`` is the mean of their accuracies (each domain counts the
+    same, whatever its size), ``val_min_recall`` the lowest class recall in any of them, and
+    each set's accuracy is kept as ``val_acc_<name>``.
+    """
+    if isinstance(faces, FaceSet):
+        pred = predict_logits(model, faces, pp).argmax(1).numpy()
+        keep = faces.hard >= 0
+        return {"val_acc": float((pred[keep] == faces.hard[keep]).mean()), "val_n": int(keep.sum())}
+    out, recalls = {}, []
+    for name, part in faces.items():
+        pred = predict_logits(model, part, pp).argmax(1).numpy()
+        keep = part.hard >= 0
+        p, t = pred[keep], part.hard[keep]
+        out[f"val_acc_{name}"] = float((p == t).mean())
+        recalls += [float((p[t == c] == c).mean()) for c in np.unique(t) if (t == c).sum() >= 10]
+    accs = [v for k, v in out.items()]
+    return {"val_acc": float(np.mean(accs)), "val_min_recall": min(recalls),
+            "val_n": int(sum((p.hard >= 0).sum() for p in faces.values())), **out}

@@ -1,0 +1,108 @@
+"""The cross-domain scoreboard: every test set of ../shared, every model, as a user gets it.
+
+    python benchmarks/domains.py --shared ../shared \
+        --model default --model femto=runs/pkg/md_femto --out benchmarks/results/domains.json
+
+Each test set is cut as its users measure it: cropped faces (FER2013Test, CK+48,
+facial_expressions, AffectNet96 ``test_``, SFEW ``val_``) whole, as ``predict --detector none``
+does; KDEF people 01-07 (loose 128 px photos) through YuNet + 5-point alignment, as ``predict``
+does, a photo without a detected face counting as wrong. Models are packages (the runtime's
+ONNX Runtime fp32 file), run folders / checkpoints, or teacher files such as the two FER2013
+Xception peers (added unless --no-peers). Writes accuracy, mean per-class recall (UAR) and
+per-class recall per set, the cross-domain mean (the five issue sets: AffectNet96, SFEW, KDEF,
+CK+48, FER+ majority), the CPU flags, commit and date, and one confusion PNG per set for the
+first model. Nothing here is used to choose a model: ``select_default.py`` reads validation parts only.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+
+from motivnet_distill.domains import crops_for, test_sets
+from motivnet_distill.evaluate import evaluate_probs, model_probs, plot_confusion
+from motivnet_edge.atomic import write_json
+from motivnet_edge.benchmark import machine_info
+from motivnet_edge.detectors import YuNetDetector
+
+ROOT = Path(__file__).resolve().parents[1]
+#: The sets whose mean is the headline cross-domain score (the issue's five).
+CROSS_DOMAIN = ("affectnet96", "sfew", "kdef", "ckplus", "ferplus_majority")
+
+
+def model_preprocessing(model: str):
+    """The preprocessing a model declares (package manifest, checkpoint, or teacher)."""
+    from motivnet_distill.evaluate import _package_path
+
+    package = _package_path(model)
+    if package is not None:
+        from motivnet_edge.package import load_package
+
+        return load_package(package).preprocessing
+    if Path(model).suffix in (".hdf5", ".h5", ".onnx"):
+        from motivnet_distill.teachers import load_teacher
+
+        return load_teacher(model).preprocessing
+    from motivnet_distill.student_io import load_student
+
+    return load_student(model).preprocessing
+
+
+def score(model: str, sets: dict) -> tuple[dict, dict]:
+    """Per-set metrics rows and Metrics objects of one model."""
+    pp = model_preprocessing(model)
+    rows, metrics = {}, {}
+    for name, ts in sets.items():
+        faces = crops_for(ts, pp)
+        labels, probs = model_probs(model, faces, backend="onnxruntime", precision="fp32")
+        # No face found: predict() returns nothing for the photo, which is wrong whatever its label.
+        missed = np.array([d is None for d in ts.detections]) if ts.detections is not None else None
+        m = evaluate_probs(labels, probs, faces, unanswered=missed)
+        rows[name] = {"accuracy": round(m.accuracy, 4), "uar": round(m.uar, 4), "n": m.n, "misses": ts.misses,
+                      "per_class_recall": {k: round(v, 4) for k, v in m.per_class_recall.items()},
+                      "confusion": m.confusion}
+        metrics[name] = m
+    rows["cross_domain_mean"] = round(float(np.mean([rows[s]["accuracy"] for s in CROSS_DOMAIN if s in rows])), 4)
+    return rows, metrics
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--shared", type=Path, default=ROOT.parent / "shared")
+    ap.add_argument("--model", action="append", default=[], help="NAME=PATH or PATH ('default': the embedded model)")
+    ap.add_argument("--no-peers", action="store_true", help="leave out the FER2013 Xception peers")
+    ap.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "domains.json")
+    ap.add_argument("--plots", type=Path, default=ROOT / "benchmarks" / "results" / "domains")
+    args = ap.parse_args()
+
+    models = dict(m.split("=", 1) if "=" in m else (Path(m).name, m) for m in (args.model or ["default"]))
+    if not args.no_peers:
+        for f in sorted((args.shared / "models" / "xception_fer2013").glob("*.hdf5")):
+            models["xception_" + f.name.split("_")[1]] = str(f)
+    yunet = args.shared / "models" / "yunet" / "face_detection_yunet_2023mar.onnx"
+    t0 = time.time()
+    sets = test_sets(args.shared, YuNetDetector(yunet))
+    results = {}
+    for i, (name, path) in enumerate(models.items()):
+        rows, metrics = score(path, sets)
+        results[name] = {"path": path if not Path(path).is_absolute() else Path(path).name, **rows}
+        print(f"{name:22s} " + "  ".join(f"{s} {rows[s]['accuracy']:.1%}" for s in sets)
+              + f"  cross-domain {rows['cross_domain_mean']:.1%}", flush=True)
+        if i == 0:
+            for s, m in metrics.items():
+                plot_confusion(m, args.plots / f"confusion_{name}_{s}.png", f"{name} on {s}")
+    write_json(args.out, {
+        "machine": machine_info(), "seconds": round(time.time() - t0, 1),
+        "sets": {s: {"n": len(ts.faces), "crop": ts.crop, "misses": ts.misses} for s, ts in sets.items()},
+        "cross_domain_sets": list(CROSS_DOMAIN), "models": results,
+        "protocol": "whole crops as predict --detector none; kdef through YuNet + align5 as predict, "
+                    "a photo with no detected face scored wrong; ONNX Runtime fp32 for packages"})
+    print(f"wrote {args.out}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,203 @@
+"""The face domains of ../shared as train / validation / test parts, through the runtime's face pipeline.
+
+MotivNet's claim is an expression model that holds across datasets, so the students train on
+every domain ../shared holds and are selected on the mean of the domains' validation parts.
+Each domain declares its folder, how it is split (by its own prefixes, or by person) and
+which classes it drops; nothing here picks a part by looking at a model's score.
+
+Every training face comes in the *variants* a device can produce from it:
+  whole    the stored crop is the face (``--detector none`` on a cropped photo);
+  aligned  YuNet's 5 landmarks aligned onto the template (``predict`` on a photo).
+Aligned variants are cut by ``face_crop`` with the model's own template at twice the model's
+input size, so downsizing them in training is the same area resize the runtime does. A face
+the detector misses keeps only its whole variant, and the count is logged per domain.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import re
+from collections.abc import Callable
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+import numpy as np
+
+from motivnet_edge.atomic import atomic_path
+from motivnet_edge.labels import MOTIVNET_LABELS
+from motivnet_edge.preprocess import Preprocessing, face_crop
+
+from .data import DataError, FaceSet, concat, read_ferplus, read_image_folder, split_by_person
+
+log = logging.getLogger(__name__)
+
+#: KDEF people 01-07 of each sex are the test part (../shared/README.md); validation people
+#: are the next five numbers, chosen once by number, never by a score.
+KDEF_TEST = range(1, 8)
+KDEF_VAL = range(8, 13)
+_KDEF_NAME = re.compile(r"^[AB]([FM])(\d\d)")
+
+
+def kdef_part(file: str) -> str:
+    """"test", "val" or "train" for a KDEF file name such as ``anger/AF01ANS.jpg``."""
+    m = _KDEF_NAME.match(Path(file).name)
+    if not m:
+        raise DataError(f"{file} is not a KDEF file name ([AB][FM]NN...): is this the kdef folder?")
+    person = int(m.group(2))
+    return "test" if person in KDEF_TEST else "val" if person in KDEF_VAL else "train"
+
+
+def prefix_part(file: str) -> str:
+    """AffectNet96 / SFEW: the split is the file name's prefix (``train_``, ``valid_``/``val_``, ``test_``)."""
+    name = Path(file).name
+    for prefix, part in (("train_", "train"), ("valid_", "val"), ("val_", "val"), ("test_", "test")):
+        if name.startswith(prefix):
+            return part
+    raise DataError(f"{file} has no train_/valid_/val_/test_ prefix")
+
+
+@dataclass(frozen=True)
+class Domain:
+    """One source of faces: where it lives, how it is split, what it drops, what it may be used for."""
+
+    name: str
+    folder: str                      # under shared/data
+    parts: tuple[str, ...]           # which of train/val/test exist
+    kind: str = "folders"            # "folders" (one per class) or "ferplus"
+    splitter: Callable[[str], str] | None = None  # file -> part; None: by-person hash (val/train)
+    test_as: str | None = None       # the part a test report uses when "test" is not separate
+    aligned: bool = True             # detector-aligned variants (FER+'s 48 px crops are the template itself)
+    eval_crop: str = "whole"         # how its validation/test faces reach the model (as users measured them)
+
+
+DOMAINS: dict[str, Domain] = {d.name: d for d in (
+    Domain("ferplus", "ferplus", ("train", "val", "test"), kind="ferplus", aligned=False),
+    Domain("facial_expressions", "facial_expressions", ("train", "val")),
+    Domain("kdef", "kdef", ("train", "val", "test"), splitter=kdef_part, eval_crop="aligned"),
+    Domain("affectnet96", "affectnet96", ("train", "val", "test"), splitter=prefix_part),
+    Domain("sfew", "sfew", ("train", "test"), splitter=prefix_part),
+)}
+_FERPLUS_SPLIT = {"train": "FER2013Train", "val": "FER2013Valid", "test": "FER2013Test"}
+
+
+def read_part(shared: str | Path, domain: str, part: str, *, labels=MOTIVNET_LABELS) -> FaceSet:
+    """The ``part`` ("train", "val", "test") of a domain as stored (whole crops), contempt dropped.
+
+    Raises:
+        DataError: unknown domain or part, or the folder is missing.
+    """
+    if domain not in DOMAINS:
+        raise DataError(f"unknown domain {domain!r}; domains: {', '.join(DOMAINS)}")
+    d = DOMAINS[domain]
+    if part not in d.parts:
+        raise DataError(f"{domain} has no {part} part (it has {', '.join(d.parts)})")
+    root = Path(shared) / "data" / d.folder
+    if d.kind == "ferplus":
+        return read_ferplus(root / _FERPLUS_SPLIT[part], labels=labels)
+    if not root.is_dir():
+        raise DataError(f"{root} not found: the {domain} domain lives in shared/data/{d.folder}")
+    faces = read_image_folder(root, labels=labels, mapping={"contempt": None})
+    if d.splitter is None:
+        return split_by_person(faces, part=part)
+    # SFEW's own "val_" part is its test set: it has no labelled test split of its own.
+    wanted = "val" if (domain == "sfew" and part == "test") else part
+    idx = [i for i, f in enumerate(faces.files) if d.splitter(f) == wanted]
+    if not idx:
+        raise DataError(f"{root} holds no {part} faces")
+    return faces.subset(idx)
+
+
+def aligned_variants(faces: FaceSet, detector, pp: Preprocessing, *, cache_dir: str | Path | None = None,
+                     name: str = "") -> tuple[FaceSet, int]:
+    """The faces the detector finds, aligned as the runtime aligns them; returns (set, misses).
+
+    Crops are cached in ``cache_dir`` under a key of the file names, detector file and template.
+    """
+    big = replace(pp, input_size=(2 * pp.input_size[0], 2 * pp.input_size[1]))
+    key = hashlib.sha256(json.dumps([faces.files, str(getattr(detector, "model_path", detector.name)),
+                                     big.to_dict()]).encode()).hexdigest()[:20]
+    path = Path(cache_dir) / f"aligned-{name}-{key}.npz" if cache_dir else None
+    if path is not None and path.is_file():
+        with np.load(path) as z:
+            found, crops = z["found"], list(z["crops"])
+    else:
+        found, crops = [], []
+        for i, im in enumerate(faces.images):
+            dets = detector.detect(im)
+            if dets:
+                found.append(i)
+                crops.append(face_crop(im, big, box=dets[0].box, landmarks=dets[0].landmarks))
+        found = np.asarray(found, np.int64)
+        if path is not None:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            with atomic_path(path) as tmp:
+                with open(tmp, "wb") as fh:
+                    np.savez(fh, found=found, crops=np.stack(crops) if crops else np.zeros((0, *big.input_size), np.uint8))
+    misses = len(faces) - len(found)
+    if misses:
+        log.info("%s: the detector found no face in %d of %d images (profiles and cut-off faces); "
+                 "they keep only their whole crop", name, misses, len(faces))
+    sub = faces.subset(found)
+    return FaceSet(crops, sub.soft, sub.hard, sub.labels, [f"{f}#aligned" for f in sub.files]), misses
+
+
+@dataclass
+class TestSet:
+    """A test set as its users measure it: ``crop`` "whole" (``--detector none``) or "detect"
+    (``predict`` with YuNet: ``detections`` holds (box, landmarks) per image, None where it finds no face)."""
+
+    faces: FaceSet
+    crop: str = "whole"
+    detections: list | None = None
+
+    @property
+    def misses(self) -> int:
+        return sum(d is None for d in self.detections) if self.detections is not None else 0
+
+
+#: The cross-domain scoreboard's sets: name -> (domain, part). FER+ majority, FER2013 labels,
+#: CK+48 and facial_expressions come from ``evaluate.standard_protocols``.
+DOMAIN_TESTS = {"affectnet96": ("affectnet96", "test"), "sfew": ("sfew", "test"), "kdef": ("kdef", "test")}
+
+
+def test_sets(shared: str | Path, detector, *, labels=MOTIVNET_LABELS) -> dict[str, TestSet]:
+    """Every test set of ../shared that exists, each cut the way its users measure it.
+
+    Raises:
+        DataError: a domain folder exists but is malformed.
+    """
+    from .evaluate import standard_protocols
+
+    out = {name: TestSet(faces) for name, faces in standard_protocols(shared).items()}
+    for name, (domain, part) in DOMAIN_TESTS.items():
+        if not (Path(shared) / "data" / DOMAINS[domain].folder).is_dir():
+            continue
+        faces = read_part(shared, domain, part, labels=labels)
+        if DOMAINS[domain].eval_crop != "aligned":
+            out[name] = TestSet(faces)
+            continue
+        dets = []
+        for im in faces.images:
+            found = detector.detect(im)
+            dets.append((found[0].box, found[0].landmarks) if found else None)
+        out[name] = TestSet(faces, "detect", dets)
+    return out
+
+
+def crops_for(ts: TestSet, pp: Preprocessing) -> FaceSet:
+    """The test faces cut for a model with preprocessing ``pp``, as the runtime cuts them.
+
+    Detected faces are aligned at the model's own input size; an image without a detection is
+    kept as a gray square (its prediction is scored wrong by ``score_misses``)."""
+    if ts.crop == "whole":
+        return ts.faces
+    blank = np.full(pp.input_size, 128, np.uint8)
+    crops = [face_crop(im, pp, box=d[0], landmarks=d[1]) if d is not None else blank
+             for im, d in zip(ts.faces.images, ts.detections)]
+    return FaceSet(crops, ts.faces.soft, ts.faces.hard, ts.faces.labels, ts.faces.files)
+
+
+__all__ = ["DOMAINS", "DOMAIN_TESTS", "Domain", "TestSet", "read_part", "aligned_variants", "crops_for",
+           "kdef_part", "prefix_part", "test_sets", "concat"]

@@ -1,0 +1,111 @@
+"""A multi-domain training mix: every domain's train part in its device variants, and a sampler.
+
+The sampler decides what an epoch is: ``samples_per_epoch`` draws (with replacement, seeded by
+the epoch) where a domain's share grows with the square root of its size (FER+'s 28k faces do
+not drown SFEW's 859) and, inside a domain, a class's share with the square root of its count
+(AffectNet's fear is seen as often as it deserves, FER+'s 31 disgust faces are not repeated
+until memorised). Validation is the mean over domains of each validation part's accuracy.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from motivnet_edge.labels import MOTIVNET_LABELS
+from motivnet_edge.preprocess import Preprocessing
+
+from .data import FaceSet, concat
+from .domains import DOMAINS, aligned_variants, read_part
+
+log = logging.getLogger(__name__)
+
+#: The domains whose validation parts select a model (SFEW has none: its val_ part is its test set).
+SELECTION_DOMAINS = ("ferplus", "affectnet96", "kdef", "facial_expressions")
+
+
+@dataclass(frozen=True)
+class MixRecipe:
+    """How the domains are mixed; saved in the run's config.json.
+
+    Attributes:
+        domains: the domains whose train parts are used.
+        domain_power: a domain's share of an epoch grows as (its faces) ** domain_power.
+        class_power: inside a domain, a class's share grows as (its faces) ** class_power
+            (1: as stored, 0: every class equally often).
+        domain_scale: extra factors on a domain's share (facial_expressions is 91 % neutral or happy).
+        samples_per_epoch: draws per epoch.
+    """
+
+    domains: tuple[str, ...] = tuple(DOMAINS)
+    domain_power: float = 0.5
+    class_power: float = 0.5
+    domain_scale: Mapping[str, float] = field(default_factory=lambda: {"facial_expressions": 0.5})
+    samples_per_epoch: int = 30000
+
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        d["domains"], d["domain_scale"] = list(self.domains), dict(self.domain_scale)
+        return d
+
+
+def sample_weights(domain: Sequence[str], hard: np.ndarray, recipe: MixRecipe) -> np.ndarray:
+    """Per-row draw probabilities (sum 1) for rows tagged with their domain and class."""
+    domain, hard = np.asarray(domain), np.asarray(hard)
+    names = [d for d in recipe.domains if (domain == d).any()]
+    share = np.array([(domain == d).sum() ** recipe.domain_power * recipe.domain_scale.get(d, 1.0) for d in names])
+    share = share / share.sum()
+    w = np.zeros(len(domain))
+    for d, s in zip(names, share):
+        rows = domain == d
+        classes, counts = np.unique(hard[rows], return_counts=True)
+        mass = counts.astype(float) ** recipe.class_power
+        mass /= mass.sum()
+        for c, n, m in zip(classes, counts, mass):
+            w[rows & (hard == c)] = s * m / n
+    return w / w.sum()
+
+
+def training_mix(shared: str | Path, pp: Preprocessing, detector, *, recipe: MixRecipe = MixRecipe(),
+                 labels=MOTIVNET_LABELS, cache_dir: str | Path | None = None) -> tuple[FaceSet, np.ndarray, dict]:
+    """Every domain's train part (whole + aligned variants); returns (faces, weights, report).
+
+    The report says per domain how many faces, variants and detector misses went in.
+    """
+    sets, tags, report = [], [], {}
+    for name in recipe.domains:
+        whole = read_part(shared, name, "train", labels=labels)
+        parts = [whole]
+        misses = None
+        if DOMAINS[name].aligned:
+            aligned, misses = aligned_variants(whole, detector, pp, cache_dir=cache_dir, name=name)
+            parts.append(aligned)
+        joined = concat(parts)
+        sets.append(joined)
+        tags += [name] * len(joined)
+        report[name] = {"faces": len(whole), "rows": len(joined), "detector_misses": misses}
+        log.info("%s train part: %d faces, %d rows with variants, detector misses %s", name, len(whole),
+                 len(joined), misses)
+    faces = concat(sets)
+    # FER+ rows carry vote distributions: balance them by their majority (or top) vote.
+    hard = np.where(faces.hard >= 0, faces.hard, faces.soft.argmax(1))
+    return faces, sample_weights(tags, hard, recipe), report
+
+
+def validation_sets(shared: str | Path, pp: Preprocessing, detector, *, labels=MOTIVNET_LABELS,
+                    domains: Sequence[str] = SELECTION_DOMAINS, cache_dir: str | Path | None = None) -> dict[str, FaceSet]:
+    """The selection sets, each cut as its users measure it (KDEF: detector-aligned)."""
+    out = {}
+    for name in domains:
+        faces = read_part(shared, name, "val", labels=labels)
+        if DOMAINS[name].eval_crop == "aligned":
+            faces, _ = aligned_variants(faces, detector, pp, cache_dir=cache_dir, name=f"{name}-val")
+        out[name] = faces
+    return out
+
+
+__all__ = ["MixRecipe", "SELECTION_DOMAINS", "sample_weights", "training_mix", "validation_sets"]
