@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import shutil
 import tempfile
 import zipfile
@@ -87,14 +88,60 @@ def _inside(root: Path, rel: str) -> Path:
     return full
 
 
+def _mismatch(rel: str, expected: str, actual: str) -> PackageError:
+    return PackageError(f"package file {rel} does not match its sha256 (expected {expected[:12]}..., "
+                        f"got {actual[:12]}...): it was modified or truncated; re-export the package")
+
+
+def read_verified(root: Path, rel: str, expected: str) -> bytes:
+    """The bytes of a package file, read once and checked against ``expected``: what the caller
+    hands to a runtime is exactly what was verified (the path is never opened again).
+
+    Raises:
+        PackageError: the path leaves the package, the file is missing, or its sha256 differs.
+    """
+    full = _inside(root, rel)
+    try:
+        with open(full, "rb") as fh:
+            data = fh.read()
+    except OSError as exc:
+        raise PackageError(f"package file {rel} cannot be read from {root}: {exc.strerror}") from None
+    actual = hashlib.sha256(data).hexdigest()
+    if actual != expected:
+        raise _mismatch(rel, expected, actual)
+    return data
+
+
+def copy_verified(root: Path, rel: str, expected: str, dest: Path) -> Path:
+    """Copies a package file into ``dest`` (a private folder), hashing what is written; the copy
+    is what a runtime that needs paths (ONNX external data) then loads.
+
+    Raises:
+        PackageError: as ``read_verified``.
+    """
+    full = _inside(root, rel)
+    out = dest / PurePosixPath(rel)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    h = hashlib.sha256()
+    try:
+        with open(full, "rb") as src, open(out, "wb") as dst:
+            for chunk in iter(lambda: src.read(1 << 20), b""):
+                h.update(chunk)
+                dst.write(chunk)
+    except OSError as exc:
+        raise PackageError(f"package file {rel} cannot be read from {root}: {exc.strerror}") from None
+    if h.hexdigest() != expected:
+        raise _mismatch(rel, expected, h.hexdigest())
+    return out
+
+
 def _verify(root: Path, rel: str, expected: str) -> None:
     full = _inside(root, rel)
     if not full.is_file():
         raise PackageError(f"package file {rel} is missing from {root}")
     actual = sha256_file(full)
     if actual != expected:
-        raise PackageError(f"package file {rel} does not match its sha256 (expected {expected[:12]}..., "
-                           f"got {actual[:12]}...): it was modified or truncated; re-export the package")
+        raise _mismatch(rel, expected, actual)
 
 
 #: A zip package may unpack to at most this many bytes and entries (a package is ~10 files
@@ -103,10 +150,47 @@ MAX_ZIP_BYTES = 512 * 2**20
 MAX_ZIP_ENTRIES = 256
 
 
+#: A manifest is a few KB; one larger than this is not read (a small zip can hold a huge one).
+MAX_MANIFEST_BYTES = 4 * 2**20
+_UNPACKED: dict[tuple, Path] = {}
+
+
+def _zip_entry_count(path: Path) -> int | None:
+    """The entry count the zip's end record declares, read from its last 64 KB before zipfile
+    parses a central directory of any size; None when no end record is found there."""
+    import struct
+
+    with open(path, "rb") as fh:
+        fh.seek(0, os.SEEK_END)
+        size = fh.tell()
+        fh.seek(max(0, size - 65557))
+        tail = fh.read()
+    at = tail.rfind(b"PK\x05\x06")
+    if at < 0 or at + 22 > len(tail):
+        return None
+    count = struct.unpack_from("<H", tail, at + 10)[0]
+    return None if count == 0xFFFF else count  # zip64: zipfile's own limit check applies
+
+
 def _extract_zip(path: Path) -> Path:
-    """Unpacks a zip package once into the user cache (keyed by the zip's sha256) and reuses it."""
+    """Unpacks a zip package into a private folder of this process (mode 0700, removed at exit).
+
+    Nothing unpacked is trusted across processes: a shared or edited cache cannot make an
+    unchanged zip run another model, concurrent first loads cannot race, and nothing is left
+    in the user's cache. Within one process a zip is unpacked once.
+    """
+    import atexit
+
     from .cache import user_cache
 
+    st = path.stat()
+    key = (str(path.resolve()), st.st_size, st.st_mtime_ns)
+    if key in _UNPACKED and _UNPACKED[key].is_dir():
+        return _UNPACKED[key]
+    declared = _zip_entry_count(path)
+    if declared is not None and declared > MAX_ZIP_ENTRIES:
+        raise PackageError(f"{path} declares {declared} entries, above the limit of {MAX_ZIP_ENTRIES} for a model "
+                           "package; is it the right file?")
     try:
         with zipfile.ZipFile(path) as zf:
             infos = zf.infolist()
@@ -115,28 +199,38 @@ def _extract_zip(path: Path) -> Path:
                 raise PackageError(f"{path} would unpack to {len(infos)} entries / {total / 2**20:,.0f} MB, above "
                                    f"the limit of {MAX_ZIP_ENTRIES} / {MAX_ZIP_BYTES >> 20} MB for a model package; "
                                    "is it the right file?")
-            dest = user_cache("packages", sha256_file(path))
-            if not (dest / ".complete").is_file():
-                dest.parent.mkdir(parents=True, exist_ok=True)
-                tmp = Path(tempfile.mkdtemp(prefix=".unpack-", dir=dest.parent))
-                try:
-                    for info in infos:
-                        _inside(tmp, info.filename.rstrip("/") or ".")  # zip-slip guard
-                    zf.extractall(tmp)  # zipfile stops each entry at its declared size
-                    (tmp / ".complete").touch()
-                    shutil.rmtree(dest, ignore_errors=True)
-                    os.replace(tmp, dest)
-                except BaseException:
-                    shutil.rmtree(tmp, ignore_errors=True)
-                    raise
+            parent = user_cache("packages")
+            for info in infos:
+                _inside(parent, info.filename.rstrip("/") or ".")  # zip-slip guard
+            parent.mkdir(parents=True, exist_ok=True)
+            dest = Path(tempfile.mkdtemp(prefix=f"unpacked-{os.getpid()}-", dir=parent))
+            atexit.register(shutil.rmtree, dest, True)
+            try:
+                zf.extractall(dest)  # zipfile stops each entry at its declared size
+            except BaseException:
+                shutil.rmtree(dest, ignore_errors=True)
+                raise
     except (zipfile.BadZipFile, zipfile.LargeZipFile, EOFError) as exc:
         raise PackageError(f"{path} is not a valid zip archive ({exc})") from None
     except OSError as exc:
         raise PackageError(f"cannot unpack {path} into {user_cache('packages')}: {exc.strerror}; "
                            "set MOTIVNET_CACHE to a writable folder") from None
-    inner = [p for p in dest.iterdir() if p.name != ".complete"]
+    inner = list(dest.iterdir())
     # Accept a zip of the folder itself or of its contents.
-    return inner[0] if len(inner) == 1 and inner[0].is_dir() else dest
+    root = inner[0] if len(inner) == 1 and inner[0].is_dir() else dest
+    _UNPACKED[key] = root
+    return root
+
+
+def _read_manifest(manifest_path: Path) -> dict:
+    try:
+        size = manifest_path.stat().st_size
+        if size > MAX_MANIFEST_BYTES:
+            raise PackageError(f"{manifest_path} is {size / 2**20:,.1f} MB; a manifest is a few KB "
+                               f"(limit {MAX_MANIFEST_BYTES >> 20} MB): is it the right file?")
+        return json.loads(manifest_path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError, RecursionError) as exc:
+        raise PackageError(f"{manifest_path} is not valid JSON: {str(exc)[:200] or type(exc).__name__}") from None
 
 
 def load_package(path: str | Path) -> ModelPackage:
@@ -155,10 +249,7 @@ def load_package(path: str | Path) -> ModelPackage:
     if not manifest_path.is_file():
         raise PackageError(f"{path} is not a model package: no manifest.json (export one with "
                            "`motivnet-edge export`)")
-    try:
-        m = json.loads(manifest_path.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise PackageError(f"{manifest_path} is not valid JSON: {exc}") from None
+    m = _read_manifest(manifest_path)
     if not isinstance(m, dict) or m.get("schema_version") != SCHEMA_VERSION:
         raise PackageError(f"{manifest_path}: schema_version {m.get('schema_version') if isinstance(m, dict) else None}"
                            f" is not supported (this runtime reads {SCHEMA_VERSION}); upgrade motivnet-edge")
@@ -252,13 +343,33 @@ def _pid_alive(pid: int) -> bool:
     return True
 
 
+#: What an export writes beside ``dest`` and nothing else: its build folder (mkdtemp's 8 random
+#: characters, the writer's pid, a marker file inside) and a previous package moved aside.
+_MARKER = ".motivnet-export-build"
+
+
+def _leftovers(dest: Path) -> list[tuple[Path, int, str]]:
+    """(path, pid, "tmp" | "old") of the folders killed exports into ``dest`` left; a user's own
+    files beside it (``.pkg.bak``, ``.pkg.old-keep``, names with glob characters) never match."""
+    pattern = re.compile(rf"^\.{re.escape(dest.name)}\.(?:(?P<tmp>[a-z0-9_]{{8}})-(?P<pid>\d+)\.tmp|old-(?P<old>\d+))$")
+    out = []
+    for p in dest.parent.iterdir():
+        m = pattern.match(p.name)
+        if not m or p.is_symlink() or not p.is_dir():
+            continue
+        if m["tmp"] and (p / _MARKER).is_file():
+            out.append((p, int(m["pid"]), "tmp"))
+        elif m["old"] and (p / "manifest.json").is_file():
+            out.append((p, int(m["old"]), "old"))
+    return out
+
+
 def _clean_leftovers(dest: Path) -> None:
     """Removes what killed exports into ``dest`` left beside it; puts back a package a kill left aside."""
-    for p in dest.parent.glob(f".{dest.name}.*"):
-        pid = p.name.rsplit("-", 1)[-1].removesuffix(".tmp")
-        if pid.isdigit() and _pid_alive(int(pid)) and int(pid) != os.getpid():
+    for p, pid, kind in _leftovers(dest):
+        if _pid_alive(pid) and pid != os.getpid():
             continue  # another export is writing it right now
-        if ".old-" in p.name and not dest.exists():
+        if kind == "old" and not dest.exists():
             os.replace(p, dest)  # killed between the two renames of an older version: restore
         else:
             shutil.rmtree(p, ignore_errors=True)
@@ -280,10 +391,12 @@ def write_package(dest: str | Path, build) -> Path:
         dest.parent.mkdir(parents=True, exist_ok=True)
         _clean_leftovers(dest)
         tmp = Path(tempfile.mkdtemp(prefix=f".{dest.name}.", suffix=f"-{os.getpid()}.tmp", dir=dest.parent))
+        (tmp / _MARKER).touch()
     except OSError as exc:
         raise PackageError(f"cannot write to {dest.parent}: {exc.strerror}; choose another --out") from None
     try:
         manifest = build(tmp)
+        (tmp / _MARKER).unlink()
         (tmp / "manifest.json").write_text(json.dumps(manifest, indent=1))
         load_package(tmp)  # what we ship must load
         umask = os.umask(0)

@@ -102,15 +102,83 @@ def test_zip_package_and_zip_slip(tiny_package, tmp_path):
         load_package(tmp_path / "fake.zip")
 
 
-def test_zip_unpacks_once_into_the_cache(tiny_package, tmp_path, monkeypatch):
-    monkeypatch.setenv("MOTIVNET_CACHE", str(tmp_path / "cache"))
-    z = tmp_path / "pkg.zip"
+def _zip_of(folder, z):
     with zipfile.ZipFile(z, "w") as zf:
-        for p in tiny_package.rglob("*"):
-            zf.write(p, "tiny/" + str(p.relative_to(tiny_package)))
+        for p in folder.rglob("*"):
+            zf.write(p, "tiny/" + str(p.relative_to(folder)))
+    return z
+
+
+def test_zip_unpacks_once_per_process_privately(tiny_package, tmp_path, monkeypatch):
+    monkeypatch.setenv("MOTIVNET_CACHE", str(tmp_path / "cache"))
+    z = _zip_of(tiny_package, tmp_path / "pkg.zip")
     first, second = load_package(z), load_package(z)
     assert first.root == second.root and first.root.is_relative_to(tmp_path / "cache")
     assert len(list((tmp_path / "cache" / "packages").iterdir())) == 1  # no copy per load
+    assert (first.root.parent.stat().st_mode & 0o077) == 0  # other users cannot write (or read) it
+
+
+_LOAD = """
+import sys, numpy as np
+from motivnet_edge import EmotionRecognizer
+with EmotionRecognizer.from_pretrained(sys.argv[1], detector="none", backend="onnxruntime", precision="fp32") as r:
+    print(np.round(r.classify(np.full((1, *r.package.preprocessing.input_size), 90, np.uint8))[0], 5).tolist())
+"""
+
+
+def test_an_edited_or_planted_cache_never_runs_and_nothing_stays_behind(tiny_package, tmp_path):
+    """A zip's unpacked copy is private to the process that made it: editing what one process
+    unpacked (or planting files in a shared cache) cannot change what the unchanged zip runs."""
+    import subprocess
+    import sys
+
+    env = {**os.environ, "MOTIVNET_CACHE": str(tmp_path / "cache")}
+    z = _zip_of(tiny_package, tmp_path / "pkg.zip")
+    run = lambda: subprocess.run([sys.executable, "-c", _LOAD, str(z)], capture_output=True, text=True,  # noqa: E731
+                                 env=env, timeout=120)
+    first = run()
+    assert first.returncode == 0, first.stderr
+    packages = tmp_path / "cache" / "packages"
+    assert not packages.exists() or not any(packages.iterdir())  # removed at exit
+    # Plant a "complete" unpacked copy with another model under every name an older runtime used.
+    planted = packages / "planted" / "tiny"
+    shutil.copytree(tiny_package, planted)
+    (planted / ".complete").touch()
+    _edit_manifest(planted, lambda m: m.__setitem__("labels", list(reversed(m["labels"]))))
+    again = run()
+    assert again.returncode == 0 and again.stdout == first.stdout, again.stderr
+
+
+def test_concurrent_first_loads_of_one_zip_all_succeed(tiny_package, tmp_path):
+    import subprocess
+    import sys
+
+    env = {**os.environ, "MOTIVNET_CACHE": str(tmp_path / "cache")}
+    z = _zip_of(tiny_package, tmp_path / "pkg.zip")
+    procs = [subprocess.Popen([sys.executable, "-c", _LOAD, str(z)], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                              text=True, env=env) for _ in range(6)]
+    outs = [p.communicate(timeout=180) for p in procs]
+    assert all(p.returncode == 0 for p in procs), [o[1][-300:] for o in outs]
+    assert len({o[0] for o in outs}) == 1
+
+
+def test_huge_manifest_and_huge_entry_count_refused_cheaply(tiny_package, tmp_path, monkeypatch):
+    import resource
+
+    monkeypatch.setenv("MOTIVNET_CACHE", str(tmp_path / "cache"))
+    big = tmp_path / "big.zip"
+    with zipfile.ZipFile(big, "w", zipfile.ZIP_DEFLATED) as zf:
+        zf.writestr("pkg/manifest.json", b'{"schema_version": 1, "x": "' + b" " * (60 * 2**20) + b'"}')
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    with pytest.raises(PackageError, match="a manifest is a few KB"):
+        load_package(big)
+    assert resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before < 50 * 1024  # KB: never read
+    many = tmp_path / "many.zip"
+    with zipfile.ZipFile(many, "w") as zf:
+        for i in range(300):
+            zf.writestr(f"pkg/{i}", b"")
+    with pytest.raises(PackageError, match="declares 300 entries"):
+        load_package(many)
 
 
 def test_zip_bomb_refused_from_its_directory(tmp_path, monkeypatch):
@@ -175,12 +243,35 @@ def test_next_export_cleans_what_a_killed_one_left(package_copy):
     dead = _dead_pid()
     stale = package_copy.parent / f".{package_copy.name}.abcd1234-{dead}.tmp"
     shutil.copytree(package_copy, stale)  # a loadable manifest inside a leftover
+    (stale / ".motivnet-export-build").touch()  # what every build folder holds until it is renamed
     aside = package_copy.parent / f".{package_copy.name}.old-{dead}"
     os.replace(package_copy, aside)  # killed between the two renames: no package at dest
     with pytest.raises(KeyboardInterrupt):
         write_package(package_copy, lambda folder: (_ for _ in ()).throw(KeyboardInterrupt))
     assert not stale.exists() and not aside.exists()
     load_package(package_copy)  # the package that was set aside is back
+
+
+def test_export_never_touches_the_users_files_beside_out(tiny_package, tmp_path):
+    """Only what an export itself made is cleaned: a user's .pkg.bak, .pkg.old-keep, or a
+    folder that a glob of a name with brackets would match, stay as they were."""
+    dead = _dead_pid()
+    for name in ("p[1]", "pkg"):
+        dest = tmp_path / name
+        mine = [tmp_path / f".{name}.bak", tmp_path / f".{name}.old-keep", tmp_path / f".{name}.abcd1234-{dead}.tmp",
+                tmp_path / f".{name}.old-{dead}x"]
+        if name == "p[1]":
+            mine.append(tmp_path / ".p1.data")
+        for folder in mine:
+            folder.mkdir()
+            (folder / "manifest.json").write_text("{}")  # a user's own folder, not an export's build
+        shutil.copytree(tiny_package, dest)
+        with pytest.raises(KeyboardInterrupt):
+            write_package(dest, lambda folder: (_ for _ in ()).throw(KeyboardInterrupt))
+        assert all((f / "manifest.json").read_text() == "{}" for f in mine), name
+        assert load_package(dest).labels  # the package at dest is still the old one
+        assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith(f".{name}.")) == sorted(
+            f.name for f in mine if f.name.startswith(f".{name}."))
 
 
 def test_unwritable_destination(tmp_path):

@@ -20,11 +20,14 @@ from __future__ import annotations
 
 import dataclasses
 import importlib.util
+import shutil
+import tempfile
+from pathlib import Path
 
 from .. import autotune
 from ..cpu import INT8_FLAGS, has_bf16, int8_flags
 from ..errors import BackendUnavailableError, OptionError, PackageError
-from .base import Backend, BackendOptions
+from .base import Backend, BackendOptions, VerifiedModel
 
 #: Tried in this order by backend="auto" (measured: see benchmarks/results).
 AUTO_ORDER = ("onnxruntime", "openvino")
@@ -107,6 +110,24 @@ def _package_trt_table(package, options: BackendOptions) -> BackendOptions:
     return dataclasses.replace(options, trt_cache_dir=str(cache), trt_int8_table=table.name)
 
 
+def _verified(package, f) -> VerifiedModel:
+    """The model file's bytes (and its companions'), verified against the manifest as they are read."""
+    from ..package import copy_verified, read_verified
+
+    if f.backend == "onnxruntime" and f.extra_files:
+        # External data: ORT needs files; they are copied while hashed into a private folder.
+        private = Path(tempfile.mkdtemp(prefix="motivnet-model-"))
+        try:
+            for rel, digest in ((f.path, f.sha256), *f.extra_files.items()):
+                copy_verified(package.root, rel, digest, private)
+        except BaseException:
+            shutil.rmtree(private, ignore_errors=True)
+            raise
+        return VerifiedModel(f.path, b"", {}, private)
+    return VerifiedModel(f.path, read_verified(package.root, f.path, f.sha256),
+                         {rel: read_verified(package.root, rel, d) for rel, d in f.extra_files.items()})
+
+
 def create_backend(package, *, backend: str = "auto", precision: str = "auto",
                    options: BackendOptions | None = None) -> Backend:
     """Opens the package's model file for the chosen backend and precision.
@@ -156,7 +177,13 @@ def create_backend(package, *, backend: str = "auto", precision: str = "auto",
         from .onnxruntime_backend import OnnxRuntimeBackend as cls
     else:
         from .openvino_backend import OpenVinoBackend as cls
-    inst = cls(package.path_of(f), input_name=f.input_name, output_name=f.output_name, options=options, precision=prec)
+    verified = _verified(package, f)
+    try:
+        inst = cls(package.path_of(f), input_name=f.input_name, output_name=f.output_name, options=options,
+                   precision=prec, verified=verified)
+    finally:
+        if verified.private_dir is not None:
+            shutil.rmtree(verified.private_dir, ignore_errors=True)
     if inst.output_size is not None and inst.output_size != len(package.labels):
         inst.close()
         raise PackageError(f"{f.path} outputs {inst.output_size} scores but the manifest lists "

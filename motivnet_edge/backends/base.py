@@ -38,6 +38,18 @@ class BackendOptions:
     spin: bool | None = None
 
 
+@dataclass(frozen=True)
+class VerifiedModel:
+    """A model file's sha256-checked bytes and those of its companions (OpenVINO's .bin),
+    by package-relative path: the runtime loads these bytes, never the path again.
+    ``private_dir``: for ONNX with external data, a private copy written while it was hashed."""
+
+    path: str
+    data: bytes
+    extra: dict[str, bytes] = field(default_factory=dict)
+    private_dir: Path | None = None
+
+
 class Backend:
     """Runs a model file: float32 NCHW batch in, logits (N, K) out. Thread-safe ``run``.
 
@@ -50,9 +62,10 @@ class Backend:
     output_size: int | None = None
 
     def __init__(self, path: Path, *, input_name: str, output_name: str, options: BackendOptions,
-                 precision: str = "fp32") -> None:
+                 precision: str = "fp32", verified: "VerifiedModel | None" = None) -> None:
         self.path, self.input_name, self.output_name, self.options = path, input_name, output_name, options
         self.precision = precision
+        self.verified = verified
 
     def run(self, batch: np.ndarray) -> np.ndarray:
         raise NotImplementedError

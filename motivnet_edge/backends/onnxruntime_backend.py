@@ -8,13 +8,19 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import BackendUnavailableError, PackageError
-from .base import Backend, BackendOptions
+from .base import Backend, BackendOptions, VerifiedModel
 
 log = logging.getLogger(__name__)
 
 _SHORT = {"cpu": "CPUExecutionProvider", "cuda": "CUDAExecutionProvider",
           "tensorrt": "TensorrtExecutionProvider", "trt": "TensorrtExecutionProvider",
           "openvino": "OpenVINOExecutionProvider", "coreml": "CoreMLExecutionProvider"}
+
+
+def _first_line(exc: Exception) -> str:
+    """The cause of a runtime's load error in one line (its first non-empty line, trimmed)."""
+    lines = [ln.strip() for ln in str(exc).splitlines() if ln.strip()]
+    return (lines[0] if lines else type(exc).__name__)[:300]
 
 
 def available_providers() -> list[str]:
@@ -65,8 +71,9 @@ class OnnxRuntimeBackend(Backend):
     name = "onnxruntime"
 
     def __init__(self, path: Path, *, input_name: str, output_name: str, options: BackendOptions,
-                 precision: str = "fp32") -> None:
-        super().__init__(path, input_name=input_name, output_name=output_name, options=options, precision=precision)
+                 precision: str = "fp32", verified: VerifiedModel | None = None) -> None:
+        super().__init__(path, input_name=input_name, output_name=output_name, options=options, precision=precision,
+                         verified=verified)
         try:
             import onnxruntime as ort
         except ImportError:
@@ -81,9 +88,14 @@ class OnnxRuntimeBackend(Backend):
         so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         providers = resolve_providers(options, path.parent)
         try:
-            self.session = ort.InferenceSession(str(path), so, providers=providers)
+            # Verified bytes when there are any; a model with external data loads from the private
+            # copy that was hashed as it was written; a bare path only for direct callers.
+            source = (str(verified.private_dir / verified.path) if verified is not None and verified.private_dir
+                      else verified.data if verified is not None else str(path))
+            self.session = ort.InferenceSession(source, so, providers=providers)
         except Exception as exc:  # ORT raises its own exception types
-            raise PackageError(f"ONNX Runtime cannot load {path.name}: {str(exc).splitlines()[0]}") from None
+            raise PackageError(f"ONNX Runtime cannot load {path.name}: {_first_line(exc)}; re-export the package "
+                               "(a model whose external data the manifest does not list is refused)") from None
         names = [i.name for i in self.session.get_inputs()]
         if input_name not in names:
             raise PackageError(f"{path.name} has inputs {names}, the manifest says {input_name!r}")

@@ -8,15 +8,22 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import BackendUnavailableError, PackageError
-from .base import Backend, BackendOptions
+from .base import Backend, BackendOptions, VerifiedModel
+
+
+def _cause(exc: Exception) -> str:
+    """OpenVINO's error in one line: the line that says what went wrong, not its C++ frames."""
+    lines = [ln.strip() for ln in str(exc).splitlines() if ln.strip() and not ln.strip().startswith(("Check ", "["))]
+    return (lines[-1] if lines else str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__)[:300]
 
 
 class OpenVinoBackend(Backend):
     name = "openvino"
 
     def __init__(self, path: Path, *, input_name: str, output_name: str, options: BackendOptions,
-                 precision: str = "fp32") -> None:
-        super().__init__(path, input_name=input_name, output_name=output_name, options=options, precision=precision)
+                 precision: str = "fp32", verified: VerifiedModel | None = None) -> None:
+        super().__init__(path, input_name=input_name, output_name=output_name, options=options, precision=precision,
+                         verified=verified)
         try:
             import openvino as ov
         except ImportError:
@@ -35,9 +42,11 @@ class OpenVinoBackend(Backend):
         if options.threads and wanted == "CPU":
             config["INFERENCE_NUM_THREADS"] = options.threads
         try:
-            self.compiled = core.compile_model(core.read_model(str(path)), wanted, config)
+            self.compiled = core.compile_model(self._read(ov, core, path, verified), wanted, config)
+        except PackageError:
+            raise
         except Exception as exc:  # OpenVINO raises RuntimeError with a long message
-            raise PackageError(f"OpenVINO cannot load {path.name}: {str(exc).splitlines()[0]}") from None
+            raise PackageError(f"OpenVINO cannot load {path.name}: {_cause(exc)}") from None
         self._local = threading.local()
         by_name = {n: o for o in self.compiled.outputs for n in o.get_names()}
         if output_name not in by_name:
@@ -45,6 +54,19 @@ class OpenVinoBackend(Backend):
         self._output = by_name[output_name]
         last = self._output.get_partial_shape()[-1]
         self.output_size = last.get_length() if last.is_static else None
+
+    @staticmethod
+    def _read(ov, core, path: Path, verified: VerifiedModel | None):
+        """The IR from verified bytes: the .xml and the one .bin the manifest lists beside it
+        (an IR would otherwise open whatever .bin sits beside it, or a symlink's target)."""
+        if verified is None:
+            return core.read_model(str(path))
+        bins = [data for rel, data in verified.extra.items() if rel.endswith(".bin")]
+        if len(bins) != 1:
+            raise PackageError(f"{verified.path}: an OpenVINO IR needs exactly one .bin listed in the manifest's "
+                               f"extra_files (found {len(bins)}); re-export the package")
+        weights = ov.Tensor(np.frombuffer(bins[0], dtype=np.uint8).copy()) if bins[0] else ov.Tensor(np.zeros(1, np.uint8))
+        return core.read_model(verified.data, weights)
 
     def run(self, batch: np.ndarray) -> np.ndarray:
         req = getattr(self._local, "req", None)
