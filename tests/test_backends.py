@@ -253,3 +253,66 @@ def test_time_interleaved_times_each_call_in_turn():
     assert len(times["slow"]) == len(times["fast"]) >= 1  # one call each per round
     assert counts["slow"] == counts["fast"] == len(times["slow"]) + 3  # warm-up calls are not timed
     assert min(times["slow"]) >= 2.0 > float(np.median(times["fast"]))
+
+
+def _other_model_bytes(package_copy, rel):
+    """A different but valid model of the same shape: the same file with its logits sign-flipped
+    is not needed; any byte change is a different file for the check."""
+    data = bytearray((package_copy / rel).read_bytes())
+    data[-1] ^= 0xFF
+    return bytes(data)
+
+
+@pytest.mark.parametrize("backend, rel", [("onnxruntime", "model.onnx"), ("openvino", "openvino/model.xml"),
+                                          ("openvino", "openvino/model.bin")])
+def test_a_file_swapped_after_verification_is_never_run(package_copy, backend, rel):
+    """load_package verified the files; a swap before the runtime opens them is caught, because
+    the runtime gets the bytes that were hashed, not the path."""
+    if backend not in installed_backends():
+        pytest.skip(f"{backend} is not installed")
+    pkg = load_package(package_copy)
+    (package_copy / rel).write_bytes(_other_model_bytes(package_copy, rel))
+    with pytest.raises(PackageError, match=f"{rel} does not match its sha256"):
+        create_backend(pkg, backend=backend, precision="fp32", options=BackendOptions(autotune=False))
+
+
+def test_openvino_weights_outside_the_package_or_unlisted_are_refused(package_copy, tmp_path):
+    import json
+    import shutil
+
+    if "openvino" not in installed_backends():
+        pytest.skip("openvino is not installed")
+    outside = tmp_path / "elsewhere.bin"
+    shutil.copy(package_copy / "openvino" / "model.bin", outside)
+    (package_copy / "openvino" / "model.bin").unlink()
+    (package_copy / "openvino" / "model.bin").symlink_to(outside)
+    with pytest.raises(PackageError, match="resolves outside the package"):
+        load_package(package_copy)
+    (package_copy / "openvino" / "model.bin").unlink()
+    shutil.copy(outside, package_copy / "openvino" / "model.bin")
+    m = json.loads((package_copy / "manifest.json").read_text())
+    for f in m["files"]:
+        f["extra_files"] = {}
+    (package_copy / "manifest.json").write_text(json.dumps(m))
+    with pytest.raises(PackageError, match="exactly one .bin listed"):
+        create_backend(load_package(package_copy), backend="openvino", precision="fp32",
+                       options=BackendOptions(autotune=False))
+
+
+def test_onnx_with_unlisted_external_data_is_refused(package_copy, tmp_path):
+    """An ONNX file that points its weights at a file the manifest does not list cannot load
+    (the bytes are loaded from memory, so there is no folder to read external data from)."""
+    onnx = pytest.importorskip("onnx", reason="crafting the model needs the export extra")
+    import json
+
+    from motivnet_edge.package import sha256_file
+
+    model = onnx.load(package_copy / "model.onnx")
+    onnx.save_model(model, package_copy / "model.onnx", save_as_external_data=True, all_tensors_to_one_file=True,
+                    location="weights.data", size_threshold=0)
+    m = json.loads((package_copy / "manifest.json").read_text())
+    m["files"][0]["sha256"] = sha256_file(package_copy / "model.onnx")
+    (package_copy / "manifest.json").write_text(json.dumps(m))
+    with pytest.raises(PackageError, match="ONNX Runtime cannot load model.onnx"):
+        create_backend(load_package(package_copy), backend="onnxruntime", precision="fp32",
+                       options=BackendOptions(autotune=False))
