@@ -21,6 +21,8 @@ from .errors import InvalidImageError
 #: Largest image we decode, in pixels (width * height). Decoded as 8-bit gray or BGR, 100 MP
 #: is at most 300 MB; detection and cropping then work on small copies (detectors, preprocess).
 MAX_PIXELS = 100_000_000
+#: Largest image file we read: a 100 MP 24-bit BMP is 300 MB; anything bigger is not a photo.
+MAX_FILE_BYTES = 400 * 2**20
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff", ".pgm", ".ppm")
 
 
@@ -46,36 +48,47 @@ def header_size(data: bytes) -> tuple[int, int] | None:
     if data[:4] in (b"II*\x00", b"MM\x00*") and len(data) >= 8:
         return _tiff_size(data)
     if data[:1] == b"P" and data[1:2] in b"123456" and len(data) >= 3:
-        fields = re.sub(rb"#[^\n]*", b" ", data[2:256]).split()
+        # A PNM comment ends at CR or LF (netpbm and OpenCV both stop there).
+        fields = re.sub(rb"#[^\n\r]*", b" ", data[2:1024]).split()
         if len(fields) >= 2 and fields[0].isdigit() and fields[1].isdigit():
             return int(fields[0]), int(fields[1])
         return None
     if data[:2] == b"\xff\xd8":
-        i = 2
-        while i + 9 < len(data):
-            if data[i] != 0xFF:
-                i += 1
-                continue
-            marker = data[i + 1]
-            if marker in (0xD8, 0x01) or 0xD0 <= marker <= 0xD7 or marker == 0xFF:
-                i += 1 if marker == 0xFF else 2
-                continue
-            length = struct.unpack(">H", data[i + 2:i + 4])[0]
-            if 0xC0 <= marker <= 0xCF and marker not in (0xC4, 0xC8, 0xCC):
-                h, w = struct.unpack(">HH", data[i + 5:i + 9])
-                return w, h
-            i += 2 + length
+        return _jpeg_size(data)
     return None
 
 
+#: Start-of-frame markers (baseline, progressive, lossless, arithmetic), not DHT/JPG/DAC.
+_SOF = re.compile(rb"\xff[\xc0-\xc3\xc5-\xc7\xc9-\xcb\xcd-\xcf]")
+
+
+def _jpeg_size(data: bytes) -> tuple[int, int] | None:
+    """The largest frame any start-of-frame marker in the file declares.
+
+    A decoder may use a frame other than the first (a decoy 1x1 frame before the real one), and
+    no walk of segment lengths agrees with every decoder on damaged files; so every byte pair
+    that looks like a frame header is read, and the largest canvas counts. Entropy-coded data
+    cannot hold such a pair (FF there is followed by 00 or a restart marker)."""
+    best = None
+    for m in _SOF.finditer(data):
+        at = m.start()
+        if at + 9 > len(data):
+            break
+        h, w = struct.unpack(">HH", data[at + 5:at + 9])
+        if best is None or w * h > best[0] * best[1]:
+            best = (w, h)
+    return best
+
+
 def _tiff_size(data: bytes) -> tuple[int, int] | None:
-    """Width and height from the first IFD of a classic TIFF (tags 256/257)."""
+    """Width and height from the first IFD of a classic TIFF (tags 256/257); where a tag is
+    repeated, the largest value counts (libtiff keeps the first, other readers the last)."""
     end = "<" if data[:2] == b"II" else ">"
     (ifd,) = struct.unpack(end + "I", data[4:8])
     if ifd + 2 > len(data):
         return None
     (count,) = struct.unpack(end + "H", data[ifd:ifd + 2])
-    size = {}
+    size: dict[int, int] = {}
     for i in range(count):
         at = ifd + 2 + 12 * i
         if at + 12 > len(data):
@@ -83,7 +96,7 @@ def _tiff_size(data: bytes) -> tuple[int, int] | None:
         tag, kind = struct.unpack(end + "HH", data[at:at + 4])
         if tag in (256, 257):
             fmt = "H" if kind == 3 else "I"
-            size[tag] = struct.unpack(end + fmt, data[at + 8:at + 8 + struct.calcsize(fmt)])[0]
+            size[tag] = max(size.get(tag, 0), struct.unpack(end + fmt, data[at + 8:at + 8 + struct.calcsize(fmt)])[0])
     return (size[256], size[257]) if len(size) == 2 else None
 
 
@@ -150,6 +163,34 @@ def check_array(image: np.ndarray, *, source: str = "image", max_pixels: int = M
     return np.ascontiguousarray(image)
 
 
+def read_image_file(path: str | os.PathLike) -> bytes:
+    """The bytes of an image file; refuses what is not a regular file (a folder, FIFO or device
+    would block or never end) and files above ``MAX_FILE_BYTES``, before reading them.
+
+    Raises:
+        InvalidImageError: missing, not a regular file, too large, or unreadable.
+    """
+    import stat
+
+    path = Path(path)
+    try:
+        st = path.stat()
+    except (OSError, ValueError) as exc:
+        reason = "no such file" if isinstance(exc, FileNotFoundError) else getattr(exc, "strerror", None) or str(exc)
+        raise InvalidImageError(f"cannot read {path}: {reason}") from None
+    if not stat.S_ISREG(st.st_mode):
+        kind = "a folder" if stat.S_ISDIR(st.st_mode) else "not a regular file (FIFO, device or socket)"
+        raise InvalidImageError(f"cannot read {path}: it is {kind}; pass an image file")
+    if st.st_size > MAX_FILE_BYTES:
+        raise InvalidImageError(f"{path} is {st.st_size / 2**20:,.0f} MB, above the {MAX_FILE_BYTES >> 20} MB limit "
+                                "for an image file; is it the right file?")
+    try:
+        with open(path, "rb") as fh:
+            return fh.read(MAX_FILE_BYTES + 1)
+    except OSError as exc:
+        raise InvalidImageError(f"cannot read {path}: {exc.strerror}") from None
+
+
 def load_image(image, *, max_pixels: int = MAX_PIXELS) -> np.ndarray:
     """Accepts a numpy array (BGR, BGRA or gray uint8), a path, or encoded bytes.
 
@@ -161,13 +202,6 @@ def load_image(image, *, max_pixels: int = MAX_PIXELS) -> np.ndarray:
     if isinstance(image, (bytes, bytearray, memoryview)):
         return decode(bytes(image), max_pixels=max_pixels)
     if isinstance(image, (str, os.PathLike)):
-        path = Path(image)
-        if not path.is_file():
-            raise InvalidImageError(f"cannot read {path}: no such file")
-        try:
-            data = path.read_bytes()
-        except OSError as exc:
-            raise InvalidImageError(f"cannot read {path}: {exc.strerror}") from None
-        return decode(data, source=str(path), max_pixels=max_pixels)
+        return decode(read_image_file(image), source=str(image), max_pixels=max_pixels)
     raise InvalidImageError(f"unsupported image type {type(image).__name__}; pass a numpy uint8 "
                             "array (BGR), a file path or encoded image bytes")

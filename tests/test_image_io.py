@@ -118,3 +118,66 @@ def test_16_bit_rgba_png_decodes_to_8_bit_bgr():
     out = load_image(buf.tobytes())
     assert out.dtype == np.uint8 and out.shape == (8, 10, 3)
     assert out[0, 0].tolist() == [128, 128, 255]
+
+
+def _jpeg(w=8, h=8) -> bytes:
+    return cv2.imencode(".jpg", np.full((h, w), 100, np.uint8))[1].tobytes()
+
+
+def _sof(w, h) -> bytes:
+    return b"\xff\xc0" + struct.pack(">HBHHB", 11, 8, h, w, 1) + b"\x01\x11\x00"
+
+
+def test_jpeg_decoy_frame_before_the_real_one_is_measured_by_the_largest():
+    real = _jpeg()
+    crafted = real[:2] + _sof(1, 1) + real[2:]
+    at = crafted.index(b"\xff\xc0", 4)  # the encoder's own frame header: claim 30000 x 30000
+    crafted = crafted[:at + 5] + struct.pack(">HH", 30000, 30000) + crafted[at + 9:]
+    assert header_size(crafted) == (30000, 30000)
+    with pytest.raises(InvalidImageError, match="30000x30000"):
+        load_image(crafted)
+
+
+def test_jpeg_stuffed_ff00_is_not_a_marker_that_hides_a_frame():
+    real = _jpeg()
+    at = real.index(b"\xff\xc0")
+    real = real[:at + 5] + struct.pack(">HH", 20000, 20000) + real[at + 9:]
+    # FF 00 right after SOI, then two bytes a length-walking parser reads as the "segment" length
+    # that jumps over the real frame to a decoy 1x1 frame at the end; decoders skip FF 00.
+    body = real[2:]
+    crafted = real[:2] + b"\xff\x00" + struct.pack(">H", len(body) + 2) + body + _sof(1, 1)
+    assert header_size(crafted) == (20000, 20000)
+
+
+def test_tiff_duplicate_size_tags_count_the_largest():
+    def entry(tag, value):
+        return struct.pack("<HHII", tag, 4, 1, value)
+    entries = [entry(256, 40000), entry(256, 1), entry(257, 40000), entry(257, 1)]  # libtiff keeps the first
+    data = b"II*\x00" + struct.pack("<I", 8) + struct.pack("<H", len(entries)) + b"".join(entries) + b"\0\0\0\0"
+    assert header_size(data) == (40000, 40000)
+
+
+def test_pnm_comment_ended_by_a_carriage_return():
+    data = b"P5\n#c\r40000 40000\n255\n" + b"\0" * 16
+    assert header_size(data) == (40000, 40000)
+    with pytest.raises(InvalidImageError, match="40000x40000"):
+        load_image(data)
+
+
+def test_paths_that_are_not_regular_files_or_too_big(tmp_path, monkeypatch):
+    import os
+
+    import motivnet_edge.image_io as io
+
+    (tmp_path / "folder.jpg").mkdir()
+    with pytest.raises(InvalidImageError, match="it is a folder"):
+        load_image(tmp_path / "folder.jpg")
+    os.mkfifo(tmp_path / "pipe.jpg")
+    with pytest.raises(InvalidImageError, match="not a regular file"):
+        load_image(tmp_path / "pipe.jpg")  # would block forever if opened
+    big = tmp_path / "big.jpg"
+    with open(big, "wb") as fh:
+        fh.truncate(2 * 2**20)
+    monkeypatch.setattr(io, "MAX_FILE_BYTES", 2**20)
+    with pytest.raises(InvalidImageError, match="above the 1 MB limit"):
+        load_image(big)
