@@ -1,12 +1,14 @@
-"""Exports the distilled default student and embeds it in the wheel (motivnet_edge/models/default).
+"""Exports the chosen student and embeds it in the wheel (motivnet_edge/models/default).
 
-    python benchmarks/make_default.py --run runs/default --shared ../shared
+    python benchmarks/make_default.py --run runs/md_pico_ft --shared ../shared --command "..."
 
-Calibration faces come from FER2013Train, validation (prior correction, INT8 accuracy
-control, --max-drop) from FER2013Valid; the test sets (FER2013Test, CK+48) are only
-measured, never selected on. YuNet ships inside the package, so detector="auto" finds
-faces with landmarks out of the box. The manifest records what the model is, how it was
-trained, and its measured accuracy and per-class recall.
+Everything that fits the package to data uses the multi-domain *validation* parts (FER2013Valid,
+affectnet96 ``valid_``, KDEF people 08-12 aligned by YuNet, facial_expressions val): the prior
+correction, the INT8 accuracy control (--max-drop) and the fp32/INT8 validation figures. INT8
+calibration faces are drawn from every domain's train part. The test sets (FER2013Test, CK+48,
+AffectNet96 ``test_``, SFEW ``val_``, KDEF people 01-07) are only measured, into the manifest's
+``metrics.test``, each cut as its users measure it (see benchmarks/domains.py). YuNet ships
+inside the package, so detector="auto" finds faces with landmarks out of the box.
 """
 
 from __future__ import annotations
@@ -17,67 +19,92 @@ import shutil
 import tempfile
 from pathlib import Path
 
-from motivnet_distill.evaluate import evaluate_probs, package_probs, standard_protocols
-from motivnet_export.exporter import export
+import numpy as np
+
+from motivnet_distill.data import concat
+from motivnet_distill.domains import crops_for, read_part, test_sets
+from motivnet_distill.evaluate import evaluate_probs, package_probs
+from motivnet_distill.mixture import SELECTION_DOMAINS, validation_sets
+from motivnet_edge.detectors import YuNetDetector
 from motivnet_edge.package import load_package
+from motivnet_export.exporter import export
 
 ROOT = Path(__file__).resolve().parents[1]
 DEST = ROOT / "motivnet_edge" / "models" / "default"
 MAX_BYTES = 15_000_000
+LICENSE = {
+    "faces": "trained on research-use-only faces: FER2013 (research use only), facial_expressions (LFW/IMFDB "
+             "images, research use), KDEF (non-commercial research use only), AffectNet (academic research use "
+             "only), SFEW 2.0 (academic research use only); the weights may carry these terms",
+    "detector": "YuNet (detector/yunet.onnx): Apache-2.0",
+}
+
+
+def calibration_faces(shared: Path, count: int):
+    """``count`` train-part faces spread evenly over the domains (whole crops), for INT8 ranges."""
+    parts = [read_part(shared, d, "train") for d in ("ferplus", "affectnet96", "kdef", "sfew", "facial_expressions")]
+    per = count // len(parts) + 1
+    rng = np.random.default_rng(0)
+    return concat([p.subset(np.sort(rng.choice(len(p), min(per, len(p)), replace=False))) for p in parts])
+
+
+def test_metrics(package: Path, shared: Path, detector) -> dict:
+    """metrics.test: every test set, fp32 and int8 through ONNX Runtime, as users measure it."""
+    pp = load_package(package).preprocessing
+    out = {}
+    for name, ts in test_sets(shared, detector).items():
+        faces = crops_for(ts, pp)
+        missed = np.array([d is None for d in ts.detections]) if ts.detections is not None else None
+        for precision in ("fp32", "int8"):
+            labels, probs = package_probs(package, faces, backend="onnxruntime", precision=precision)
+            m = evaluate_probs(labels, probs, faces, unanswered=missed)
+            out.setdefault(name, {})[precision] = {
+                "accuracy": round(m.accuracy, 4), "uar": round(m.uar, 4), "macro_f1": round(m.macro_f1, 4),
+                "n": m.n, "crop": ts.crop, "detector_misses": ts.misses,
+                "per_class_recall": {k: round(v, 4) for k, v in m.per_class_recall.items()}}
+    return out
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--run", type=Path, default=ROOT / "runs" / "default")
+    ap.add_argument("--run", type=Path, required=True)
     ap.add_argument("--shared", type=Path, default=ROOT.parent / "shared")
     ap.add_argument("--max-drop", type=float, default=0.01)
     ap.add_argument("--calib-count", type=int, default=1000)
     ap.add_argument("--command", required=True, help="the distill command(s) that trained --run, for the manifest")
     ap.add_argument("--no-prior-correction", action="store_true",
-                    help="ship the student's raw logits (default: fold a prior correction fitted on FER2013Valid)")
+                    help="ship the student's raw logits (default: fold a prior correction fitted on the "
+                         "multi-domain validation parts)")
     args = ap.parse_args()
-    fer = args.shared / "data" / "ferplus"
     config = json.loads((args.run / "config.json").read_text())
-    best = [json.loads(line) for line in (args.run / "log.jsonl").read_text().splitlines()]
+    epochs = [json.loads(line) for line in (args.run / "log.jsonl").read_text().splitlines()]
+    yunet = args.shared / "models" / "yunet" / "face_detection_yunet_2023mar.onnx"
+    detector = YuNetDetector(yunet)
+    from motivnet_distill.student_io import load_student
+
+    pp = load_student(args.run).preprocessing
+    val = concat(list(validation_sets(args.shared, pp, detector).values()))
+    calib = calibration_faces(args.shared, args.calib_count)
+    prov = config["provenance"]
+    teacher = prov.get("teacher")
+    learnt = f"distilled from {teacher} plus the datasets' labels" if teacher else "trained on the datasets' labels (no teacher)"
+    description = (
+        f"ViT student '{prov['student_preset']}' (conv patch embedding, {config['student']['depth']} blocks, width "
+        f"{config['student']['embed_dim']}), 48x48 gray, {learnt} on five domains (FER+ votes, facial_expressions, "
+        "KDEF, AffectNet96, SFEW train parts; whole and YuNet-aligned crops, domain- and class-balanced), selected "
+        f"on the mean of {', '.join(SELECTION_DOMAINS)} validation accuracy"
+        + ("" if args.no_prior_correction else ", per-class prior correction fitted on those validation parts")
+        + "; metrics.test holds every test set, measured after export")
+    extra = {"description": description, "training": {"command": args.command, "epochs": epochs,
+                                                      "config": config["train"]},
+             "training_data": "train parts of ferplus (FER+ votes), facial_expressions (by person), kdef (people "
+                              "13-35), affectnet96 (train_), sfew (train_); selection: validation parts of "
+                              + ", ".join(SELECTION_DOMAINS) + " (kdef people 08-12)"}
     with tempfile.TemporaryDirectory() as tmp:
-        calib = Path(tmp) / "calib"
-        calib.mkdir()
-        for p in sorted((fer / "FER2013Train").glob("*.png"))[: args.calib_count]:
-            shutil.copy(p, calib / p.name)
-        source = config["provenance"].get("label_source", "ferplus")
-        label_text = {"ferplus": "FER+ vote labels", "fer2013": "FER2013's original labels"}[source]
-        extra = config["provenance"].get("extra_training_data", [])
-        sets = "FER2013Train" + "".join(f" + {Path(e.split(' (')[0]).name} (train part, split by person)" for e in extra)
-        teacher = config["provenance"].get("teacher")
-        learnt = f"distilled from {teacher} plus {label_text}" if teacher else f"trained on {label_text} (no teacher)"
-        prov = {"description": (
-            f"ViT student '{config['provenance']['student_preset']}' (conv patch embedding, "
-            f"{config['student']['depth']} blocks, width {config['student']['embed_dim']}), 48x48 gray, {learnt} "
-            f"on {sets}, selected on FER2013Valid"
-            + ("" if args.no_prior_correction else ", per-class prior correction fitted on FER2013Valid")
-            + "; accuracy in metrics.test measured on FER2013Test, CK+48 and the facial_expressions validation part"),
-            "training": {"command": args.command, "epochs": best, "config": config["train"]},
-            "training_data": f"{sets}: FER2013Train with {label_text}, class-folder sets with their folder labels; "
-                             "selection FER2013Valid"}
-        yunet = args.shared / "models" / "yunet" / "face_detection_yunet_2023mar.onnx"
-        out = export(args.run, Path(tmp) / "pkg", int8=True, calib=calib, val=fer / "FER2013Valid",
-                     val_label_source=source, max_drop=args.max_drop, provenance=prov,
-                     prior_correction=not args.no_prior_correction, yunet=yunet,
-                     license={"faces": "FER2013 images: research use only" + (
-                                  "; facial_expressions (Apache-2.0 repository of LFW/IMFDB images): research use"
-                                  if any("facial_expressions" in e for e in extra) else ""),
-                              "teachers": "FER2013 Xception models: MIT",
-                              "detector": "YuNet (detector/yunet.onnx): Apache-2.0"})
+        out = export(args.run, Path(tmp) / "pkg", int8=True, calib=calib, val=val, max_drop=args.max_drop,
+                     provenance=extra, prior_correction=not args.no_prior_correction, yunet=yunet, license=LICENSE)
         manifest = json.loads((out / "manifest.json").read_text())
-        test = {}
-        for name, faces in standard_protocols(args.shared).items():
-            for precision in ("fp32", "int8"):
-                labels, probs = package_probs(out, faces, backend="onnxruntime", precision=precision)
-                m = evaluate_probs(labels, probs, faces)
-                test.setdefault(name, {})[precision] = {
-                    "accuracy": round(m.accuracy, 4), "uar": round(m.uar, 4), "macro_f1": round(m.macro_f1, 4),
-                    "n": m.n, "per_class_recall": {k: round(v, 4) for k, v in m.per_class_recall.items()}}
-        manifest["metrics"]["test"] = test
+        manifest["metrics"]["test"] = test_metrics(out, args.shared, detector)
         (out / "manifest.json").write_text(json.dumps(manifest, indent=1))
         load_package(out)
         size = sum(p.stat().st_size for p in out.rglob("*") if p.is_file())
@@ -86,7 +113,7 @@ def main() -> None:
         if DEST.exists():
             shutil.rmtree(DEST)
         shutil.copytree(out, DEST)
-    print(json.dumps(test, indent=1))
+    print(json.dumps({k: v["fp32"]["accuracy"] for k, v in manifest["metrics"]["test"].items()}, indent=1))
     print(f"embedded {DEST} ({size / 1e6:.1f} MB)")
 
 

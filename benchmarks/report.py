@@ -165,10 +165,46 @@ def ablation_section(path: Path) -> list[str]:
 
 def selection_section(path: Path) -> list[str]:
     r = json.loads(path.read_text())
-    rows = "; ".join(f"{x['run']} {_pct(x['ferplus_valid']['accuracy'])} / {_pct(x['facial_expressions_val']['accuracy'])}"
-                     f" (score {_pct(x['score'])})" for x in r["rows"])
+    sets = [k for k, v in r["rows"][0].items() if isinstance(v, dict) and "accuracy" in v]
+    rows = "; ".join(f"{x['run']} " + " / ".join(_pct(x[s]["accuracy"]) for s in sets)
+                     + f" (score {_pct(x['score'])}" + (f", lowest recall {_pct(x['lowest_recall'])}"
+                                                      if "lowest_recall" in x else "") + ")" for x in r["rows"])
     return [f"**Default chosen on validation data** (`python benchmarks/select_default.py`, {r['rule']}; "
-            f"FER2013Valid / facial_expressions val, %): {rows}; chosen: **{r['chosen']}**.", ""]
+            f"{' / '.join(sets)}, %): {rows}; chosen: **{r['chosen']}**.", ""]
+
+
+#: Scoreboard columns: (key in domains.json, header).
+DOMAIN_COLUMNS = (("affectnet96", "AffectNet96 test_"), ("sfew", "SFEW val_"), ("kdef", "KDEF people 01-07"),
+                  ("ckplus", "CK+48"), ("ferplus_majority", "FER2013Test FER+"), ("fer2013", "FER2013 labels"),
+                  ("facial_expressions", "facial_expressions val"))
+
+
+def domains_section(path: Path) -> list[str]:
+    """The cross-domain scoreboard (benchmarks/domains.py): every test set, every model."""
+    r = json.loads(path.read_text())
+    cols = [(k, h) for k, h in DOMAIN_COLUMNS if k in r["sets"]]
+    out = [f"**Cross-domain scoreboard** (`python benchmarks/domains.py`, {_stamp(r['machine'])}; accuracy / "
+           "mean per-class recall (UAR), %; " + r["protocol"] + "; cross-domain = mean accuracy over "
+           + ", ".join(r["cross_domain_sets"]) + ")", "",
+           "| model | " + " | ".join(f"{h} (n={r['sets'][k]['n']})" for k, h in cols) + " | cross-domain |",
+           "|---|" + "---|" * (len(cols) + 1)]
+    for name, m in r["models"].items():
+        out.append(f"| {name} | " + " | ".join(f"{_pct(m[k]['accuracy'])} / {_pct(m[k]['uar'])}" for k, _ in cols)
+                   + f" | {_pct(m['cross_domain_mean'])} |")
+    first = next(iter(r["models"]))
+    out += ["", f"Per-class recall of {first} (%):", ""]
+    for k, h in cols:
+        rec = r["models"][first][k]["per_class_recall"]
+        out.append(f"- {h}: " + ", ".join(f"{c} {_pct(v)}" for c, v in rec.items()))
+    misses = {k: r["sets"][k]["misses"] for k, _ in cols if r["sets"][k].get("misses")}
+    if misses:
+        out.append("- YuNet found no face in " + ", ".join(f"{v} {k} photos" for k, v in misses.items())
+                   + " (scored wrong for every model)")
+    plots = sorted((path.parent / "domains").glob(f"confusion_{first}_*.png")) if (path.parent / "domains").is_dir() else []
+    if plots:
+        out += ["", "Confusion matrices of " + first + ": " + ", ".join(
+            f"[{p.stem.removeprefix(f'confusion_{first}_')}](benchmarks/results/domains/{p.name})" for p in plots)]
+    return out + [""]
 
 
 def ratio_section(path: Path) -> list[str]:
@@ -244,7 +280,8 @@ def render() -> str:
         body += [f"**Embedded default model:** {prov.get('description', '')}", ""]
     for f in files:
         body += section(f) + [""]
-    for name, render in (("selection.json", selection_section), ("ablations.json", ablation_section),
+    for name, render in (("domains.json", domains_section), ("domain_ablations.json", domains_section),
+                         ("selection.json", selection_section), ("ablations.json", ablation_section),
                          ("latency_ratio.json", ratio_section),
                          ("frame_pipeline.json", frame_section), ("class_weights.json", class_weight_section),
                          ("mirror.json", mirror_section)):

@@ -162,11 +162,9 @@ __all__ = ["Metrics", "RECALL_FLOOR", "low_recall", "compute_metrics", "standard
 
 def _package_path(model: str | Path) -> Path | None:
     """The model package ``model`` names ("default": the embedded one); None for any other model file."""
-    model = Path(model)
-    if str(model) == "default" and not model.exists():
-        from motivnet_edge.recognizer import DEFAULT_MODEL
+    from motivnet_edge.package import resolve_model
 
-        return DEFAULT_MODEL
+    model = resolve_model(model)
     return model if (model / "manifest.json").is_file() or model.suffix == ".zip" else None
 
 

@@ -149,6 +149,17 @@ def _latency(folder: Path, files: list[ModelFile], threads: int, rounds: int) ->
     return out
 
 
+def _faces(data, labels, label_source: str):
+    """A dataset path read in the model's label order, or a FaceSet the caller already read."""
+    from motivnet_distill.data import FaceSet, read_dataset
+
+    if isinstance(data, FaceSet):
+        if tuple(data.labels) != tuple(labels):
+            raise SourceError(f"faces labelled {list(data.labels)} for a model with labels {list(labels)}")
+        return data
+    return read_dataset(data, labels=labels, label_source=label_source)
+
+
 def export(source, out: str | Path, *, formats=("onnx", "openvino"), int8: bool = False,
            calib=None, val=None, val_label_source: str = "ferplus", max_drop: float | None = None,
            min_calibration: int = 300,
@@ -164,8 +175,9 @@ def export(source, out: str | Path, *, formats=("onnx", "openvino"), int8: bool 
         formats: names from FORMATS.
         int8: also write each format's INT8 file (FORMATS' int8 writers); accuracy of every
             INT8 file vs fp32 goes to the manifest's ``metrics.int8``, keyed by runtime.
-        calib: calibration faces (path to any dataset format); required with ``int8``.
-        val: labelled validation faces: fp32/int8 accuracy and, with ``max_drop``, accuracy control.
+        calib: calibration faces (path to any dataset format, or a FaceSet); required with ``int8``.
+        val: labelled validation faces (a path or a FaceSet): fp32/int8 accuracy and, with
+            ``max_drop``, accuracy control.
         val_label_source: for a FER+ split ``val``: "ferplus" votes or "fer2013" labels, the
             labels the model was trained and selected on.
         max_drop: largest absolute accuracy drop allowed for INT8 (e.g. 0.01).
@@ -191,26 +203,22 @@ def export(source, out: str | Path, *, formats=("onnx", "openvino"), int8: bool 
     src = source if isinstance(source, ExportSource) else load_source(source, **(teacher_options or {}))
     data = val_faces = None
     if val is not None and (int8 or prior_correction):
-        from motivnet_distill.data import read_dataset
-
-        val_faces = read_dataset(val, labels=src.labels, label_source=val_label_source)
+        val_faces = _faces(val, src.labels, val_label_source)
     if prior_correction:
         from motivnet_distill.calibration import apply_bias, fit_prior_correction
         from motivnet_distill.train import predict_logits
 
         fit = fit_prior_correction(predict_logits(src.model, val_faces, src.preprocessing).numpy(), val_faces)
         apply_bias(src.model, fit["bias"])
-        src.provenance["prior_correction"] = {**fit, "fitted_on": str(val)}
+        src.provenance["prior_correction"] = {**fit, "fitted_on": str(val) if isinstance(val, (str, Path)) else f"{len(val_faces)} validation faces given in memory"}
         log.info("prior correction %s: validation %s -> %s", fit["bias"],
                  fit["validation"]["uncorrected"], fit["validation"]["corrected"])
     if int8:
-        from motivnet_distill.data import read_dataset
-
         from .int8 import prepare_data
 
         if calib is None:
             raise SourceError(f"--int8 needs --calib: at least {min_calibration} face images to set INT8 ranges")
-        data = prepare_data(read_dataset(calib, labels=src.labels), src.preprocessing, val_faces=val_faces,
+        data = prepare_data(_faces(calib, src.labels, "ferplus"), src.preprocessing, val_faces=val_faces,
                             labels=src.labels, min_calibration=min_calibration)
 
     def build(folder: Path) -> dict:

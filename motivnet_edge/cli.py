@@ -145,11 +145,14 @@ def _silence_native_stderr() -> None:
 
 def _runtime_options(f):
     for opt in reversed([
-        click.option("--model", type=click.Path(), default=None, help="Package folder or .zip (default: embedded)."),
+        click.option("--model", type=click.Path(), default=None,
+                     help="Package folder or .zip  [default: the embedded model, also named 'default']"),
         *BACKEND_OPTIONS,
-        click.option("--detector", type=click.Choice(DETECTORS), default="auto"),
+        click.option("--detector", type=click.Choice(DETECTORS), default="auto", show_default=True,
+                     help="auto: YuNet when the package ships it (or --yunet), else Haar; none: the image is the face."),
         click.option("--yunet", type=click.Path(), default=None, help="YuNet .onnx (or $MOTIVNET_YUNET)."),
-        click.option("--threads", type=click.IntRange(0, 256), default=0),
+        click.option("--threads", type=click.IntRange(0, 256), default=0, show_default=True,
+                     help="Inference threads (0: the runtime's default, all cores)."),
         list_option("--provider", "providers", help="ORT provider: cpu, cuda, tensorrt (repeat or comma list)."),
     ]):
         f = opt(f)
@@ -299,11 +302,10 @@ def _predict_one(path: Path | int, rec, emit, save: Path | None, max_frames: int
 @click.option("--json", "as_json", is_flag=True, help="Print the whole manifest as JSON.")
 @friendly
 def info(package, as_json) -> None:
-    """Describe a model package (default: the embedded model)."""
+    """Describe a model package (default: the embedded model, also named 'default')."""
     from .package import load_package
-    from .recognizer import DEFAULT_MODEL
 
-    pkg = load_package(package or DEFAULT_MODEL)
+    pkg = load_package(package)
     if as_json:
         click.echo(json.dumps(pkg.manifest, indent=1))
         return
@@ -362,11 +364,10 @@ def benchmark(package, threads, batch, rounds, seconds, providers, as_json) -> N
     from tqdm import tqdm
 
     from .benchmark import BenchConfig, compare, machine_info, precisions_here
-    from .package import load_package
-    from .recognizer import DEFAULT_MODEL
+    from .package import load_package, resolve_model
 
     ts, bs = threads, batch
-    path = Path(package) if package else DEFAULT_MODEL
+    path = resolve_model(package)
     pkg = load_package(path)
     configs = [BenchConfig(backend, precision, t, b, tuple(providers))
                for backend, precision in precisions_here(pkg, providers=tuple(providers)) for b in bs for t in ts]

@@ -23,6 +23,17 @@ from .errors import PackageError
 from .preprocess import Preprocessing
 
 SCHEMA_VERSION = 1
+#: The model embedded in the wheel; the name "default" (or None) means it everywhere.
+DEFAULT_MODEL = Path(__file__).parent / "models" / "default"
+DEFAULT_NAME = "default"
+
+
+def resolve_model(path: str | Path | None) -> Path:
+    """The package a user names: None or "default" is the embedded model (unless a file or
+    folder called "default" exists here, which then wins); anything else is a path."""
+    if path is None or (str(path) == DEFAULT_NAME and not Path(path).exists()):
+        return DEFAULT_MODEL
+    return Path(path)
 BACKENDS = ("onnxruntime", "openvino")
 PRECISIONS = ("fp32", "fp16", "int8")
 
@@ -233,14 +244,14 @@ def _read_manifest(manifest_path: Path) -> dict:
         raise PackageError(f"{manifest_path} is not valid JSON: {str(exc)[:200] or type(exc).__name__}") from None
 
 
-def load_package(path: str | Path) -> ModelPackage:
-    """Loads and verifies a package folder or .zip.
+def load_package(path: str | Path | None) -> ModelPackage:
+    """Loads and verifies a package folder or .zip (None or "default": the embedded model).
 
     Raises:
         PackageError: missing or malformed manifest, unknown schema, a path leaving the
             folder, a missing file or a sha256 mismatch (the message names which).
     """
-    path = Path(path)
+    path = resolve_model(path)
     if path.is_file() and zipfile.is_zipfile(path):
         path = _extract_zip(path)
     if path.is_file() and path.name == "manifest.json":

@@ -20,14 +20,13 @@ from .detectors import Detection, FaceDetector, create_detector
 from .errors import InvalidImageError, MotivnetError, OptionError
 from .image_io import load_image
 from .labels import class_log_weights, softmax
-from .package import ModelPackage, load_package
+from .package import DEFAULT_MODEL, ModelPackage, load_package
 from .preprocess import face_crop, to_tensor
 from .results import FacePrediction, FrameResult
 from .tracking import FaceTracker
 
 log = logging.getLogger(__name__)
 
-DEFAULT_MODEL = Path(__file__).parent / "models" / "default"
 
 
 @dataclass(frozen=True)
@@ -144,7 +143,7 @@ class EmotionRecognizer:
         if not 0.0 <= options.redetect_change <= 255.0 or not 0.0 <= options.redetect_drop <= 1.0:
             raise OptionError(f"redetect_change {options.redetect_change!r} must be in [0, 255] and redetect_drop "
                               f"{options.redetect_drop!r} in [0, 1] (the largest values never re-detect)")
-        package = load_package(options.model if options.model is not None else DEFAULT_MODEL)
+        package = load_package(options.model)  # None or "default": the embedded model
         yunet = options.yunet_model
         if yunet is None and "yunet" in package.manifest.get("assets_roles", {}):
             yunet = package.root / package.manifest["assets_roles"]["yunet"]  # verified on load

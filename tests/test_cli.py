@@ -280,3 +280,21 @@ def test_predict_class_weight(photo):
         r = cli("predict", photo, "--class-weight", bad)
         assert r.returncode == 2 and says in r.stderr and "Traceback" not in r.stderr, (bad, r.stderr)
         assert len(r.stderr.strip().splitlines()) == 1 and r.stdout == ""
+
+
+def test_default_names_the_embedded_model_in_every_verb(photo, tmp_path):
+    from motivnet_edge import EmotionRecognizer
+    from motivnet_edge.package import DEFAULT_MODEL
+
+    r = cli("info", "default", cwd=tmp_path)
+    assert r.returncode == 0 and str(DEFAULT_MODEL) in r.stdout, r.stderr
+    r = cli("predict", photo, "--model", "default", cwd=tmp_path)
+    assert r.returncode == 0 and "face at x=" in r.stdout, r.stderr
+    r = cli("benchmark", "default", "--threads", "1", "--batch", "1", "--rounds", "1", "--seconds", "0.1", cwd=tmp_path)
+    assert r.returncode == 0 and "fastest at batch 1" in r.stdout, r.stderr
+    for name in ("default", None):
+        with EmotionRecognizer.from_pretrained(name, detector="none") as rec:
+            assert rec.package.root == DEFAULT_MODEL
+    (tmp_path / "default").mkdir()  # a folder the user calls "default" is theirs, and is not a package
+    r = cli("info", "default", cwd=tmp_path)
+    assert r.returncode == 2 and "no manifest.json" in r.stderr
