@@ -48,21 +48,25 @@ def calibration_faces(shared: Path, count: int):
     return concat([p.subset(np.sort(rng.choice(len(p), min(per, len(p)), replace=False))) for p in parts])
 
 
-def test_metrics(package: Path, shared: Path, detector) -> dict:
-    """metrics.test: every test set, fp32 and int8 through ONNX Runtime, as users measure it."""
+def test_metrics(package: Path, shared: Path, detector) -> tuple[dict, dict]:
+    """metrics.test (every test set, fp32 and int8 through ONNX Runtime, as users measure it) and
+    the INT8 file's top-1 agreement with fp32 per test set (precision="auto" reads the lowest)."""
     pp = load_package(package).preprocessing
-    out = {}
+    out, agreement = {}, {}
     for name, ts in test_sets(shared, detector).items():
         faces = crops_for(ts, pp)
         missed = np.array([d is None for d in ts.detections]) if ts.detections is not None else None
+        top1 = {}
         for precision in ("fp32", "int8"):
             labels, probs = package_probs(package, faces, backend="onnxruntime", precision=precision)
+            top1[precision] = probs.argmax(1)
             m = evaluate_probs(labels, probs, faces, unanswered=missed)
             out.setdefault(name, {})[precision] = {
                 "accuracy": round(m.accuracy, 4), "uar": round(m.uar, 4), "macro_f1": round(m.macro_f1, 4),
                 "n": m.n, "crop": ts.crop, "detector_misses": ts.misses,
                 "per_class_recall": {k: round(v, 4) for k, v in m.per_class_recall.items()}}
-    return out
+        agreement[name] = round(float((top1["fp32"] == top1["int8"]).mean()), 4)
+    return out, agreement
 
 
 def main() -> None:
@@ -104,7 +108,10 @@ def main() -> None:
         out = export(args.run, Path(tmp) / "pkg", int8=True, calib=calib, val=val, max_drop=args.max_drop,
                      provenance=extra, prior_correction=not args.no_prior_correction, yunet=yunet, license=LICENSE)
         manifest = json.loads((out / "manifest.json").read_text())
-        manifest["metrics"]["test"] = test_metrics(out, args.shared, detector)
+        manifest["metrics"]["test"], agreement = test_metrics(out, args.shared, detector)
+        ort_int8 = manifest["metrics"].setdefault("int8", {}).setdefault("onnxruntime", {})
+        ort_int8["test_agreement_per_set"] = agreement
+        ort_int8["test_agreement"] = min(agreement.values())  # precision="auto" needs >= 99.5 %
         (out / "manifest.json").write_text(json.dumps(manifest, indent=1))
         load_package(out)
         size = sum(p.stat().st_size for p in out.rglob("*") if p.is_file())

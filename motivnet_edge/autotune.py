@@ -6,8 +6,9 @@ a package runs with an "auto" choice on a CPU, each candidate (backend, precisio
 here, each in its own process (two runtimes in one process distort each other), batch 1, and
 the answer is cached in the user cache under the package's file hashes, the CPU and the
 runtime versions. Later runs read the cache. INT8 must beat fp32 by ``INT8_MARGIN`` to be
-chosen: it costs some accuracy, so a tie goes to fp32. ``MOTIVNET_AUTOTUNE=0`` (or
-``autotune=False``) turns the measurement off; the manifest's figures then decide.
+chosen: it costs some accuracy, so a tie goes to fp32. Timing is opt-in (``autotune=True`` or
+``MOTIVNET_AUTOTUNE=1``): a first load must not cost seconds, and by default the manifest's
+figures decide (see motivnet_edge.backends).
 """
 
 from __future__ import annotations
@@ -28,8 +29,11 @@ log = logging.getLogger(__name__)
 INT8_MARGIN = 0.9
 
 
-def enabled(option: bool) -> bool:
-    return option and os.environ.get("MOTIVNET_AUTOTUNE", "1").lower() not in ("0", "false", "no", "off")
+def enabled(option: bool | None) -> bool:
+    """``option`` when given; else MOTIVNET_AUTOTUNE=1 turns timing on (it is off by default)."""
+    if option is not None:
+        return bool(option)
+    return os.environ.get("MOTIVNET_AUTOTUNE", "0").lower() in ("1", "true", "yes", "on")
 
 
 def _key(package, threads: int, candidates) -> str:

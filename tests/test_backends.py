@@ -50,7 +50,7 @@ def test_auto_is_measured_here_once_then_read_from_the_cache(tiny_package, tmp_p
 
     monkeypatch.setenv("MOTIVNET_CACHE", str(tmp_path / "cache"))
     pkg = load_package(tiny_package)
-    b = create_backend(pkg, options=BackendOptions(threads=1))
+    b = create_backend(pkg, options=BackendOptions(threads=1, autotune=True))
     files = list((tmp_path / "cache" / "autotune").glob("*.json"))
     assert len(files) == 1
     record = json.loads(files[0].read_text())
@@ -60,18 +60,23 @@ def test_auto_is_measured_here_once_then_read_from_the_cache(tiny_package, tmp_p
     other = next((n for n in installed_backends() if n != b.name), b.name)
     record["choice"] = [other, "fp32"]
     files[0].write_text(json.dumps(record))
-    assert create_backend(pkg, options=BackendOptions(threads=1)).name == other
+    assert create_backend(pkg, options=BackendOptions(threads=1, autotune=True)).name == other
     assert len(list((tmp_path / "cache" / "autotune").glob("*.json"))) == 1
 
 
-def test_autotune_opt_out_and_gpu_providers_measure_nothing(tiny_package, tmp_path, monkeypatch):
+def test_nothing_is_timed_unless_asked_and_gpu_providers_measure_nothing(tiny_package, tmp_path, monkeypatch):
     monkeypatch.setenv("MOTIVNET_CACHE", str(tmp_path / "cache"))
+    monkeypatch.delenv("MOTIVNET_AUTOTUNE", raising=False)
     pkg = load_package(tiny_package)
-    assert create_backend(pkg, options=BackendOptions(providers=("cpu",))).name == "onnxruntime"
+    assert create_backend(pkg, options=BackendOptions(providers=("cpu",), autotune=True)).name == "onnxruntime"
     assert create_backend(pkg, options=BackendOptions(autotune=False)).precision == "fp32"
+    create_backend(pkg)  # the default: the manifest decides, nothing is timed
     monkeypatch.setenv("MOTIVNET_AUTOTUNE", "0")
-    create_backend(pkg)
+    create_backend(pkg, options=BackendOptions())
     assert not (tmp_path / "cache" / "autotune").exists()
+    monkeypatch.setenv("MOTIVNET_AUTOTUNE", "1")
+    create_backend(pkg)
+    assert len(list((tmp_path / "cache" / "autotune").glob("*.json"))) == 1
 
 
 @pytest.mark.parametrize("p50, expected", [
@@ -150,12 +155,23 @@ def test_isolated_worker_reports_its_own_peak_memory(tiny_package):
     del ballast
 
 
-def _fake_package(latency: dict):
-    """The two things choose_precision reads: the package's files and its recorded latency."""
+def _fake_package(latency: dict, agreement: float | None = 0.999):
+    """What choose_precision reads: the package's files, its recorded latency and INT8 agreement."""
     from types import SimpleNamespace
 
     files = [SimpleNamespace(backend="onnxruntime", precision=p) for p in ("fp32", "int8")]
-    return SimpleNamespace(files=files, metrics={"latency": {"onnxruntime": latency}})
+    int8 = {"onnxruntime": {"test_agreement": agreement}} if agreement is not None else {}
+    return SimpleNamespace(files=files, metrics={"latency": {"onnxruntime": latency}, "int8": int8})
+
+
+@pytest.mark.parametrize("agreement, expected", [(None, "fp32"), (0.99, "fp32"), (0.995, "int8"), (1.0, "int8")])
+def test_auto_precision_needs_int8_that_agrees_with_fp32_on_the_test_faces(monkeypatch, agreement, expected):
+    """Auto may pick INT8 only where the same face would get the same label (>= 99.5 % agreement)."""
+    import motivnet_edge.backends as backends
+
+    monkeypatch.setattr(backends, "int8_flags", lambda: frozenset({"avx512_vnni"}))
+    pkg = _fake_package({"fp32_ms": 2.0, "int8_ms": 1.0, "cpu_int8_flags": ["avx512_vnni"]}, agreement)
+    assert backends.choose_precision(pkg, "onnxruntime", "auto", BackendOptions()) == expected
 
 
 @pytest.mark.parametrize("recorded, here, expected", [

@@ -1,19 +1,22 @@
 """Backend registry and the documented auto rules for backend and precision.
 
-On a CPU, "auto" (backend or precision) is measured on this device once per package and
-cached (motivnet_edge.autotune); with ``MOTIVNET_AUTOTUNE=0`` / ``autotune=False``, or
-when nothing can be measured, these rules from the manifest apply instead:
+The same face gets the same answer on every machine unless the user asks for a precision:
+
+precision="auto": fp32, unless the package records that its INT8 file for this backend agrees
+with fp32 on at least ``INT8_AGREEMENT`` (99.5 %) of its test faces (``metrics.int8.<backend>.
+test_agreement``, the lowest over its test sets, measured at export) *and* INT8 is known to pay
+off here: the manifest records INT8 faster than fp32 (``metrics.latency``) on a CPU with the
+same INT8 dot product instructions this one has (VNNI or AMX), or the session runs on TensorRT.
+A package with only an int8 file uses it. Asking for "int8" always gets int8. "fp32" is fp32 on
+every backend (OpenVINO's CPU plugin would otherwise run bf16 on CPUs that have it); "bf16"
+asks OpenVINO for bf16 explicitly.
 
 backend="auto": ONNX Runtime when GPU providers were asked for; otherwise, among the installed
-backends the package has files for, the one with the lowest fp32 latency the package's
-manifest records (measured at export, batch 1); without such figures, ``AUTO_ORDER``.
-
-precision="auto": fp32, unless INT8 is known to pay off here: the package's manifest
-records INT8 faster than FP32 (``metrics.latency``) on a CPU with the same INT8 dot
-product instructions this one has (VNNI or AMX; a figure taken without them says nothing
-about INT8 here), or the session runs on TensorRT. A package with only an int8 file uses it.
-Asking for "int8" always gets int8. "fp32" is fp32 on every backend (OpenVINO's CPU plugin
-would otherwise run bf16 on CPUs that have it); "bf16" asks OpenVINO for bf16 explicitly.
+backends the package has files for, the one with the lowest fp32 latency the package's manifest
+records (measured at export, batch 1); without such figures, ``AUTO_ORDER``. Nothing is timed
+when a package loads (the first load costs what loading costs); ``autotune=True`` or
+``MOTIVNET_AUTOTUNE=1`` opts in to timing the candidates on this device once (cached; see
+motivnet_edge.autotune), among files the rules above admit.
 """
 
 from __future__ import annotations
@@ -54,6 +57,16 @@ def _on_tensorrt(options: BackendOptions) -> bool:
 
 
 PRECISIONS = ("auto", "fp32", "bf16", "int8", "fp16")
+#: Top-1 agreement with fp32 (lowest over the package's test sets) an INT8 file needs before
+#: precision="auto" may choose it.
+INT8_AGREEMENT = 0.995
+
+
+def int8_agrees(package, backend: str) -> bool:
+    """Whether the package records its INT8 file for ``backend`` agreeing with fp32 on >= 99.5 % of test faces."""
+    rec = package.metrics.get("int8", {}).get(backend, {})
+    agreement = rec.get("test_agreement") if isinstance(rec, dict) else None
+    return isinstance(agreement, (int, float)) and agreement >= INT8_AGREEMENT
 
 
 def choose_precision(package, backend: str, precision: str, options: BackendOptions) -> str:
@@ -90,7 +103,7 @@ def choose_precision(package, backend: str, precision: str, options: BackendOpti
         # also has; a figure from a CPU without any (an empty list) says nothing about INT8 here.
         recorded = set(lat.get("cpu_int8_flags", [])) & INT8_FLAGS
         same_isa = bool(recorded) and recorded <= int8_flags()
-        if on_trt or (measured_faster and same_isa):
+        if int8_agrees(package, backend) and (on_trt or (measured_faster and same_isa)):
             return "int8"
     return "fp32" if "fp32" in have else sorted(have)[0]
 
@@ -144,7 +157,8 @@ def create_backend(package, *, backend: str = "auto", precision: str = "auto",
     if "auto" in (backend, precision) and on_cpu and autotune.enabled(options.autotune):
         backends = [b for b in ([backend] if backend != "auto" else AUTO_ORDER) if b in installed]
         precisions = [precision] if precision != "auto" else ["fp32", "int8"]
-        candidates = [(b, p) for b in backends for p in precisions if package.file_for(b, p) is not None]
+        candidates = [(b, p) for b in backends for p in precisions if package.file_for(b, p) is not None
+                      and (p != "int8" or precision == "int8" or int8_agrees(package, b))]
         if candidates:
             backend, precision = autotune.choose(package, candidates, threads=options.threads)
     if backend == "auto":

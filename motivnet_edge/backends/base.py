@@ -21,7 +21,8 @@ class BackendOptions:
         trt_int8_table: TensorRT INT8 calibration table file name (inside trt_cache_dir);
             "package" uses the package's own table.
         autotune: decide "auto" backend/precision by timing them here once (cached per
-            package and CPU); False uses the figures in the package's manifest.
+            package and CPU); None (default): only when MOTIVNET_AUTOTUNE=1; False never.
+            Without it the figures in the package's manifest decide, and nothing is timed.
         spin: whether ONNX Runtime's worker threads busy-wait for the next call. True is
             fastest for one model alone; False hands the cores back at once, which is faster
             where other threads share them (a face detector beside the classifier, several
@@ -34,7 +35,7 @@ class BackendOptions:
     providers: tuple[str, ...] = field(default_factory=tuple)
     trt_cache_dir: str | None = None
     trt_int8_table: str | None = None
-    autotune: bool = True
+    autotune: bool | None = None
     spin: bool | None = None
 
 
