@@ -4,7 +4,7 @@
         --run pico_votes30=runs/pico_votes30 --run nano_votes=runs/nano_votes
 
 Each ``--run`` gives two rows: its best.pt as trained, and the same weights with the prior
-correction fitted on FER2013Valid (motivnet_distill.calibration), exactly as
+correction fitted on FER2013Valid (motivnet_distill.prior_correction), exactly as
 ``export --prior-correction`` folds it in. A ``--package`` row scores a model package
 through the runtime (e.g. an earlier default, checked out from git). Every row carries
 the run's command, device, epochs and training time (from its run folder or manifest),
@@ -97,11 +97,11 @@ def main() -> None:
 
     import torch
 
-    from motivnet_distill.calibration import apply_bias, fit_prior_correction
+    from motivnet_distill.prior_correction import apply_bias, fit_prior_correction
     from motivnet_distill.data import read_ferplus
     from motivnet_distill.evaluate import package_probs, standard_protocols
     from motivnet_distill.train import predict_logits
-    from motivnet_edge.benchmark import machine_info
+    from motivnet_edge.timing import machine_info
     from motivnet_export.exporter import count_gflops
     from motivnet_export.sources import load_source
 

@@ -17,7 +17,6 @@ first model. Nothing here is used to choose a model: ``select_default.py`` reads
 from __future__ import annotations
 
 import argparse
-import json
 import time
 from pathlib import Path
 
@@ -26,7 +25,7 @@ import numpy as np
 from motivnet_distill.domains import crops_for, test_sets
 from motivnet_distill.evaluate import evaluate_probs, model_probs, plot_confusion
 from motivnet_edge.atomic import write_json
-from motivnet_edge.benchmark import machine_info
+from motivnet_edge.timing import machine_info
 from motivnet_edge.detectors import YuNetDetector
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -95,7 +95,7 @@ def main() -> None:
     ap.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "frame_pipeline.json")
     args = ap.parse_args()
 
-    from motivnet_edge.benchmark import machine_info
+    from motivnet_edge.timing import machine_info
     from motivnet_edge.recognizer import DEFAULT_MODEL
 
     package = args.package or DEFAULT_MODEL

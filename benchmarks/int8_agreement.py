@@ -14,7 +14,7 @@ from pathlib import Path
 from motivnet_distill.data import read_ferplus
 from motivnet_distill.evaluate import package_probs
 from motivnet_edge.backends import installed_backends
-from motivnet_edge.benchmark import machine_info
+from motivnet_edge.timing import machine_info
 from motivnet_edge.package import load_package
 from motivnet_edge.recognizer import DEFAULT_MODEL
 

@@ -29,7 +29,7 @@ ROOT = Path(__file__).resolve().parents[1]
 def _time_interleaved(packages: dict, *, threads: int, spin: bool, seconds: float) -> list[dict]:
     """p50/p90 of each package, timed one call each in turn until ``seconds`` have passed."""
     from motivnet_edge.backends import BackendOptions, create_backend
-    from motivnet_edge.benchmark import time_interleaved
+    from motivnet_edge.timing import time_interleaved
     from motivnet_edge.package import load_package
     from motivnet_edge.preprocess import to_tensor
 
@@ -61,7 +61,7 @@ def main() -> None:
     ap.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "latency_ratio.json")
     args = ap.parse_args()
 
-    from motivnet_edge.benchmark import machine_info
+    from motivnet_edge.timing import machine_info
     from motivnet_edge.recognizer import DEFAULT_MODEL
     from motivnet_export.exporter import export
 

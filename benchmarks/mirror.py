@@ -37,7 +37,7 @@ def _accuracy(package: Path, sets: dict, mirror: bool) -> dict:
 
 
 def _latency(recognizers: dict, seconds: float) -> dict:
-    from motivnet_edge.benchmark import time_interleaved
+    from motivnet_edge.timing import time_interleaved
 
     crops = {name: np.random.default_rng(0).integers(0, 255, (1, *r.package.preprocessing.input_size,
                                                               r.package.preprocessing.channels), dtype=np.uint8)
@@ -59,7 +59,7 @@ def main() -> None:
 
     sys.path.insert(0, str(ROOT / "benchmarks"))
     from motivnet_distill.evaluate import standard_protocols
-    from motivnet_edge.benchmark import machine_info
+    from motivnet_edge.timing import machine_info
     from motivnet_edge.recognizer import DEFAULT_MODEL, EmotionRecognizer
     from motivnet_export.exporter import export
     from select_default import validation_sets

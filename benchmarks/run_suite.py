@@ -21,7 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
-from motivnet_edge.benchmark import BenchConfig, compare, gemm_peak_gflops, machine_info, precisions_here
+from motivnet_edge.timing import BenchConfig, compare, gemm_peak_gflops, machine_info, precisions_here
 from motivnet_edge.package import load_package
 from motivnet_edge.recognizer import DEFAULT_MODEL
 

@@ -19,7 +19,7 @@ from motivnet_distill.evaluate import evaluate_probs, model_probs
 from motivnet_distill.mixture import validation_sets
 from motivnet_distill.pipeline import STUDENT_PREPROCESSING
 from motivnet_edge.atomic import write_json
-from motivnet_edge.benchmark import machine_info
+from motivnet_edge.timing import machine_info
 from motivnet_edge.detectors import YuNetDetector
 
 ROOT = Path(__file__).resolve().parents[1]

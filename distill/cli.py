@@ -13,10 +13,15 @@ from pathlib import Path
 
 import click
 
-from motivnet_edge.cli import BACKEND_OPTIONS, CLASS_WEIGHT, MIRROR, TRUST_CODE, UsageFailure, friendly, list_option
+from motivnet_edge.cli_options import BACKEND_OPTIONS, CLASS_WEIGHT, MIRROR, UsageFailure, friendly, list_option
 from motivnet_edge.errors import LabelError
 
 from .data import LABEL_SOURCES
+
+#: Tooling only: loading TorchScript / torch.export files runs code from them.
+TRUST_CODE = click.option("--trust-code", is_flag=True,
+                          help="Admit TorchScript / torch.export files: loading them runs code from the file. "
+                               "Only for files you trust.")
 
 MAP_OPTION = list_option(
     "--map", "maps", metavar="SRC=DST",

@@ -14,7 +14,7 @@ from motivnet_edge.errors import MotivnetError
 from motivnet_edge.labels import MOTIVNET_LABELS
 from motivnet_edge.preprocess import Preprocessing
 
-from .cache import build_cache, load_cached
+from .teacher_cache import build_cache, load_cached
 from .data import concat, read_dataset, split_by_person
 from .student import PRESETS
 from .teachers import EnsembleTeacher, load_teacher

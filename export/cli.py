@@ -9,7 +9,8 @@ from __future__ import annotations
 import click
 
 from motivnet_distill.data import LABEL_SOURCES
-from motivnet_edge.cli import TRUST_CODE, friendly, list_option
+from motivnet_distill.cli import TRUST_CODE
+from motivnet_edge.cli_options import friendly, list_option
 
 @click.command(name="export")
 @click.argument("source", type=click.Path())

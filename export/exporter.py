@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
-from motivnet_edge.benchmark import git_commit
+from motivnet_edge.timing import git_commit
 from motivnet_edge.package import ModelFile, build_manifest, sha256_file, write_package
 
 from .int8 import (Int8Data, QuantizationError, accuracy_report, quantize_dynamic_onnx, quantize_onnx,
@@ -136,7 +136,7 @@ def count_gflops(src: ExportSource) -> float:
 def _latency(folder: Path, files: list[ModelFile], threads: int, rounds: int) -> dict:
     """fp32 vs int8 latency per backend on this machine, each in its own process, batch 1."""
     from motivnet_edge.cpu import int8_flags
-    from motivnet_edge.benchmark import BenchConfig, compare, machine_info
+    from motivnet_edge.timing import BenchConfig, compare, machine_info
 
     configs = [BenchConfig(f.backend, f.precision, threads, 1) for f in files]
     out: dict = {}
@@ -185,7 +185,7 @@ def export(source, out: str | Path, *, formats=("onnx", "openvino"), int8: bool 
         teacher_options: for teacher sources, e.g. num_heads, img_size, mode ("letterbox"/"stretch").
         yunet: a YuNet .onnx to ship inside the package (detector="auto" then uses it).
         prior_correction: fold a class-prior logit offset, fitted on ``val``, into the
-            student's head before exporting (motivnet_distill.calibration).
+            student's head before exporting (motivnet_distill.prior_correction).
 
     Raises:
         SourceError: the source is not a model, or bad formats.
@@ -205,7 +205,7 @@ def export(source, out: str | Path, *, formats=("onnx", "openvino"), int8: bool 
     if val is not None and (int8 or prior_correction):
         val_faces = _faces(val, src.labels, val_label_source)
     if prior_correction:
-        from motivnet_distill.calibration import apply_bias, fit_prior_correction
+        from motivnet_distill.prior_correction import apply_bias, fit_prior_correction
         from motivnet_distill.train import predict_logits
 
         fit = fit_prior_correction(predict_logits(src.model, val_faces, src.preprocessing).numpy(), val_faces)

@@ -69,6 +69,17 @@ def cache_path(package, threads: int, candidates) -> Path:
     return user_cache("autotune", _key(package, threads, candidates) + ".json")
 
 
+def tuned_choice(package, backend: str, precision: str, options) -> tuple[str, str]:
+    """(backend, precision) for ``create_backend``: "auto" resolved by timing here when autotune
+    is on (``options.autotune`` or MOTIVNET_AUTOTUNE=1), else passed through unchanged."""
+    from .backends import auto_candidates
+
+    if not enabled(options.autotune):
+        return backend, precision
+    candidates = auto_candidates(package, backend, precision, options)
+    return choose(package, candidates, threads=options.threads) if candidates else (backend, precision)
+
+
 def choose(package, candidates: list[tuple[str, str]], *, threads: int) -> tuple[str, str]:
     """The (backend, precision) to use among ``candidates``, measured here once and cached."""
     if len(candidates) == 1:
@@ -80,7 +91,7 @@ def choose(package, candidates: list[tuple[str, str]], *, threads: int) -> tuple
         return tuple(saved["choice"])
     except (OSError, ValueError, KeyError, TypeError):
         pass
-    from .benchmark import BenchConfig, compare
+    from .timing import BenchConfig, compare
 
     log.info("timing %s once on this CPU to choose backend/precision (cached in %s)",
              ", ".join(f"{b} {p}" for b, p in candidates), path.parent)

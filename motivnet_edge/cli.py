@@ -7,53 +7,17 @@ stderr and exit code 2.
 
 from __future__ import annotations
 
-import functools
 import json
 import logging
 import os
 import sys
-from collections.abc import Sequence
 from pathlib import Path
 
 import click
 
-from .backends import BACKENDS, PRECISIONS
+from .cli_options import BACKEND_OPTIONS, CLASS_WEIGHT, MIRROR, UsageFailure, friendly, list_option
 from .detectors import DETECTORS
 from .errors import MotivnetError
-
-
-class UsageFailure(click.ClickException):
-    exit_code = 2
-
-    def show(self, file=None) -> None:
-        click.echo(f"motivnet-edge: error: {self.format_message()}", err=True)
-
-
-#: Modules that only the optional extras install.
-OPTIONAL_MODULES = {"torch", "onnx", "onnxscript", "nncf", "openvino", "h5py", "matplotlib", "skimage"}
-
-
-def friendly(fn):
-    """Turns library errors (and a missing optional extra) into exit code 2, one line."""
-
-    @functools.wraps(fn)
-    def wrapper(*args, **kwargs):
-        try:
-            return fn(*args, **kwargs)
-        except MotivnetError as exc:
-            raise UsageFailure(str(exc)) from None
-        except BrokenPipeError:
-            # The reader (e.g. `| head`) went away: stop quietly, as Unix tools do.
-            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
-            sys.exit(0)
-        except ModuleNotFoundError as exc:
-            if exc.name not in OPTIONAL_MODULES:
-                raise  # a broken install, not a missing extra: the traceback is the useful answer
-            raise UsageFailure(f"{exc.name} is not installed; this verb needs "
-                               "pip install 'motivnet-edge[export,distill]' (torch==2.13.0 first)") from None
-        except (FileNotFoundError, PermissionError, IsADirectoryError, NotADirectoryError) as exc:
-            raise UsageFailure(f"{exc.filename or ''}: {exc.strerror or exc}") from None
-    return wrapper
 
 
 class VerbGroup(click.Group):
@@ -62,6 +26,9 @@ class VerbGroup(click.Group):
     #: verb -> "module:command"; these need the [distill]/[export] extras (torch).
     TOOLING = {"distill": "motivnet_distill.cli:distill", "train-head": "motivnet_distill.cli:train_head_cmd",
                "eval": "motivnet_distill.cli:eval_cmd", "export": "motivnet_export.cli:export_cmd"}
+
+    #: tooling verbs that run without torch on model packages (eval scores a package on a device)
+    NO_TORCH = ("eval",)
 
     def list_commands(self, ctx) -> list[str]:
         return [*super().list_commands(ctx), *self.TOOLING]
@@ -77,44 +44,20 @@ class VerbGroup(click.Group):
         except ModuleNotFoundError as exc:
             lacking = exc.name
 
-        @click.command(name=name, help=f"(needs pip install 'motivnet-edge[distill,export]': {lacking} is missing)",
+        @click.command(name=name, help=f"(needs the torch extras: {lacking} is missing)",
                        context_settings={"ignore_unknown_options": True})
         @click.argument("args", nargs=-1, type=click.UNPROCESSED)
         def missing(args) -> None:
             raise UsageFailure(f"`{name}` needs {lacking}: pip install torch==2.13.0 && "
-                               "pip install 'motivnet-edge[distill,export]'")
+                               "pip install '.[distill,export]' in the motivnet-edge source")
         return missing
 
     def format_commands(self, ctx, formatter) -> None:
-        for title, names in (("On a device", super().list_commands(ctx)),
-                             ("Model building (torch extras)", list(self.TOOLING))):
+        for title, names in (("On a device", [*super().list_commands(ctx), *self.NO_TORCH]),
+                             ("Model building (torch extras)", [n for n in self.TOOLING if n not in self.NO_TORCH])):
             rows = [(n, self.get_command(ctx, n).get_short_help_str(70)) for n in names]
             with formatter.section(title):
                 formatter.write_dl(rows)
-
-
-def list_option(*decls: str, item: click.ParamType = click.STRING, split: bool = True, **kwargs):
-    """The one form of list option: repeat it (``--threads 1 --threads 2``) or, for names and
-    numbers (``split``), give a comma list (``--threads 1,2``). Items are checked by ``item``;
-    paths are never split (a comma is a legal file-name character)."""
-
-    def flatten(ctx, param, values):
-        raw = [v for value in values or () for v in (value.split(",") if split else [value]) if v.strip()]
-        return tuple(item.convert(v.strip(), param, ctx) for v in raw)
-
-    return click.option(*decls, multiple=True, callback=flatten, **kwargs)
-
-
-#: --backend and --precision, read from the runtime's tables (shared by predict, benchmark, eval).
-BACKEND_OPTIONS = (
-    click.option("--backend", type=click.Choice(BACKENDS), default="auto", show_default=True),
-    click.option("--precision", type=click.Choice(PRECISIONS), default="auto", show_default=True,
-                 help="bf16: OpenVINO on a CPU with AVX512_BF16/AMX; int8/fp16 where the package has them."),
-)
-
-TRUST_CODE = click.option("--trust-code", is_flag=True,
-                          help="Admit TorchScript / torch.export files: loading them runs code from the file. "
-                               "Only for files you trust.")
 
 
 @click.group(cls=VerbGroup, context_settings={"help_option_names": ["-h", "--help"]})
@@ -157,32 +100,6 @@ def _runtime_options(f):
     ]):
         f = opt(f)
     return f
-
-
-def _class_weights(ctx, param, items: Sequence[str]) -> dict[str, float] | None:
-    """``--class-weight LABEL=W`` options as a mapping (names and ranges are checked by the recognizer)."""
-    out = {}
-    for item in items:
-        name, sep, value = item.partition("=")
-        try:
-            out[name.strip()] = float(value)
-        except ValueError:
-            sep = ""
-        if not sep or not name.strip():
-            raise UsageFailure(f"--class-weight {item!r}: write LABEL=W with W a number > 0, e.g. neutral=0.5")
-    return out or None
-
-
-#: --mirror, shared by predict and eval (the recognizer's mirror).
-MIRROR = click.option("--mirror", is_flag=True,
-                      help="Average each face's scores with its mirror image's: about a point more "
-                           "accuracy for twice the classify time.")
-
-#: --class-weight, shared by predict and eval (the recognizer's class_weights).
-CLASS_WEIGHT = click.option(
-    "--class-weight", "class_weights", multiple=True, metavar="LABEL=W", callback=_class_weights,
-    help="Multiply a class's probability by W before normalising (repeatable), e.g. neutral=0.5 "
-         "for posed or subtle expressions read as neutral.")
 
 
 @main.command()
@@ -363,7 +280,7 @@ def benchmark(package, threads, batch, rounds, seconds, providers, as_json) -> N
     """Classify latency of a package on this device: every backend and precision, each in its own process."""
     from tqdm import tqdm
 
-    from .benchmark import BenchConfig, compare, machine_info, precisions_here
+    from .timing import BenchConfig, compare, machine_info, precisions_here
     from .package import load_package, resolve_model
 
     ts, bs = threads, batch

@@ -15,12 +15,13 @@ from types import MappingProxyType
 
 import numpy as np
 
+from . import autotune
 from .backends import BackendOptions, create_backend
 from .detectors import Detection, FaceDetector, create_detector
 from .errors import InvalidImageError, MotivnetError, OptionError
 from .image_io import load_image
 from .labels import class_log_weights, softmax
-from .package import DEFAULT_MODEL, ModelPackage, load_package
+from .package import DEFAULT_MODEL, ModelPackage, load_package  # noqa: F401  (DEFAULT_MODEL: public name)
 from .preprocess import face_crop, to_tensor
 from .results import FacePrediction, FrameResult
 from .tracking import FaceTracker
@@ -115,8 +116,8 @@ class EmotionRecognizer:
             # spinning ORT worker takes a core from them (benchmarks/frame_pipeline.py, 2 cores:
             # 22 ms a frame spinning, 12 ms not). Without a detector, spinning makes batch 1 fast.
             runtime = dataclasses.replace(runtime, spin=detector.whole_image)
-        self._backend = create_backend(package, backend=options.backend, precision=options.precision,
-                                       options=runtime)
+        backend, precision = autotune.tuned_choice(package, options.backend, options.precision, runtime)
+        self._backend = create_backend(package, backend=backend, precision=precision, options=runtime)
         self._closed = False
         self._active = 0
         self._idle = threading.Condition()

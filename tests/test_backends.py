@@ -45,12 +45,20 @@ def test_onnxruntime_spinning_is_an_option_and_does_not_change_scores(tiny_packa
     np.testing.assert_allclose(b.run(x), ref, atol=1e-6)
 
 
+def _tuned(pkg, options):
+    """What a recognizer does: resolve "auto" (timing only when autotune is on), then open the backend."""
+    from motivnet_edge.autotune import tuned_choice
+
+    backend, precision = tuned_choice(pkg, "auto", "auto", options)
+    return create_backend(pkg, backend=backend, precision=precision, options=options)
+
+
 def test_auto_is_measured_here_once_then_read_from_the_cache(tiny_package, tmp_path, monkeypatch):
     import json
 
     monkeypatch.setenv("MOTIVNET_CACHE", str(tmp_path / "cache"))
     pkg = load_package(tiny_package)
-    b = create_backend(pkg, options=BackendOptions(threads=1, autotune=True))
+    b = _tuned(pkg, BackendOptions(threads=1, autotune=True))
     files = list((tmp_path / "cache" / "autotune").glob("*.json"))
     assert len(files) == 1
     record = json.loads(files[0].read_text())
@@ -60,7 +68,7 @@ def test_auto_is_measured_here_once_then_read_from_the_cache(tiny_package, tmp_p
     other = next((n for n in installed_backends() if n != b.name), b.name)
     record["choice"] = [other, "fp32"]
     files[0].write_text(json.dumps(record))
-    assert create_backend(pkg, options=BackendOptions(threads=1, autotune=True)).name == other
+    assert _tuned(pkg, BackendOptions(threads=1, autotune=True)).name == other
     assert len(list((tmp_path / "cache" / "autotune").glob("*.json"))) == 1
 
 
@@ -68,14 +76,14 @@ def test_nothing_is_timed_unless_asked_and_gpu_providers_measure_nothing(tiny_pa
     monkeypatch.setenv("MOTIVNET_CACHE", str(tmp_path / "cache"))
     monkeypatch.delenv("MOTIVNET_AUTOTUNE", raising=False)
     pkg = load_package(tiny_package)
-    assert create_backend(pkg, options=BackendOptions(providers=("cpu",), autotune=True)).name == "onnxruntime"
-    assert create_backend(pkg, options=BackendOptions(autotune=False)).precision == "fp32"
-    create_backend(pkg)  # the default: the manifest decides, nothing is timed
+    assert _tuned(pkg, BackendOptions(providers=("cpu",), autotune=True)).name == "onnxruntime"
+    assert _tuned(pkg, BackendOptions(autotune=False)).precision == "fp32"
+    _tuned(pkg, BackendOptions())  # the default: the manifest decides, nothing is timed
     monkeypatch.setenv("MOTIVNET_AUTOTUNE", "0")
-    create_backend(pkg, options=BackendOptions())
+    _tuned(pkg, BackendOptions())
     assert not (tmp_path / "cache" / "autotune").exists()
     monkeypatch.setenv("MOTIVNET_AUTOTUNE", "1")
-    create_backend(pkg)
+    _tuned(pkg, BackendOptions())
     assert len(list((tmp_path / "cache" / "autotune").glob("*.json"))) == 1
 
 
@@ -134,7 +142,7 @@ def test_missing_backend_names_the_pip_extra(tiny_package):
     """)
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert r.returncode == 0, r.stderr
-    assert "motivnet-edge[openvino]" in r.stdout
+    assert "pip install openvino" in r.stdout
 
 
 def test_package_trt_table_is_required_and_copied(tiny_package, tmp_path):
@@ -146,7 +154,7 @@ def test_package_trt_table_is_required_and_copied(tiny_package, tmp_path):
 
 def test_isolated_worker_reports_its_own_peak_memory(tiny_package):
     """The worker's peak RSS is its own, not the parent's high-water mark inherited across exec."""
-    from motivnet_edge.benchmark import BenchConfig, peak_rss_mb, run_isolated
+    from motivnet_edge.timing import BenchConfig, peak_rss_mb, run_isolated
 
     ballast = np.ones(400 * 2**20 // 8)  # 400 MB touched in this (parent) process
     parent = peak_rss_mb()
@@ -227,7 +235,7 @@ def _workers_of(marker: str) -> list[int]:
             cmd = (proc / "cmdline").read_bytes().replace(b"\0", b" ").decode()
         except OSError:
             continue
-        if "motivnet_edge.benchmark" in cmd and marker in cmd:
+        if "motivnet_edge.timing" in cmd and marker in cmd:
             pids.append(int(proc.name))
     return pids
 
@@ -238,7 +246,7 @@ def test_benchmark_workers_die_with_a_killed_parent(package_copy):
     import time
 
     parent = subprocess.Popen([sys.executable, "-c", textwrap.dedent(f"""
-        from motivnet_edge.benchmark import BenchConfig, run_isolated
+        from motivnet_edge.timing import BenchConfig, run_isolated
         run_isolated({str(package_copy)!r}, BenchConfig(), iters=10**9, seconds=120)
     """)])
     deadline = time.time() + 60
@@ -256,7 +264,7 @@ def test_benchmark_workers_die_with_a_killed_parent(package_copy):
 def test_time_interleaved_times_each_call_in_turn():
     import time
 
-    from motivnet_edge.benchmark import time_interleaved
+    from motivnet_edge.timing import time_interleaved
 
     counts = {"slow": 0, "fast": 0}
 

@@ -110,7 +110,7 @@ def _env():
 
 
 def test_benchmark_verb_times_every_backend(tiny_package):
-    from motivnet_edge.benchmark import precisions_here
+    from motivnet_edge.timing import precisions_here
     from motivnet_edge.package import load_package
 
     # a comma list and a repeated option are the same list option

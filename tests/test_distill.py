@@ -15,7 +15,7 @@ import pytest
 torch = pytest.importorskip("torch", reason="distillation needs the distill extra")
 
 from conftest import load_benchmark  # noqa: E402
-from motivnet_distill.cache import build_cache  # noqa: E402
+from motivnet_distill.teacher_cache import build_cache  # noqa: E402
 from motivnet_distill.data import FaceSet  # noqa: E402
 from motivnet_distill.student import PRESETS, StudentConfig, count_flops, create_student, load_timm_weights  # noqa: E402
 from motivnet_distill.teachers import Teacher  # noqa: E402

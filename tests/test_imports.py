@@ -65,3 +65,53 @@ def test_one_dependency_order_runtime_then_distill_then_export(folder, forbidden
     bad = {f: sorted(names & forbidden) for f, names in _imported_packages(ROOT / folder).items()
            if names & forbidden}
     assert not bad, bad
+
+
+def _module_graph() -> dict[str, set[str]]:
+    """{module: modules of this project it imports}, from the source, lazy imports included."""
+    import ast
+
+    roots = {"motivnet_edge": ROOT / "motivnet_edge", "motivnet_distill": ROOT / "distill",
+             "motivnet_export": ROOT / "export"}
+    graph = {}
+    for pkg, folder in roots.items():
+        for path in sorted(folder.rglob("*.py")):
+            parts = [pkg, *path.relative_to(folder).with_suffix("").parts]
+            is_init = parts[-1] == "__init__"
+            name = ".".join(parts[:-1] if is_init else parts)
+            here = parts[:-1]  # the package the module sits in
+            deps = set()
+            for node in ast.walk(ast.parse(path.read_text())):
+                if isinstance(node, ast.ImportFrom):
+                    base = here[:len(here) - node.level + 1] if node.level else []
+                    mod = ".".join([*base, *(node.module.split(".") if node.module else [])])
+                    deps.add(mod)
+                    deps |= {f"{mod}.{a.name}" for a in node.names}
+                elif isinstance(node, ast.Import):
+                    deps |= {a.name for a in node.names}
+            graph[name] = deps
+    return {m: {d for d in deps if d in graph and d != m} for m, deps in graph.items()}
+
+
+def test_no_import_cycle_anywhere():
+    """No chain of imports (lazy ones too) leads a module back to itself: e.g. building a
+    recognizer must not be able to reach the benchmark workers through the backend registry."""
+    graph = _module_graph()
+    assert "motivnet_edge.backends" in graph and graph["motivnet_edge.recognizer"]
+    state, cycles = {}, []
+
+    def visit(m, stack):
+        state[m] = "open"
+        for d in sorted(graph[m]):
+            if d.startswith(m + ".") or m.startswith(d + "."):
+                continue  # a package importing its own submodule (or the reverse) is not a cycle
+            if state.get(d) == "open":
+                cycles.append(stack[stack.index(d):] + [d])
+            elif d not in state:
+                visit(d, stack + [d])
+        state[m] = "done"
+
+    for m in sorted(graph):
+        if m not in state:
+            visit(m, [m])
+    assert not cycles, cycles

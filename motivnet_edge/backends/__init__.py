@@ -27,7 +27,6 @@ import shutil
 import tempfile
 from pathlib import Path
 
-from .. import autotune
 from ..cpu import INT8_FLAGS, has_bf16, int8_flags
 from ..errors import BackendUnavailableError, OptionError, PackageError
 from .base import Backend, BackendOptions, VerifiedModel
@@ -36,7 +35,7 @@ from .base import Backend, BackendOptions, VerifiedModel
 AUTO_ORDER = ("onnxruntime", "openvino")
 #: Names ``create_backend`` (and the CLI's --backend) accepts.
 BACKENDS = ("auto", *AUTO_ORDER)
-_EXTRAS = {"onnxruntime": "pip install onnxruntime", "openvino": "pip install 'motivnet-edge[openvino]'"}
+_EXTRAS = {"onnxruntime": "pip install onnxruntime", "openvino": "pip install openvino"}
 _MODULE = {"onnxruntime": "onnxruntime", "openvino": "openvino"}
 
 
@@ -141,6 +140,18 @@ def _verified(package, f) -> VerifiedModel:
                          {rel: read_verified(package.root, rel, d) for rel, d in f.extra_files.items()})
 
 
+def auto_candidates(package, backend: str, precision: str, options: BackendOptions) -> list[tuple[str, str]]:
+    """The (backend, precision) pairs an "auto" choice may take on this CPU (empty: nothing to
+    choose): installed backends the package has files for, INT8 only where it agrees with fp32."""
+    if "auto" not in (backend, precision) or options.providers or options.device.upper() != "CPU":
+        return []
+    installed = installed_backends()
+    backends = [b for b in ([backend] if backend != "auto" else AUTO_ORDER) if b in installed]
+    precisions = [precision] if precision != "auto" else ["fp32", "int8"]
+    return [(b, p) for b in backends for p in precisions if package.file_for(b, p) is not None
+            and (p != "int8" or precision == "int8" or int8_agrees(package, b))]
+
+
 def create_backend(package, *, backend: str = "auto", precision: str = "auto",
                    options: BackendOptions | None = None) -> Backend:
     """Opens the package's model file for the chosen backend and precision.
@@ -153,14 +164,6 @@ def create_backend(package, *, backend: str = "auto", precision: str = "auto",
     installed = installed_backends()
     if precision == "bf16" and backend == "auto":
         backend = "openvino"  # bf16 is an OpenVINO inference precision
-    on_cpu = not options.providers and options.device.upper() == "CPU"
-    if "auto" in (backend, precision) and on_cpu and autotune.enabled(options.autotune):
-        backends = [b for b in ([backend] if backend != "auto" else AUTO_ORDER) if b in installed]
-        precisions = [precision] if precision != "auto" else ["fp32", "int8"]
-        candidates = [(b, p) for b in backends for p in precisions if package.file_for(b, p) is not None
-                      and (p != "int8" or precision == "int8" or int8_agrees(package, b))]
-        if candidates:
-            backend, precision = autotune.choose(package, candidates, threads=options.threads)
     if backend == "auto":
         offered = {f.backend for f in package.files}
         choices = [b for b in AUTO_ORDER if b in installed and b in offered]

@@ -27,7 +27,7 @@ class OpenVinoBackend(Backend):
         try:
             import openvino as ov
         except ImportError:
-            raise BackendUnavailableError("OpenVINO is not installed: pip install 'motivnet-edge[openvino]'") from None
+            raise BackendUnavailableError("OpenVINO is not installed: pip install openvino") from None
         core = ov.Core()
         devices = core.available_devices
         wanted = options.device.upper()

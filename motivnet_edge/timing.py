@@ -182,7 +182,7 @@ def run_isolated(package: str | Path, cfg: BenchConfig, *, iters: int = 200, sec
     Raises:
         MotivnetError: the worker failed (its last stderr line is quoted).
     """
-    args = [sys.executable, "-m", "motivnet_edge.benchmark", str(package), json.dumps(asdict(cfg)),
+    args = [sys.executable, "-m", "motivnet_edge.timing", str(package), json.dumps(asdict(cfg)),
             str(iters), str(seconds)]
     r = subprocess.run(args, capture_output=True, text=True, timeout=600, preexec_fn=_die_with_parent)
     if r.returncode != 0:
@@ -220,7 +220,7 @@ def compare(package: str | Path, configs: list[BenchConfig], *, rounds: int = 3,
 
 
 if __name__ == "__main__":
-    # Worker mode: python -m motivnet_edge.benchmark PACKAGE CONFIG_JSON ITERS SECONDS
+    # Worker mode: python -m motivnet_edge.timing PACKAGE CONFIG_JSON ITERS SECONDS
     res = time_in_process(sys.argv[1], BenchConfig(**json.loads(sys.argv[2])), iters=int(sys.argv[3]),
                           seconds=float(sys.argv[4]))
     print(json.dumps(res))
