@@ -23,8 +23,8 @@ import shlex
 import sys
 import time
 from pathlib import Path
+from common import write_result  # noqa: E402  (benchmarks/ is the script folder)
 
-from motivnet_edge.atomic import write_json
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -148,7 +148,7 @@ def main() -> None:
                          "runs on FER2013Valid + the facial_expressions validation part (select_default.py); "
                          "FER2013Test and CK+48 are reported, never selected on",
                          "FER2013Test: 3,573 images (16 of FER2013's private test dropped by FER+)"]}
-    write_json(args.out, results)
+    write_result(args.out, results)
     plot_curves(rows, args.out.with_name("ablation_curves.png"))
     cols = [s for s in sets]
     print(f"{'row':26s} " + " ".join(f"{c[:16]:>16s}" for c in cols) + "   (accuracy / lowest class recall)")

@@ -19,8 +19,8 @@ import sys
 import time
 from pathlib import Path
 
-from motivnet_edge.atomic import write_json
 from motivnet_edge.labels import apply_class_weights
+from common import write_result  # noqa: E402  (benchmarks/ is the script folder)
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -60,7 +60,7 @@ def main() -> None:
                "rows": rows, "seconds": round(time.time() - t0),
                "notes": ["validation: valid_ferplus, facial_expressions (val part); test: ferplus_majority, "
                          "fer2013, ckplus; CK+48 has no neutral class, so every neutral answer there is wrong"]}
-    write_json(args.out, results)
+    write_result(args.out, results)
     for r in rows:
         print(f"neutral x{r['neutral_weight']:<5g} " + "  ".join(
             f"{n} {r[n]['accuracy']:.2%}/{r[n]['min_recall']:.0%}" for n in sets))

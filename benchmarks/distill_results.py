@@ -21,8 +21,8 @@ import os
 import sys
 import time
 from pathlib import Path
+from common import write_result  # noqa: E402  (benchmarks/ is the script folder)
 
-from motivnet_edge.atomic import write_json
 
 ROOT = Path(__file__).resolve().parents[1]
 #: The teachers' results rows and their files in ../shared/models/xception_fer2013.
@@ -121,7 +121,7 @@ def main() -> None:
                "notes": ["FER2013Test: 3,573 images; FER2013's private test had 3,589 (16 dropped by FER+)",
                          "selection on FER2013Valid only; the test split is never trained or selected on"],
                "seconds": round(time.time() - t_start)}
-    write_json(args.out, results)
+    write_result(args.out, results)
 
     print(f"{'model':20s} {'params':>10s} {'GFLOPs':>8s} {'FER2013':>8s} {'FER+':>7s} {'CK+':>7s} {'agree':>7s}")
     for name, m in models.items():

@@ -24,9 +24,9 @@ import numpy as np
 
 from motivnet_distill.domains import crops_for, test_sets
 from motivnet_distill.evaluate import evaluate_probs, model_probs, plot_confusion
-from motivnet_edge.atomic import write_json
 from motivnet_edge.timing import machine_info
 from motivnet_edge.detectors import YuNetDetector
+from common import write_result  # noqa: E402  (benchmarks/ is the script folder)
 
 ROOT = Path(__file__).resolve().parents[1]
 #: The sets whose mean is the headline cross-domain score (the issue's five).
@@ -94,7 +94,7 @@ def main() -> None:
         if i == 0:
             for s, m in metrics.items():
                 plot_confusion(m, args.plots / f"confusion_{name}_{s}.png", f"{name} on {s}")
-    write_json(args.out, {
+    write_result(args.out, {
         "machine": machine_info(), "seconds": round(time.time() - t0, 1),
         "sets": {s: {"n": len(ts.faces), "crop": ts.crop, "misses": ts.misses} for s, ts in sets.items()},
         "cross_domain_sets": list(CROSS_DOMAIN), "models": results,

@@ -22,8 +22,8 @@ import time
 from pathlib import Path
 
 import numpy as np
+from common import write_result  # noqa: E402  (benchmarks/ is the script folder)
 
-from motivnet_edge.atomic import write_json
 
 ROOT = Path(__file__).resolve().parents[1]
 W, H = 640, 480
@@ -118,7 +118,7 @@ def main() -> None:
                "settings": {"threads": 2, "classify": "onnxruntime fp32", "detector": "YuNet 2023mar",
                             "clip_frames": args.clip},
                "package": str(package), "rows": rows}
-    write_json(args.out, results)
+    write_result(args.out, results)
     print(f"{'mode':48s} {'p50 ms':>8s} {'fps':>7s} {'accuracy':>9s} {'vs ref':>7s}")
     for r in rows:
         mode = (f"every frame, min_face {r['min_face']}" if r["detect_every"] is None

@@ -20,8 +20,8 @@ from collections import Counter
 from pathlib import Path
 
 import numpy as np
+from common import write_result  # noqa: E402  (benchmarks/ is the script folder)
 
-from motivnet_edge.atomic import write_json
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -81,7 +81,7 @@ def main() -> None:
     rows = [{"model": k, "p50_ms": round(p50[k], 4), "speedup_vs_fp32": round(p50["fp32"] / p50[k], 3),
              "max_abs_logit_diff_vs_fp32": round(agree[k], 4), **after[k]} for k in sessions]
     results = {"machine": machine_info(), "package": str(pkg), "threads": args.threads, "rows": rows}
-    write_json(args.out, results)
+    write_result(args.out, results)
     for r in rows:
         print(f"{r['model']:20s} p50 {r['p50_ms']:.3f} ms  x{r['speedup_vs_fp32']:.2f} vs fp32; after ORT's optimiser "
               f"{r['nodes']} nodes, {r['QuantizeLinear']} Q + {r['DequantizeLinear']} DQ left, "

@@ -20,8 +20,8 @@ import tempfile
 from pathlib import Path
 
 import numpy as np
+from common import write_result  # noqa: E402  (benchmarks/ is the script folder)
 
-from motivnet_edge.atomic import write_json
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -81,7 +81,7 @@ def main() -> None:
                                                        "threads": args.threads, "batch": 1,
                                                        "seconds": args.seconds},
                "packages": {k: str(v) for k, v in students.items()}, "rows": rows}
-    write_json(args.out, results)
+    write_result(args.out, results)
     for r in rows:
         print(f"spin {'on ' if r['spin'] else 'off'} {r['model']:16s} p50 {r['p50_ms']:.3f} ms  "
               f"{r['ratio_to_xception_mini']:.2f}x mini-Xception ({r['calls']} calls)")

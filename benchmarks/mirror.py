@@ -18,8 +18,8 @@ import tempfile
 from pathlib import Path
 
 import numpy as np
+from common import write_result  # noqa: E402  (benchmarks/ is the script folder)
 
-from motivnet_edge.atomic import write_json
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -95,7 +95,7 @@ def main() -> None:
                for k, v in p50.items()]
     for x in latency:
         print(f"{x['model']:16s} classify p50 {x['p50_ms']:.3f} ms  {x['ratio_to_xception_mini']:.2f}x mini-Xception")
-    write_json(args.out, {"machine": machine_info(),
+    write_result(args.out, {"machine": machine_info(),
                           "settings": {"runtime": "onnxruntime fp32", "threads": args.threads, "batch": 1,
                                        "latency": "EmotionRecognizer.classify, one process, interleaved, spin off",
                                        "seconds": args.seconds},

@@ -24,8 +24,8 @@ import numpy as np
 from motivnet_edge.timing import BenchConfig, compare, gemm_peak_gflops, machine_info, precisions_here
 from motivnet_edge.package import load_package
 from motivnet_edge.recognizer import DEFAULT_MODEL
+from common import write_result  # noqa: E402  (benchmarks/ is the script folder)
 
-from motivnet_edge.atomic import write_json
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -196,7 +196,7 @@ def main() -> None:
                 r["gflops_per_s"] = r["gflops"] * r["throughput_fps"]
                 r["fraction_of_gemm_peak"] = r["gflops_per_s"] / results["gemm_peak_gflops"][t]
     results["seconds"] = round(time.time() - t_start)
-    write_json(args.out, results)
+    write_result(args.out, results)
     if results["accuracy"]:
         plots(results, args.out.parent)
     print(f"wrote {args.out} in {results['seconds']} s")

@@ -18,9 +18,9 @@ from pathlib import Path
 from motivnet_distill.evaluate import evaluate_probs, model_probs
 from motivnet_distill.mixture import validation_sets
 from motivnet_distill.pipeline import STUDENT_PREPROCESSING
-from motivnet_edge.atomic import write_json
 from motivnet_edge.timing import machine_info
 from motivnet_edge.detectors import YuNetDetector
+from common import write_result  # noqa: E402  (benchmarks/ is the script folder)
 
 ROOT = Path(__file__).resolve().parents[1]
 MIN_SUPPORT = 40
@@ -55,7 +55,7 @@ def main() -> None:
               + f"  score {row['score']:.2%}  lowest recall {lowest:.1%}", flush=True)
     ok = [r for r in rows if r["qualifies"]] or rows
     best = max(ok, key=lambda r: r["score"])
-    write_json(args.out, {"machine": machine_info(), "rule": (
+    write_result(args.out, {"machine": machine_info(), "rule": (
         f"mean of validation accuracy over {', '.join(sets)}; runs with a class (>= {MIN_SUPPORT} faces) under "
         f"{args.floor:.0%} validation recall are passed over; test sets not read"), "rows": rows, "chosen": best["run"]})
     print(f"chosen: {best['run']}")

@@ -53,6 +53,10 @@ def missing_class_hint(exc: LabelError, data: str) -> UsageFailure:
                    "YuNet-aligned crops, domain- and class-balanced) and select on their validation parts.")
 @click.option("--samples-per-epoch", type=click.IntRange(1, 10_000_000), default=None,
               help="With --domains: faces drawn per epoch  [default: 30000].")
+@list_option("--without", "without", metavar="DOMAIN",
+             help="With --domains: leave these domains' train parts out (ablations), e.g. --without kdef.")
+@click.option("--no-balance", is_flag=True,
+              help="With --domains: draw faces as stored (no domain or class balancing; ablation).")
 @list_option("--extra-data", item=click.Path(), split=False,
               help="More labelled faces (repeatable); only the train part of their by-person split is used.")
 @MAP_OPTION
@@ -79,7 +83,7 @@ def missing_class_hint(exc: LabelError, data: str) -> UsageFailure:
 @click.option("--resume", is_flag=True, help="Continue the run in --out after an interruption.")
 @TRUST_CODE
 @friendly
-def distill(data, domains, samples_per_epoch, extra_data, maps, out, teachers, val, student, epochs, views, threads, kd_weight, label_weight, temperature,
+def distill(data, domains, samples_per_epoch, without, no_balance, extra_data, maps, out, teachers, val, student, epochs, views, threads, kd_weight, label_weight, temperature,
             batch_size, lr, cache_dir, init, label_source, resume, trust_code) -> None:
     """Distil a teacher (or several) into a small ViT student."""
     from .mixture import MixRecipe
@@ -87,7 +91,19 @@ def distill(data, domains, samples_per_epoch, extra_data, maps, out, teachers, v
 
     if (data is None) == (domains is None):
         raise UsageFailure("pass --data (one training set) or --domains SHARED (every domain in shared/), not both")
-    mix = MixRecipe(samples_per_epoch=samples_per_epoch) if samples_per_epoch else None
+    if (without or no_balance or samples_per_epoch) and domains is None:
+        raise UsageFailure("--without, --no-balance and --samples-per-epoch apply to --domains training")
+    mix = None
+    if domains is not None:
+        from .domains import DOMAINS
+
+        unknown = [d for d in without if d not in DOMAINS]
+        if unknown or len(set(without)) >= len(DOMAINS):
+            raise UsageFailure(f"--without {', '.join(unknown or without)}: name some of {', '.join(DOMAINS)}, "
+                               "not all of them")
+        mix = MixRecipe(domains=tuple(d for d in DOMAINS if d not in without),
+                        **({"samples_per_epoch": samples_per_epoch} if samples_per_epoch else {}),
+                        **({"domain_power": 1.0, "class_power": 1.0, "domain_scale": {}} if no_balance else {}))
     try:
         best = run_distill(data=data, domains=domains, mix=mix, out=out, val=val, teachers=list(teachers), student=student, epochs=epochs,
                            views=views, kd_weight=kd_weight, label_weight=label_weight, temperature=temperature,

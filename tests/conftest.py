@@ -22,6 +22,10 @@ def load_benchmark(name: str):
     import importlib.util
 
     path = Path(__file__).resolve().parents[1] / "benchmarks" / f"{name}.py"
+    import sys
+
+    if str(path.parent) not in sys.path:
+        sys.path.insert(0, str(path.parent))  # scripts import their helper module, benchmarks/common.py
     spec = importlib.util.spec_from_file_location(f"benchmark_{name}", path)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)

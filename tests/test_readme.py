@@ -23,13 +23,25 @@ def test_readme_python_snippet_runs_verbatim(i, tmp_path):
     assert r.stdout.strip(), "the snippet printed nothing"
 
 
-def test_readme_results_are_the_rendering_of_the_committed_results_files():
-    """Every figure in README's results section comes from benchmarks/results/*.json, unedited."""
+def test_results_and_headline_are_the_rendering_of_the_committed_results_files():
+    """Every figure in docs/RESULTS.md and README's headline comes from benchmarks/results/*.json, unedited."""
     from conftest import load_benchmark
 
     report = load_benchmark("report")
-    assert report.readme_section(README.read_text()) == report.render(), \
-        "README.md's results section differs from the results files: run `python benchmarks/report.py`"
+    assert report.readme_section(report.RESULTS.read_text()) == report.render(), \
+        "docs/RESULTS.md differs from the results files: run `python benchmarks/report.py`"
+    assert report.section_of(README.read_text(), report.HEAD_START, report.HEAD_END, "README") == report.headline(), \
+        "README.md's headline differs from the results files: run `python benchmarks/report.py`"
+
+
+def test_readme_is_one_short_page_with_no_machine_paths():
+    text = README.read_text()
+    assert len(text.splitlines()) <= 150 and len(text) <= 12_000
+    committed = [README, *README.parent.glob("docs/*.md"), *README.parent.glob("benchmarks/results/*.json"),
+                 README.parent / "motivnet_edge" / "models" / "default" / "manifest.json"]
+    for path in committed:
+        body = path.read_text()
+        assert "/work/" not in body and "/home/" not in body and "/root/" not in body, path
 
 
 def test_suite_rows_of_the_default_are_the_accuracy_its_manifest_claims():

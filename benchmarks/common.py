@@ -1,0 +1,41 @@
+"""What every benchmark script shares: where things are, named models, and writing a results file.
+
+Scripts import it as ``from common import ...`` (Python puts a script's folder on sys.path).
+A results file is committed, so it must not carry the paths of the machine that wrote it:
+``write_result`` rewrites every absolute path under the checkout or ../shared to a relative one.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from motivnet_edge.atomic import write_json
+
+ROOT = Path(__file__).resolve().parents[1]
+SHARED = ROOT.parent / "shared"
+
+
+def relative_paths(obj):
+    """``obj`` with absolute paths under the checkout written from its root, and ../shared's as ../shared."""
+    if isinstance(obj, dict):
+        return {k: relative_paths(v) for k, v in obj.items()}
+    if isinstance(obj, list):
+        return [relative_paths(v) for v in obj]
+    if isinstance(obj, str) and "/" in obj:
+        for base, repl in ((str(ROOT.parent / "shared") + "/", "../shared/"), (str(ROOT) + "/", "")):
+            obj = obj.replace(base, repl)
+    return obj
+
+
+def write_result(path: str | Path, obj) -> None:
+    """Writes a results JSON atomically, machine paths made relative."""
+    write_json(path, relative_paths(obj))
+
+
+def named(items: list[str], default: dict[str, str] | None = None) -> dict[str, str]:
+    """``NAME=PATH`` (or a bare PATH, named by its folder) options as {name: path}."""
+    out = dict(default or {})
+    for item in items:
+        name, sep, path = item.partition("=")
+        out.update({name: path} if sep else {Path(item).name: item})
+    return out
