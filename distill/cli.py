@@ -57,6 +57,9 @@ def missing_class_hint(exc: LabelError, data: str) -> UsageFailure:
              help="With --domains: leave these domains' train parts out (ablations), e.g. --without kdef.")
 @click.option("--no-balance", is_flag=True,
               help="With --domains: draw faces as stored (no domain or class balancing; ablation).")
+@click.option("--class-power", type=click.FloatRange(0, 1), default=None,
+              help="With --domains: a class's share inside its domain grows as count**POWER (1: as stored, "
+                   "0: every class equally often)  [default: 0.5].")
 @list_option("--extra-data", item=click.Path(), split=False,
               help="More labelled faces (repeatable); only the train part of their by-person split is used.")
 @MAP_OPTION
@@ -83,7 +86,7 @@ def missing_class_hint(exc: LabelError, data: str) -> UsageFailure:
 @click.option("--resume", is_flag=True, help="Continue the run in --out after an interruption.")
 @TRUST_CODE
 @friendly
-def distill(data, domains, samples_per_epoch, without, no_balance, extra_data, maps, out, teachers, val, student, epochs, views, threads, kd_weight, label_weight, temperature,
+def distill(data, domains, samples_per_epoch, without, no_balance, class_power, extra_data, maps, out, teachers, val, student, epochs, views, threads, kd_weight, label_weight, temperature,
             batch_size, lr, cache_dir, init, label_source, resume, trust_code) -> None:
     """Distil a teacher (or several) into a small ViT student."""
     from .mixture import MixRecipe
@@ -91,8 +94,10 @@ def distill(data, domains, samples_per_epoch, without, no_balance, extra_data, m
 
     if (data is None) == (domains is None):
         raise UsageFailure("pass --data (one training set) or --domains SHARED (every domain in shared/), not both")
-    if (without or no_balance or samples_per_epoch) and domains is None:
-        raise UsageFailure("--without, --no-balance and --samples-per-epoch apply to --domains training")
+    if (without or no_balance or samples_per_epoch or class_power is not None) and domains is None:
+        raise UsageFailure("--without, --no-balance, --class-power and --samples-per-epoch apply to --domains training")
+    if no_balance and class_power is not None:
+        raise UsageFailure("--no-balance already sets the class power to 1: drop --class-power")
     mix = None
     if domains is not None:
         from .domains import DOMAINS
@@ -103,7 +108,8 @@ def distill(data, domains, samples_per_epoch, without, no_balance, extra_data, m
                                "not all of them")
         mix = MixRecipe(domains=tuple(d for d in DOMAINS if d not in without),
                         **({"samples_per_epoch": samples_per_epoch} if samples_per_epoch else {}),
-                        **({"domain_power": 1.0, "class_power": 1.0, "domain_scale": {}} if no_balance else {}))
+                        **({"domain_power": 1.0, "class_power": 1.0, "domain_scale": {}} if no_balance else {}),
+                        **({"class_power": class_power} if class_power is not None else {}))
     try:
         best = run_distill(data=data, domains=domains, mix=mix, out=out, val=val, teachers=list(teachers), student=student, epochs=epochs,
                            views=views, kd_weight=kd_weight, label_weight=label_weight, temperature=temperature,
