@@ -17,7 +17,6 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-import cv2
 import numpy as np
 
 from motivnet_edge.errors import LabelError, MotivnetError
@@ -51,10 +50,24 @@ class FaceSet:
 
 
 def _read(path: Path) -> np.ndarray:
-    img = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
-    if img is None:
-        raise DataError(f"{path} is not a readable image; remove it or re-save it as PNG")
-    return img if img.ndim == 2 else cv2.cvtColor(img, cv2.COLOR_BGRA2BGR) if img.shape[2] == 4 else img
+    """A training or test image through the runtime's own loader: 8-bit gray or BGR whatever the
+    file's depth (a 16-bit PNG becomes 0..255, as ``predict`` sees it), bombs and non-files refused."""
+    from motivnet_edge.errors import InvalidImageError
+    from motivnet_edge.image_io import load_image
+
+    try:
+        return load_image(path)
+    except InvalidImageError as exc:
+        raise DataError(f"{exc}; remove it from the dataset or re-save it as PNG") from None
+
+
+def _member(folder: Path, name: str, where: str) -> Path:
+    """A file a label file names, which must lie inside the dataset folder (no absolute path, no '..')."""
+    p = Path(name)
+    if not name or p.is_absolute() or ".." in p.parts:
+        raise DataError(f"{where}: image {name!r} is not a path inside {folder}; label files name images "
+                        "relative to their folder")
+    return folder / p
 
 
 def read_ferplus(folder: str | Path, *, labels: Sequence[str] = MOTIVNET_LABELS,
@@ -90,9 +103,9 @@ def read_ferplus(folder: str | Path, *, labels: Sequence[str] = MOTIVNET_LABELS,
                 v = np.array([float(x) for x in row[2:]], dtype=np.float32)
             except ValueError:
                 raise DataError(f"{csv_path}:{n}: vote counts must be numbers: {row[2:]}") from None
-            if (v < 0).any():
-                raise DataError(f"{csv_path}:{n}: negative vote count")
-            images.append(_read(folder / row[0]))
+            if not np.isfinite(v).all() or (v < 0).any():
+                raise DataError(f"{csv_path}:{n}: vote counts must be finite and >= 0, got {row[2:]}")
+            images.append(_read(_member(folder, row[0], f"{csv_path}:{n}")))
             votes.append(v)
             files.append(row[0])
     if not images:
@@ -183,12 +196,13 @@ def read_fer2013_csv(path: str | Path, *, usage: str | None = None,
             if usage and row.get("Usage") != usage:
                 continue
             try:
-                px = np.array(row["pixels"].split(), dtype=np.uint8)
+                px = np.array([int(v) for v in row["pixels"].split()], dtype=np.int64)
                 emotion = int(row["emotion"])
-            except (ValueError, AttributeError):
-                raise DataError(f"{path}:{n}: pixels/emotion are not numbers") from None
-            if px.size != 48 * 48 or not 0 <= emotion < 7:
-                raise DataError(f"{path}:{n}: expected 2304 pixels and emotion 0..6")
+            except (ValueError, AttributeError, TypeError):
+                raise DataError(f"{path}:{n}: pixels/emotion are not integers") from None
+            if px.size != 48 * 48 or not 0 <= emotion < 7 or px.min() < 0 or px.max() > 255:
+                raise DataError(f"{path}:{n}: expected 2304 pixels in 0..255 and emotion 0..6")
+            px = px.astype(np.uint8)
             if to_target[emotion] < 0:
                 continue
             images.append(px.reshape(48, 48))
@@ -201,7 +215,13 @@ def read_fer2013_csv(path: str | Path, *, usage: str | None = None,
 
 
 def _images_in(folder: Path) -> list[Path]:
-    return sorted(p for p in folder.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES)
+    named = sorted(p for p in folder.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES)
+    # Regular files only: a FIFO or device named *.png would block the reader forever.
+    skipped = [p for p in named if not p.is_file()]
+    if skipped:
+        log.warning("%d entries under %s are named like images but are not regular files (e.g. %s): skipped",
+                    len(skipped), folder, skipped[0])
+    return [p for p in named if p.is_file()]
 
 
 def read_image_folder(folder: str | Path, *, labels: Sequence[str] = MOTIVNET_LABELS,
@@ -222,7 +242,11 @@ def read_image_folder(folder: str | Path, *, labels: Sequence[str] = MOTIVNET_LA
         if dst < 0:
             log.info("class folder %r dropped by the label mapping", cls)
             continue
-        for p in _images_in(folder / cls):
+        found = _images_in(folder / cls)
+        if not found:
+            raise DataError(f"class folder {folder / cls} holds no images ({', '.join(IMAGE_SUFFIXES)}); add "
+                            f"images or drop the class with --map {cls}=none")
+        for p in found:
             images.append(_read(p))
             hard.append(dst)
             files.append(str(p.relative_to(folder)))

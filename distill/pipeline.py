@@ -42,7 +42,12 @@ def _init_provenance(init: str | Path) -> dict:
     """What a student started from: the file, and the teacher behind it when it is a run's best.pt."""
     import torch
 
-    ck = torch.load(init, map_location="cpu", weights_only=True)  # a run's best.pt, or a timm/DeiT file
+    try:
+        ck = torch.load(init, map_location="cpu", weights_only=True)  # a run's best.pt, or a timm/DeiT file
+    except Exception as exc:  # missing, unreadable, truncated, pickled code
+        raise MotivnetError(f"--init {init} cannot be read as weights ({type(exc).__name__}: "
+                            f"{str(exc).splitlines()[0][:160] if str(exc) else 'no detail'}); pass a run's best.pt "
+                            "or a timm/DeiT checkpoint") from None
     prov = ck.get("provenance", {}) if isinstance(ck, dict) else {}
     return {"path": str(init), "teacher": prov.get("teacher"), "label_source": prov.get("label_source"),
             "init": prov.get("init")}

@@ -199,6 +199,10 @@ def train(run: str | Path, train_set: FaceSet, val_set: FaceSet | Mapping[str, F
     if cfg.batch_size % world:
         raise TrainConfigError(f"batch_size {cfg.batch_size} must be divisible by the {world} processes")
     _check_run_folder(run, cfg, scfg, resume)
+    for name, part in (val_set.items() if isinstance(val_set, Mapping) else [("--val", val_set)]):
+        if not (part.hard >= 0).any():
+            raise TrainConfigError(f"the selection set {name} has no labelled faces: the best epoch cannot be "
+                                   "chosen; pass a labelled --val (class folders, a FER+ split or a CSV)")
     if rank == 0:
         run.mkdir(parents=True, exist_ok=True)
         if (extra or {}).get("command"):
@@ -212,7 +216,12 @@ def train(run: str | Path, train_set: FaceSet, val_set: FaceSet | Mapping[str, F
     if init is not None:
         from .student import load_timm_weights
 
-        skipped = load_timm_weights(model, init)
+        try:
+            skipped = load_timm_weights(model, init)
+        except Exception as exc:  # unreadable, truncated, pickled code, no tensors of ours
+            raise TrainConfigError(f"--init {init} cannot be read as weights ({type(exc).__name__}: "
+                                   f"{str(exc).splitlines()[0][:160] if str(exc) else 'no detail'}); pass a run's "
+                                   "best.pt or a timm/DeiT checkpoint") from None
         log.info("initialised from %s; not loaded: %s", init, skipped)
     # channels_last: oneDNN's conv kernels (the stem's forward and backward) are faster in NHWC.
     model.to(device, memory_format=torch.channels_last), ema.to(device, memory_format=torch.channels_last)
@@ -220,9 +229,15 @@ def train(run: str | Path, train_set: FaceSet, val_set: FaceSet | Mapping[str, F
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     start, best = 0, {"val_acc": -1.0}
     if resume and (run / "last.pt").is_file():
-        ck = torch.load(run / "last.pt", map_location=device, weights_only=True)
-        model.load_state_dict(ck["model"]), ema.load_state_dict(ck["ema"]), opt.load_state_dict(ck["opt"])
-        start, best = ck["epoch"] + 1, ck["best"]
+        try:
+            ck = torch.load(run / "last.pt", map_location=device, weights_only=True)
+            model.load_state_dict(ck["model"]), ema.load_state_dict(ck["ema"]), opt.load_state_dict(ck["opt"])
+            start, best = int(ck["epoch"]) + 1, dict(ck["best"])
+        except Exception as exc:  # truncated, empty, pickled code, or a file of another shape
+            raise TrainConfigError(f"{run / 'last.pt'} cannot be resumed ({type(exc).__name__}: "
+                                   f"{str(exc).splitlines()[0][:160] if str(exc) else 'no detail'}); the run's "
+                                   f"last good weights are {run / 'best.pt'}: start a new --out with --init "
+                                   "that file, or delete last.pt to restart this run") from None
         log.info("resumed %s at epoch %d", run, start)
     net = torch.nn.parallel.DistributedDataParallel(
         model, device_ids=[device.index] if device.type == "cuda" else None) if world > 1 else model

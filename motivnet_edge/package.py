@@ -89,6 +89,10 @@ def sha256_file(path: Path) -> str:
 
 def _inside(root: Path, rel: str) -> Path:
     """Resolves ``rel`` under ``root``; refuses absolute paths, '..' and symlinks out."""
+    if not isinstance(rel, str) or "\0" in rel or len(rel) > 1024 or any(len(part) > 255 for part in rel.split("/")):
+        shown = rel[:60] + "..." if isinstance(rel, str) and len(rel) > 60 else rel
+        raise PackageError(f"manifest path {shown!r} is not a file name (NUL byte, or longer than a path can be); "
+                           "re-export the package")
     p = PurePosixPath(rel)
     if not rel or p.is_absolute() or ".." in p.parts or "\\" in rel or ":" in rel:
         raise PackageError(f"manifest path {rel!r} leaves the package folder; paths must be "

@@ -81,8 +81,13 @@ class Preprocessing:
             problems.append(f"interpolation {self.interpolation!r} must be one of {sorted(_INTERP)}")
         if self.resize not in ("stretch", "letterbox") or not 0 <= self.pad_value <= 255:
             problems.append(f"resize {self.resize!r} must be stretch or letterbox, pad_value 0..255")
-        if len(self.template) != 5:
-            problems.append("template needs 5 (x, y) points")
+        if len(self.template) != 5 or not all(
+                len(pt) == 2 and all(isinstance(v, (int, float)) and math.isfinite(v) and -4 <= v <= 5 for v in pt)
+                for pt in self.template):
+            problems.append("template needs 5 (x, y) points, finite fractions of the crop side")
+        if any(abs(v) > 1e4 for v in self.mean) or any(not 1e-3 <= v <= 1e4 for v in self.std):
+            problems.append(f"mean {self.mean} / std {self.std} are not pixel statistics (|mean| <= 1e4, "
+                            "1e-3 <= std <= 1e4 on the 0..255 scale)")
         if problems:
             raise PackageError("invalid preprocessing: " + "; ".join(problems))
 
@@ -110,6 +115,8 @@ class Preprocessing:
                 if key in kw:
                     kw[key] = tuple(float(v) for v in kw[key])
             if "template" in kw:
+                if not all(isinstance(pt, (list, tuple)) and len(pt) == 2 for pt in kw["template"]):
+                    raise PackageError("invalid preprocessing: template needs 5 (x, y) points")
                 kw["template"] = tuple((float(x), float(y)) for x, y in kw["template"])
         except (TypeError, ValueError) as exc:
             raise PackageError(f"invalid preprocessing values: {exc}") from None
@@ -209,7 +216,14 @@ def face_crop(image: np.ndarray, pp: Preprocessing, *, box=None, landmarks=None,
     # interpolation), never the whole photo once per face.
     x0, y0, x1, y1 = _footprint(m, out_w * k, out_h * k, image.shape)
     m[:, 2] += m[:, :2] @ np.array([x0, y0], dtype=np.float64)
-    src = _to_color(image[y0:y1, x0:x1], pp.color)
+    region = image[y0:y1, x0:x1]
+    step = math.ceil(max(region.shape[:2]) / 32000)
+    if step > 1:
+        # OpenCV's warp takes sides below 32767 px; a face spanning more is subsampled first
+        # (it ends up 48-224 px anyway), with the map rescaled to the coarser grid.
+        region = region[::step, ::step]
+        m[:, :2] *= step
+    src = _to_color(region, pp.color)
     interp = cv2.INTER_LINEAR if k > 1 or pp.interpolation == "area" else _INTERP[pp.interpolation]
     letterbox = box is None and landmarks is None and pp.resize == "letterbox"
     border = dict(borderMode=cv2.BORDER_CONSTANT, borderValue=(pp.pad_value,) * 3) if letterbox \

@@ -47,10 +47,43 @@ def test_ferplus_bad_rows(tmp_path):
     with pytest.raises(DataError, match="must be numbers"):
         read_ferplus(d)
     (d / "label.csv").write_text('missing.png,"(0, 0, 48, 48)",1,0,0,0,0,0,0,0,0,0\n')
-    with pytest.raises(DataError, match="missing.png is not a readable image"):
+    with pytest.raises(DataError, match="missing.png: no such file"):
         read_ferplus(d)
     with pytest.raises(DataError, match="no label.csv"):
         read_ferplus(tmp_path)
+    for votes in ("nan", "inf", "-1"):
+        (d / "label.csv").write_text(f'f0.png,"(0, 0, 48, 48)",{votes},8,0,0,0,0,0,0,0,0\n')
+        with pytest.raises(DataError, match="finite and >= 0"):
+            read_ferplus(d)
+    for name in ("/etc/hostname", "../s/f0.png"):
+        (d / "label.csv").write_text(f'{name},"(0, 0, 48, 48)",1,8,0,0,0,0,0,0,0,0\n')
+        with pytest.raises(DataError, match="not a path inside"):
+            read_ferplus(d)
+
+
+def test_hostile_dataset_files(tmp_path):
+    """16-bit images are read as the runtime reads them; bad pixels, empty classes and FIFOs are named."""
+    import os
+
+    import cv2
+
+    from motivnet_distill.data import read_fer2013_csv, read_image_folder
+
+    face = np.random.default_rng(0).integers(0, 256, (48, 48)).astype(np.uint8)
+    (tmp_path / "set" / "happy").mkdir(parents=True)
+    cv2.imwrite(str(tmp_path / "set" / "happy" / "a16.png"), face.astype(np.uint16) * 257)  # 16-bit PNG
+    faces = read_image_folder(tmp_path / "set")
+    assert faces.images[0].dtype == np.uint8 and np.abs(faces.images[0].astype(int) - face).max() <= 1
+    os.mkfifo(tmp_path / "set" / "happy" / "pipe.png")  # would block a reader forever
+    assert len(read_image_folder(tmp_path / "set")) == 1
+    (tmp_path / "set" / "sad").mkdir()
+    with pytest.raises(DataError, match="holds no images"):
+        read_image_folder(tmp_path / "set")
+    for pixels in ("300", "-1"):
+        csv = tmp_path / f"fer{pixels}.csv"
+        csv.write_text("emotion,pixels,Usage\n0," + " ".join([pixels] + ["0"] * 2303) + ",Training\n")
+        with pytest.raises(DataError, match="0..255"):
+            read_fer2013_csv(csv)
 
 
 def test_fer2013_csv_remaps_by_name(tmp_path):

@@ -393,3 +393,50 @@ def test_a_preset_with_its_own_input_size_trains_at_that_size(tmp_path):
             student="vit_tiny", epochs=1, batch_size=8, views=1, progress=False)
     saved = json.loads((tmp_path / "run" / "config.json").read_text())
     assert saved["student"]["img_size"] == [224, 224] and saved["preprocessing"]["input_size"] == [224, 224]
+
+
+def _tiny_cfg(**kw):
+    return TrainConfig(student=dict(embed_dim=32, depth=2, num_heads=2, patch_size=8, drop_path=0.0),
+                       epochs=1, batch_size=16, views=1, **kw)
+
+
+class _Evil:
+    def __reduce__(self):
+        return (os.system, ("echo pwned",))
+
+
+@pytest.mark.parametrize("damage", ["truncated", "empty", "pickled code", "not a checkpoint"])
+def test_resume_from_a_damaged_last_pt_is_one_error_naming_the_fix(tmp_path, damage):
+    from motivnet_distill.train import TrainConfigError, train
+
+    pp = Preprocessing(input_size=(48, 48))
+    run = tmp_path / "run"
+    train(run, synthetic(32), synthetic(16, seed=1), pp, _tiny_cfg(), progress=False)
+    last = run / "last.pt"
+    if damage == "truncated":
+        last.write_bytes(last.read_bytes()[:200])
+    elif damage == "empty":
+        last.write_bytes(b"")
+    elif damage == "pickled code":
+        torch.save({"model": _Evil()}, last)
+    else:
+        torch.save({"something": torch.zeros(1)}, last)
+    with pytest.raises(TrainConfigError, match="cannot be resumed.*best.pt"):
+        train(run, synthetic(32), synthetic(16, seed=1), pp, replace(_tiny_cfg(), epochs=2), resume=True,
+              progress=False)
+
+
+def test_unreadable_init_and_unlabelled_selection_set_are_refused(tmp_path):
+    from motivnet_distill.train import TrainConfigError, train
+
+    pp = Preprocessing(input_size=(48, 48))
+    bad = tmp_path / "init.pt"
+    bad.write_bytes(b"not a checkpoint")
+    with pytest.raises(TrainConfigError, match="--init .* cannot be read as weights"):
+        train(tmp_path / "a", synthetic(32), synthetic(16, seed=1), pp, _tiny_cfg(), progress=False, init=bad)
+    unlabelled = synthetic(16, seed=1)
+    unlabelled = FaceSet(unlabelled.images, np.zeros_like(unlabelled.soft), np.full(16, -1), unlabelled.labels,
+                         unlabelled.files)
+    with pytest.raises(TrainConfigError, match="no labelled faces"):
+        train(tmp_path / "b", synthetic(32), unlabelled, pp, _tiny_cfg(), progress=False)
+    assert not (tmp_path / "b" / "log.jsonl").exists()

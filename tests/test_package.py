@@ -294,10 +294,43 @@ def _edit_manifest(root, edit):
     (lambda m: m["preprocessing"].__setitem__("input_size", [48, 48, 1]), "input_size"),
     (lambda m: m["preprocessing"].__setitem__("mean", [float("nan")]), "finite values"),
     (lambda m: m["preprocessing"].__setitem__("std", [float("inf")]), "finite values"),
+    (lambda m: m["preprocessing"].__setitem__("mean", [1e308]), "not pixel statistics"),
+    (lambda m: m["preprocessing"].__setitem__("std", [1e-300]), "not pixel statistics"),
+    (lambda m: m["preprocessing"]["template"][0].__setitem__(0, float("nan")), "finite fractions"),
+    (lambda m: m["preprocessing"].__setitem__("template", [[0.3, 0.4]] * 4 + [[0.5]]), "template needs 5"),
+    (lambda m: m.setdefault("provenance", {}).__setitem__("x", "\0" + "a" * 5000), None),
 ])
 def test_malformed_manifest_values_are_package_errors(package_copy, edit, match):
     _edit_manifest(package_copy, edit)
+    if match is None:  # free-text fields may hold anything: they are data, never paths
+        load_package(package_copy)
+        return
     with pytest.raises(PackageError, match=match):
+        load_package(package_copy)
+
+
+@pytest.mark.parametrize("edit", [lambda pp: pp.__setitem__("input_size", [64, 64]),
+                                  lambda pp: pp.update(color="rgb", mean=[127.5] * 3, std=[127.5] * 3)])
+def test_preprocessing_that_does_not_fit_the_model_is_refused_at_load(package_copy, edit):
+    """Caught when the model opens, not at the first predict (which would abort a batch)."""
+    from motivnet_edge.backends import create_backend, installed_backends
+
+    _edit_manifest(package_copy, lambda m: edit(m["preprocessing"]))
+    for backend in installed_backends():
+        with pytest.raises(PackageError, match="takes input .* but the manifest's preprocessing gives"):
+            create_backend(load_package(package_copy), backend=backend, precision="fp32")
+
+
+@pytest.mark.parametrize("name", ["\0bad", "x" * 5000, "a/" * 300 + "m.onnx"])
+def test_odd_manifest_paths_are_one_package_error(package_copy, name):
+    _edit_manifest(package_copy, lambda m: m["files"][0].__setitem__("path", name))
+    with pytest.raises(PackageError):
+        load_package(package_copy)
+
+
+def test_deeply_nested_manifest_json_is_one_package_error(package_copy):
+    (package_copy / "manifest.json").write_text("[" * 100_000 + "]" * 100_000)
+    with pytest.raises(PackageError, match="not valid JSON"):
         load_package(package_copy)
 
 

@@ -201,6 +201,13 @@ def create_backend(package, *, backend: str = "auto", precision: str = "auto",
     finally:
         if verified.private_dir is not None:
             shutil.rmtree(verified.private_dir, ignore_errors=True)
+    want = (package.preprocessing.channels, *package.preprocessing.input_size)
+    got = getattr(inst, "input_chw", None)
+    if got is not None and any(isinstance(g, int) and g != w for g, w in zip(got, want)):
+        inst.close()
+        raise PackageError(f"{f.path} takes input {tuple(got)} (channels, height, width) but the manifest's "
+                           f"preprocessing gives {want} ({package.preprocessing.color}, "
+                           f"{package.preprocessing.input_size}); fix the manifest or re-export")
     if inst.output_size is not None and inst.output_size != len(package.labels):
         inst.close()
         raise PackageError(f"{f.path} outputs {inst.output_size} scores but the manifest lists "

@@ -61,6 +61,8 @@ class Backend:
     name = "base"
     #: classes the model outputs, when its file says so statically (checked against the labels)
     output_size: int | None = None
+    #: (channels, height, width) the model file declares, None where dynamic (checked against the manifest)
+    input_chw: tuple | None = None
 
     def __init__(self, path: Path, *, input_name: str, output_name: str, options: BackendOptions,
                  precision: str = "fp32", verified: "VerifiedModel | None" = None) -> None:

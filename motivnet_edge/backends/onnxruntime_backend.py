@@ -97,6 +97,8 @@ class OnnxRuntimeBackend(Backend):
             raise PackageError(f"ONNX Runtime cannot load {path.name}: {_first_line(exc)}; re-export the package "
                                "(a model whose external data the manifest does not list is refused)") from None
         names = [i.name for i in self.session.get_inputs()]
+        shape = next((i.shape for i in self.session.get_inputs() if i.name == input_name), None)
+        self.input_chw = tuple(shape[1:]) if shape and len(shape) == 4 else None
         if input_name not in names:
             raise PackageError(f"{path.name} has inputs {names}, the manifest says {input_name!r}")
         outputs = {o.name: o.shape for o in self.session.get_outputs()}

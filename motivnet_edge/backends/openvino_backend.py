@@ -48,6 +48,8 @@ class OpenVinoBackend(Backend):
         except Exception as exc:  # OpenVINO raises RuntimeError with a long message
             raise PackageError(f"OpenVINO cannot load {path.name}: {_cause(exc)}") from None
         self._local = threading.local()
+        dims = self.compiled.inputs[0].get_partial_shape()
+        self.input_chw = tuple(d.get_length() if d.is_static else None for d in dims)[1:] if len(dims) == 4 else None
         by_name = {n: o for o in self.compiled.outputs for n in o.get_names()}
         if output_name not in by_name:
             raise PackageError(f"{path.name} has outputs {sorted(by_name)}, the manifest says {output_name!r}")
