@@ -182,8 +182,10 @@ def _predict_one(path: Path | int, rec, emit, save: Path | None, max_frames: int
     from tqdm import tqdm
 
     from .image_io import load_image
-    from .media import VideoSink, annotate, frame_count, is_video, video_fps, write_image_atomic
+    from .media import VideoSink, annotate, check_input, frame_count, is_video, video_fps, write_image_atomic
 
+    if not isinstance(path, int):
+        check_input(path)
     if isinstance(path, int) or is_video(path):
         name = f"camera {path}" if isinstance(path, int) else str(path)
         total = frame_count(path)

@@ -13,7 +13,10 @@ import numpy as np
 
 from .atomic import write_bytes
 from .errors import InvalidImageError
-from .image_io import IMAGE_SUFFIXES
+from .image_io import IMAGE_SUFFIXES, MAX_PIXELS
+
+#: Bytes of decoded frames allowed to wait in the decode-ahead queue (at least one frame).
+PREFETCH_BYTES = 256 * 2**20
 
 VIDEO_SUFFIXES = (".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v")
 
@@ -21,22 +24,28 @@ VIDEO_SUFFIXES = (".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v")
 def expand_inputs(inputs) -> list[Path]:
     """Files to process: images and videos as given, directories walked recursively, sorted.
 
-    Raises:
-        InvalidImageError: a path does not exist, or a directory holds no images.
+    Nothing is refused here: a missing path, an empty folder or a FIFO is kept in its place and
+    fails on its own when processed (one line for it; the rest of the batch goes on).
     """
     out = []
     for raw in inputs:
         p = Path(raw)
-        if p.is_dir():
-            found = sorted(f for f in p.rglob("*") if f.is_file() and f.suffix.lower() in IMAGE_SUFFIXES)
-            if not found:
-                raise InvalidImageError(f"{p} holds no images ({', '.join(IMAGE_SUFFIXES)})")
-            out += found
-        elif p.is_file():
-            out.append(p)
-        else:
-            raise InvalidImageError(f"cannot read {p}: no such file or directory")
+        found = sorted(f for f in p.rglob("*") if f.is_file() and f.suffix.lower() in IMAGE_SUFFIXES) \
+            if p.is_dir() else []
+        out += found or [p]
     return out
+
+
+def check_input(path: Path) -> None:
+    """Raises the one-line error of a batch entry that is not an image or video file.
+
+    Raises:
+        InvalidImageError: a folder without images (the batch found none in it), or a missing path.
+    """
+    if path.is_dir():
+        raise InvalidImageError(f"{path} holds no images ({', '.join(IMAGE_SUFFIXES)})")
+    if not path.exists():
+        raise InvalidImageError(f"cannot read {path}: no such file or directory")
 
 
 def is_video(path: Path) -> bool:
@@ -50,7 +59,8 @@ def open_capture(source: int | str | os.PathLike) -> cv2.VideoCapture:
         InvalidImageError: the camera or file cannot be opened.
     """
     if isinstance(source, int) or (isinstance(source, str) and source.isdigit()):
-        cap = cv2.VideoCapture(int(source))
+        with _quiet_opencv():  # OpenCV prints [ WARN ] lines for a missing camera; our error says it
+            cap = cv2.VideoCapture(int(source))
         if not cap.isOpened():
             raise InvalidImageError(f"cannot open camera {int(source)}; is it connected, and is the index right "
                                     "(0 is the first camera)?")
@@ -58,10 +68,32 @@ def open_capture(source: int | str | os.PathLike) -> cv2.VideoCapture:
     path = Path(source)
     if not path.is_file():
         raise InvalidImageError(f"cannot read {path}: no such file")
-    cap = cv2.VideoCapture(str(path))
+    with _quiet_opencv():
+        cap = cv2.VideoCapture(str(path))
     if not cap.isOpened():
         raise InvalidImageError(f"cannot open video {path}; is it a video file OpenCV can decode?")
+    w, h = int(cap.get(cv2.CAP_PROP_FRAME_WIDTH)), int(cap.get(cv2.CAP_PROP_FRAME_HEIGHT))
+    if w * h > MAX_PIXELS:
+        cap.release()  # refused from the container's header, before any frame is decoded
+        raise InvalidImageError(f"{path}: frames of {w}x{h} pixels, above the limit of {MAX_PIXELS:,}; "
+                                "downscale the video first")
     return cap
+
+
+class _quiet_opencv:
+    """OpenCV's own log lines silenced for a block (its errors still raise)."""
+
+    def __enter__(self):
+        try:
+            self.level = cv2.utils.logging.getLogLevel()
+            cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_SILENT)
+        except AttributeError:
+            self.level = None
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self.level is not None:
+            cv2.utils.logging.setLogLevel(self.level)
 
 
 def frame_count(source) -> int | None:
@@ -84,7 +116,10 @@ def read_frames(source, *, max_frames: int | None = None, prefetch: int = 4) -> 
         InvalidImageError: the source cannot be opened (raised before the first frame).
     """
     cap = open_capture(source)
-    frames: queue.Queue = queue.Queue(maxsize=max(1, prefetch))
+    # Decoded frames waiting in memory are bounded in bytes too: big frames get a shorter queue.
+    frame_bytes = 3 * max(1, int(cap.get(cv2.CAP_PROP_FRAME_WIDTH)) * int(cap.get(cv2.CAP_PROP_FRAME_HEIGHT)))
+    prefetch = max(1, min(prefetch, PREFETCH_BYTES // frame_bytes))
+    frames: queue.Queue = queue.Queue(maxsize=prefetch)
     stop = threading.Event()
     end = object()
 
@@ -95,6 +130,9 @@ def read_frames(source, *, max_frames: int | None = None, prefetch: int = 4) -> 
                 ok, frame = cap.read()
                 if not ok:
                     break
+                if frame.shape[0] * frame.shape[1] > MAX_PIXELS:
+                    frame = InvalidImageError(f"{source}: frame {n} is {frame.shape[1]}x{frame.shape[0]} pixels, "
+                                              f"above the limit of {MAX_PIXELS:,}")
                 n += 1
                 while not stop.is_set():
                     try:
@@ -114,8 +152,14 @@ def read_frames(source, *, max_frames: int | None = None, prefetch: int = 4) -> 
     thread = threading.Thread(target=reader, name="motivnet-frames", daemon=True)
     thread.start()
     try:
+        n = 0
         while (frame := frames.get()) is not end:
+            if isinstance(frame, InvalidImageError):
+                raise frame
+            n += 1
             yield frame
+        if n == 0 and not isinstance(source, int) and not str(source).isdigit():
+            raise InvalidImageError(f"no frame could be decoded from {source}; is it a video OpenCV can read?")
     finally:
         stop.set()
         thread.join(timeout=5)

@@ -19,7 +19,7 @@ from . import autotune
 from .backends import BackendOptions, create_backend
 from .detectors import Detection, FaceDetector, create_detector
 from .errors import InvalidImageError, MotivnetError, OptionError
-from .image_io import load_image
+from .image_io import IMAGE_SUFFIXES, load_image
 from .labels import class_log_weights, softmax
 from .package import DEFAULT_MODEL, ModelPackage, load_package  # noqa: F401  (DEFAULT_MODEL: public name)
 from .preprocess import face_crop, to_tensor
@@ -243,6 +243,12 @@ class EmotionRecognizer:
             InvalidImageError: a crop is not a valid image.
         """
         self._check_open()
+        if isinstance(crops, np.ndarray) and (crops.ndim == 2 or (crops.ndim == 3 and crops.shape[-1] in (3, 4))):
+            # One image, not a sequence of crops: iterating it would make each pixel row a "face".
+            raise InvalidImageError(f"predict_faces takes a list of face crops, got one image of shape {crops.shape}; "
+                                    "pass [crop] for one face (or a batch array of shape (N, H, W[, C]))")
+        if isinstance(crops, (str, os.PathLike, bytes)):
+            raise InvalidImageError("predict_faces takes a list of face crops; pass [path] for one face")
         imgs = [load_image(c) for c in crops]
         if not imgs:
             return []
@@ -267,7 +273,9 @@ class EmotionRecognizer:
         """
         from .media import read_frames
 
-        if isinstance(frames, (str, os.PathLike, int)):
+        if isinstance(frames, (str, os.PathLike)) and Path(frames).suffix.lower() in IMAGE_SUFFIXES:
+            frames = [Path(frames)]  # one photo: read (and refused when corrupt) as predict reads it
+        elif isinstance(frames, (str, os.PathLike, int)):
             frames = read_frames(frames, max_frames=max_frames)
         elif max_frames is not None:
             frames = itertools.islice(frames, max_frames)

@@ -298,3 +298,27 @@ def test_default_names_the_embedded_model_in_every_verb(photo, tmp_path):
     (tmp_path / "default").mkdir()  # a folder the user calls "default" is theirs, and is not a package
     r = cli("info", "default", cwd=tmp_path)
     assert r.returncode == 2 and "no manifest.json" in r.stderr
+
+
+def test_a_batch_goes_on_past_missing_paths_folders_and_fifos(tiny_package, tmp_path):
+    import os
+
+    good = tmp_path / "good.png"
+    cv2.imwrite(str(good), np.zeros((48, 48, 3), np.uint8))
+    (tmp_path / "empty.jpg").mkdir()  # a folder named like an image, holding none
+    os.mkfifo(tmp_path / "pipe.jpg")
+    args = [good, tmp_path / "MISSING.png", tmp_path / "empty.jpg", tmp_path / "pipe.jpg", "/dev/zero", good]
+    r = cli("predict", *args, "--model", tiny_package, "--detector", "none", "--json")
+    assert r.returncode == 2
+    assert [json.loads(line)["input"] for line in r.stdout.splitlines()] == [str(good), str(good)]
+    lines = r.stderr.strip().splitlines()
+    assert len(lines) == 4 and "Traceback" not in r.stderr, r.stderr
+    for needle in ("MISSING.png", "empty.jpg holds no images", "pipe.jpg", "/dev/zero"):
+        assert any(needle in line for line in lines), (needle, lines)
+
+
+def test_missing_camera_is_one_line_without_opencv_warnings(tiny_package):
+    r = cli("predict", "--camera", "97", "--model", tiny_package, "--detector", "none")
+    assert r.returncode == 2
+    assert r.stderr.strip().splitlines() == [line for line in r.stderr.strip().splitlines() if "camera 97" in line]
+    assert "WARN" not in r.stderr

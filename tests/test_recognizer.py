@@ -391,3 +391,38 @@ def test_ort_workers_spin_only_without_a_detector_unless_set(tiny_package, detec
     with EmotionRecognizer.from_pretrained(tiny_package, detector=detector, backend="onnxruntime",
                                            precision="fp32", threads=2, spin=spin) as rec:
         assert ("do not spin" not in rec.describe()) is spins, rec.describe()
+
+
+def test_predict_faces_refuses_one_bare_image(rec, astronaut):
+    """One array is one image, not a list of crops: iterating it would make each row a face."""
+    with pytest.raises(InvalidImageError, match="pass \\[crop\\] for one face"):
+        rec.predict_faces(astronaut)
+    with pytest.raises(InvalidImageError, match="pass \\[crop\\] for one face"):
+        rec.predict_faces(astronaut[:, :, 0])
+    assert len(rec.predict_faces(np.stack([astronaut[:100, :100, 0]] * 3))) == 3  # (N, H, W): a batch
+
+
+def test_stream_of_a_corrupt_photo_raises_like_predict(rec, tmp_path):
+    bad = tmp_path / "bad.jpg"
+    bad.write_bytes(b"\xff\xd8\xff\xe0" + b"\0" * 40)
+    with pytest.raises(InvalidImageError):
+        rec.predict(bad)
+    with pytest.raises(InvalidImageError):
+        list(rec.stream(bad))
+    junk = tmp_path / "junk.mp4"
+    junk.write_bytes(b"\0" * 4096)
+    with pytest.raises(InvalidImageError, match="junk.mp4"):
+        list(rec.stream(junk))
+
+
+def test_video_frames_above_the_pixel_limit_are_refused_before_decoding(rec, tmp_path, monkeypatch):
+    import motivnet_edge.media as media
+
+    path = tmp_path / "big.avi"
+    w = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"MJPG"), 10, (640, 480))
+    for _ in range(3):
+        w.write(np.zeros((480, 640, 3), np.uint8))
+    w.release()
+    monkeypatch.setattr(media, "MAX_PIXELS", 640 * 480 - 1)
+    with pytest.raises(InvalidImageError, match="big.avi: frames of 640x480 pixels"):
+        list(rec.stream(path))
