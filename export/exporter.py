@@ -72,18 +72,42 @@ def _onnx_fp32(b: _Build) -> list[ModelFile]:
     return [ModelFile("onnxruntime", "fp32", path.name, sha256_file(path), INPUT, OUTPUT)]
 
 
+def _runtime_failure(b: _Build, runtime: str, exc: Exception, fallback: str) -> None:
+    """An INT8 file a runtime cannot build or run is left out, with one line saying so (not a traceback)."""
+    cause = next((ln.strip() for ln in str(exc).splitlines() if ln.strip()), type(exc).__name__)[:240]
+    log.warning("INT8 for %s not shipped: %s (%s); %s", runtime, cause, type(exc).__name__, fallback)
+    b.int8[runtime] = {"shipped": False, "error": f"{type(exc).__name__}: {cause}", "fallback": fallback}
+
+
 def _onnx_int8(b: _Build) -> list[ModelFile]:
     """Dynamic-quantized ONNX for ORT's CPU provider, and the NNCF QDQ ONNX + calibration table
-    for TensorRT (an asset with the role "tensorrt_int8": ORT's CPU provider runs QDQ slowly)."""
+    for TensorRT (an asset with the role "tensorrt_int8": ORT's CPU provider runs QDQ slowly).
+    A file whose quantisation its runtime cannot run (e.g. ORT's QLinearConv on some Keras
+    graphs) is left out with a warning naming the runtime and the fallback."""
     fp32, trt = b.fp32_onnx(), b.folder / "tensorrt"
     trt.mkdir(exist_ok=True)
-    qdq = quantize_onnx(fp32, trt / "model.int8.qdq.onnx", b.data, max_drop=b.max_drop)
-    cpu = quantize_dynamic_onnx(fp32, b.folder / "model.int8.onnx")
-    for runtime, path in (("onnxruntime", cpu), ("tensorrt", qdq)):
-        b.int8[runtime] = {**accuracy_report(fp32, path, b.data), "file": path.relative_to(b.folder).as_posix()}
-        b.check_drop(runtime, b.int8[runtime])
-    b.assets.update({f"tensorrt/{p.name}": sha256_file(p) for p in [*tensorrt_calibration(fp32, trt, b.data), qdq]})
-    b.roles["tensorrt_int8"] = f"tensorrt/{qdq.name}"
+    try:
+        qdq = quantize_onnx(fp32, trt / "model.int8.qdq.onnx", b.data, max_drop=b.max_drop)
+        b.int8["tensorrt"] = {**accuracy_report(fp32, qdq, b.data), "file": qdq.relative_to(b.folder).as_posix()}
+    except QuantizationError:
+        raise
+    except Exception as exc:  # NNCF and ORT raise their own types
+        shutil.rmtree(trt, ignore_errors=True)
+        _runtime_failure(b, "tensorrt", exc, "TensorRT builds its own INT8 from the fp32 ONNX with a calibration cache")
+    else:
+        b.check_drop("tensorrt", b.int8["tensorrt"])
+        b.assets.update({f"tensorrt/{p.name}": sha256_file(p) for p in [*tensorrt_calibration(fp32, trt, b.data), qdq]})
+        b.roles["tensorrt_int8"] = f"tensorrt/{qdq.name}"
+    try:
+        cpu = quantize_dynamic_onnx(fp32, b.folder / "model.int8.onnx")
+        b.int8["onnxruntime"] = {**accuracy_report(fp32, cpu, b.data), "file": cpu.name}
+    except QuantizationError:
+        raise
+    except Exception as exc:
+        (b.folder / "model.int8.onnx").unlink(missing_ok=True)
+        _runtime_failure(b, "onnxruntime", exc, "ONNX Runtime runs the fp32 model.onnx")
+        return []
+    b.check_drop("onnxruntime", b.int8["onnxruntime"])
     return [ModelFile("onnxruntime", "int8", cpu.name, sha256_file(cpu), INPUT, OUTPUT)]
 
 
@@ -97,8 +121,16 @@ def _openvino_fp32(b: _Build) -> list[ModelFile]:
 def _openvino_int8(b: _Build) -> list[ModelFile]:
     """NNCF INT8 IR; measured, and left out (recorded as not shipped) above ``max_drop``."""
     fp32 = b.folder / "openvino" / "model.xml"
-    xml = quantize_openvino(fp32, b.folder / "openvino" / "model.int8.xml", b.data, max_drop=b.max_drop)
-    report = b.int8["openvino"] = {**accuracy_report(fp32, xml, b.data), "file": "openvino/model.int8.xml"}
+    try:
+        xml = quantize_openvino(fp32, b.folder / "openvino" / "model.int8.xml", b.data, max_drop=b.max_drop)
+        report = b.int8["openvino"] = {**accuracy_report(fp32, xml, b.data), "file": "openvino/model.int8.xml"}
+    except QuantizationError:
+        raise
+    except Exception as exc:  # NNCF / OpenVINO raise their own types
+        for p in (b.folder / "openvino").glob("model.int8.*"):
+            p.unlink()
+        _runtime_failure(b, "openvino", exc, "OpenVINO runs the fp32 IR")
+        return []
     if b.max_drop is not None and report.get("val_accuracy_drop", 0.0) > b.max_drop:
         # NNCF reverts layers until it gives up; what is left is no INT8 model worth shipping.
         log.warning("OpenVINO INT8 loses %.2f%% (above --max-drop): not shipped", 100 * report["val_accuracy_drop"])
@@ -245,6 +277,10 @@ def export(source, out: str | Path, *, formats=("onnx", "openvino"), int8: bool 
         measured = {**src.metrics, **(metrics or {}), "file_sizes": sizes, "gflops": count_gflops(src)}
         if b.int8:
             measured["int8"] = {k: {"shipped": True, **v} for k, v in b.int8.items()}
+            if not any(v.get("shipped", True) for v in b.int8.values()):
+                raise QuantizationError("no runtime could run an INT8 version of this model: "
+                                        + "; ".join(f"{k}: {v['error']}" for k, v in b.int8.items())
+                                        + ". Export without --int8 (fp32 runs everywhere)")
         kw = dict(labels=src.labels, preprocessing=src.preprocessing, files=files, provenance=prov,
                   license={**src.license, **(license or {})}, assets=b.assets or None, roles=b.roles)
         if latency:

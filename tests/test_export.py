@@ -211,3 +211,31 @@ def test_tensorrt_table_lands_in_the_engine_cache(int8_package, tmp_path):
     assert opts.trt_int8_table == "calibration.flatbuffers"
     assert (tmp_path / "trt" / "calibration.flatbuffers").read_bytes() == \
         (int8_package / "tensorrt" / "calibration.flatbuffers").read_bytes()
+
+
+@pytest.mark.slow
+def test_int8_export_of_the_keras_peer_never_ends_in_a_traceback(tmp_path):
+    """The mini-Xception (Keras HDF5) through `export --int8`: every runtime that can run its INT8
+    file ships one; one that cannot is named with its fallback, never a traceback."""
+    import json
+    import shutil
+    import subprocess
+    import sys
+
+    from conftest import FERPLUS, SHARED
+
+    keras = SHARED / "models" / "xception_fer2013" / "fer2013_mini_XCEPTION.102-0.66.hdf5"
+    if not keras.is_file() or not FERPLUS.is_dir():
+        pytest.skip("../shared models or FER+ data are absent")
+    calib = tmp_path / "calib"
+    calib.mkdir()
+    for p in sorted((FERPLUS / "FER2013Valid").glob("*.png"))[:320]:
+        shutil.copy(p, calib / p.name)
+    r = subprocess.run([sys.executable, "-m", "motivnet_edge.cli", "export", str(keras), "--out", str(tmp_path / "pkg"),
+                        "--int8", "--calib", str(calib), "--no-latency"], capture_output=True, text=True, timeout=900)
+    assert "Traceback" not in r.stderr, r.stderr[-3000:]
+    assert r.returncode == 0, r.stderr[-2000:]
+    int8 = json.loads((tmp_path / "pkg" / "manifest.json").read_text())["metrics"]["int8"]
+    assert any(v["shipped"] for v in int8.values()), int8
+    for runtime, v in int8.items():
+        assert v["shipped"] or ("error" in v and "fallback" in v) or "val_accuracy_drop" in v, (runtime, v)
