@@ -120,7 +120,7 @@ def distill(data, domains, samples_per_epoch, without, no_balance, class_power, 
     except LabelError as exc:
         if not exc.missing:
             raise
-        raise missing_class_hint(exc, ", ".join(extra_data) or data) from None
+        raise missing_class_hint(exc, ", ".join([str(p) for p in (data, val, *extra_data) if p])) from None
     click.echo(json.dumps(best))
 
 

@@ -87,8 +87,8 @@ def read_ferplus(folder: str | Path, *, labels: Sequence[str] = MOTIVNET_LABELS,
     csv_path = folder / "label.csv"
     if not csv_path.is_file():
         raise DataError(f"{folder} has no label.csv; a FER+ split folder holds PNGs and label.csv")
-    if mapping is None and "contempt" not in labels:
-        mapping = {"contempt": None}
+    if "contempt" not in labels and "contempt" not in (mapping or {}):
+        mapping = {"contempt": None, **(mapping or {})}
         log.info("FER+ 'contempt' votes dropped: %s has no contempt class", list(labels))
     emo = FERPLUS_COLUMNS[:8]
     to_target = remap_indices(emo, labels, mapping=mapping)

@@ -98,7 +98,8 @@ def distill(*, data: str | Path | None = None, out: str | Path, domains: str | P
         label_source: which labels of a FER+ split train and select: "ferplus" votes or "fer2013".
         extra_data: more labelled sets (class folders, FER+ splits); only the "train" part of each
             set's by-person split is used, so the part ``eval`` validates on stays unseen.
-        mapping: explicit renames/drops (None) of the extra sets' classes, e.g. {"contempt": None}.
+        mapping: explicit renames/drops (None) of dataset classes, e.g. {"contempt": None}; applies to
+            ``data``, ``val`` and every ``extra_data`` set alike.
         trust_code: admit TorchScript / torch.export teachers (loading them runs code from the file).
         command: the command line that started this, recorded in the run folder's commands.txt.
 
@@ -125,12 +126,12 @@ def distill(*, data: str | Path | None = None, out: str | Path, domains: str | P
             val = data.parent / "FER2013Valid"
         if val is None:
             raise MotivnetError("pass --val: a labelled set to select the best epoch on (never the test set)")
-        train_set = read_dataset(data, labels=labels, label_source=label_source)
+        train_set = read_dataset(data, labels=labels, mapping=mapping, label_source=label_source)
         extras = [split_by_person(read_dataset(p, labels=labels, mapping=mapping), part="train") for p in extra_data]
         for p, s in zip(extra_data, extras):
             log.info("extra training faces: %d from the train part of %s", len(s), p)
         train_set = concat([train_set, *extras])
-        val_set = read_dataset(val, labels=labels, label_source=label_source)
+        val_set = read_dataset(val, labels=labels, mapping=mapping, label_source=label_source)
     has_labels = (train_set.soft.sum(1) > 0).any()
     if not teachers and not has_labels:
         raise MotivnetError(f"{data} has no labels and no --teacher was given: nothing to learn from")

@@ -147,3 +147,40 @@ def test_real_ferplus_and_ckplus():
     assert len(fs) == 300 and fs.images[0].shape == (48, 48)
     ck = read_image_folder(CKPLUS, mapping={"contempt": None})
     assert len(ck) == 927 and "contempt" not in {ck.labels[i] for i in ck.hard}
+
+
+def test_map_applies_to_the_training_and_selection_sets_too(tmp_path):
+    """--map is one mapping for --data, --val and --extra-data: the error never asks for the flag just given."""
+    import cv2
+
+    from motivnet_distill.data import read_dataset
+
+    for split in ("train", "val"):
+        for cls in ("happy", "contempt"):
+            (tmp_path / split / cls).mkdir(parents=True)
+            cv2.imwrite(str(tmp_path / split / cls / "a.png"), np.zeros((48, 48), np.uint8))
+    with pytest.raises(LabelError, match="contempt"):
+        read_dataset(tmp_path / "train")
+    faces = read_dataset(tmp_path / "train", mapping={"contempt": None})
+    assert len(faces) == 1 and faces.labels[faces.hard[0]] == "happiness"
+
+
+@pytest.mark.slow
+def test_distill_map_reaches_data_and_val(tmp_path):
+    import subprocess
+    import sys
+
+    pytest.importorskip("torch", reason="distill needs the distill extra")
+    for split in ("train", "val"):
+        for i, cls in enumerate(("happy", "sad", "contempt")):
+            (tmp_path / split / cls).mkdir(parents=True)
+            for j in range(4):
+                cv2.imwrite(str(tmp_path / split / cls / f"{j}.png"), np.full((48, 48), 60 * i + j, np.uint8))
+    cmd = [sys.executable, "-m", "motivnet_edge.cli", "distill", "--data", str(tmp_path / "train"), "--val",
+           str(tmp_path / "val"), "--out", str(tmp_path / "run"), "--student", "vit_hybrid_femto", "--epochs", "1",
+           "--views", "1", "--batch-size", "4"]
+    r = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    assert r.returncode == 2 and "--map contempt=none" in r.stderr
+    r = subprocess.run(cmd + ["--map", "contempt=none"], capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr[-1500:]
+    assert (tmp_path / "run" / "best.pt").is_file()
