@@ -60,6 +60,9 @@ def test_auto_is_measured_here_once_then_read_from_the_cache(tiny_package, tmp_p
     pkg = load_package(tiny_package)
     b = _tuned(pkg, BackendOptions(threads=1, autotune=True))
     files = list((tmp_path / "cache" / "autotune").glob("*.json"))
+    if len(installed_backends()) == 1:  # a device with one runtime: one candidate, nothing to time
+        assert files == [] and b.name == installed_backends()[0] and b.precision == "fp32"
+        return
     assert len(files) == 1
     record = json.loads(files[0].read_text())
     assert set(record["p50_ms"]) == {f"{name} fp32" for name in installed_backends()}

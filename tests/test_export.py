@@ -116,9 +116,16 @@ def test_int8_of_one_format_reports_only_that_format(tiny_checkpoint, int8_packa
 
 
 def test_onnx_metadata_survives_quantization(int8_package):
+    """The INT8 file names its labels and preprocessing exactly as the manifest does."""
+    import json
+
     import onnx
-    meta = {p.key for p in onnx.load(str(int8_package / "model.int8.onnx")).metadata_props}
-    assert {"labels", "preprocessing"} <= meta
+
+    manifest = json.loads((int8_package / "manifest.json").read_text())
+    for name in ("model.onnx", "model.int8.onnx"):
+        meta = {p.key: p.value for p in onnx.load(str(int8_package / name)).metadata_props}
+        assert json.loads(meta["labels"]) == manifest["labels"], name
+        assert json.loads(meta["preprocessing"]) == manifest["preprocessing"], name
 
 
 def test_too_few_calibration_faces_refused(tiny_checkpoint, tmp_path):

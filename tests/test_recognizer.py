@@ -70,15 +70,35 @@ def test_predict_faces_batches_crops(rec, astronaut):
 
 
 def test_stream_keeps_track_ids_and_smooths(rec, astronaut):
-    frames = [np.roll(astronaut, 4 * i, axis=1) for i in range(5)]
+    """Track ids stay; each frame's scores are exactly the EMA of the raw scores (weight 0.6 on the past)."""
+    frames = [np.roll(astronaut, 4 * i, axis=1) for i in range(3)] + [(astronaut * 0.6).astype(np.uint8),
+                                                                     (astronaut * 0.8 + 30).astype(np.uint8)]
     results = list(rec.stream(frames))
     assert [len(r) for r in results] == [1] * 5
     assert len({r[0].track_id for r in results}) == 1
-    raw = [rec.predict(f)[0] for f in frames]
-    assert results[0][0].scores == pytest.approx(raw[0].scores)
-    # Smoothed scores move less between frames than raw ones.
-    jump = lambda seq: sum(abs(seq[i].confidence - seq[i - 1].confidence) for i in range(1, 5))  # noqa: E731
-    assert jump([r[0] for r in results]) <= jump(raw) + 1e-9
+    labels = list(results[0][0].scores)
+    raw = [np.array([rec.predict(f)[0].scores[k] for k in labels]) for f in frames]
+    assert max(np.abs(raw[i] - raw[i - 1]).max() for i in range(1, 5)) > 1e-3  # the frames do differ
+    ema = raw[0]
+    for r, x in zip(results, raw):
+        ema = x if r is results[0] else rec.options.smoothing * ema + (1 - rec.options.smoothing) * x
+        np.testing.assert_allclose([r[0].scores[k] for k in labels], ema, atol=1e-5)
+
+
+def test_min_face_and_max_faces_filter_what_is_returned(tiny_package, yunet_path, astronaut):
+    import cv2
+
+    face = astronaut[20:240, 120:330]
+    canvas = np.full((480, 900, 3), 40, np.uint8)
+    canvas[20:460, 20:440] = cv2.resize(face, (420, 440))   # a big face
+    canvas[200:300, 600:696] = cv2.resize(face, (96, 100))    # a small one
+    boxes = {}
+    for kw in ({}, {"min_face": 100}, {"max_faces": 1}):
+        with EmotionRecognizer.from_pretrained(tiny_package, detector="yunet", yunet_model=yunet_path, **kw) as r:
+            boxes[str(kw)] = [f.box for f in r.predict(canvas)]
+    assert len(boxes["{}"]) == 2
+    assert len(boxes["{'min_face': 100}"]) == 1 and boxes["{'min_face': 100}"][0][2] > 100
+    assert len(boxes["{'max_faces': 1}"]) == 1
 
 
 def test_two_faces_get_two_tracks(rec, astronaut):
