@@ -70,6 +70,32 @@ def _domain_data(shared: Path, preprocessing: Preprocessing, labels, yunet: str 
                                           "selection": {k: len(v) for k, v in val_sets.items()}}
 
 
+def _one_set_data(data: Path, val, extra_data, labels, mapping, label_source: str) -> tuple:
+    """(train set, selection set, selection path) for --data training: the set, the train parts of
+    --extra-data (split by person), and --val (FER2013Valid beside a FER2013Train by default)."""
+    if val is None and data.name == "FER2013Train" and (data.parent / "FER2013Valid").is_dir():
+        val = data.parent / "FER2013Valid"
+    if val is None:
+        raise MotivnetError("pass --val: a labelled set to select the best epoch on (never the test set)")
+    train_set = read_dataset(data, labels=labels, mapping=mapping, label_source=label_source)
+    extras = [split_by_person(read_dataset(p, labels=labels, mapping=mapping), part="train") for p in extra_data]
+    for p, s in zip(extra_data, extras):
+        log.info("extra training faces: %d from the train part of %s", len(s), p)
+    return (concat([train_set, *extras]), read_dataset(val, labels=labels, mapping=mapping, label_source=label_source),
+            val)
+
+
+def _teacher_logits(teachers, train_set, labels, cache_dir, views: int, seed: int, trust_code: bool,
+                    progress: bool, extra: dict):
+    """The teachers' (ensemble's) cached outputs for every view; records the teacher in ``extra``."""
+    members = [load_teacher(t, trust_code=trust_code) for t in teachers]
+    teacher = members[0] if len(members) == 1 else EnsembleTeacher(members, labels=labels)
+    cache = build_cache(teacher, train_set, cache_dir, labels=labels, views=views, seed=seed, progress=progress)
+    extra["provenance"]["teacher"] = teacher.name
+    extra["license"] = {"teacher": teacher.license, "note": "students distilled from a teacher may carry its licence terms"}
+    return load_cached(cache, len(train_set), views)
+
+
 def distill(*, data: str | Path | None = None, out: str | Path, domains: str | Path | None = None,
             mix=None, yunet: str | Path | None = None, val: str | Path | None = None,
             teachers: list[str | Path] = (), student: str = "vit_hybrid_pico", epochs: int = 10,
@@ -122,16 +148,7 @@ def distill(*, data: str | Path | None = None, out: str | Path, domains: str | P
         overrides.setdefault("samples_per_epoch", mix_report["mix"]["samples_per_epoch"])
     else:
         data = Path(data)
-        if val is None and data.name == "FER2013Train" and (data.parent / "FER2013Valid").is_dir():
-            val = data.parent / "FER2013Valid"
-        if val is None:
-            raise MotivnetError("pass --val: a labelled set to select the best epoch on (never the test set)")
-        train_set = read_dataset(data, labels=labels, mapping=mapping, label_source=label_source)
-        extras = [split_by_person(read_dataset(p, labels=labels, mapping=mapping), part="train") for p in extra_data]
-        for p, s in zip(extra_data, extras):
-            log.info("extra training faces: %d from the train part of %s", len(s), p)
-        train_set = concat([train_set, *extras])
-        val_set = read_dataset(val, labels=labels, mapping=mapping, label_source=label_source)
+        train_set, val_set, val = _one_set_data(data, val, extra_data, labels, mapping, label_source)
     has_labels = (train_set.soft.sum(1) > 0).any()
     if not teachers and not has_labels:
         raise MotivnetError(f"{data} has no labels and no --teacher was given: nothing to learn from")
@@ -152,13 +169,7 @@ def distill(*, data: str | Path | None = None, out: str | Path, domains: str | P
     if init is not None:
         extra["provenance"]["init"] = _init_provenance(init)
     if teachers:
-        members = [load_teacher(t, trust_code=trust_code) for t in teachers]
-        teacher = members[0] if len(members) == 1 else EnsembleTeacher(members, labels=labels)
-        cache = build_cache(teacher, train_set, cache_dir or Path(out) / "cache", labels=labels,
-                            views=views, seed=cfg.seed, progress=progress)
-        logits = load_cached(cache, len(train_set), views)
-        extra["provenance"]["teacher"] = teacher.name
-        extra["license"] = {"teacher": teacher.license,
-                            "note": "students distilled from a teacher may carry its licence terms"}
+        logits = _teacher_logits(teachers, train_set, labels, cache_dir or Path(out) / "cache", views, cfg.seed,
+                                 trust_code, progress, extra)
     return train(out, train_set, val_set, preprocessing, cfg, teacher_logits=logits, resume=resume,
                  progress=progress, extra=extra, init=init, sample_weights=weights)

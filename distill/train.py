@@ -173,6 +173,129 @@ def plot_curves(run: Path) -> None:
     plt.close(fig)
 
 
+def _short(exc: Exception) -> str:
+    return f"{type(exc).__name__}: {str(exc).splitlines()[0][:160] if str(exc) else 'no detail'}"
+
+
+def _start_run(run: Path, cfg: TrainConfig, scfg: StudentConfig, pp: Preprocessing, val_set, resume: bool,
+               extra: dict | None, rank: int) -> None:
+    """Checks the run folder and selection sets, then records the config and the command line."""
+    _check_run_folder(run, cfg, scfg, resume)
+    for name, part in (val_set.items() if isinstance(val_set, Mapping) else [("--val", val_set)]):
+        if not (part.hard >= 0).any():
+            raise TrainConfigError(f"the selection set {name} has no labelled faces: the best epoch cannot be "
+                                   "chosen; pass a labelled --val (class folders, a FER+ split or a CSV)")
+    if rank != 0:
+        return
+    run.mkdir(parents=True, exist_ok=True)
+    if (extra or {}).get("command"):
+        # Every invocation (the first and each --resume) is kept, so the run can be reproduced.
+        with open(run / "commands.txt", "a") as fh:
+            fh.write(f"{time.strftime('%Y-%m-%dT%H:%M:%S%z')} {extra['command']}\n")
+    (run / "config.json").write_text(json.dumps({"train": asdict(cfg), "student": json.loads(scfg.to_json()),
+                                                 "preprocessing": pp.to_dict(), **(extra or {})}, indent=1))
+
+
+def _models(run: Path, scfg: StudentConfig, cfg: TrainConfig, device, init, resume: bool):
+    """(model, ema, optimizer, first epoch, best metrics): fresh, from ``init``, or resumed from last.pt."""
+    torch.manual_seed(cfg.seed)
+    model, ema = create_student(scfg), create_student(scfg)
+    if init is not None:
+        from .student import load_timm_weights
+
+        try:
+            skipped = load_timm_weights(model, init)
+        except Exception as exc:  # unreadable, truncated, pickled code, no tensors of ours
+            raise TrainConfigError(f"--init {init} cannot be read as weights ({_short(exc)}); pass a run's "
+                                   "best.pt or a timm/DeiT checkpoint") from None
+        log.info("initialised from %s; not loaded: %s", init, skipped)
+    # channels_last: oneDNN's conv kernels (the stem's forward and backward) are faster in NHWC.
+    model.to(device, memory_format=torch.channels_last), ema.to(device, memory_format=torch.channels_last)
+    ema.load_state_dict(model.state_dict())
+    opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    start, best = 0, {"val_acc": -1.0}
+    if resume and (run / "last.pt").is_file():
+        try:
+            ck = torch.load(run / "last.pt", map_location=device, weights_only=True)
+            model.load_state_dict(ck["model"]), ema.load_state_dict(ck["ema"]), opt.load_state_dict(ck["opt"])
+            start, best = int(ck["epoch"]) + 1, dict(ck["best"])
+        except Exception as exc:  # truncated, empty, pickled code, or a file of another shape
+            raise TrainConfigError(f"{run / 'last.pt'} cannot be resumed ({_short(exc)}); the run's last good "
+                                   f"weights are {run / 'best.pt'}: start a new --out with --init that file, or "
+                                   "delete last.pt to restart this run") from None
+        log.info("resumed %s at epoch %d", run, start)
+    return model, ema, opt, start, best
+
+
+@dataclass
+class _Loop:
+    """What every step of a run shares: data, schedule, and where the process sits in a DDP group."""
+
+    train_set: FaceSet
+    pp: Preprocessing
+    cfg: TrainConfig
+    soft: torch.Tensor
+    teacher: torch.Tensor | None
+    weights: torch.Tensor | None
+    draws: int
+    steps: int
+    rank: int
+    world: int
+    device: torch.device
+    run: Path
+
+
+def _epoch(loop: _Loop, epoch: int, net, model, ema, opt, progress: bool) -> dict:
+    """One epoch; its order, views and erasing come from (seed, epoch) only. Returns train stats."""
+    from tqdm import tqdm
+
+    cfg, n, bs, steps = loop.cfg, len(loop.train_set), loop.cfg.batch_size, loop.steps
+    total, warm = cfg.epochs * steps, int(cfg.warmup_epochs * steps)
+    torch.manual_seed(cfg.seed * 1000 + epoch)
+    gen = torch.Generator().manual_seed(cfg.seed * 1000 + epoch)
+    order = (torch.multinomial(loop.weights, loop.draws, replacement=True, generator=gen) if loop.weights is not None
+             else torch.randperm(n, generator=gen))
+    views = torch.randint(cfg.views, (n,), generator=gen)
+    net.train()
+    seen, loss_sum, correct, agree = 0, 0.0, 0, 0
+    bar = tqdm(range(steps), desc=f"epoch {epoch + 1}/{cfg.epochs}", disable=not progress or loop.rank != 0)
+    for i in bar:
+        idx = order[i * bs:(i + 1) * bs]
+        for g in opt.param_groups:
+            g["lr"] = _lr(epoch * steps + i, total, warm, cfg.lr)
+        imgs = [view_image(loop.train_set.images[j], cfg.seed, int(j), int(views[j])) for j in idx]
+        x = erase(batch_of(imgs, loop.pp), gen, cfg.erase_prob).contiguous(memory_format=torch.channels_last)
+        part = slice(loop.rank * len(idx) // loop.world, (loop.rank + 1) * len(idx) // loop.world)
+        tb = loop.teacher[idx, views[idx]][part].to(loop.device) if loop.teacher is not None else None
+        with torch.autocast(loop.device.type, dtype=torch.bfloat16, enabled=loop.device.type == "cuda"):
+            logits = net(x[part].to(loop.device)).float()
+        loss = distill_loss(logits, loop.soft[idx][part].to(loop.device), tb, cfg)
+        if not torch.isfinite(loss):
+            raise TrainConfigError(f"the loss became {loss.item()} at epoch {epoch + 1}, step {i + 1}: "
+                                   "training diverged; lower --lr (a higher --temperature also softens the KD term), "
+                                   f"then --resume from the last good epoch in {loop.run}")
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+        opt.step()
+        with torch.no_grad():
+            d = min(cfg.ema_decay, (1 + epoch * steps + i) / (10 + epoch * steps + i))
+            for pe, pm in zip(ema.parameters(), model.parameters()):
+                pe.lerp_(pm, 1 - d)
+            for be, bm in zip(ema.buffers(), model.buffers()):
+                be.copy_(bm)
+        pred = logits.argmax(1)
+        seen += len(pred)
+        loss_sum += loss.item() * len(pred)
+        correct += (pred.cpu() == loop.soft[idx][part].argmax(1)).sum().item()
+        if tb is not None:
+            agree += (pred == tb.argmax(1)).sum().item()
+        bar.set_postfix(loss=f"{loss_sum / seen:.3f}", acc=f"{correct / seen:.3f}",
+                        **({"agree": f"{agree / seen:.3f}"} if tb is not None else {}))
+    return {"train_loss": loss_sum / seen, "train_acc": correct / seen,
+            **({"train_agreement": agree / seen} if loop.teacher is not None else {})}
+
+
 def train(run: str | Path, train_set: FaceSet, val_set: FaceSet | Mapping[str, FaceSet], pp: Preprocessing,
           cfg: TrainConfig, *, teacher_logits: np.ndarray | None = None, resume: bool = False, progress: bool = True,
           extra: dict | None = None, stop_after: int | None = None, init: str | Path | None = None,
@@ -187,8 +310,6 @@ def train(run: str | Path, train_set: FaceSet, val_set: FaceSet | Mapping[str, F
     ``init``: a timm/DeiT checkpoint file to start from instead of random weights.
     On a GPU the step runs in bfloat16 autocast; under torchrun each rank uses its own GPU.
     """
-    from tqdm import tqdm
-
     rank, world, device = _world()
     run = Path(run)
     if cfg.threads:
@@ -198,108 +319,27 @@ def train(run: str | Path, train_set: FaceSet, val_set: FaceSet | Mapping[str, F
                                     "num_classes": len(train_set.labels)})
     if cfg.batch_size % world:
         raise TrainConfigError(f"batch_size {cfg.batch_size} must be divisible by the {world} processes")
-    _check_run_folder(run, cfg, scfg, resume)
-    for name, part in (val_set.items() if isinstance(val_set, Mapping) else [("--val", val_set)]):
-        if not (part.hard >= 0).any():
-            raise TrainConfigError(f"the selection set {name} has no labelled faces: the best epoch cannot be "
-                                   "chosen; pass a labelled --val (class folders, a FER+ split or a CSV)")
-    if rank == 0:
-        run.mkdir(parents=True, exist_ok=True)
-        if (extra or {}).get("command"):
-            # Every invocation (the first and each --resume) is kept, so the run can be reproduced.
-            with open(run / "commands.txt", "a") as fh:
-                fh.write(f"{time.strftime('%Y-%m-%dT%H:%M:%S%z')} {extra['command']}\n")
-        (run / "config.json").write_text(json.dumps({"train": asdict(cfg), "student": json.loads(scfg.to_json()),
-                                                     "preprocessing": pp.to_dict(), **(extra or {})}, indent=1))
-    torch.manual_seed(cfg.seed)
-    model, ema = create_student(scfg), create_student(scfg)
-    if init is not None:
-        from .student import load_timm_weights
-
-        try:
-            skipped = load_timm_weights(model, init)
-        except Exception as exc:  # unreadable, truncated, pickled code, no tensors of ours
-            raise TrainConfigError(f"--init {init} cannot be read as weights ({type(exc).__name__}: "
-                                   f"{str(exc).splitlines()[0][:160] if str(exc) else 'no detail'}); pass a run's "
-                                   "best.pt or a timm/DeiT checkpoint") from None
-        log.info("initialised from %s; not loaded: %s", init, skipped)
-    # channels_last: oneDNN's conv kernels (the stem's forward and backward) are faster in NHWC.
-    model.to(device, memory_format=torch.channels_last), ema.to(device, memory_format=torch.channels_last)
-    ema.load_state_dict(model.state_dict())
-    opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
-    start, best = 0, {"val_acc": -1.0}
-    if resume and (run / "last.pt").is_file():
-        try:
-            ck = torch.load(run / "last.pt", map_location=device, weights_only=True)
-            model.load_state_dict(ck["model"]), ema.load_state_dict(ck["ema"]), opt.load_state_dict(ck["opt"])
-            start, best = int(ck["epoch"]) + 1, dict(ck["best"])
-        except Exception as exc:  # truncated, empty, pickled code, or a file of another shape
-            raise TrainConfigError(f"{run / 'last.pt'} cannot be resumed ({type(exc).__name__}: "
-                                   f"{str(exc).splitlines()[0][:160] if str(exc) else 'no detail'}); the run's "
-                                   f"last good weights are {run / 'best.pt'}: start a new --out with --init "
-                                   "that file, or delete last.pt to restart this run") from None
-        log.info("resumed %s at epoch %d", run, start)
+    _start_run(run, cfg, scfg, pp, val_set, resume, extra, rank)
+    model, ema, opt, start, best = _models(run, scfg, cfg, device, init, resume)
     net = torch.nn.parallel.DistributedDataParallel(
         model, device_ids=[device.index] if device.type == "cuda" else None) if world > 1 else model
-    soft = torch.from_numpy(train_set.soft)
     teacher = torch.from_numpy(np.asarray(teacher_logits, np.float32)) if teacher_logits is not None else None
     if teacher is not None and teacher.shape[:2] != (len(train_set), cfg.views):
         raise ValueError(f"teacher outputs {tuple(teacher.shape)} do not match {len(train_set)} images x {cfg.views} views")
-    n, bs = len(train_set), cfg.batch_size
+    n = len(train_set)
     if sample_weights is not None and len(sample_weights) != n:
         raise ValueError(f"{len(sample_weights)} sample weights for {n} training rows")
     draws = (cfg.samples_per_epoch or n) if sample_weights is not None else n
-    weights = torch.as_tensor(np.asarray(sample_weights, np.float64)) if sample_weights is not None else None
-    steps = math.ceil(draws / bs)
-    total, warm = cfg.epochs * steps, int(cfg.warmup_epochs * steps)
+    loop = _Loop(train_set, pp, cfg, torch.from_numpy(train_set.soft), teacher,
+                 torch.as_tensor(np.asarray(sample_weights, np.float64)) if sample_weights is not None else None,
+                 draws, math.ceil(draws / cfg.batch_size), rank, world, device, run)
     for epoch in range(start, cfg.epochs if stop_after is None else min(cfg.epochs, start + stop_after)):
-        torch.manual_seed(cfg.seed * 1000 + epoch)
-        gen = torch.Generator().manual_seed(cfg.seed * 1000 + epoch)
-        order = (torch.multinomial(weights, draws, replacement=True, generator=gen) if weights is not None
-                 else torch.randperm(n, generator=gen))
-        views = torch.randint(cfg.views, (n,), generator=gen)
-        net.train()
-        t0, seen, loss_sum, correct, agree = time.time(), 0, 0.0, 0, 0
-        bar = tqdm(range(steps), desc=f"epoch {epoch + 1}/{cfg.epochs}", disable=not progress or rank != 0)
-        for i in bar:
-            idx = order[i * bs:(i + 1) * bs]
-            for g in opt.param_groups:
-                g["lr"] = _lr(epoch * steps + i, total, warm, cfg.lr)
-            imgs = [view_image(train_set.images[j], cfg.seed, int(j), int(views[j])) for j in idx]
-            x = erase(batch_of(imgs, pp), gen, cfg.erase_prob).contiguous(memory_format=torch.channels_last)
-            part = slice(rank * len(idx) // world, (rank + 1) * len(idx) // world)
-            tb = teacher[idx, views[idx]][part].to(device) if teacher is not None else None
-            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
-                logits = net(x[part].to(device)).float()
-            loss = distill_loss(logits, soft[idx][part].to(device), tb, cfg)
-            if not torch.isfinite(loss):
-                raise TrainConfigError(f"the loss became {loss.item()} at epoch {epoch + 1}, step {i + 1}: "
-                                       "training diverged; lower --lr (a higher --temperature also softens the KD term), "
-                                       f"then --resume from the last good epoch in {run}")
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
-            opt.step()
-            with torch.no_grad():
-                d = min(cfg.ema_decay, (1 + epoch * steps + i) / (10 + epoch * steps + i))
-                for pe, pm in zip(ema.parameters(), model.parameters()):
-                    pe.lerp_(pm, 1 - d)
-                for be, bm in zip(ema.buffers(), model.buffers()):
-                    be.copy_(bm)
-            pred = logits.argmax(1)
-            seen += len(pred)
-            loss_sum += loss.item() * len(pred)
-            correct += (pred.cpu() == soft[idx][part].argmax(1)).sum().item()
-            if tb is not None:
-                agree += (pred == tb.argmax(1)).sum().item()
-            bar.set_postfix(loss=f"{loss_sum / seen:.3f}", acc=f"{correct / seen:.3f}",
-                            **({"agree": f"{agree / seen:.3f}"} if teacher is not None else {}))
+        t0 = time.time()
+        stats = _epoch(loop, epoch, net, model, ema, opt, progress)
         if rank != 0:
             continue
-        metrics = {"epoch": epoch + 1, "train_loss": loss_sum / seen, "train_acc": correct / seen,
-                   **({"train_agreement": agree / seen} if teacher is not None else {}),
-                   "seconds": round(time.time() - t0, 1), "device": f"{device.type} x{world}",
-                   **evaluate(ema, val_set, pp)}
+        metrics = {"epoch": epoch + 1, **stats, "seconds": round(time.time() - t0, 1),
+                   "device": f"{device.type} x{world}", **evaluate(ema, val_set, pp)}
         with open(run / "log.jsonl", "a") as logf:
             logf.write(json.dumps(metrics) + "\n")
         log.info("epoch %d: %s", epoch + 1, metrics)
@@ -312,8 +352,8 @@ def train(run: str | Path, train_set: FaceSet, val_set: FaceSet | Mapping[str, F
         plot_curves(run)
     if world > 1:
         dist.barrier()
-    best = dict(best, gflops=count_flops(ema, (1, scfg.in_chans, *scfg.img_size)) / 1e9, params=sum(p.numel() for p in ema.parameters()))
-    return best
+    return dict(best, gflops=count_flops(ema, (1, scfg.in_chans, *scfg.img_size)) / 1e9,
+                params=sum(p.numel() for p in ema.parameters()))
 
 
 #: Settings a resumed run must share with the run it continues (others, e.g. epochs, may change).

@@ -32,20 +32,32 @@ from motivnet_edge.cli_options import friendly, list_option
 def export_cmd(source, out, formats, int8, calib, val, val_labels, max_drop, no_latency, yunet, prior_correction,
                trust_code) -> None:
     """Export a student run/checkpoint or a teacher to a model package."""
+    import sys
+    import time
+
     from motivnet_edge.package import load_package
 
     from .exporter import export
 
+    t0 = time.perf_counter()
+
+    def progress(stage: str) -> None:
+        if sys.stderr.isatty():
+            click.echo(f"export [{time.perf_counter() - t0:5.0f} s] {stage}", err=True)
+
     path = export(source, out, formats=formats, int8=int8,
                   calib=calib, val=val, val_label_source=val_labels, max_drop=max_drop, latency=not no_latency,
                   yunet=yunet, teacher_options={"trust_code": True} if trust_code else None,
-                  prior_correction=prior_correction)
+                  prior_correction=prior_correction, progress=progress)
     m = load_package(path).metrics
     click.echo(f"wrote {path}")
     sizes = m.get("file_sizes", {})
     for f in sizes:
         click.echo(f"  {f}: {sizes[f] / 1e6:.2f} MB")
     for runtime, q in m.get("int8", {}).items():
+        if "error" in q:
+            click.echo(f"  int8 {runtime}: not shipped ({q['error']}); {q['fallback']}")
+            continue
         line = f"  int8 {runtime} ({q['file']}{'' if q['shipped'] else ', not shipped'}): "
         if "val_accuracy_fp32" in q:
             line += (f"accuracy fp32 {q['val_accuracy_fp32']:.2%}, int8 {q['val_accuracy_int8']:.2%}, "

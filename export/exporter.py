@@ -192,13 +192,39 @@ def _faces(data, labels, label_source: str):
     return read_dataset(data, labels=labels, label_source=label_source)
 
 
+def _prepare(src: ExportSource, *, val, calib, int8: bool, prior_correction: bool, val_label_source: str,
+             min_calibration: int, say) -> Int8Data | None:
+    """Reads the validation faces, folds the prior correction into the student, and cuts the
+    calibration/validation tensors INT8 needs (None without ``int8``)."""
+    val_faces = _faces(val, src.labels, val_label_source) if val is not None and (int8 or prior_correction) else None
+    if prior_correction:
+        from motivnet_distill.prior_correction import apply_bias, fit_prior_correction
+        from motivnet_distill.train import predict_logits
+
+        say("fitting the prior correction on the validation faces")
+        fit = fit_prior_correction(predict_logits(src.model, val_faces, src.preprocessing).numpy(), val_faces)
+        apply_bias(src.model, fit["bias"])
+        where = str(val) if isinstance(val, (str, Path)) else f"{len(val_faces)} validation faces given in memory"
+        src.provenance["prior_correction"] = {**fit, "fitted_on": where}
+        log.info("prior correction %s: validation %s -> %s", fit["bias"],
+                 fit["validation"]["uncorrected"], fit["validation"]["corrected"])
+    if not int8:
+        return None
+    from .int8 import prepare_data
+
+    if calib is None:
+        raise SourceError(f"--int8 needs --calib: at least {min_calibration} face images to set INT8 ranges")
+    return prepare_data(_faces(calib, src.labels, "ferplus"), src.preprocessing, val_faces=val_faces,
+                        labels=src.labels, min_calibration=min_calibration)
+
+
 def export(source, out: str | Path, *, formats=("onnx", "openvino"), int8: bool = False,
            calib=None, val=None, val_label_source: str = "ferplus", max_drop: float | None = None,
            min_calibration: int = 300,
            latency: bool = True, latency_threads: int = 1, latency_rounds: int = 3,
            metrics: dict | None = None, provenance: dict | None = None, license: dict | None = None,
            teacher_options: dict | None = None, yunet: str | Path | None = None,
-           prior_correction: bool = False) -> Path:
+           prior_correction: bool = False, progress=None) -> Path:
     """Exports a student, checkpoint or teacher to a model package (the CLI's one code path).
 
     Args:
@@ -218,6 +244,7 @@ def export(source, out: str | Path, *, formats=("onnx", "openvino"), int8: bool 
         yunet: a YuNet .onnx to ship inside the package (detector="auto" then uses it).
         prior_correction: fold a class-prior logit offset, fitted on ``val``, into the
             student's head before exporting (motivnet_distill.prior_correction).
+        progress: called with a short text as each stage starts (the CLI prints it on a terminal).
 
     Raises:
         SourceError: the source is not a model, or bad formats.
@@ -232,33 +259,22 @@ def export(source, out: str | Path, *, formats=("onnx", "openvino"), int8: bool 
         raise SourceError("--max-drop needs --int8 and a labelled --val set")
     if prior_correction and val is None:
         raise SourceError("--prior-correction needs a labelled --val set to fit the correction on")
+    say = progress or (lambda stage: None)
+    say("loading the model")
     src = source if isinstance(source, ExportSource) else load_source(source, **(teacher_options or {}))
-    data = val_faces = None
-    if val is not None and (int8 or prior_correction):
-        val_faces = _faces(val, src.labels, val_label_source)
-    if prior_correction:
-        from motivnet_distill.prior_correction import apply_bias, fit_prior_correction
-        from motivnet_distill.train import predict_logits
-
-        fit = fit_prior_correction(predict_logits(src.model, val_faces, src.preprocessing).numpy(), val_faces)
-        apply_bias(src.model, fit["bias"])
-        src.provenance["prior_correction"] = {**fit, "fitted_on": str(val) if isinstance(val, (str, Path)) else f"{len(val_faces)} validation faces given in memory"}
-        log.info("prior correction %s: validation %s -> %s", fit["bias"],
-                 fit["validation"]["uncorrected"], fit["validation"]["corrected"])
-    if int8:
-        from .int8 import prepare_data
-
-        if calib is None:
-            raise SourceError(f"--int8 needs --calib: at least {min_calibration} face images to set INT8 ranges")
-        data = prepare_data(_faces(calib, src.labels, "ferplus"), src.preprocessing, val_faces=val_faces,
-                            labels=src.labels, min_calibration=min_calibration)
-
+    data = _prepare(src, val=val, calib=calib, int8=int8, prior_correction=prior_correction,
+                    val_label_source=val_label_source, min_calibration=min_calibration, say=say)
     def build(folder: Path) -> dict:
         b = _Build(src, folder, tuple(formats), data=data, max_drop=max_drop)
         rows = [FORMATS[name] for name in FORMATS if name in formats]
-        files = [f for row in rows for f in row.fp32(b)]
+        files = []
+        for name, row in zip([n for n in FORMATS if n in formats], rows):
+            say(f"writing {name} fp32")
+            files += row.fp32(b)
         if data is not None:
-            files += [f for row in rows for f in row.int8(b)]
+            for name, row in zip([n for n in FORMATS if n in formats], rows):
+                say(f"quantizing {name} to INT8 (NNCF)")
+                files += row.int8(b)
         if "onnx" not in formats:
             (folder / "model.onnx").unlink(missing_ok=True)  # only the source of the other formats
         if yunet is not None:
@@ -284,6 +300,7 @@ def export(source, out: str | Path, *, formats=("onnx", "openvino"), int8: bool 
         kw = dict(labels=src.labels, preprocessing=src.preprocessing, files=files, provenance=prov,
                   license={**src.license, **(license or {})}, assets=b.assets or None, roles=b.roles)
         if latency:
+            say("timing fp32 and INT8 on this machine")
             # The package must load to be timed: write a provisional manifest first.
             (folder / "manifest.json").write_text(json.dumps(build_manifest(**kw, metrics=measured)))
             measured["latency"] = _latency(folder, files, latency_threads, latency_rounds)
