@@ -17,6 +17,7 @@ first model. Nothing here is used to choose a model: ``select_default.py`` reads
 from __future__ import annotations
 
 import argparse
+import json
 import time
 from pathlib import Path
 
@@ -69,13 +70,27 @@ def score(model: str, sets: dict) -> tuple[dict, dict]:
     return rows, metrics
 
 
+def training(path: str) -> dict | None:
+    """For a run folder: the commands that trained it, the device, epochs and minutes (its own logs)."""
+    run = Path(path)
+    if not (run / "log.jsonl").is_file():
+        return None
+    rows = [json.loads(line) for line in (run / "log.jsonl").read_text().splitlines()]
+    best = max(rows, key=lambda r: r["val_acc"])
+    cmds = (run / "commands.txt").read_text().splitlines() if (run / "commands.txt").is_file() else []
+    return {"commands": [c.split(" ", 1)[1] for c in cmds], "device": rows[-1].get("device"),
+            "epochs": len(rows), "best_epoch": best["epoch"], "minutes": round(sum(r["seconds"] for r in rows) / 60, 1),
+            "validation": {k: round(v, 4) for k, v in best.items() if k.startswith("val_acc")}}
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--shared", type=Path, default=ROOT.parent / "shared")
     ap.add_argument("--model", action="append", default=[], help="NAME=PATH or PATH ('default': the embedded model)")
     ap.add_argument("--no-peers", action="store_true", help="leave out the FER2013 Xception peers")
     ap.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "domains.json")
-    ap.add_argument("--plots", type=Path, default=ROOT / "benchmarks" / "results" / "domains")
+    ap.add_argument("--plots", default=str(ROOT / "benchmarks" / "results" / "domains"),
+                    help="confusion PNGs of the first model go here ('' for none)")
     args = ap.parse_args()
 
     models = dict(m.split("=", 1) if "=" in m else (Path(m).name, m) for m in (args.model or ["default"]))
@@ -89,11 +104,13 @@ def main() -> None:
     for i, (name, path) in enumerate(models.items()):
         rows, metrics = score(path, sets)
         results[name] = {"path": path if not Path(path).is_absolute() else Path(path).name, **rows}
+        if training(path):
+            results[name]["training"] = training(path)
         print(f"{name:22s} " + "  ".join(f"{s} {rows[s]['accuracy']:.1%}" for s in sets)
               + f"  cross-domain {rows['cross_domain_mean']:.1%}", flush=True)
-        if i == 0:
+        if i == 0 and args.plots:
             for s, m in metrics.items():
-                plot_confusion(m, args.plots / f"confusion_{name}_{s}.png", f"{name} on {s}")
+                plot_confusion(m, Path(args.plots) / f"confusion_{name}_{s}.png", f"{name} on {s}")
     write_result(args.out, {
         "machine": machine_info(), "seconds": round(time.time() - t0, 1),
         "sets": {s: {"n": len(ts.faces), "crop": ts.crop, "misses": ts.misses} for s, ts in sets.items()},

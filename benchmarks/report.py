@@ -204,6 +204,13 @@ def domains_section(path: Path) -> list[str]:
     if misses:
         out.append("- YuNet found no face in " + ", ".join(f"{v} {k} photos" for k, v in misses.items())
                    + " (scored wrong for every model)")
+    trained = [(n, m["training"]) for n, m in r["models"].items() if m.get("training")]
+    if trained:
+        out += ["", "How each run was trained (its run folder's commands.txt and log.jsonl):", ""]
+        for n, t in trained:
+            out.append(f"- {n}: `" + "` then `".join(t["commands"]) + f"`; {t['device']}, {t['epochs']} epochs "
+                       f"(best {t['best_epoch']}), {t['minutes']:.0f} min; validation mean "
+                       f"{_pct(t['validation'].get('val_acc'))} %")
     plots = sorted((path.parent / "domains").glob(f"confusion_{first}_*.png")) if (path.parent / "domains").is_dir() else []
     if plots:
         out += ["", "Confusion matrices of " + first + ": " + ", ".join(
