@@ -87,10 +87,16 @@ def choose(package, candidates: list[tuple[str, str]], *, threads: int) -> tuple
     path = cache_path(package, threads, candidates)
     try:
         saved = json.loads(path.read_text())
-        log.info("auto choice from %s: %s %s", path, *saved["choice"])
-        return tuple(saved["choice"])
-    except (OSError, ValueError, KeyError, TypeError):
+        choice = tuple(saved["choice"])
+        if choice in {tuple(c) for c in candidates}:
+            log.info("auto choice from %s: %s %s", path, *choice)
+            return choice
+        log.warning("ignoring the autotune cache entry %s: its choice %s is not one of %s; measuring again",
+                    path, list(choice), candidates)
+    except FileNotFoundError:
         pass
+    except (OSError, ValueError, KeyError, TypeError, RecursionError):
+        log.warning("ignoring the unreadable autotune cache entry %s; measuring again", path)
     from .timing import BenchConfig, compare
 
     log.info("timing %s once on this CPU to choose backend/precision (cached in %s)",

@@ -1,5 +1,6 @@
 """Every installed backend runs the same tiny model and agrees; auto rules; missing backends."""
 
+import json
 import subprocess
 import sys
 import textwrap
@@ -343,3 +344,20 @@ def test_onnx_with_unlisted_external_data_is_refused(package_copy, tmp_path):
     with pytest.raises(PackageError, match="ONNX Runtime cannot load model.onnx"):
         create_backend(load_package(package_copy), backend="onnxruntime", precision="fp32",
                        options=BackendOptions(autotune=False))
+
+
+def test_a_corrupt_autotune_cache_entry_is_measured_again(tiny_package, tmp_path, monkeypatch):
+    if len(installed_backends()) < 2:
+        pytest.skip("autotune needs two runtimes to choose between")
+    from motivnet_edge import autotune
+
+    monkeypatch.setenv("MOTIVNET_CACHE", str(tmp_path / "cache"))
+    pkg = load_package(tiny_package)
+    first = _tuned(pkg, BackendOptions(threads=1, autotune=True))
+    (entry,) = (tmp_path / "cache" / "autotune").glob("*.json")
+    for bad in ('{"choice": ["tensorflow", "fp64"]}', "{not json", "[" * 50000):
+        entry.write_text(bad)
+        b = _tuned(pkg, BackendOptions(threads=1, autotune=True))
+        assert b.name in installed_backends() and (b.name, b.precision) != ("tensorflow", "fp64")
+    assert json.loads(entry.read_text())["choice"] in ([first.name, first.precision], [b.name, b.precision])
+    assert autotune.enabled(None) is False

@@ -322,3 +322,30 @@ def test_missing_camera_is_one_line_without_opencv_warnings(tiny_package):
     assert r.returncode == 2
     assert r.stderr.strip().splitlines() == [line for line in r.stderr.strip().splitlines() if "camera 97" in line]
     assert "WARN" not in r.stderr
+
+
+@pytest.mark.parametrize("edit", [
+    lambda m: m.__setitem__("metrics", {"test": {"x": {"fp32": {"accuracy": "high"}}}}),
+    lambda m: m.__setitem__("metrics", {"int8": {"onnxruntime": {"val_accuracy_drop": None}}, "gflops": "many"}),
+    lambda m: m.__setitem__("provenance", {"prior_correction": {"bias": 1, "validation": []}}),
+])
+def test_info_reports_a_malformed_record_in_one_line(package_copy, edit):
+    m = json.loads((package_copy / "manifest.json").read_text())
+    edit(m)
+    (package_copy / "manifest.json").write_text(json.dumps(m))
+    r = cli("info", package_copy)
+    assert r.returncode == 0 and "Traceback" not in r.stderr, r.stderr
+    assert "record is malformed" in r.stdout and "labels:" in r.stdout
+
+
+def test_a_zip_that_is_no_package_is_refused_and_nothing_is_unpacked(tmp_path):
+    import os
+    import zipfile
+
+    z = tmp_path / "weights.pt"
+    with zipfile.ZipFile(z, "w") as zf:
+        zf.writestr("archive/data.pkl", b"\x80\x04N.")
+    cache = tmp_path / "cache"
+    r = cli("info", z, env={**os.environ, "MOTIVNET_CACHE": str(cache)})
+    assert r.returncode == 2 and "not a model package" in r.stderr
+    assert not (cache / "packages").exists() or not any((cache / "packages").iterdir())
