@@ -74,6 +74,9 @@ PRESETS: dict[str, dict] = {
     "vit_hybrid_femto": dict(embed_dim=64, depth=3, num_heads=2, mlp_ratio=3.0, patch_size=8, stem="conv"),
     "vit_hybrid_pico": dict(embed_dim=96, depth=4, num_heads=3, mlp_ratio=3.0, patch_size=8, stem="conv"),
     "vit_hybrid_nano": dict(embed_dim=128, depth=6, num_heads=4, mlp_ratio=3.0, patch_size=8, stem="conv"),
+    # pico's width and stem with two more blocks: the blocks cost little next to the stem at 48 px,
+    # and a pico's weights start it (the new blocks begin as identities, see deepen_from).
+    "vit_hybrid_pico6": dict(embed_dim=96, depth=6, num_heads=3, mlp_ratio=3.0, patch_size=8, stem="conv"),
     "vit_tiny": dict(embed_dim=192, depth=12, num_heads=3, mlp_ratio=4.0, patch_size=16, img_size=(224, 224)),
     "vit_small": dict(embed_dim=384, depth=12, num_heads=6, mlp_ratio=4.0, patch_size=16, img_size=(224, 224)),
 }
@@ -201,6 +204,24 @@ def create_student(name: str | StudentConfig = "vit_hybrid_pico", **overrides) -
     else:
         raise ValueError(f"unknown student {name!r}; presets: {sorted(PRESETS)}")
     return ViTStudent(StudentConfig(**{**base, **overrides}))
+
+
+def identity_blocks(model: ViTStudent, names: list[str]) -> list[int]:
+    """Makes every block none of whose weights were loaded (``names``: the not-loaded names) an
+    identity: its attention and MLP outputs start at zero, so a deeper student initialised from a
+    shallower one computes exactly what the shallower one did, then learns from there. Returns the
+    blocks it changed."""
+    missing = set(names)
+    changed = []
+    for i, blk in enumerate(model.blocks):
+        own = [f"blocks.{i}.{k}" for k, _ in blk.named_parameters()]
+        if own and all(k in missing for k in own):
+            with torch.no_grad():
+                for layer in (blk.attn.proj, blk.mlp.fc2):
+                    layer.weight.zero_()
+                    layer.bias.zero_()
+            changed.append(i)
+    return changed
 
 
 def count_flops(model: nn.Module, input_shape: tuple[int, ...]) -> int:

@@ -209,6 +209,11 @@ def _models(run: Path, scfg: StudentConfig, cfg: TrainConfig, device, init, resu
             raise TrainConfigError(f"--init {init} cannot be read as weights ({_short(exc)}); pass a run's "
                                    "best.pt or a timm/DeiT checkpoint") from None
         log.info("initialised from %s; not loaded: %s", init, skipped)
+        from .student import identity_blocks
+
+        deepened = identity_blocks(model, skipped)
+        if deepened:
+            log.info("blocks %s were not in %s: they start as identities (a deeper student)", deepened, init)
     # channels_last: oneDNN's conv kernels (the stem's forward and backward) are faster in NHWC.
     model.to(device, memory_format=torch.channels_last), ema.to(device, memory_format=torch.channels_last)
     ema.load_state_dict(model.state_dict())
