@@ -74,9 +74,9 @@ PRESETS: dict[str, dict] = {
     "vit_hybrid_femto": dict(embed_dim=64, depth=3, num_heads=2, mlp_ratio=3.0, patch_size=8, stem="conv"),
     "vit_hybrid_pico": dict(embed_dim=96, depth=4, num_heads=3, mlp_ratio=3.0, patch_size=8, stem="conv"),
     "vit_hybrid_nano": dict(embed_dim=128, depth=6, num_heads=4, mlp_ratio=3.0, patch_size=8, stem="conv"),
-    # pico's width and stem with two more blocks: the blocks cost little next to the stem at 48 px,
+    # pico's width and stem with four more blocks: the blocks cost little next to the stem at 48 px,
     # and a pico's weights start it (the new blocks begin as identities, see deepen_from).
-    "vit_hybrid_pico6": dict(embed_dim=96, depth=6, num_heads=3, mlp_ratio=3.0, patch_size=8, stem="conv"),
+    "vit_hybrid_pico8": dict(embed_dim=96, depth=8, num_heads=3, mlp_ratio=3.0, patch_size=8, stem="conv"),
     "vit_tiny": dict(embed_dim=192, depth=12, num_heads=3, mlp_ratio=4.0, patch_size=16, img_size=(224, 224)),
     "vit_small": dict(embed_dim=384, depth=12, num_heads=6, mlp_ratio=4.0, patch_size=16, img_size=(224, 224)),
 }

@@ -443,15 +443,15 @@ def test_unreadable_init_and_unlabelled_selection_set_are_refused(tmp_path):
 
 
 def test_a_deeper_student_from_a_shallower_one_starts_with_the_same_function(tmp_path):
-    """pico -> pico6: the two new blocks begin as identities, so the outputs are the pico's."""
+    """pico -> pico8: the four new blocks begin as identities, so the outputs are the pico's."""
     from motivnet_distill.student import identity_blocks
 
     pico = create_student("vit_hybrid_pico").eval()
     torch.nn.init.normal_(pico.head.weight)
     torch.save({"model": pico.state_dict()}, tmp_path / "pico.pt")
-    deep = create_student("vit_hybrid_pico6").eval()
+    deep = create_student("vit_hybrid_pico8").eval()
     skipped = load_timm_weights(deep, tmp_path / "pico.pt")
-    assert identity_blocks(deep, skipped) == [4, 5]
+    assert identity_blocks(deep, skipped) == [4, 5, 6, 7]
     x = torch.randn(3, 1, 48, 48)
     torch.testing.assert_close(deep(x), pico(x), atol=1e-5, rtol=1e-5)
     assert identity_blocks(pico, []) == []  # a student whose blocks all loaded is left alone
