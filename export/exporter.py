@@ -11,7 +11,7 @@ import json
 import logging
 import platform
 import shutil
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -196,15 +196,27 @@ def _prepare(src: ExportSource, *, val, calib, int8: bool, prior_correction: boo
              min_calibration: int, say) -> Int8Data | None:
     """Reads the validation faces, folds the prior correction into the student, and cuts the
     calibration/validation tensors INT8 needs (None without ``int8``)."""
-    val_faces = _faces(val, src.labels, val_label_source) if val is not None and (int8 or prior_correction) else None
+    by_domain = isinstance(val, Mapping)
+    if by_domain:
+        from motivnet_distill.data import concat
+
+        domains = {name: _faces(faces, src.labels, val_label_source) for name, faces in val.items()}
+        val_faces = concat(list(domains.values()))
+    else:
+        val_faces = _faces(val, src.labels, val_label_source) if val is not None and (int8 or prior_correction) else None
     if prior_correction:
-        from motivnet_distill.prior_correction import apply_bias, fit_prior_correction
+        from motivnet_distill.prior_correction import apply_bias, fit_domain_prior, fit_prior_correction
         from motivnet_distill.train import predict_logits
 
         say("fitting the prior correction on the validation faces")
-        fit = fit_prior_correction(predict_logits(src.model, val_faces, src.preprocessing).numpy(), val_faces)
+        if by_domain:  # one prior for every domain: the best mean over them
+            fit = fit_domain_prior({n: (predict_logits(src.model, f, src.preprocessing).numpy(), f.hard)
+                                    for n, f in domains.items()}, src.labels)
+            where = "validation parts of " + ", ".join(domains)
+        else:
+            fit = fit_prior_correction(predict_logits(src.model, val_faces, src.preprocessing).numpy(), val_faces)
+            where = str(val) if isinstance(val, (str, Path)) else f"{len(val_faces)} validation faces given in memory"
         apply_bias(src.model, fit["bias"])
-        where = str(val) if isinstance(val, (str, Path)) else f"{len(val_faces)} validation faces given in memory"
         src.provenance["prior_correction"] = {**fit, "fitted_on": where}
         log.info("prior correction %s: validation %s -> %s", fit["bias"],
                  fit["validation"]["uncorrected"], fit["validation"]["corrected"])
@@ -234,8 +246,9 @@ def export(source, out: str | Path, *, formats=("onnx", "openvino"), int8: bool 
         int8: also write each format's INT8 file (FORMATS' int8 writers); accuracy of every
             INT8 file vs fp32 goes to the manifest's ``metrics.int8``, keyed by runtime.
         calib: calibration faces (path to any dataset format, or a FaceSet); required with ``int8``.
-        val: labelled validation faces (a path or a FaceSet): fp32/int8 accuracy and, with
-            ``max_drop``, accuracy control.
+        val: labelled validation faces (a path, a FaceSet, or {domain: FaceSet}): fp32/int8 accuracy
+            and, with ``max_drop``, accuracy control; by domain, the prior correction maximises
+            the mean over domains of validation accuracy (``fit_domain_prior``).
         val_label_source: for a FER+ split ``val``: "ferplus" votes or "fer2013" labels, the
             labels the model was trained and selected on.
         max_drop: largest absolute accuracy drop allowed for INT8 (e.g. 0.01).

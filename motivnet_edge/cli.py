@@ -282,9 +282,12 @@ def _info_provenance(pkg) -> list[str]:
     pc = pkg.provenance.get("prior_correction")
     if pc:
         v = pc["validation"]
-        out.append(f"calibration:   per-class logit offsets {pc['bias']} fitted on {Path(str(pc.get('fitted_on', '?'))).name} "
+        key = "mean_accuracy" if "mean_accuracy" in v["uncorrected"] else "accuracy"
+        where = str(pc.get("fitted_on", "?"))
+        out.append(f"calibration:   per-class logit offsets {pc['bias']} fitted on "
+                   f"{where if key == 'mean_accuracy' else Path(where).name} "
                    f"(lowest class recall {v['uncorrected']['min_recall']:.0%} -> {v['corrected']['min_recall']:.0%}, "
-                   f"accuracy {v['uncorrected']['accuracy']:.2%} -> {v['corrected']['accuracy']:.2%})")
+                   f"{key.replace('_', ' ')} {v['uncorrected'][key]:.2%} -> {v['corrected'][key]:.2%})")
     for role, rel in pkg.manifest.get("assets_roles", {}).items():
         out.append(f"asset:         {role}: {rel}")
     for key, val in pkg.license.items():
