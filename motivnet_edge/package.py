@@ -184,7 +184,19 @@ def _zip_entry_count(path: Path) -> int | None:
     if at < 0 or at + 22 > len(tail):
         return None
     count = struct.unpack_from("<H", tail, at + 10)[0]
-    return None if count == 0xFFFF else count  # zip64: zipfile's own limit check applies
+    if count != 0xFFFF:
+        return count
+    # Zip64: the locator just before the end record points at the zip64 end record and its count.
+    loc = tail.rfind(b"PK\x06\x07", 0, at)
+    if loc < 0 or loc + 20 > len(tail):
+        return None
+    (record,) = struct.unpack_from("<Q", tail, loc + 8)
+    with open(path, "rb") as fh:
+        fh.seek(record)
+        head = fh.read(56)
+    if len(head) < 40 or head[:4] != b"PK\x06\x06":
+        return None
+    return struct.unpack_from("<Q", head, 32)[0]
 
 
 def _extract_zip(path: Path) -> Path:

@@ -351,3 +351,18 @@ def test_wrong_output_name_is_a_package_error(package_copy):
     for backend in installed_backends():
         with pytest.raises(PackageError, match="the manifest says 'probs'"):
             create_backend(load_package(package_copy), backend=backend, precision="fp32")
+
+
+def test_zip64_entry_count_is_read_before_the_directory(tmp_path, monkeypatch):
+    """A zip64 archive declares its entry count in the zip64 end record; it is refused from there."""
+    import time
+
+    monkeypatch.setenv("MOTIVNET_CACHE", str(tmp_path / "cache"))
+    many = tmp_path / "many64.zip"
+    with zipfile.ZipFile(many, "w", allowZip64=True) as zf:
+        for i in range(70_000):  # more than 0xFFFF entries: the classic end record cannot hold the count
+            zf.writestr(zipfile.ZipInfo(f"p/{i}"), b"")
+    t = time.perf_counter()
+    with pytest.raises(PackageError, match="declares 70000 entries"):
+        load_package(many)
+    assert time.perf_counter() - t < 1.0
