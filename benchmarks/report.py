@@ -60,7 +60,8 @@ def latency_table(res: dict) -> list[str]:
             f"| {r['model']} | {r['backend']} | {r['precision']} | {r['batch']} | {r['threads']} | "
             f"{r['p50_ms']:.3f} ({lo:.3f}-{hi:.3f}) | {r['p90_ms']:.3f} | {r['p99_ms']:.3f} | "
             f"{r['throughput_fps']:.0f} | {(r.get('size_bytes') or 0) / 1e6:.2f} | {r['peak_rss_mb']:.0f} | "
-            f"{r.get('gflops') or 0:.3f} | {100 * r.get('fraction_of_gemm_peak', 0):.1f} |")
+            f"{r.get('gflops') or 0:.3f} | "
+            + (f"{100 * r['fraction_of_gemm_peak']:.1f} |" if "fraction_of_gemm_peak" in r else "- |"))
     return rows
 
 
@@ -71,6 +72,10 @@ def section(path: Path) -> list[str]:
            "", f"Commit {m['commit']}, {m['date']}, " + ", ".join(f"{k} {v}" for k, v in m["versions"].items())
            + ". GEMM peak (fp32 MatMul 1024): " + ", ".join(
                f"{t} thread(s) {g:.0f} GFLOP/s" for t, g in res["gemm_peak_gflops"].items())
+           + ("; int8 (MatMulInteger u8 x s8 1024): " + ", ".join(
+               f"{t} thread(s) {g:.0f} GOP/s" for t, g in res["gemm_peak_int8_gops"].items())
+              if "gemm_peak_int8_gops" in res else "")
+           + ". Each row's % of peak is against its own precision's peak (bf16: none measured)"
            + f". Suite run: {res['seconds']} s, {res['settings']['rounds']} interleaved rounds, each in its own process.", ""]
     if res["accuracy"]:
         out += ["**Accuracy** (%, FER2013Test; CK+48 cross-dataset)", ""] + accuracy_table(res) + [""]

@@ -166,6 +166,7 @@ def main() -> None:
     t_start = time.time()
     machine = machine_info()
     results = {"machine": machine, "gemm_peak_gflops": {t: gemm_peak_gflops(t) for t in threads},
+               "gemm_peak_int8_gops": {t: gemm_peak_gflops(t, precision="int8") for t in threads},
                "settings": {"rounds": rounds, "seconds_per_round": args.seconds, "batches": batches,
                             "threads": threads}, "latency": [], "accuracy": [], "pipeline": [], "notes": []}
     print(f"machine: {machine['cpu']} flags {machine['flags']}, GEMM peak {results['gemm_peak_gflops']}", flush=True)
@@ -194,7 +195,10 @@ def main() -> None:
         for r in results["latency"]:
             if r["threads"] == t and r.get("gflops"):
                 r["gflops_per_s"] = r["gflops"] * r["throughput_fps"]
-                r["fraction_of_gemm_peak"] = r["gflops_per_s"] / results["gemm_peak_gflops"][t]
+                # Each precision against its own peak; bf16 has no probe here, so no fraction.
+                peak = {"fp32": results["gemm_peak_gflops"], "int8": results["gemm_peak_int8_gops"]}.get(r["precision"])
+                if peak:
+                    r["fraction_of_gemm_peak"] = r["gflops_per_s"] / peak[t]
     results["seconds"] = round(time.time() - t_start)
     write_result(args.out, results)
     if results["accuracy"]:

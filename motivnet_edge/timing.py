@@ -35,17 +35,29 @@ class BenchConfig:
     providers: tuple[str, ...] = ()
 
 
-def gemm_peak_gflops(threads: int, n: int = 1024, seconds: float = 2.0) -> float:
-    """float32 GEMM GFLOP/s with ``threads`` threads (ONNX Runtime MatMul), in a fresh process."""
+def gemm_peak_gflops(threads: int, n: int = 1024, seconds: float = 2.0, *, precision: str = "fp32") -> float:
+    """GEMM peak with ``threads`` threads in a fresh process (ONNX Runtime, n x n): fp32 MatMul in
+    GFLOP/s, or int8 MatMulInteger (uint8 x int8, the kernels VNNI/AVX2 INT8 use) in GOP/s.
+    An INT8 model's throughput is compared with the int8 peak, an fp32 model's with fp32's."""
+    if precision not in ("fp32", "int8"):
+        raise MotivnetError(f"GEMM probe precision {precision!r}: fp32 or int8")
+    if precision == "fp32":
+        node, types, feeds = "helper.make_node('MatMul', ['a', 'b'], ['c'])", "(TensorProto.FLOAT, TensorProto.FLOAT, TensorProto.FLOAT)", \
+            "a = np.random.rand({n}, {n}).astype(np.float32); b = a"
+    else:
+        node, types, feeds = "helper.make_node('MatMulInteger', ['a', 'b'], ['c'])", \
+            "(TensorProto.UINT8, TensorProto.INT8, TensorProto.INT32)", \
+            "a = np.random.randint(0, 255, ({n}, {n})).astype(np.uint8); b = np.random.randint(-127, 127, ({n}, {n})).astype(np.int8)"
     code = f"""
 import time, numpy as np, onnx, onnxruntime as ort
 from onnx import helper, TensorProto
-g = helper.make_graph([helper.make_node('MatMul', ['a', 'b'], ['c'])], 'g',
-    [helper.make_tensor_value_info(k, TensorProto.FLOAT, [{n}, {n}]) for k in 'ab'],
-    [helper.make_tensor_value_info('c', TensorProto.FLOAT, [{n}, {n}])])
+ta, tb, tc = {types}
+g = helper.make_graph([{node}], 'g',
+    [helper.make_tensor_value_info('a', ta, [{n}, {n}]), helper.make_tensor_value_info('b', tb, [{n}, {n}])],
+    [helper.make_tensor_value_info('c', tc, [{n}, {n}])])
 so = ort.SessionOptions(); so.intra_op_num_threads = {threads}
 s = ort.InferenceSession(helper.make_model(g).SerializeToString(), so, providers=['CPUExecutionProvider'])
-a = np.random.rand({n}, {n}).astype(np.float32); feed = {{'a': a, 'b': a}}
+{feeds.format(n=n)}; feed = {{'a': a, 'b': b}}
 for _ in range(3): s.run(None, feed)
 best, t_end = 1e9, time.time() + {seconds}
 while time.time() < t_end:

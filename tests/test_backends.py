@@ -361,3 +361,13 @@ def test_a_corrupt_autotune_cache_entry_is_measured_again(tiny_package, tmp_path
         assert b.name in installed_backends() and (b.name, b.precision) != ("tensorflow", "fp64")
     assert json.loads(entry.read_text())["choice"] in ([first.name, first.precision], [b.name, b.precision])
     assert autotune.enabled(None) is False
+
+
+@pytest.mark.slow
+def test_gemm_peaks_are_probed_per_precision():
+    from motivnet_edge.timing import gemm_peak_gflops
+
+    fp32, int8 = gemm_peak_gflops(1, n=256, seconds=0.3), gemm_peak_gflops(1, n=256, seconds=0.3, precision="int8")
+    assert fp32 > 0 and int8 > 0
+    with pytest.raises(Exception, match="fp32 or int8"):
+        gemm_peak_gflops(1, precision="bf16")
