@@ -127,6 +127,9 @@ def read_state(path: str | Path, *, trust_code: bool = False) -> tuple[dict[str,
 
 
 def _first(msg: str) -> str:
+    import re
+
+    msg = re.sub(r"\x1b\[[0-9;]*m", "", msg)  # torch colours parts of its messages for terminals
     return msg.strip().splitlines()[0][:200] if msg.strip() else "no detail"
 
 

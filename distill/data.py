@@ -58,7 +58,7 @@ def _read(path: Path) -> np.ndarray:
     try:
         return load_image(path)
     except InvalidImageError as exc:
-        raise DataError(f"{exc}; remove it from the dataset or re-save it as PNG") from None
+        raise DataError(f"{exc} (or remove it from the dataset)") from None
 
 
 def _member(folder: Path, name: str, where: str) -> Path:

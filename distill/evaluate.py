@@ -185,17 +185,17 @@ def model_probs(model: str | Path, faces: FaceSet, *, backend: str = "auto", pre
     """
     from motivnet_edge.errors import MotivnetError
 
+    from .model_files import ModelFileError, model_kind
+
     package = _package_path(model)
     if package is not None:
         return package_probs(package, faces, backend=backend, precision=precision, mirror=mirror)
     _check_mirror(model, mirror)
-    model = Path(model)
-    if model.suffix in (".pt", ".pth") or (model / "best.pt").is_file():
-        if model.suffix == ".pth" and not (model / "best.pt").is_file():
-            from .teachers import load_teacher
-
-            t = load_teacher(model, trust_code=trust_code)
-            return t.labels, t.probs(faces.images)
+    try:
+        kind = model_kind(model)
+    except ModelFileError as exc:
+        raise MotivnetError(str(exc)) from None
+    if kind == "student":
         import torch
 
         from .student_io import load_student
@@ -203,12 +203,10 @@ def model_probs(model: str | Path, faces: FaceSet, *, backend: str = "auto", pre
 
         ck = load_student(model)
         return ck.labels, torch.softmax(predict_logits(ck.model, faces, ck.preprocessing), 1).numpy()
-    if model.suffix in (".hdf5", ".h5", ".onnx", ".pth", ".ckpt", ".pt2", ".bin"):
-        from .teachers import load_teacher
+    from .teachers import load_teacher
 
-        t = load_teacher(model, trust_code=trust_code)
-        return t.labels, t.probs(faces.images)
-    raise MotivnetError(f"{model} is not a package, checkpoint or teacher file")
+    t = load_teacher(model, trust_code=trust_code)
+    return t.labels, t.probs(faces.images)
 
 
 def evaluate_model(model, data, *, teacher=None, backend: str = "auto", precision: str = "auto",

@@ -117,18 +117,23 @@ def load_teacher(path: str | Path, *, trust_code: bool = False, **kwargs) -> Tea
         TeacherError: unknown format or missing file.
         CheckpointError: an unsafe checkpoint (pickled code, or a code archive without ``trust_code``).
     """
+    from .model_files import ModelFileError, model_kind
+
     path = Path(path)
     if not path.is_file():
         raise TeacherError(f"teacher {path} does not exist")
-    suffix = path.suffix.lower()
-    if suffix in (".hdf5", ".h5"):
+    try:
+        kind = model_kind(path)
+    except ModelFileError as exc:
+        raise TeacherError(f"unknown teacher format: {exc}") from None
+    if kind == "keras":
         return load_keras_teacher(path, **kwargs)
-    if suffix == ".onnx":
+    if kind == "onnx":
         return load_onnx_teacher(path, **kwargs)
-    if suffix in (".pth", ".pt", ".ckpt", ".pt2", ".bin"):
+    if kind == "motivnet":
         return load_motivnet_teacher(path, trust_code=trust_code, **kwargs)
-    raise TeacherError(f"{path.name}: unknown teacher format {suffix!r}; use a MotivNet/Sapiens checkpoint "
-                       "(.pth, .ckpt, .pt2), a Keras .hdf5 or an .onnx classifier")
+    raise TeacherError(f"{path.name} is a {kind}, not a teacher file: export it (motivnet-edge export) and pass the "
+                       "package's model.onnx, or use a MotivNet checkpoint, a Keras .hdf5 or an .onnx classifier")
 
 
 def load_motivnet_teacher(path: Path, *, mode: str = "letterbox", img_size=(1024, 768), **load_kw) -> Teacher:

@@ -34,9 +34,23 @@ def load_source(path: str | Path, **teacher_options) -> ExportSource:
     Raises:
         SourceError: missing file, not a torch checkpoint, or not a student checkpoint.
     """
+    from motivnet_distill.model_files import ModelFileError, model_kind
+
     path = Path(path)
-    if path.suffix.lower() in (".hdf5", ".h5", ".pth", ".ckpt", ".pt2", ".onnx"):
-        return _teacher_source(path, **teacher_options)
+    try:
+        kind = model_kind(path)
+    except ModelFileError as exc:
+        raise SourceError(str(exc)) from None
+    if kind == "package":
+        raise SourceError(f"{path} is already a model package; export the run or checkpoint it was made from")
+    if kind in ("keras", "onnx", "motivnet"):
+        try:
+            return _teacher_source(path, **teacher_options)
+        except SourceError as exc:
+            if path.suffix.lower() != ".pt":
+                raise
+            raise SourceError(f"{path.name} is not a motivnet-edge student checkpoint (train one with `motivnet-edge "
+                              f"distill`) nor a MotivNet teacher checkpoint ({exc})") from None
     try:
         ck = load_student(path)
     except StudentCheckpointError as exc:

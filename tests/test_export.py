@@ -139,7 +139,7 @@ def test_too_few_calibration_faces_refused(tiny_checkpoint, tmp_path):
 def test_corrupted_calibration_folder(tiny_checkpoint, tmp_path):
     calib = _faces(tmp_path / "c", 300)
     (calib / "f0007.png").write_bytes(b"\x89PNG\r\n\x1a\nbroken")
-    with pytest.raises(MotivnetError, match="f0007.png is not a readable image"):
+    with pytest.raises(MotivnetError, match="f0007.png is not a JPEG, PNG"):
         export(tiny_checkpoint, tmp_path / "p", int8=True, calib=calib, latency=False)
 
 
@@ -156,7 +156,7 @@ def test_mislabelled_validation_set(tiny_checkpoint, tmp_path):
 def test_source_that_is_not_a_model(tmp_path):
     bad = tmp_path / "notes.pt"
     bad.write_text("hello")
-    with pytest.raises(SourceError, match="not a readable torch checkpoint"):
+    with pytest.raises(SourceError, match="not a motivnet-edge student checkpoint"):
         export(bad, tmp_path / "p", latency=False)
     import torch
     torch.save({"weights": torch.zeros(2)}, tmp_path / "other.pt")
@@ -173,7 +173,7 @@ def test_pickled_code_in_a_checkpoint_is_refused(tmp_path):
         def __reduce__(self):
             return (print, ("pwned",))
     torch.save({"model": Evil()}, tmp_path / "evil.pt")
-    with pytest.raises(SourceError, match="not a readable torch checkpoint"):
+    with pytest.raises(SourceError, match="pickled code, which is never executed"):
         export(tmp_path / "evil.pt", tmp_path / "p", latency=False)
 
 

@@ -68,3 +68,23 @@ def test_keras_file_with_unwritten_weights_is_refused_without_allocating(tmp_pat
     assert path.stat().st_size < 100_000
     with pytest.raises(KerasFormatError, match="claims shape"):
         load_teacher(path)
+
+
+def test_one_table_says_what_a_model_file_is(tmp_path, tiny_checkpoint, tiny_package):
+    """eval, export and --teacher read the same kinds: .pt by its content, the rest by suffix."""
+    from motivnet_distill.model_files import ModelFileError, model_kind
+
+    assert model_kind(tiny_package) == "package" and model_kind("default") == "package"
+    assert model_kind(tiny_checkpoint) == "student"
+    torch = pytest.importorskip("torch")
+    torch.save({"state_dict": {"w": torch.zeros(1)}}, tmp_path / "teacher.pt")
+    assert model_kind(tmp_path / "teacher.pt") == "motivnet"
+    for name, kind in (("a.hdf5", "keras"), ("a.h5", "keras"), ("a.onnx", "onnx"), ("a.pth", "motivnet"),
+                       ("a.ckpt", "motivnet"), ("a.pt2", "motivnet"), ("a.bin", "motivnet")):
+        (tmp_path / name).write_bytes(b"x")
+        assert model_kind(tmp_path / name) == kind, name
+    (tmp_path / "a.tflite").write_bytes(b"x")
+    with pytest.raises(ModelFileError, match="unknown model format"):
+        model_kind(tmp_path / "a.tflite")
+    with pytest.raises(TeacherError, match="not a teacher file"):
+        load_teacher(tiny_checkpoint)
