@@ -198,12 +198,15 @@ class EmotionRecognizer:
             both = self._backend.run(np.ascontiguousarray(np.concatenate([x, x[..., ::-1]])))
             return softmax(both + self._log_weights).reshape(2, len(x), -1).mean(0)
 
-    def _predictions(self, image: np.ndarray, dets: Sequence[Detection]) -> list[FacePrediction]:
+    def _probs(self, image: np.ndarray, dets: Sequence[Detection]) -> np.ndarray:
+        """Class probabilities (N, K) of the detected faces, cut the way the model wants them."""
         pp = self.package.preprocessing
         crops = [face_crop(image, pp, box=None if self.detector.whole_image else d.box,
                            landmarks=d.landmarks, detector=self.detector.name) for d in dets]
-        probs = self.classify(np.stack(crops)) if crops else []
-        return [self._prediction(d.box, d.score, d.landmarks, p) for d, p in zip(dets, probs)]
+        return self.classify(np.stack(crops)) if crops else np.zeros((0, len(self.labels)), np.float32)
+
+    def _predictions(self, image: np.ndarray, dets: Sequence[Detection]) -> list[FacePrediction]:
+        return [self._prediction(d.box, d.score, d.landmarks, p) for d, p in zip(dets, self._probs(image, dets))]
 
     def _prediction(self, box, score: float, landmarks, probs: np.ndarray,
                     track_id: int | None = None) -> FacePrediction:
@@ -287,26 +290,28 @@ class EmotionRecognizer:
             fresh = i % self.options.detect_every == 0 or not carried
             if fresh:
                 carried = self.detect(img)
-            preds = self._predictions(img, carried)
+            probs = self._probs(img, carried)
             if not fresh:
-                moved = [j for j, (p, (thumb, conf)) in enumerate(zip(preds, located))
-                         if _change(_thumbnail(img, p.box), thumb) > self.options.redetect_change
-                         or p.confidence < conf - self.options.redetect_drop]
-                if moved:
-                    again = [self.detector.refine(img, carried[j]) for j in moved]
-                    if any(d is None for d in again):
-                        carried = self.detect(img)  # a face left its window: search the whole frame
-                    else:
-                        for j, d in zip(moved, again):
-                            carried[j] = d
-                    preds, fresh = self._predictions(img, carried), True  # re-located faces are classified anew
+                moved = [j for j, (d, (thumb, conf)) in enumerate(zip(carried, located))
+                         if _change(_thumbnail(img, d.box), thumb) > self.options.redetect_change
+                         or probs[j].max() < conf - self.options.redetect_drop]
+                again = [self.detector.refine(img, carried[j]) for j in moved]
+                if any(d is None for d in again):
+                    carried, fresh = self.detect(img), True  # a face left its window: search the whole frame
+                    probs = self._probs(img, carried)
+                elif moved:  # only the re-located faces are cut and classified again
+                    for j, d in zip(moved, again):
+                        carried[j] = d
+                    probs[moved] = self._probs(img, again)
+                    for j in moved:
+                        located[j] = (_thumbnail(img, carried[j].box), float(probs[j].max()))
             if fresh:
-                located = [(_thumbnail(img, p.box), p.confidence) for p in preds]
-            tracked = tracker.update([p.box for p in preds], [np.array(list(p.scores.values())) for p in preds])
+                located = [(_thumbnail(img, d.box), float(p.max())) for d, p in zip(carried, probs)]
+            tracked = tracker.update([d.box for d in carried], list(probs))
             frame_view = img.view()
             frame_view.flags.writeable = False  # the caller's array stays theirs; ours is read-only
-            yield FrameResult(i, frame_view, tuple(self._prediction(p.box, p.score, p.landmarks, s, tid)
-                                                   for p, (tid, s) in zip(preds, tracked)))
+            yield FrameResult(i, frame_view, tuple(self._prediction(d.box, d.score, d.landmarks, s, tid)
+                                                   for d, (tid, s) in zip(carried, tracked)))
 
     def describe(self) -> str:
         return f"{self._backend.describe()} {self._backend.precision}, detector {self.detector.name}"

@@ -78,3 +78,14 @@ def test_letterbox_keeps_aspect_with_white_border():
     assert crop[12:52].max() == 0
     stretched = face_crop(img, Preprocessing(input_size=(64, 48), color="rgb", mean=(0, 0, 0), std=(1, 1, 1)))
     assert stretched.max() == 0
+
+
+def test_a_whole_image_wider_than_opencv_warps_is_still_cropped():
+    """OpenCV's warp takes sides below 32767 px: a 40000 x 40 strip (1.6 MP) is subsampled first."""
+    import numpy as np
+
+    from motivnet_edge.preprocess import Preprocessing, face_crop
+
+    strip = np.tile(np.linspace(0, 255, 40000, dtype=np.float32), (40, 1)).astype(np.uint8)
+    crop = face_crop(strip, Preprocessing(input_size=(48, 48)))
+    assert crop.shape == (48, 48) and crop[:, 0].mean() < 20 and crop[:, -1].mean() > 235
