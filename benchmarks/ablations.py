@@ -23,10 +23,9 @@ import shlex
 import sys
 import time
 from pathlib import Path
-from common import write_result  # noqa: E402  (benchmarks/ is the script folder)
+from common import ROOT, SHARED, write_result  # noqa: E402  (benchmarks/ is the script folder)
 
 
-ROOT = Path(__file__).resolve().parents[1]
 
 
 def _scores(labels, probs, faces) -> dict:
@@ -91,7 +90,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--run", action="append", default=[], metavar="NAME=RUN")
     ap.add_argument("--package", action="append", default=[], metavar="NAME=PACKAGE")
-    ap.add_argument("--shared", type=Path, default=ROOT.parent / "shared")
+    ap.add_argument("--shared", type=Path, default=SHARED)
     ap.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "ablations.json")
     args = ap.parse_args()
 

@@ -20,16 +20,15 @@ import time
 from pathlib import Path
 
 from motivnet_edge.labels import apply_class_weights
-from common import write_result  # noqa: E402  (benchmarks/ is the script folder)
+from common import ROOT, SHARED, write_result  # noqa: E402  (benchmarks/ is the script folder)
 
-ROOT = Path(__file__).resolve().parents[1]
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--model", type=Path, default=ROOT / "motivnet_edge" / "models" / "default")
     ap.add_argument("--weights", default="1,0.7,0.5,0.35,0.25", help="neutral weights, comma list")
-    ap.add_argument("--shared", type=Path, default=ROOT.parent / "shared")
+    ap.add_argument("--shared", type=Path, default=SHARED)
     ap.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "class_weights.json")
     args = ap.parse_args()
 

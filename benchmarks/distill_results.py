@@ -21,10 +21,9 @@ import os
 import sys
 import time
 from pathlib import Path
-from common import write_result  # noqa: E402  (benchmarks/ is the script folder)
+from common import ROOT, SHARED, write_result  # noqa: E402  (benchmarks/ is the script folder)
 
 
-ROOT = Path(__file__).resolve().parents[1]
 #: The teachers' results rows and their files in ../shared/models/xception_fer2013.
 TEACHER_FILES = {"xception_mini": "fer2013_mini_XCEPTION.102-0.66.hdf5",
                  "xception_big": "fer2013_big_XCEPTION.54-0.66.hdf5"}
@@ -64,7 +63,7 @@ def _training(run: Path) -> dict:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--run", action="append", required=True, metavar="NAME=RUN", help="a distill run folder")
-    ap.add_argument("--shared", type=Path, default=ROOT.parent / "shared")
+    ap.add_argument("--shared", type=Path, default=SHARED)
     ap.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "distill.json")
     args = ap.parse_args()
 

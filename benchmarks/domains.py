@@ -27,9 +27,8 @@ from motivnet_distill.domains import crops_for, test_sets
 from motivnet_distill.evaluate import evaluate_probs, model_probs, plot_confusion
 from motivnet_edge.timing import machine_info
 from motivnet_edge.detectors import YuNetDetector
-from common import write_result  # noqa: E402  (benchmarks/ is the script folder)
+from common import ROOT, SHARED, named, write_result  # noqa: E402  (benchmarks/ is the script folder)
 
-ROOT = Path(__file__).resolve().parents[1]
 #: The sets whose mean is the headline cross-domain score (the issue's five).
 CROSS_DOMAIN = ("affectnet96", "sfew", "kdef", "ckplus", "ferplus_majority")
 
@@ -85,7 +84,7 @@ def training(path: str) -> dict | None:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--shared", type=Path, default=ROOT.parent / "shared")
+    ap.add_argument("--shared", type=Path, default=SHARED)
     ap.add_argument("--model", action="append", default=[], help="NAME=PATH or PATH ('default': the embedded model)")
     ap.add_argument("--no-peers", action="store_true", help="leave out the FER2013 Xception peers")
     ap.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "domains.json")
@@ -93,7 +92,7 @@ def main() -> None:
                     help="confusion PNGs of the first model go here ('' for none)")
     args = ap.parse_args()
 
-    models = dict(m.split("=", 1) if "=" in m else (Path(m).name, m) for m in (args.model or ["default"]))
+    models = named(args.model or ["default=default"])
     if not args.no_peers:
         for f in sorted((args.shared / "models" / "xception_fer2013").glob("*.hdf5")):
             models["xception_" + f.name.split("_")[1]] = str(f)

@@ -25,8 +25,8 @@ from motivnet_edge.labels import MOTIVNET_LABELS
 from motivnet_edge.package import load_package
 from motivnet_export.exporter import export
 from motivnet_export.sources import ExportSource
+from common import ROOT  # noqa: E402  (benchmarks/ is the script folder)
 
-ROOT = Path(__file__).resolve().parents[1]
 
 
 def main() -> None:

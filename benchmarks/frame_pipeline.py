@@ -22,10 +22,9 @@ import time
 from pathlib import Path
 
 import numpy as np
-from common import write_result  # noqa: E402  (benchmarks/ is the script folder)
+from common import ROOT, SHARED, write_result  # noqa: E402  (benchmarks/ is the script folder)
 
 
-ROOT = Path(__file__).resolve().parents[1]
 W, H = 640, 480
 
 
@@ -88,7 +87,7 @@ def run_mode(package, yunet, samples, labels, *, min_face: int, detect_every: in
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--shared", type=Path, default=ROOT.parent / "shared")
+    ap.add_argument("--shared", type=Path, default=SHARED)
     ap.add_argument("--package", type=Path, default=None, help="model package (default: the embedded one)")
     ap.add_argument("--per-set", type=int, default=150, help="faces drawn from each labelled set")
     ap.add_argument("--clip", type=int, default=10, help="frames per clip in stream modes")

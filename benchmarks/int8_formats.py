@@ -15,15 +15,13 @@ from __future__ import annotations
 import argparse
 import sys
 import tempfile
-import time
 from collections import Counter
 from pathlib import Path
 
 import numpy as np
-from common import write_result  # noqa: E402  (benchmarks/ is the script folder)
+from common import ROOT, write_result  # noqa: E402  (benchmarks/ is the script folder)
 
 
-ROOT = Path(__file__).resolve().parents[1]
 
 
 def main() -> None:
@@ -38,7 +36,7 @@ def main() -> None:
     import onnxruntime as ort
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
-    from motivnet_edge.timing import machine_info
+    from motivnet_edge.timing import machine_info, time_interleaved
     from motivnet_edge.recognizer import DEFAULT_MODEL
 
     pkg = args.package or DEFAULT_MODEL
@@ -65,16 +63,8 @@ def main() -> None:
                                                    or k in ("DynamicQuantizeMatMul", "QGemm", "MatMulIntegerToFloat")),
                            "file_bytes": path.stat().st_size}
         x = np.random.default_rng(0).random((1, 1, 48, 48), dtype=np.float32)
-        for s in sessions.values():
-            for _ in range(50):
-                s.run(None, {"input": x})
-        times = {k: [] for k in sessions}
-        end = time.time() + args.seconds
-        while time.time() < end:
-            for k, s in sessions.items():
-                t = time.perf_counter()
-                s.run(None, {"input": x})
-                times[k].append((time.perf_counter() - t) * 1e3)
+        times = time_interleaved({k: (lambda s=s: s.run(None, {"input": x})) for k, s in sessions.items()},
+                                 seconds=args.seconds)
         ref = sessions["fp32"].run(None, {"input": x})[0]
         agree = {k: float(np.abs(s.run(None, {"input": x})[0] - ref).max()) for k, s in sessions.items()}
     p50 = {k: float(np.median(v)) for k, v in times.items()}

@@ -20,10 +20,9 @@ import tempfile
 from pathlib import Path
 
 import numpy as np
-from common import write_result  # noqa: E402  (benchmarks/ is the script folder)
+from common import ROOT, SHARED, named, write_result  # noqa: E402  (benchmarks/ is the script folder)
 
 
-ROOT = Path(__file__).resolve().parents[1]
 
 
 def _time_interleaved(packages: dict, *, threads: int, spin: bool, seconds: float) -> list[dict]:
@@ -55,7 +54,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--student", action="append", default=[], metavar="NAME[=PACKAGE]",
                     help="'default' (the embedded model) or NAME=PACKAGE; repeat")
-    ap.add_argument("--shared", type=Path, default=ROOT.parent / "shared")
+    ap.add_argument("--shared", type=Path, default=SHARED)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--seconds", type=float, default=40.0, help="total timing budget, half per spin mode")
     ap.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "latency_ratio.json")
@@ -65,10 +64,8 @@ def main() -> None:
     from motivnet_edge.recognizer import DEFAULT_MODEL
     from motivnet_export.exporter import export
 
-    students = {}
-    for spec in args.student or ["default"]:
-        name, _, path = spec.partition("=")
-        students[name] = Path(path) if path else DEFAULT_MODEL
+    students = {name: Path(path) if path != "default" else DEFAULT_MODEL
+                for name, path in named(args.student or ["default=default"]).items()}
     with tempfile.TemporaryDirectory() as tmp:
         mini = args.shared / "models" / "xception_fer2013" / "fer2013_mini_XCEPTION.102-0.66.hdf5"
         if not mini.is_file():

@@ -28,8 +28,8 @@ from motivnet_distill.mixture import SELECTION_DOMAINS, validation_sets
 from motivnet_edge.detectors import YuNetDetector
 from motivnet_edge.package import load_package
 from motivnet_export.exporter import export
+from common import ROOT, SHARED  # noqa: E402  (benchmarks/ is the script folder)
 
-ROOT = Path(__file__).resolve().parents[1]
 DEST = ROOT / "motivnet_edge" / "models" / "default"
 MAX_BYTES = 15_000_000
 LICENSE = {
@@ -72,7 +72,7 @@ def test_metrics(package: Path, shared: Path, detector) -> tuple[dict, dict]:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--run", type=Path, required=True)
-    ap.add_argument("--shared", type=Path, default=ROOT.parent / "shared")
+    ap.add_argument("--shared", type=Path, default=SHARED)
     ap.add_argument("--max-drop", type=float, default=0.01)
     ap.add_argument("--calib-count", type=int, default=1000)
     ap.add_argument("--command", required=True, help="the distill command(s) that trained --run, for the manifest")

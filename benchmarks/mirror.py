@@ -18,10 +18,9 @@ import tempfile
 from pathlib import Path
 
 import numpy as np
-from common import write_result  # noqa: E402  (benchmarks/ is the script folder)
+from common import ROOT, SHARED, named, write_result  # noqa: E402  (benchmarks/ is the script folder)
 
 
-ROOT = Path(__file__).resolve().parents[1]
 
 
 def _accuracy(package: Path, sets: dict, mirror: bool) -> dict:
@@ -51,7 +50,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--package", action="append", default=[], metavar="NAME[=PACKAGE]",
                     help="'default' (the embedded model) or NAME=PACKAGE; repeat")
-    ap.add_argument("--shared", type=Path, default=ROOT.parent / "shared")
+    ap.add_argument("--shared", type=Path, default=SHARED)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--seconds", type=float, default=20.0, help="latency timing budget")
     ap.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "mirror.json")
@@ -62,17 +61,17 @@ def main() -> None:
     from motivnet_edge.timing import machine_info
     from motivnet_edge.recognizer import DEFAULT_MODEL, EmotionRecognizer
     from motivnet_export.exporter import export
-    from select_default import validation_sets
+    from motivnet_distill.data import read_ferplus, read_image_folder, split_by_person
 
     mini = args.shared / "models" / "xception_fer2013" / "fer2013_mini_XCEPTION.102-0.66.hdf5"
     if not mini.is_file():
         raise SystemExit(f"{mini} not found: the sets and the peer are read from ../shared")
-    packages = {}
-    for spec in args.package or ["default"]:
-        name, _, path = spec.partition("=")
-        packages[name] = Path(path) if path else DEFAULT_MODEL
+    packages = {name: Path(path) if path != "default" else DEFAULT_MODEL
+                for name, path in named(args.package or ["default=default"]).items()}
     # the standard protocols' facial_expressions set is the validation part already read
-    sets = {**validation_sets(args.shared),
+    fe = read_image_folder(args.shared / "data" / "facial_expressions", mapping={"contempt": None})
+    sets = {"ferplus_valid": read_ferplus(args.shared / "data" / "ferplus" / "FER2013Valid"),
+            "facial_expressions_val": split_by_person(fe, part="val"),
             **{k: v for k, v in standard_protocols(args.shared).items() if k != "facial_expressions"}}
     rows = []
     for name, path in packages.items():

@@ -12,8 +12,8 @@ import re
 from pathlib import Path
 
 from motivnet_edge.atomic import write_bytes
+from common import ROOT  # noqa: E402  (benchmarks/ is the script folder)
 
-ROOT = Path(__file__).resolve().parents[1]
 START, END = "<!-- results:start -->", "<!-- results:end -->"
 HEAD_START, HEAD_END = "<!-- headline:start -->", "<!-- headline:end -->"
 RESULTS = ROOT / "docs" / "RESULTS.md"
@@ -285,6 +285,28 @@ def mirror_section(path: Path) -> list[str]:
     return out + [""]
 
 
+def int8_section(r: dict) -> list[str]:
+    """INT8 against fp32 per package and runtime (benchmarks/int8_agreement.py)."""
+    if "rows" not in r:  # the older, FER2013Test-only format
+        return [f"**INT8 vs FP32** (`python benchmarks/int8_agreement.py`, {r['machine']['cpu']}, commit "
+                f"{r['machine']['commit']}, {r['machine']['date']}): top-1 agreement on {r['faces']} FER2013Test faces: "
+                + ", ".join(f"{b} {100 * v['agreement_int8_vs_fp32']:.1f} %" for b, v in r["backends"].items()) + ".", ""]
+    sets = list(r["sets"])
+    out = [f"**INT8 vs FP32** (`python benchmarks/int8_agreement.py`, {_stamp(r['machine'])}; accuracy fp32 -> int8 "
+           f"and top-1 agreement, %; bar: {r['bar']})", "",
+           "| package | runtime | INT8 file | " + " | ".join(f"{s} (n={r['sets'][s]})" for s in sets)
+           + " | validation drop |", "|---|---|---|" + "---|" * (len(sets) + 1)]
+    for x in r["rows"]:
+        if x.get("int8_file") is None:
+            out.append(f"| {x['package']} | {x['runtime']} | not shipped: {x['not_shipped']} |" + " |" * (len(sets) + 1))
+            continue
+        drop = x.get("validation_drop")
+        out.append(f"| {x['package']} | {x['runtime']} | {x['int8_file']} | " + " | ".join(
+            f"{_pct(x[s]['fp32'])} -> {_pct(x[s]['int8'])}, agree {_pct(x[s]['agreement'])}" for s in sets)
+            + f" | {'' if drop is None else f'{100 * drop:.2f} pt'} |")
+    return out + [""]
+
+
 def render() -> str:
     """The README's results section, from the committed results files only."""
     files = sorted((ROOT / "benchmarks" / "results").glob("suite-*.json"))
@@ -308,11 +330,7 @@ def render() -> str:
         body += distill_section(distilled)
     agree = ROOT / "benchmarks" / "results" / "int8_agreement.json"
     if agree.is_file():
-        r = json.loads(agree.read_text())
-        body += [f"**INT8 vs FP32** (`python benchmarks/int8_agreement.py`, {r['machine']['cpu']}, commit "
-                 f"{r['machine']['commit']}, {r['machine']['date']}): top-1 agreement on {r['faces']} FER2013Test faces: "
-                 + ", ".join(f"{b} {100 * v['agreement_int8_vs_fp32']:.1f} %" for b, v in r["backends"].items())
-                 + ".", ""]
+        body += int8_section(json.loads(agree.read_text()))
     t1b = ROOT / "benchmarks" / "results" / "teacher_1b_export.json"
     if t1b.is_file():
         r = json.loads(t1b.read_text())

@@ -24,10 +24,9 @@ import numpy as np
 from motivnet_edge.timing import BenchConfig, compare, gemm_peak_gflops, machine_info, precisions_here
 from motivnet_edge.package import load_package
 from motivnet_edge.recognizer import DEFAULT_MODEL
-from common import write_result  # noqa: E402  (benchmarks/ is the script folder)
+from common import ROOT, SHARED, named, write_result  # noqa: E402  (benchmarks/ is the script folder)
 
 
-ROOT = Path(__file__).resolve().parents[1]
 
 
 def latency_rows(name: str, package: Path, *, batches, threads, rounds: int, seconds: float) -> list[dict]:
@@ -154,7 +153,7 @@ def plots(results: dict, out_dir: Path) -> None:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--shared", type=Path, default=ROOT.parent / "shared")
+    ap.add_argument("--shared", type=Path, default=SHARED)
     ap.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "suite-cpu.json")
     ap.add_argument("--student", action="append", default=[], help="NAME=PACKAGE, extra students")
     ap.add_argument("--rounds", type=int, default=3)
@@ -170,7 +169,7 @@ def main() -> None:
                "settings": {"rounds": rounds, "seconds_per_round": args.seconds, "batches": batches,
                             "threads": threads}, "latency": [], "accuracy": [], "pipeline": [], "notes": []}
     print(f"machine: {machine['cpu']} flags {machine['flags']}, GEMM peak {results['gemm_peak_gflops']}", flush=True)
-    packages = {"default": DEFAULT_MODEL, **dict(s.split("=", 1) for s in args.student)}
+    packages = named(args.student, {"default": str(DEFAULT_MODEL)})
     packages = {k: Path(v) for k, v in packages.items()}
     with tempfile.TemporaryDirectory() as tmp:
         if (args.shared / "models").is_dir():

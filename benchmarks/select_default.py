@@ -20,16 +20,15 @@ from motivnet_distill.mixture import validation_sets
 from motivnet_distill.pipeline import STUDENT_PREPROCESSING
 from motivnet_edge.timing import machine_info
 from motivnet_edge.detectors import YuNetDetector
-from common import write_result  # noqa: E402  (benchmarks/ is the script folder)
+from common import ROOT, SHARED, write_result  # noqa: E402  (benchmarks/ is the script folder)
 
-ROOT = Path(__file__).resolve().parents[1]
 MIN_SUPPORT = 40
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--run", type=Path, action="append", required=True, help="a run folder or package (repeat)")
-    ap.add_argument("--shared", type=Path, default=ROOT.parent / "shared")
+    ap.add_argument("--shared", type=Path, default=SHARED)
     ap.add_argument("--floor", type=float, default=0.30, help="lowest per-class validation recall allowed")
     ap.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "selection.json")
     args = ap.parse_args()
