@@ -227,13 +227,13 @@ def _extract_zip(path: Path) -> Path:
                                    f"the limit of {MAX_ZIP_ENTRIES} / {MAX_ZIP_BYTES >> 20} MB for a model package; "
                                    "is it the right file?")
             parent = user_cache("packages")
+            for info in infos:
+                _inside(parent, info.filename.rstrip("/") or ".")  # zip-slip guard
             names = [i.filename for i in infos]
             if not any(n == "manifest.json" or (n.count("/") == 1 and n.endswith("/manifest.json")) for n in names):
                 # A torch .pt/.pt2, an .npz or any other zip: not a package, and nothing is unpacked.
                 raise PackageError(f"{path} is a zip archive without manifest.json: not a model package "
                                    "(export one with `motivnet-edge export`)")
-            for info in infos:
-                _inside(parent, info.filename.rstrip("/") or ".")  # zip-slip guard
             parent.mkdir(parents=True, exist_ok=True)
             dest = Path(tempfile.mkdtemp(prefix=f"unpacked-{os.getpid()}-", dir=parent))
             atexit.register(shutil.rmtree, dest, True)
