@@ -25,6 +25,7 @@ from motivnet_distill.data import concat
 from motivnet_distill.domains import crops_for, read_part, test_sets
 from motivnet_distill.evaluate import evaluate_probs, package_probs
 from motivnet_distill.mixture import SELECTION_DOMAINS, validation_sets
+from motivnet_edge.backends import installed_backends
 from motivnet_edge.detectors import YuNetDetector
 from motivnet_edge.package import load_package
 from motivnet_export.exporter import export
@@ -49,9 +50,13 @@ def calibration_faces(shared: Path, count: int):
 
 
 def test_metrics(package: Path, shared: Path, detector) -> tuple[dict, dict]:
-    """metrics.test (every test set, fp32 and int8 through ONNX Runtime, as users measure it) and
-    the INT8 file's top-1 agreement with fp32 per test set (precision="auto" reads the lowest)."""
-    pp = load_package(package).preprocessing
+    """metrics.test (every test set, fp32 and int8 through ONNX Runtime, as users measure it) and,
+    per runtime, its INT8 file's top-1 agreement with its fp32 file per test set (precision="auto"
+    reads the lowest)."""
+    pkg = load_package(package)
+    pp = pkg.preprocessing
+    # Every other runtime that ships an INT8 file gets its agreement with its own fp32 file measured too.
+    runtimes = sorted({f.backend for f in pkg.files if f.precision == "int8"} & set(installed_backends()) - {"onnxruntime"})
     out, agreement = {}, {}
     for name, ts in test_sets(shared, detector).items():
         faces = crops_for(ts, pp)
@@ -65,7 +70,10 @@ def test_metrics(package: Path, shared: Path, detector) -> tuple[dict, dict]:
                 "accuracy": round(m.accuracy, 4), "uar": round(m.uar, 4), "macro_f1": round(m.macro_f1, 4),
                 "n": m.n, "crop": ts.crop, "detector_misses": ts.misses,
                 "per_class_recall": {k: round(v, 4) for k, v in m.per_class_recall.items()}}
-        agreement[name] = round(float((top1["fp32"] == top1["int8"]).mean()), 4)
+        agreement.setdefault("onnxruntime", {})[name] = round(float((top1["fp32"] == top1["int8"]).mean()), 4)
+        for backend in runtimes:
+            fp32, int8 = (package_probs(package, faces, backend=backend, precision=p)[1].argmax(1) for p in ("fp32", "int8"))
+            agreement.setdefault(backend, {})[name] = round(float((fp32 == int8).mean()), 4)
     return out, agreement
 
 
@@ -109,9 +117,10 @@ def main() -> None:
                      provenance=extra, prior_correction=not args.no_prior_correction, yunet=yunet, license=LICENSE)
         manifest = json.loads((out / "manifest.json").read_text())
         manifest["metrics"]["test"], agreement = test_metrics(out, args.shared, detector)
-        ort_int8 = manifest["metrics"].setdefault("int8", {}).setdefault("onnxruntime", {})
-        ort_int8["test_agreement_per_set"] = agreement
-        ort_int8["test_agreement"] = min(agreement.values())  # precision="auto" needs >= 99.5 %
+        for backend, per_set in agreement.items():
+            rec = manifest["metrics"].setdefault("int8", {}).setdefault(backend, {})
+            rec["test_agreement_per_set"] = per_set
+            rec["test_agreement"] = min(per_set.values())  # precision="auto" needs >= 99.5 %
         (out / "manifest.json").write_text(json.dumps(manifest, indent=1))
         load_package(out)
         size = sum(p.stat().st_size for p in out.rglob("*") if p.is_file())
