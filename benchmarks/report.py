@@ -285,6 +285,26 @@ def mirror_section(path: Path) -> list[str]:
     return out + [""]
 
 
+def pareto_section(board: dict, ratio: dict) -> list[str]:
+    """Cross-domain mean against classify latency (scoreboard x interleaved timing): the Pareto."""
+    lat = {x["model"]: x for x in ratio["rows"] if x.get("spin", True) is False}
+    rows = sorted(((lat[n]["p50_ms"], n, m["cross_domain_mean"]) for n, m in board["models"].items() if n in lat))
+    if len(rows) < 2:
+        return []
+    out = ["**Pareto: cross-domain mean against classify latency** (`benchmarks/domains.py` x "
+           f"`benchmarks/latency_ratio.py`, {ratio['settings']['threads']} threads, batch 1, ONNX Runtime fp32, "
+           f"workers not spinning, {ratio['machine']['cpu']}; a model is on the front when no faster one scores "
+           "higher)", "", "| model | classify p50 ms | x mini-Xception | cross-domain mean % | on the front |",
+           "|---|---|---|---|---|"]
+    best = -1.0
+    for p50, name, score in rows:
+        front = score > best
+        best = max(best, score)
+        out.append(f"| {name} | {p50:.3f} | {lat[name]['ratio_to_xception_mini']:.2f} | {_pct(score)} | "
+                   f"{'yes' if front else ''} |")
+    return out + [""]
+
+
 def int8_section(r: dict) -> list[str]:
     """INT8 against fp32 per package and runtime (benchmarks/int8_agreement.py)."""
     if "rows" not in r:  # the older, FER2013Test-only format
@@ -318,6 +338,9 @@ def render() -> str:
         body += [f"**Embedded default model:** {prov.get('description', '')}", ""]
     for f in files:
         body += section(f) + [""]
+    board, ratio = ROOT / "benchmarks" / "results" / "domains.json", ROOT / "benchmarks" / "results" / "latency_ratio.json"
+    if board.is_file() and ratio.is_file():
+        body += pareto_section(json.loads(board.read_text()), json.loads(ratio.read_text()))
     for name, render in (("domains.json", domains_section), ("domain_ablations.json", domains_section),
                          ("selection.json", selection_section), ("ablations.json", ablation_section),
                          ("latency_ratio.json", ratio_section),
