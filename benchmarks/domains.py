@@ -24,31 +24,13 @@ from pathlib import Path
 import numpy as np
 
 from motivnet_distill.domains import crops_for, test_sets
-from motivnet_distill.evaluate import evaluate_probs, model_probs, plot_confusion
+from motivnet_distill.evaluate import evaluate_probs, model_preprocessing, model_probs, plot_confusion
 from motivnet_edge.timing import machine_info
 from motivnet_edge.detectors import YuNetDetector
 from common import ROOT, SHARED, named, write_result  # noqa: E402  (benchmarks/ is the script folder)
 
 #: The sets whose mean is the headline cross-domain score (the issue's five).
 CROSS_DOMAIN = ("affectnet96", "sfew", "kdef", "ckplus", "ferplus_majority")
-
-
-def model_preprocessing(model: str):
-    """The preprocessing a model declares (package manifest, checkpoint, or teacher)."""
-    from motivnet_distill.evaluate import _package_path
-
-    package = _package_path(model)
-    if package is not None:
-        from motivnet_edge.package import load_package
-
-        return load_package(package).preprocessing
-    if Path(model).suffix in (".hdf5", ".h5", ".onnx"):
-        from motivnet_distill.teachers import load_teacher
-
-        return load_teacher(model).preprocessing
-    from motivnet_distill.student_io import load_student
-
-    return load_student(model).preprocessing
 
 
 def score(model: str, sets: dict) -> tuple[dict, dict]:

@@ -157,7 +157,7 @@ def summary(results: dict[str, Metrics]) -> str:
 
 
 __all__ = ["Metrics", "RECALL_FLOOR", "low_recall", "compute_metrics", "standard_protocols", "package_probs", "evaluate_probs",
-           "plot_confusion", "summary", "model_probs", "evaluate_model"]
+           "plot_confusion", "summary", "model_probs", "evaluate_model", "model_preprocessing"]
 
 
 def _package_path(model: str | Path) -> Path | None:
@@ -209,10 +209,49 @@ def model_probs(model: str | Path, faces: FaceSet, *, backend: str = "auto", pre
     return t.labels, t.probs(faces.images)
 
 
+def model_preprocessing(model: str | Path, *, trust_code: bool = False):
+    """The preprocessing a model declares (package manifest, student checkpoint, or teacher file)."""
+    from .model_files import model_kind
+
+    kind = model_kind(model)
+    if kind == "package":
+        from motivnet_edge.package import load_package
+
+        return load_package(model).preprocessing
+    if kind == "student":
+        from .student_io import load_student
+
+        return load_student(model).preprocessing
+    from .teachers import load_teacher
+
+    return load_teacher(model, trust_code=trust_code).preprocessing
+
+
+def _sets_of(data: Path, model, mapping, trust_code: bool) -> dict:
+    """{name: (faces cut for the model, unanswered mask or None)}: every test set of shared/, each cut
+    as its users measure it (KDEF through YuNet), or one dataset's faces as stored."""
+    from .data import read_dataset
+
+    if not (data / "data").is_dir():
+        return {data.name: (read_dataset(data, mapping=mapping), None)}
+    from motivnet_edge.detectors import YuNetDetector
+
+    from .domains import crops_for, test_sets
+
+    yunet = data / "models" / "yunet" / "face_detection_yunet_2023mar.onnx"
+    if not yunet.is_file():
+        return {name: (faces, None) for name, faces in standard_protocols(data).items()}
+    pp = model_preprocessing(model, trust_code=trust_code)
+    return {name: (crops_for(ts, pp), np.array([d is None for d in ts.detections]) if ts.detections else None)
+            for name, ts in test_sets(data, YuNetDetector(yunet)).items()}
+
+
 def evaluate_model(model, data, *, teacher=None, backend: str = "auto", precision: str = "auto",
                    mapping: dict | None = None, trust_code: bool = False, class_weights: dict | None = None,
                    mirror: bool = False, progress: bool = False) -> dict[str, Metrics]:
-    """Metrics of ``model`` on a dataset, or on every standard protocol when ``data`` is shared/.
+    """Metrics of ``model`` on a dataset, or on every test set when ``data`` is shared/ (FER2013Test
+    with FER+ and FER2013 labels, CK+48, facial_expressions val, AffectNet96 ``test_``, SFEW ``val_``,
+    KDEF people 01-07 through YuNet as ``predict`` sees them: a photo without a face scores wrong).
 
     ``mapping`` renames or (None) drops dataset classes explicitly, e.g. {"contempt": None};
     ``class_weights`` and ``mirror`` score the model as ``EmotionRecognizer(class_weights=...,
@@ -220,12 +259,9 @@ def evaluate_model(model, data, *, teacher=None, backend: str = "auto", precisio
     """
     from motivnet_edge.errors import MotivnetError
 
-    from .data import read_dataset
-
     _check_mirror(model, mirror)  # before reading any data
     data = Path(data)
-    sets = standard_protocols(data) if (data / "data").is_dir() else \
-        {data.name: read_dataset(data, mapping=mapping)}
+    sets = _sets_of(data, model, mapping, trust_code)
     if not sets:
         raise MotivnetError(f"{data} holds none of the standard protocols' data")
     import sys
@@ -233,8 +269,8 @@ def evaluate_model(model, data, *, teacher=None, backend: str = "auto", precisio
     from tqdm import tqdm
 
     out = {}
-    for name, faces in tqdm(sets.items(), desc="eval", unit="set", file=sys.stderr, leave=False,
-                            disable=not progress):
+    for name, (faces, missed) in tqdm(sets.items(), desc="eval", unit="set", file=sys.stderr, leave=False,
+                                      disable=not progress):
         labels, probs = model_probs(model, faces, backend=backend, precision=precision, trust_code=trust_code,
                                     mirror=mirror)
         probs = apply_class_weights(probs, labels, class_weights)
@@ -242,5 +278,5 @@ def evaluate_model(model, data, *, teacher=None, backend: str = "auto", precisio
         if teacher is not None:
             tl, tp = model_probs(teacher, faces, trust_code=trust_code)
             ref = remap_scores(tp, tl, faces.labels, on_missing="drop").argmax(1)
-        out[name] = evaluate_probs(labels, probs, faces, reference=ref)
+        out[name] = evaluate_probs(labels, probs, faces, reference=ref, unanswered=missed)
     return out
