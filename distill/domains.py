@@ -29,7 +29,8 @@ from motivnet_edge.atomic import atomic_path
 from motivnet_edge.labels import MOTIVNET_LABELS
 from motivnet_edge.preprocess import Preprocessing, face_crop
 
-from .data import DataError, FaceSet, concat, read_ferplus, read_image_folder, split_by_person
+from .data import (DataError, FaceSet, concat, read_fer2013_labels, read_ferplus, read_image_folder,
+                   split_by_person)
 
 log = logging.getLogger(__name__)
 
@@ -143,6 +144,24 @@ def aligned_variants(faces: FaceSet, detector, pp: Preprocessing, *, cache_dir: 
     return FaceSet(crops, sub.soft, sub.hard, sub.labels, [f"{f}#aligned" for f in sub.files]), misses
 
 
+def standard_protocols(shared: str | Path, *, split: str = "FER2013Test") -> dict[str, FaceSet]:
+    """The three protocols as FaceSets in MotivNet label order (those whose data exists)."""
+    shared = Path(shared)
+    fer = shared / "data" / "ferplus"
+    out = {}
+    if (fer / split / "label.csv").is_file():
+        out["ferplus_majority"] = read_ferplus(fer / split)
+        if (fer / "fer2013_labels.csv").is_file():
+            out["fer2013"] = read_fer2013_labels(fer / "fer2013_labels.csv", fer / split)
+    if (shared / "data" / "ckplus48").is_dir():
+        out["ckplus"] = read_image_folder(shared / "data" / "ckplus48", mapping={"contempt": None})
+    if (shared / "data" / "facial_expressions").is_dir():
+        out["facial_expressions"] = split_by_person(
+            read_image_folder(shared / "data" / "facial_expressions", mapping={"contempt": None}), part="val")
+    return out
+
+
+
 @dataclass
 class TestSet:
     """A test set as its users measure it: ``crop`` "whole" (``--detector none``) or "detect"
@@ -168,8 +187,6 @@ def test_sets(shared: str | Path, detector, *, labels=MOTIVNET_LABELS) -> dict[s
     Raises:
         DataError: a domain folder exists but is malformed.
     """
-    from .evaluate import standard_protocols
-
     out = {name: TestSet(faces) for name, faces in standard_protocols(shared).items()}
     for name, (domain, part) in DOMAIN_TESTS.items():
         if not (Path(shared) / "data" / DOMAINS[domain].folder).is_dir():

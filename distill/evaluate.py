@@ -24,7 +24,8 @@ import numpy as np
 from motivnet_edge.labels import apply_class_weights, remap_scores
 from motivnet_edge.preprocess import face_crop
 
-from .data import FaceSet, read_fer2013_labels, read_ferplus, read_image_folder, split_by_person
+from .data import FaceSet
+from .domains import standard_protocols  # noqa: F401  (re-exported: the FER-style protocols)
 
 #: Recall under this is flagged by ``summary`` (and by ``motivnet-edge eval``).
 RECALL_FLOOR = 0.30
@@ -67,23 +68,6 @@ def compute_metrics(pred: np.ndarray, target: np.ndarray, labels, *, reference: 
     return Metrics(int(keep.sum()), float((p == t).mean()), float(recall[present].mean()),
                    float(f1[present].mean()), {lab: float(r) for lab, r, s in zip(labels, recall, present) if s},
                    conf.tolist(), list(labels), agree)
-
-
-def standard_protocols(shared: str | Path, *, split: str = "FER2013Test") -> dict[str, FaceSet]:
-    """The three protocols as FaceSets in MotivNet label order (those whose data exists)."""
-    shared = Path(shared)
-    fer = shared / "data" / "ferplus"
-    out = {}
-    if (fer / split / "label.csv").is_file():
-        out["ferplus_majority"] = read_ferplus(fer / split)
-        if (fer / "fer2013_labels.csv").is_file():
-            out["fer2013"] = read_fer2013_labels(fer / "fer2013_labels.csv", fer / split)
-    if (shared / "data" / "ckplus48").is_dir():
-        out["ckplus"] = read_image_folder(shared / "data" / "ckplus48", mapping={"contempt": None})
-    if (shared / "data" / "facial_expressions").is_dir():
-        out["facial_expressions"] = split_by_person(
-            read_image_folder(shared / "data" / "facial_expressions", mapping={"contempt": None}), part="val")
-    return out
 
 
 def package_probs(package: str | Path, faces: FaceSet, *, backend: str = "auto", precision: str = "auto",
