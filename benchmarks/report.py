@@ -192,7 +192,10 @@ def domains_section(path: Path) -> list[str]:
     """The cross-domain scoreboard (benchmarks/domains.py): every test set, every model."""
     r = json.loads(path.read_text())
     cols = [(k, h) for k, h in DOMAIN_COLUMNS if k in r["sets"]]
-    out = [f"**Cross-domain scoreboard** (`python benchmarks/domains.py`, {_stamp(r['machine'])}; accuracy / "
+    title = ("**Ablations across domains** (run folders scored as trained: torch forward, no prior correction; "
+             "each row a 4-epoch continuation of the FER-era default unless named otherwise; "
+             if path.name == "domain_ablations.json" else "**Cross-domain scoreboard** (")
+    out = [f"{title}`python benchmarks/domains.py`, {_stamp(r['machine'])}; accuracy / "
            "mean per-class recall (UAR), %; " + r["protocol"] + "; cross-domain = mean accuracy over "
            + ", ".join(r["cross_domain_sets"]) + ")", "",
            "| model | " + " | ".join(f"{h} (n={r['sets'][k]['n']})" for k, h in cols) + " | cross-domain |",
