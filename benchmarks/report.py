@@ -380,7 +380,7 @@ def headline() -> str:
                 "measure it (KDEF photos through YuNet + alignment, the others as stored crops):", "",
                 "| model | " + " | ".join(h for _, h in cols) + " | cross-domain mean |", "|---|" + "---|" * (len(cols) + 1)]
         for name, m in r["models"].items():
-            if name == "default" or name.startswith("xception"):
+            if name in ("default", "fer_era_default") or name.startswith("xception"):
                 out.append(f"| {name} | " + " | ".join(_pct(m[k]["accuracy"]) for k, _ in cols)
                            + f" | {_pct(m['cross_domain_mean'])} |")
         out.append("")
