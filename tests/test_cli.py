@@ -287,7 +287,8 @@ def test_default_names_the_embedded_model_in_every_verb(photo, tmp_path):
     from motivnet_edge.package import DEFAULT_MODEL
 
     r = cli("info", "default", cwd=tmp_path)
-    assert r.returncode == 0 and str(DEFAULT_MODEL) in r.stdout, r.stderr
+    # (the subprocess may import an installed copy, the test a checkout: compare the folder's tail)
+    assert r.returncode == 0 and "motivnet_edge/models/default" in r.stdout, r.stderr
     r = cli("predict", photo, "--model", "default", cwd=tmp_path)
     assert r.returncode == 0 and "face at x=" in r.stdout, r.stderr
     r = cli("benchmark", "default", "--threads", "1", "--batch", "1", "--rounds", "1", "--seconds", "0.1", cwd=tmp_path)
