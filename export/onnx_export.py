@@ -14,6 +14,26 @@ OPSET = 20
 INPUT, OUTPUT = "input", "logits"
 
 
+#: Node metadata the dynamo exporter writes that holds source file paths of the exporting machine.
+_MACHINE_KEYS = ("pkg.torch.onnx.stack_trace",)
+
+
+def strip_machine_paths(model) -> None:
+    """Removes the exporter's per-node stack traces (absolute paths of this machine's files, torch's
+    and ours) from an ONNX ModelProto, in place, subgraphs included; the graph is unchanged."""
+    def walk(graph) -> None:
+        for node in graph.node:
+            keep = [p for p in node.metadata_props if p.key not in _MACHINE_KEYS]
+            del node.metadata_props[:]
+            node.metadata_props.extend(keep)
+            for attr in node.attribute:
+                if attr.g is not None and attr.g.node:
+                    walk(attr.g)
+                for g in attr.graphs:
+                    walk(g)
+    walk(model.graph)
+
+
 def export_onnx(model: torch.nn.Module, pp: Preprocessing, labels, path: Path, *,
                 external_data: bool = False, license: dict | None = None) -> Path:
     """Exports with torch's current (dynamo) exporter, a dynamic batch axis, ONNX-checked.
@@ -31,6 +51,7 @@ def export_onnx(model: torch.nn.Module, pp: Preprocessing, labels, path: Path, *
                                 dynamic_shapes={name: {0: torch.export.Dim("batch", min=1, max=65536)}},
                                 opset_version=OPSET, verbose=False)
     m = program.model_proto
+    strip_machine_paths(m)  # a package must not carry the exporting machine's paths
     meta = {"labels": json.dumps(list(labels)), "preprocessing": json.dumps(pp.to_dict()),
             "producer": "motivnet-edge"}
     if license:

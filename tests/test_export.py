@@ -246,3 +246,8 @@ def test_int8_export_of_the_keras_peer_never_ends_in_a_traceback(tmp_path):
     assert any(v["shipped"] for v in int8.values()), int8
     for runtime, v in int8.items():
         assert v["shipped"] or ("error" in v and "fallback" in v) or "val_accuracy_drop" in v, (runtime, v)
+
+
+def test_exported_files_carry_no_paths_of_this_machine(int8_package):
+    for path in int8_package.rglob("*.onnx"):
+        assert b"site-packages" not in path.read_bytes() and b".py\", line" not in path.read_bytes(), path

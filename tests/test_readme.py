@@ -62,3 +62,13 @@ def test_suite_rows_of_the_default_are_the_accuracy_its_manifest_claims():
         # the cross-domain scoreboard scores every test set (ONNX Runtime fp32)
         assert board[protocol]["n"] == by_precision["fp32"]["n"], protocol
         assert abs(board[protocol]["accuracy"] - by_precision["fp32"]["accuracy"]) < 6e-4, protocol
+
+
+def test_committed_models_carry_no_machine_paths():
+    """The dynamo exporter writes per-node stack traces with absolute paths; packages strip them."""
+    root = README.parent
+    models = [*(root / "motivnet_edge" / "models" / "default").rglob("*.onnx"), *(root / "tests" / "data").rglob("*.onnx")]
+    assert models
+    for path in models:
+        data = path.read_bytes()
+        assert b"/work/" not in data and b"/home/" not in data and b"/root/" not in data and b"site-packages" not in data, path
