@@ -85,8 +85,9 @@ def main() -> None:
     for i, (name, path) in enumerate(models.items()):
         rows, metrics = score(path, sets)
         results[name] = {"path": path if not Path(path).is_absolute() else Path(path).name, **rows}
-        if training(path):
-            results[name]["training"] = training(path)
+        trained = training(path)
+        if trained:
+            results[name]["training"] = trained
         print(f"{name:22s} " + "  ".join(f"{s} {rows[s]['accuracy']:.1%}" for s in sets)
               + f"  cross-domain {rows['cross_domain_mean']:.1%}", flush=True)
         if i == 0 and args.plots:

@@ -14,9 +14,9 @@ from pathlib import Path
 
 from motivnet_edge.errors import MotivnetError
 
-#: File suffix -> kind (".pt" is decided by its content, see ``model_kind``).
+#: File suffix -> kind (".pt" is not here: its content decides, see ``model_kind``).
 SUFFIX_KINDS = {".hdf5": "keras", ".h5": "keras", ".onnx": "onnx", ".pth": "motivnet", ".ckpt": "motivnet",
-                ".pt2": "motivnet", ".bin": "motivnet", ".pt": "student"}
+                ".pt2": "motivnet", ".bin": "motivnet"}
 KINDS = ("package", "student", "keras", "onnx", "motivnet")
 
 

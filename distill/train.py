@@ -407,6 +407,5 @@ def evaluate(model: torch.nn.Module, faces: FaceSet | Mapping[str, FaceSet], pp:
         p, t = pred[keep], part.hard[keep]
         out[f"val_acc_{name}"] = float((p == t).mean())
         recalls += [float((p[t == c] == c).mean()) for c in np.unique(t) if (t == c).sum() >= 10]
-    accs = [v for k, v in out.items()]
-    return {"val_acc": float(np.mean(accs)), "val_min_recall": min(recalls),
+    return {"val_acc": float(np.mean(list(out.values()))), "val_min_recall": min(recalls),
             "val_n": int(sum((p.hard >= 0).sum() for p in faces.values())), **out}
