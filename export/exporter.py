@@ -7,8 +7,10 @@ after every file was written, hashed, and the package reloaded and checked.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
+import os
 import platform
 import shutil
 from collections.abc import Callable, Mapping
@@ -20,6 +22,7 @@ import numpy as np
 from motivnet_edge.timing import git_commit
 from motivnet_edge.package import ModelFile, build_manifest, sha256_file, write_package
 
+from .graph_fusion import fuse_for_onnxruntime
 from .int8 import (Int8Data, QuantizationError, accuracy_report, quantize_dynamic_onnx, quantize_onnx,
                    quantize_openvino, tensorrt_calibration)
 from .onnx_export import INPUT, OPSET, OUTPUT, export_onnx, max_abs_diff, onnx_to_openvino
@@ -41,12 +44,24 @@ class _Build:
     assets: dict[str, str] = field(default_factory=dict)   # path -> sha256 of files no backend loads directly
     roles: dict[str, str] = field(default_factory=dict)    # role -> asset path
     int8: dict[str, dict] = field(default_factory=dict)    # runtime -> accuracy of its INT8 file vs fp32
+    fused: dict = field(default_factory=dict)              # what fuse_attention did to ONNX Runtime's files
 
     def fp32_onnx(self) -> Path:
-        """The fp32 ONNX graph every other file is made from (exported once)."""
+        """The plain fp32 ONNX graph every other file is made from (exported once)."""
         path = self.folder / "model.onnx"
         if not path.exists():
             export_onnx(self.src.model, self.src.preprocessing, self.src.labels, path, license=self.src.license)
+        return path
+
+    def ort_onnx(self) -> Path:
+        """The fp32 graph ONNX Runtime runs: the plain graph with its attention blocks fused into
+        one ``Attention`` node each where that gives the same logits (made once; it replaces
+        model.onnx when the build ends, after OpenVINO, NNCF and TensorRT read the plain graph)."""
+        if (self.folder / "model.onnx.data").exists():
+            return self.fp32_onnx()  # weights beside the graph (the 1B teacher): left as exported
+        path = self.folder / _ORT_TMP
+        if not path.exists():
+            self.fused = fuse_for_onnxruntime(self.fp32_onnx(), path)
         return path
 
     def check_drop(self, runtime: str, report: dict) -> None:
@@ -55,6 +70,20 @@ class _Build:
                 f"INT8 ({runtime}) loses {report['val_accuracy_drop']:.2%} accuracy, above --max-drop "
                 f"{self.max_drop:.2%}; nothing was written. Raise --max-drop, use more or more typical "
                 "calibration faces, or ship fp32 only")
+
+
+#: Build-time name of ONNX Runtime's fused fp32 graph (renamed over model.onnx at the end).
+_ORT_TMP = "model.ort-fused.onnx"
+
+
+def _finish_onnxruntime(b: _Build, files: list[ModelFile]) -> list[ModelFile]:
+    """Puts ONNX Runtime's fused graph in model.onnx's place and re-hashes its entry."""
+    fused = b.folder / _ORT_TMP
+    if not fused.exists():
+        return files
+    os.replace(fused, b.folder / "model.onnx")
+    digest = sha256_file(b.folder / "model.onnx")
+    return [dataclasses.replace(f, sha256=digest) if f.path == "model.onnx" else f for f in files]
 
 
 def _onnx_fp32(b: _Build) -> list[ModelFile]:
@@ -69,6 +98,7 @@ def _onnx_fp32(b: _Build) -> list[ModelFile]:
                           {data.name: sha256_file(data)})]
     x = np.random.default_rng(0).normal(size=(4, src.preprocessing.channels, *src.preprocessing.input_size))
     b.onnx_max_abs_diff = max_abs_diff(src.model, path, x.astype(np.float32))
+    b.ort_onnx()
     return [ModelFile("onnxruntime", "fp32", path.name, sha256_file(path), INPUT, OUTPUT)]
 
 
@@ -99,7 +129,7 @@ def _onnx_int8(b: _Build) -> list[ModelFile]:
         b.assets.update({f"tensorrt/{p.name}": sha256_file(p) for p in [*tensorrt_calibration(fp32, trt, b.data), qdq]})
         b.roles["tensorrt_int8"] = f"tensorrt/{qdq.name}"
     try:
-        cpu = quantize_dynamic_onnx(fp32, b.folder / "model.int8.onnx")
+        cpu = quantize_dynamic_onnx(b.ort_onnx(), b.folder / "model.int8.onnx")
         b.int8["onnxruntime"] = {**accuracy_report(fp32, cpu, b.data), "file": cpu.name}
     except QuantizationError:
         raise
@@ -288,8 +318,11 @@ def export(source, out: str | Path, *, formats=("onnx", "openvino"), int8: bool 
             for name, row in zip([n for n in FORMATS if n in formats], rows):
                 say(f"quantizing {name} to INT8 (NNCF)")
                 files += row.int8(b)
-        if "onnx" not in formats:
+        if "onnx" in formats:
+            files = _finish_onnxruntime(b, files)
+        else:
             (folder / "model.onnx").unlink(missing_ok=True)  # only the source of the other formats
+        (folder / _ORT_TMP).unlink(missing_ok=True)
         if yunet is not None:
             if not Path(yunet).is_file():
                 raise SourceError(f"YuNet model {yunet} does not exist")
@@ -300,6 +333,7 @@ def export(source, out: str | Path, *, formats=("onnx", "openvino"), int8: bool 
         prov = {**src.provenance, **(provenance or {}), "code_version": git_commit(),
                 "export": {"formats": list(formats), "onnx_opset": OPSET,
                            "onnx_max_abs_diff_vs_torch": b.onnx_max_abs_diff,
+                           "onnxruntime_fusion": b.fused or None,
                            "machine": platform.machine(), "python": platform.python_version()}}
         sizes = {f.path: (folder / f.path).stat().st_size + sum((folder / p).stat().st_size for p in f.extra_files)
                  for f in files}

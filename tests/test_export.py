@@ -251,3 +251,16 @@ def test_int8_export_of_the_keras_peer_never_ends_in_a_traceback(tmp_path):
 def test_exported_files_carry_no_paths_of_this_machine(int8_package):
     for path in int8_package.rglob("*.onnx"):
         assert b"site-packages" not in path.read_bytes() and b".py\", line" not in path.read_bytes(), path
+
+
+def test_onnxruntime_files_run_fused_attention_and_tensorrt_gets_the_plain_graph(int8_package):
+    import onnx
+
+    m = load_package(int8_package).manifest
+    assert m["provenance"]["export"]["onnxruntime_fusion"]["attention_blocks"] == 2  # the tiny student's depth
+    ops = {name: [n.op_type for n in onnx.load(str(int8_package / name)).graph.node]
+           for name in ("model.onnx", "model.int8.onnx", "tensorrt/model.int8.qdq.onnx")}
+    assert ops["model.onnx"].count("Attention") == 2 and "Softmax" not in ops["model.onnx"]
+    assert ops["model.int8.onnx"].count("Attention") == 2
+    assert "Attention" not in ops["tensorrt/model.int8.qdq.onnx"]  # TensorRT has no contrib ops
+    assert not list(int8_package.glob("*fused*"))  # the build's temporary graph is not shipped
