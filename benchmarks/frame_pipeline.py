@@ -8,8 +8,9 @@ not assumed. Modes: detection at full resolution on every frame (the reference);
 on a copy downscaled for the smallest face asked for (``min_face``); and short clips (the
 face drifting a few pixels a frame) through ``stream()`` with a detection cadence. Each mode
 reports p50 ms per frame (2 threads, ONNX Runtime fp32 classify, YuNet) or frames per
-second, and accuracy over the same faces, with its difference to the reference. The
-reference runs once more with ONNX Runtime's workers spinning (``spin=True``; the recognizer
+second, and accuracy over the same faces, with its difference to the reference. Face crops
+alone (no detector) are timed with the recognizer's default spinning and with ``spin=False``.
+The reference runs once more with ONNX Runtime's workers spinning (``spin=True``; the recognizer
 turns spinning off when it runs a detector) to show what that setting costs. Writes
 benchmarks/results/frame_pipeline.json (CPU flags, commit, date inside).
 """
@@ -85,6 +86,26 @@ def run_mode(package, yunet, samples, labels, *, min_face: int, detect_every: in
             "fps": round(1 / float(np.median(times)), 1)}
 
 
+def crop_mode(package, samples, *, spin: bool | None, rounds: int = 3) -> dict:
+    """Face crops only (``detector="none"``): p50 ms per crop with the recognizer's default
+    spinning (None: on without a detector) or an explicit setting, the recognizer used alone."""
+    from motivnet_edge import EmotionRecognizer
+
+    times = []
+    with EmotionRecognizer.from_pretrained(package, detector="none", threads=2, backend="onnxruntime",
+                                           precision="fp32", spin=spin) as rec:
+        for face, _, _ in samples[:20]:
+            rec.predict(face)  # warm-up
+        for _ in range(rounds):
+            for face, _, _ in samples:
+                t = time.perf_counter()
+                rec.predict(face)
+                times.append(time.perf_counter() - t)
+    return {"detector": "none", "spin": spin, "crops": len(times),
+            "p50_ms_per_crop": round(1e3 * float(np.median(times)), 4),
+            "p90_ms_per_crop": round(1e3 * float(np.percentile(times, 90)), 4)}
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--shared", type=Path, default=SHARED)
@@ -108,6 +129,12 @@ def main() -> None:
     for m in modes:
         rows.append(run_mode(package, yunet, samples, labels, clip=args.clip, **m))
         print(rows[-1], flush=True)
+    # Crops alone: the default (spinning, no detector) must not be slower than spin=False; the
+    # two settings alternate so drift hits both alike.
+    crop_rows = [crop_mode(package, samples, spin=s) for s in (None, False, None, False)]
+    crops = [{"detector": "none", "spin": s, "crops": sum(r["crops"] for r in crop_rows if r["spin"] is s),
+              "p50_ms_per_crop": round(float(np.median([r["p50_ms_per_crop"] for r in crop_rows if r["spin"] is s])), 4)}
+             for s in (None, False)]
     ref = {None: rows[0]["accuracy"], "stream": rows[3]["accuracy"]}
     for r in rows:
         r["accuracy_vs_full_every_frame"] = round(r["accuracy"] - (ref[None] if r["detect_every"] is None
@@ -116,7 +143,7 @@ def main() -> None:
                "faces": {"n": len(samples), "sets": sorted({s for _, _, s in samples})},
                "settings": {"threads": 2, "classify": "onnxruntime fp32", "detector": "YuNet 2023mar",
                             "clip_frames": args.clip},
-               "package": str(package), "rows": rows}
+               "package": str(package), "rows": rows, "crops": crops}
     write_result(args.out, results)
     print(f"{'mode':48s} {'p50 ms':>8s} {'fps':>7s} {'accuracy':>9s} {'vs ref':>7s}")
     for r in rows:
@@ -125,6 +152,9 @@ def main() -> None:
         mode += ", ORT spinning" if r["spin"] else ""
         print(f"{mode:48s} {r['p50_ms_per_frame']:8.2f} {r['fps']:7.1f} {r['accuracy']:9.2%} "
               f"{100 * r['accuracy_vs_full_every_frame']:+6.1f}")
+    for r in crops:
+        setting = "default (spins without a detector)" if r["spin"] is None else "spin=False"
+        print(f"face crops only, {setting:36s} {r['p50_ms_per_crop']:8.3f} ms per crop")
     print(f"CPU {results['machine']['cpu']} flags {results['machine']['flags']}; wrote {args.out}")
 
 

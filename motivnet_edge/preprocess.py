@@ -124,20 +124,22 @@ class Preprocessing:
 
 
 def _similarity(src: np.ndarray, dst: np.ndarray) -> np.ndarray:
-    """Least-squares similarity transform src -> dst (Umeyama, no reflection), 2x3."""
+    """Least-squares similarity transform src -> dst (rotation, uniform scale, shift; no reflection), 2x3.
+
+    In 2D a similarity is multiplication by one complex number z plus a shift, so the
+    least-squares fit is closed form: z = sum(conj(s) * d) / sum(|s|^2) over centred points.
+    It is the same optimum as Umeyama's SVD with reflections excluded, without an SVD per face.
+    """
     mu_s, mu_d = src.mean(0), dst.mean(0)
     s, d = src - mu_s, dst - mu_d
-    cov = d.T @ s / len(src)
-    u, sig, vt = np.linalg.svd(cov)
-    sign = np.ones(2)
-    if np.linalg.det(u) * np.linalg.det(vt) < 0:
-        sign[-1] = -1
-    rot = u @ np.diag(sign) @ vt
-    var_s = (s ** 2).sum() / len(src)
-    scale = (sig * sign).sum() / var_s if var_s > 0 else 1.0
-    m = np.zeros((2, 3))
-    m[:, :2] = scale * rot
-    m[:, 2] = mu_d - scale * rot @ mu_s
+    var = float((s ** 2).sum())
+    if var <= 0:  # all landmarks on one point: no rotation or scale can be read from them
+        a, b = 1.0, 0.0
+    else:
+        a = float((s[:, 0] * d[:, 0] + s[:, 1] * d[:, 1]).sum()) / var
+        b = float((s[:, 0] * d[:, 1] - s[:, 1] * d[:, 0]).sum()) / var
+    m = np.array([[a, -b, 0.0], [b, a, 0.0]])
+    m[:, 2] = mu_d - m[:, :2] @ mu_s
     return m
 
 

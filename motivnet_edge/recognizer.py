@@ -24,7 +24,7 @@ from .labels import class_log_weights, softmax
 from .package import DEFAULT_MODEL, ModelPackage, load_package  # noqa: F401  (DEFAULT_MODEL: public name)
 from .preprocess import face_crop, to_tensor
 from .results import FacePrediction, FrameResult
-from .tracking import FaceTracker
+from .tracking import FaceTemplate, FaceTracker
 
 log = logging.getLogger(__name__)
 
@@ -284,34 +284,69 @@ class EmotionRecognizer:
             frames = itertools.islice(frames, max_frames)
         tracker = FaceTracker(smoothing=self.options.smoothing)
         carried: list[Detection] = []
-        located: list[tuple[np.ndarray, float]] = []  # per carried face: thumbnail and confidence when located
+        # Per carried face, when the detector last located it: its 16x16 thumbnail (updated as
+        # it is followed), its confidence, and its template (see FaceTemplate).
+        located: list[list] = []
         for i, frame in enumerate(frames):
             img = load_image(frame)
-            fresh = i % self.options.detect_every == 0 or not carried
+            fresh, moved, refined = i % self.options.detect_every == 0 or not carried, [], []
+            if not fresh:
+                # A face whose thumbnail changed is followed by template matching, or, where
+                # that fails, searched by the detector in a window; then classified once, at
+                # its new place (a crop of the stale box would be wasted).
+                thumbs = [_thumbnail(img, d.box) for d in carried]
+                moved = [j for j, t in enumerate(thumbs) if _change(t, located[j][0]) > self.options.redetect_change]
+                carried = list(carried)
+                for j in moved:
+                    template = located[j][2]
+                    found = template.follow(img, carried[j].box) if template is not None else None
+                    if found is None:
+                        refined.append(j)
+                    else:
+                        carried[j], located[j][0] = found, _thumbnail(img, found.box)
+                carried, fresh = self._relocate(img, carried, refined)
             if fresh:
                 carried = self.detect(img)
             probs = self._probs(img, carried)
             if not fresh:
-                moved = [j for j, (d, (thumb, conf)) in enumerate(zip(carried, located))
-                         if _change(_thumbnail(img, d.box), thumb) > self.options.redetect_change
-                         or probs[j].max() < conf - self.options.redetect_drop]
-                again = [self.detector.refine(img, carried[j]) for j in moved]
-                if any(d is None for d in again):
-                    carried, fresh = self.detect(img), True  # a face left its window: search the whole frame
+                # A face whose confidence fell since it was located may have turned or been
+                # covered: look for it again and read it there.
+                dropped = [j for j in range(len(carried)) if j not in refined
+                           and probs[j].max() < located[j][1] - self.options.redetect_drop]
+                carried, fresh = self._relocate(img, carried, dropped)
+                if fresh:
+                    carried = self.detect(img)
                     probs = self._probs(img, carried)
-                elif moved:  # only the re-located faces are cut and classified again
-                    for j, d in zip(moved, again):
-                        carried[j] = d
-                    probs[moved] = self._probs(img, again)
-                    for j in moved:
-                        located[j] = (_thumbnail(img, carried[j].box), float(probs[j].max()))
+                elif dropped:
+                    probs[dropped] = self._probs(img, [carried[j] for j in dropped])
+                if not fresh:
+                    for j in (*refined, *dropped):
+                        located[j] = self._located(img, carried[j], probs[j])
             if fresh:
-                located = [(_thumbnail(img, d.box), float(p.max())) for d, p in zip(carried, probs)]
+                located = [self._located(img, d, p) for d, p in zip(carried, probs)]
             tracked = tracker.update([d.box for d in carried], list(probs))
             frame_view = img.view()
             frame_view.flags.writeable = False  # the caller's array stays theirs; ours is read-only
             yield FrameResult(i, frame_view, tuple(self._prediction(d.box, d.score, d.landmarks, s, tid)
                                                    for d, (tid, s) in zip(carried, tracked)))
+
+    @staticmethod
+    def _located(img: np.ndarray, face: Detection, probs: np.ndarray) -> list:
+        return [_thumbnail(img, face.box), float(probs.max()), FaceTemplate.of(img, face)]
+
+    def _relocate(self, img: np.ndarray, carried: list[Detection],
+                  which: list[int]) -> tuple[list[Detection], bool]:
+        """``carried`` with the faces at ``which`` searched again near where they were, and
+        whether a whole-frame detection is needed instead (one of them left its window)."""
+        if not which:
+            return carried, False
+        again = [self.detector.refine(img, carried[j]) for j in which]
+        if any(d is None for d in again):
+            return carried, True
+        carried = list(carried)
+        for j, d in zip(which, again):
+            carried[j] = d
+        return carried, False
 
     def describe(self) -> str:
         return f"{self._backend.describe()} {self._backend.precision}, detector {self.detector.name}"

@@ -210,15 +210,33 @@ def test_stream_cadence_carries_faces_between_detections(tiny_package, yunet_pat
     assert out[1][0].box == out[0][0].box and out[3][0].box != out[0][0].box
 
 
-def test_stream_relocates_a_moving_face_between_detections(tiny_package, yunet_path, astronaut):
-    """The face moves 6 px a frame: its box follows through a small window search, not a full detection."""
+def test_stream_follows_a_moving_face_between_detections(tiny_package, yunet_path, astronaut):
+    """The face moves 6 px a frame: its box follows by template matching, with neither a full
+    detection nor a window search by the detector."""
     frames = [np.roll(astronaut, 6 * i, axis=1) for i in range(6)]
     out, calls = _cadence_run(tiny_package, yunet_path, frames)
-    assert calls["detect"] == 2 and calls["refine"] >= 2  # full detections on frames 0 and 3 only
+    assert calls == {"detect": 2, "refine": 0}  # full detections on frames 0 and 3 only
     xs = [np.mean([x for x, _ in o[0].landmarks]) for o in out]  # the face's centre, as aligned
-    # carried unchanged, frames 2 and 5 would be 12 px behind; re-located they are within YuNet's own jitter
+    # carried unchanged, frames 2 and 5 would be 12 px behind; followed they are within YuNet's own jitter
     assert all(abs(x - (xs[0] + 6 * i)) < 5 for i, x in enumerate(xs)), xs
     assert len({o[0].track_id for o in out}) == 1
+
+
+def test_stream_asks_the_detector_when_the_face_no_longer_matches(tiny_package, yunet_path, astronaut):
+    """The face grows 12 % a frame (a camera zooming in): the template no longer matches, and
+    the detector searches the window around the face instead."""
+    import cv2
+
+    h, w = astronaut.shape[:2]
+    frames = []
+    for i in range(3):
+        z = 1.12 ** i
+        big = cv2.resize(astronaut, (round(w * z), round(h * z)), interpolation=cv2.INTER_LINEAR)
+        frames.append(np.ascontiguousarray(big[:h, :w]))
+    out, calls = _cadence_run(tiny_package, yunet_path, frames)
+    assert calls["detect"] == 1 and calls["refine"] >= 1
+    sides = [o[0].box[2] for o in out]
+    assert sides[2] > sides[0] * 1.15, sides  # the box grew with the face: it was re-detected, not shifted
 
 
 @pytest.mark.parametrize("field, value, match", [
