@@ -138,6 +138,7 @@ class FaceTemplate:
         fx, fy, fw, fh = self.face.box
         sx = x0 + (mx + dx) * (x1 - x0) / rw - int(fx)
         sy = y0 + (my + dy) * (y1 - y0) / rh - int(fy)
+        sx, sy = float(sx), float(sy)  # plain floats: results are JSON-serialised as they are
         nx, ny = fx + sx, fy + sy
         lms = None if self.face.landmarks is None else tuple((px + sx, py + sy) for px, py in self.face.landmarks)
         return type(self.face)((nx, ny, fw, fh), self.face.score, lms)

@@ -28,6 +28,8 @@ def test_follow_finds_the_shifted_face_and_moves_its_landmarks(dx, dy):
     assert found is not None
     assert found.box[:2] == pytest.approx(truth.box[:2], abs=2.0) and found.box[2:] == face.box[2:]
     assert np.allclose(found.landmarks, truth.landmarks, atol=2.0) and found.score == face.score
+    assert all(type(v) is float for v in found.box)
+    assert all(type(v) is float for pt in found.landmarks for v in pt)  # results are JSON-serialised as they are
 
 
 def test_follow_works_on_colour_frames():
