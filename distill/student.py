@@ -20,6 +20,9 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 
+STEMS = ("patch", "conv", "conv_lite")
+
+
 @dataclass(frozen=True)
 class StudentConfig:
     """Shape of a student; saved as JSON beside its weights."""
@@ -33,7 +36,8 @@ class StudentConfig:
     in_chans: int = 1
     num_classes: int = 7
     pool: str = "avg"  # "avg" over patch tokens, or "cls" (timm's default)
-    stem: str = "patch"  # "patch": one strided conv (timm); "conv": 3x3 conv stem, then the patch conv
+    stem: str = "patch"  # "patch": one strided conv (timm); "conv": 3x3 conv stem, then the patch conv;
+    # "conv_lite": the conv stem without its stride-1 convs (a third of the pico's classify time)
     drop_path: float = 0.05
     labels: tuple[str, ...] = field(default_factory=tuple)
 
@@ -43,9 +47,9 @@ class StudentConfig:
             raise ValueError(f"embed_dim {self.embed_dim} is not divisible by num_heads {self.num_heads}")
         if h % self.patch_size or w % self.patch_size:
             raise ValueError(f"img_size {self.img_size} is not a multiple of patch_size {self.patch_size}")
-        if self.stem not in ("patch", "conv"):
-            raise ValueError(f"stem must be 'patch' or 'conv', not {self.stem!r}")
-        if self.stem == "conv" and self.patch_size % 2:
+        if self.stem not in STEMS:
+            raise ValueError(f"stem must be one of {', '.join(STEMS)}, not {self.stem!r}")
+        if self.stem != "patch" and self.patch_size % 2:
             raise ValueError("a conv stem halves the resolution first: patch_size must be even")
         if self.pool not in ("avg", "cls"):
             raise ValueError(f"pool must be 'avg' or 'cls', not {self.pool!r}")
@@ -76,6 +80,7 @@ PRESETS: dict[str, dict] = {
     "vit_hybrid_nano": dict(embed_dim=128, depth=6, num_heads=4, mlp_ratio=3.0, patch_size=8, stem="conv"),
     # pico's width and stem with four more blocks: the blocks cost little next to the stem at 48 px,
     # and a pico's weights start it (the new blocks begin as identities, see deepen_from).
+    "vit_hybrid_pico_lite": dict(embed_dim=96, depth=4, num_heads=3, mlp_ratio=3.0, patch_size=8, stem="conv_lite"),
     "vit_hybrid_pico8": dict(embed_dim=96, depth=8, num_heads=3, mlp_ratio=3.0, patch_size=8, stem="conv"),
     "vit_tiny": dict(embed_dim=192, depth=12, num_heads=3, mlp_ratio=4.0, patch_size=16, img_size=(224, 224)),
     "vit_small": dict(embed_dim=384, depth=12, num_heads=6, mlp_ratio=4.0, patch_size=16, img_size=(224, 224)),
@@ -90,15 +95,17 @@ class PatchEmbed(nn.Module):
         super().__init__()
         self.stem = None
         in_ch, k = cfg.in_chans, cfg.patch_size
-        if cfg.stem == "conv":
+        if cfg.stem in ("conv", "conv_lite"):
             # Two conv stages per factor of 2 (down to stride 4 when the patch allows it);
-            # the patch conv then only groups the remaining 2x2 (or 1x1) cells.
+            # the patch conv then only groups the remaining 2x2 (or 1x1) cells. "conv_lite"
+            # keeps only each stage's strided conv: the stride-1 ones hold most of the FLOPs.
             stages = 2 if cfg.patch_size % 4 == 0 else 1
             widths = [cfg.embed_dim // 2 ** (stages - i) for i in range(stages + 1)]
             layers = [nn.Conv2d(in_ch, widths[0], 3, 1, 1, bias=False), nn.BatchNorm2d(widths[0]), nn.GELU()]
             for a, b in zip(widths[:-1], widths[1:]):
-                layers += [nn.Conv2d(a, b, 3, 2, 1, bias=False), nn.BatchNorm2d(b), nn.GELU(),
-                           nn.Conv2d(b, b, 3, 1, 1, bias=False), nn.BatchNorm2d(b), nn.GELU()]
+                layers += [nn.Conv2d(a, b, 3, 2, 1, bias=False), nn.BatchNorm2d(b), nn.GELU()]
+                if cfg.stem == "conv":
+                    layers += [nn.Conv2d(b, b, 3, 1, 1, bias=False), nn.BatchNorm2d(b), nn.GELU()]
             self.stem = nn.Sequential(*layers)
             in_ch, k = widths[-1], cfg.patch_size // 2 ** stages
         self.proj = nn.Conv2d(in_ch, cfg.embed_dim, k, k)
@@ -239,6 +246,22 @@ def count_flops(model: nn.Module, input_shape: tuple[int, ...]) -> int:
     return int(counter.get_total_flops())
 
 
+def _lite_stem(sd: dict) -> dict:
+    """A full conv stem's weights renamed for a "conv_lite" stem: each stage's strided conv
+    (and its norm) keeps its weights under its new index; the stride-1 convs are dropped."""
+    out = {k: v for k, v in sd.items() if not k.startswith("patch_embed.stem.")}
+    for k, v in sd.items():
+        if not k.startswith("patch_embed.stem."):
+            continue
+        i, rest = k[len("patch_embed.stem."):].split(".", 1)
+        i = int(i)
+        if i < 3:  # the first conv (full resolution) and its norm
+            out[k] = v
+        elif (i - 3) % 6 < 3:  # stage k's strided conv: full index 3 + 6k + j -> lite 3 + 3k + j
+            out[f"patch_embed.stem.{3 + 3 * ((i - 3) // 6) + (i - 3) % 6}.{rest}"] = v
+    return out
+
+
 def load_timm_weights(model: ViTStudent, path: str | Path) -> list[str]:
     """Initialises a student from a timm/DeiT checkpoint file (weights_only), adapting shapes.
 
@@ -258,6 +281,8 @@ def load_timm_weights(model: ViTStudent, path: str | Path) -> list[str]:
     own = model.state_dict()
     if not any(k in own for k in sd):
         raise ValueError(f"{path} holds no timm ViT weights (keys like {list(sd)[:3]})")
+    if model.cfg.stem == "conv_lite" and any(k.startswith("patch_embed.stem.9.") for k in sd):
+        sd = _lite_stem(sd)
     w = sd.get("patch_embed.proj.weight")
     if w is not None and w.shape[1] == 3 and model.cfg.in_chans == 1:
         sd["patch_embed.proj.weight"] = w.sum(1, keepdim=True)
