@@ -455,3 +455,22 @@ def test_a_deeper_student_from_a_shallower_one_starts_with_the_same_function(tmp
     x = torch.randn(3, 1, 48, 48)
     torch.testing.assert_close(deep(x), pico(x), atol=1e-5, rtol=1e-5)
     assert identity_blocks(pico, []) == []  # a student whose blocks all loaded is left alone
+
+
+def test_a_lite_stem_from_a_pico_keeps_every_strided_conv(tmp_path):
+    """pico -> pico_lite: the stride-1 stem convs are dropped, the strided ones (and their norms)
+    keep their weights at their new places, and nothing is left at its random init."""
+    from motivnet_distill.student import count_flops
+
+    pico = create_student("vit_hybrid_pico")
+    torch.save({"model": pico.state_dict()}, tmp_path / "pico.pt")
+    lite = create_student("vit_hybrid_pico_lite")
+    assert load_timm_weights(lite, tmp_path / "pico.pt") == []
+    src, dst = pico.state_dict(), lite.state_dict()
+    for full, short in ((0, 0), (1, 1), (3, 3), (4, 4), (9, 6), (10, 7)):
+        for part in ("weight",) + (("bias", "running_mean", "running_var") if full in (1, 4, 10) else ()):
+            assert torch.equal(dst[f"patch_embed.stem.{short}.{part}"], src[f"patch_embed.stem.{full}.{part}"])
+    assert torch.equal(dst["blocks.3.mlp.fc2.weight"], src["blocks.3.mlp.fc2.weight"])
+    assert count_flops(lite, (1, 1, 48, 48)) < 0.6 * count_flops(pico, (1, 1, 48, 48))
+    with pytest.raises(ValueError, match="stem must be one of"):
+        create_student("vit_hybrid_pico", stem="conv_tiny")
