@@ -1,6 +1,7 @@
 """Exports the chosen student and embeds it in the wheel (motivnet_edge/models/default).
 
     python benchmarks/make_default.py --run runs/md_pico_ft --shared ../shared --command "..."
+    python benchmarks/make_default.py --run runs/md_pico_lite --out runs/pkg/md_pico_lite --command "..."  # a candidate
 
 Everything that fits the package to data uses the multi-domain *validation* parts (FER2013Valid,
 affectnet96 ``valid_``, KDEF people 08-12 aligned by YuNet, facial_expressions val): the prior
@@ -83,6 +84,9 @@ def main() -> None:
     ap.add_argument("--shared", type=Path, default=SHARED)
     ap.add_argument("--max-drop", type=float, default=0.01)
     ap.add_argument("--calib-count", type=int, default=1000)
+    ap.add_argument("--out", type=Path, default=DEST,
+                    help="where the package goes (default: embedded as the wheel's default); a candidate "
+                         "built elsewhere is what the scoreboard compares before anything is embedded")
     ap.add_argument("--command", required=True, help="the distill command(s) that trained --run, for the manifest")
     ap.add_argument("--no-prior-correction", action="store_true",
                     help="ship the student's raw logits (default: fold a prior correction fitted on the "
@@ -126,11 +130,11 @@ def main() -> None:
         size = sum(p.stat().st_size for p in out.rglob("*") if p.is_file())
         if size > MAX_BYTES:
             raise SystemExit(f"package is {size / 1e6:.1f} MB, above the {MAX_BYTES / 1e6:.0f} MB budget")
-        if DEST.exists():
-            shutil.rmtree(DEST)
-        shutil.copytree(out, DEST)
+        if args.out.exists():
+            shutil.rmtree(args.out)
+        shutil.copytree(out, args.out)
     print(json.dumps({k: v["fp32"]["accuracy"] for k, v in manifest["metrics"]["test"].items()}, indent=1))
-    print(f"embedded {DEST} ({size / 1e6:.1f} MB)")
+    print(f"{'embedded' if args.out == DEST else 'wrote'} {args.out} ({size / 1e6:.1f} MB)")
 
 
 if __name__ == "__main__":
