@@ -96,6 +96,16 @@ def _thumbnail(image: np.ndarray, box) -> np.ndarray:
     return cv2.resize(patch, (16, 16), interpolation=cv2.INTER_AREA).astype(np.float32)
 
 
+@dataclass
+class _Located:
+    """A carried face as the detector last found it: its 16x16 thumbnail (moved along as the face
+    is followed), its confidence then, and its template (None: follow it with the detector)."""
+
+    thumb: np.ndarray
+    conf: float
+    template: FaceTemplate | None
+
+
 def _change(a: np.ndarray, b: np.ndarray) -> float:
     return float(np.abs(a - b).mean())
 
@@ -284,9 +294,7 @@ class EmotionRecognizer:
             frames = itertools.islice(frames, max_frames)
         tracker = FaceTracker(smoothing=self.options.smoothing)
         carried: list[Detection] = []
-        # Per carried face, when the detector last located it: its 16x16 thumbnail (updated as
-        # it is followed), its confidence, and its template (see FaceTemplate).
-        located: list[list] = []
+        located: list[_Located] = []  # per carried face: how it looked when the detector last found it
         for i, frame in enumerate(frames):
             img = load_image(frame)
             fresh, moved, refined = i % self.options.detect_every == 0 or not carried, [], []
@@ -294,16 +302,16 @@ class EmotionRecognizer:
                 # A face whose thumbnail changed is followed by template matching, or, where
                 # that fails, searched by the detector in a window; then classified once, at
                 # its new place (a crop of the stale box would be wasted).
-                thumbs = [_thumbnail(img, d.box) for d in carried]
-                moved = [j for j, t in enumerate(thumbs) if _change(t, located[j][0]) > self.options.redetect_change]
+                moved = [j for j, d in enumerate(carried)
+                         if _change(_thumbnail(img, d.box), located[j].thumb) > self.options.redetect_change]
                 carried = list(carried)
                 for j in moved:
-                    template = located[j][2]
+                    template = located[j].template
                     found = template.follow(img, carried[j].box) if template is not None else None
                     if found is None:
                         refined.append(j)
                     else:
-                        carried[j], located[j][0] = found, _thumbnail(img, found.box)
+                        carried[j], located[j].thumb = found, _thumbnail(img, found.box)
                 carried, fresh = self._relocate(img, carried, refined)
             if fresh:
                 carried = self.detect(img)
@@ -312,14 +320,14 @@ class EmotionRecognizer:
                 # A face whose confidence fell since it was located may have turned or been
                 # covered: look for it again and read it there.
                 dropped = [j for j in range(len(carried)) if j not in refined
-                           and probs[j].max() < located[j][1] - self.options.redetect_drop]
+                           and probs[j].max() < located[j].conf - self.options.redetect_drop]
                 carried, fresh = self._relocate(img, carried, dropped)
                 if fresh:
                     carried = self.detect(img)
                     probs = self._probs(img, carried)
-                elif dropped:
-                    probs[dropped] = self._probs(img, [carried[j] for j in dropped])
-                if not fresh:
+                else:
+                    if dropped:
+                        probs[dropped] = self._probs(img, [carried[j] for j in dropped])
                     for j in (*refined, *dropped):
                         located[j] = self._located(img, carried[j], probs[j])
             if fresh:
@@ -330,9 +338,10 @@ class EmotionRecognizer:
             yield FrameResult(i, frame_view, tuple(self._prediction(d.box, d.score, d.landmarks, s, tid)
                                                    for d, (tid, s) in zip(carried, tracked)))
 
-    @staticmethod
-    def _located(img: np.ndarray, face: Detection, probs: np.ndarray) -> list:
-        return [_thumbnail(img, face.box), float(probs.max()), FaceTemplate.of(img, face)]
+    def _located(self, img: np.ndarray, face: Detection, probs: np.ndarray) -> "_Located":
+        # A template is only ever used between detections: none when every frame is detected.
+        template = FaceTemplate.of(img, face) if self.options.detect_every > 1 else None
+        return _Located(_thumbnail(img, face.box), float(probs.max()), template)
 
     def _relocate(self, img: np.ndarray, carried: list[Detection],
                   which: list[int]) -> tuple[list[Detection], bool]:
