@@ -24,12 +24,12 @@ class KerasFormatError(MotivnetError, ValueError):
     """The HDF5 file is not a Keras model this rebuild understands."""
 
 
-def _same_pad(x: torch.Tensor, k: tuple[int, int], s: tuple[int, int], value: float = 0.0) -> torch.Tensor:
+def _same_pad(x: torch.Tensor, k: tuple[int, int], s: tuple[int, int], mode: str = "constant") -> torch.Tensor:
     pads = []
     for size, kk, ss in ((x.shape[-1], k[1], s[1]), (x.shape[-2], k[0], s[0])):
         total = max((math.ceil(size / ss) - 1) * ss + kk - size, 0)
         pads += [total // 2, total - total // 2]
-    return F.pad(x, pads, value=value) if any(pads) else x
+    return F.pad(x, pads, mode=mode) if any(pads) else x
 
 
 class KerasLayer(nn.Module):
@@ -73,11 +73,21 @@ class KerasLayer(nn.Module):
             return F.batch_norm(x, self.mean, self.var, self.gamma, self.beta, False, 0.0, c.get("epsilon", 1e-3))
         elif kind in ("MaxPooling2D", "AveragePooling2D"):
             k, s = tuple(c["pool_size"]), tuple(c.get("strides") or c["pool_size"])
-            if c.get("padding") == "same":
-                x = _same_pad(x, k, s, value=-math.inf if kind == "MaxPooling2D" else 0.0)
-            return F.max_pool2d(x, k, s) if kind == "MaxPooling2D" else F.avg_pool2d(x, k, s)
+            if c.get("padding") != "same":
+                return F.max_pool2d(x, k, s) if kind == "MaxPooling2D" else F.avg_pool2d(x, k, s)
+            if kind == "MaxPooling2D":
+                # Edge-replicated padding gives the max of -inf padding (a window that holds a padded
+                # cell also holds the edge cell it copies) while every tensor stays finite: an -inf
+                # activation made INT8 calibration ranges infinite (ORT: every face one class).
+                return F.max_pool2d(_same_pad(x, k, s, mode="replicate"), k, s)
+            # TensorFlow's "same" average leaves the padding out of the count.
+            ones = torch.ones_like(x[:, :1])
+            return F.avg_pool2d(_same_pad(x, k, s), k, s) / F.avg_pool2d(_same_pad(ones, k, s), k, s)
         elif kind == "Add":
-            return torch.stack(xs).sum(0)
+            y = xs[0]
+            for other in xs[1:]:  # plain Adds: a stack + sum exported as Unsqueeze/Concat/ReduceSum
+                y = y + other
+            return y
         elif kind == "GlobalAveragePooling2D":
             return x.mean(dim=(2, 3))
         elif kind == "Flatten":

@@ -116,17 +116,21 @@ def _onnx_int8(b: _Build) -> list[ModelFile]:
     graphs) is left out with a warning naming the runtime and the fallback."""
     fp32, trt = b.fp32_onnx(), b.folder / "tensorrt"
     trt.mkdir(exist_ok=True)
+    # The calibration table needs only the fp32 graph, so it ships even when the QDQ file cannot.
+    b.assets.update({f"tensorrt/{p.name}": sha256_file(p) for p in tensorrt_calibration(fp32, trt, b.data)})
+    qdq = trt / "model.int8.qdq.onnx"
     try:
-        qdq = quantize_onnx(fp32, trt / "model.int8.qdq.onnx", b.data, max_drop=b.max_drop)
+        quantize_onnx(fp32, qdq, b.data, max_drop=b.max_drop)
         b.int8["tensorrt"] = {**accuracy_report(fp32, qdq, b.data), "file": qdq.relative_to(b.folder).as_posix()}
     except QuantizationError:
         raise
     except Exception as exc:  # NNCF and ORT raise their own types
-        shutil.rmtree(trt, ignore_errors=True)
-        _runtime_failure(b, "tensorrt", exc, "TensorRT builds its own INT8 from the fp32 ONNX with a calibration cache")
+        qdq.unlink(missing_ok=True)
+        _runtime_failure(b, "tensorrt", exc, "TensorRT builds its own INT8 from the fp32 ONNX with the shipped "
+                                             "calibration table (tensorrt/calibration.*)")
     else:
         b.check_drop("tensorrt", b.int8["tensorrt"])
-        b.assets.update({f"tensorrt/{p.name}": sha256_file(p) for p in [*tensorrt_calibration(fp32, trt, b.data), qdq]})
+        b.assets[f"tensorrt/{qdq.name}"] = sha256_file(qdq)
         b.roles["tensorrt_int8"] = f"tensorrt/{qdq.name}"
     try:
         cpu = quantize_dynamic_onnx(b.ort_onnx(), b.folder / "model.int8.onnx")

@@ -29,6 +29,14 @@ class QuantizationError(MotivnetError, ValueError):
     """INT8 quantization cannot proceed or did not meet its accuracy bound."""
 
 
+class NothingQuantized(RuntimeError):
+    """A quantizer left every op in fp32: there is no INT8 file to ship (a runtime failure, not a user error)."""
+
+
+#: Ops a dynamic-quantized ONNX graph computes in INT8 (ORT may fuse them after loading).
+_DYNAMIC_INT8_OPS = {"MatMulInteger", "DynamicQuantizeLinear", "DynamicQuantizeMatMul", "MatMulIntegerToFloat"}
+
+
 @dataclass
 class Int8Data:
     """Calibration tensors (and optional labelled validation tensors) for one preprocessing."""
@@ -162,6 +170,10 @@ def quantize_dynamic_onnx(fp32_path: Path, out_path: Path) -> Path:
     quantize_dynamic(str(fp32_path), str(out_path), weight_type=QuantType.QInt8,
                      op_types_to_quantize=["MatMul", "Gemm"])
     src, out = onnx.load(str(fp32_path)), onnx.load(str(out_path))
+    if not any(n.op_type in _DYNAMIC_INT8_OPS for n in out.graph.node):
+        out_path.unlink(missing_ok=True)
+        raise NothingQuantized("the graph has no MatMul or Gemm, the ops dynamic INT8 quantizes, so the file "
+                               "would be the fp32 model renamed")
     have = {p.key for p in out.metadata_props}
     for prop in src.metadata_props:
         if prop.key not in have:

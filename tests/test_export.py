@@ -242,10 +242,17 @@ def test_int8_export_of_the_keras_peer_never_ends_in_a_traceback(tmp_path):
                         "--int8", "--calib", str(calib), "--no-latency"], capture_output=True, text=True, timeout=900)
     assert "Traceback" not in r.stderr, r.stderr[-3000:]
     assert r.returncode == 0, r.stderr[-2000:]
-    int8 = json.loads((tmp_path / "pkg" / "manifest.json").read_text())["metrics"]["int8"]
+    manifest = json.loads((tmp_path / "pkg" / "manifest.json").read_text())
+    int8 = manifest["metrics"]["int8"]
     assert any(v["shipped"] for v in int8.values()), int8
     for runtime, v in int8.items():
         assert v["shipped"] or ("error" in v and "fallback" in v) or "val_accuracy_drop" in v, (runtime, v)
+    # A convolution-only graph gives dynamic INT8 nothing to quantize: no fp32 copy ships as "int8".
+    assert int8["onnxruntime"]["shipped"] is False and "no MatMul or Gemm" in int8["onnxruntime"]["error"]
+    assert not (tmp_path / "pkg" / "model.int8.onnx").exists()
+    assert "int8 onnxruntime: not shipped" in r.stderr + r.stdout
+    # TensorRT's calibration table needs only the fp32 graph: it ships whatever happened to the QDQ file.
+    assert "tensorrt/calibration.flatbuffers" in manifest["assets"]
 
 
 def test_exported_files_carry_no_paths_of_this_machine(int8_package):

@@ -88,3 +88,35 @@ def test_one_table_says_what_a_model_file_is(tmp_path, tiny_checkpoint, tiny_pac
         model_kind(tmp_path / "a.tflite")
     with pytest.raises(TeacherError, match="not a teacher file"):
         load_teacher(tiny_checkpoint)
+
+
+@pytest.mark.parametrize("size, pool, stride", [(6, 3, 2), (7, 3, 2), (5, 2, 2), (6, 3, 1)])
+def test_keras_same_pooling_matches_tensorflow_and_stays_finite(size, pool, stride):
+    """Keras "same" pooling: max over the window's real cells, average over the real cells only,
+    and no -inf anywhere in the graph (an -inf activation broke INT8 calibration)."""
+    import torch
+    import torch.nn.functional as F
+
+    from motivnet_distill.keras_graph import KerasLayer, _same_pad
+
+    x = torch.randn(2, 3, size, size)
+    cfg = {"pool_size": [pool, pool], "strides": [stride, stride], "padding": "same"}
+    got_max = KerasLayer("MaxPooling2D", cfg, {})([x])
+    want_max = F.max_pool2d(F.pad(x, _pads(size, pool, stride), value=-float("inf")), pool, stride)
+    assert torch.equal(got_max, want_max)
+    got_avg = KerasLayer("AveragePooling2D", cfg, {})([x])
+    n = -(-size // stride)
+    assert got_avg.shape[-1] == n
+    # By hand: each output is the mean of the in-bounds cells of its window (TensorFlow's rule).
+    left = _pads(size, pool, stride)[0]
+    for i in range(n):
+        for j in range(n):
+            r0, c0 = i * stride - left, j * stride - left
+            cells = x[..., max(r0, 0):r0 + pool, max(c0, 0):c0 + pool]
+            assert torch.allclose(got_avg[..., i, j], cells.mean(dim=(-2, -1)), atol=1e-6)
+    assert torch.isfinite(_same_pad(x, (pool, pool), (stride, stride), mode="replicate")).all()
+
+
+def _pads(size: int, pool: int, stride: int) -> list[int]:
+    total = max((-(-size // stride) - 1) * stride + pool - size, 0)
+    return [total // 2, total - total // 2] * 2
