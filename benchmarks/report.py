@@ -212,6 +212,10 @@ def domains_section(path: Path) -> list[str]:
     if misses:
         out.append("- YuNet found no face in " + ", ".join(f"{v} {k} photos" for k, v in misses.items())
                    + " (scored wrong for every model)")
+    poses = {n: m["kdef"]["per_pose_accuracy"] for n, m in r["models"].items() if m.get("kdef", {}).get("per_pose_accuracy")}
+    if poses:
+        out += ["", "KDEF people 01-07 accuracy by camera angle (%):", ""]
+        out += [f"- {n}: " + ", ".join(f"{p} {_pct(v)}" for p, v in acc.items()) for n, acc in poses.items()]
     trained = [(n, m["training"]) for n, m in r["models"].items() if m.get("training")]
     if trained:
         out += ["", "How each run was trained (its run folder's commands.txt and log.jsonl):", ""]

@@ -50,6 +50,17 @@ def kdef_part(file: str) -> str:
     return "test" if person in KDEF_TEST else "val" if person in KDEF_VAL else "train"
 
 
+#: KDEF's camera angles, the last letters of a file name (AF01ANFL.JPG: full left).
+KDEF_POSES = {"FL": "full left", "HL": "half left", "S": "straight", "HR": "half right", "FR": "full right"}
+_KDEF_POSE = re.compile(r"^[AB][FM]\d\d[A-Z]{2}(FL|HL|S|HR|FR)\.", re.IGNORECASE)
+
+
+def kdef_pose(file: str) -> str | None:
+    """The camera angle code (FL, HL, S, HR, FR) of a KDEF file name, None if it has none."""
+    m = _KDEF_POSE.match(Path(file.split("#")[0]).name)
+    return m.group(1).upper() if m else None
+
+
 def prefix_part(file: str) -> str:
     """AffectNet96 / SFEW: the split is the file name's prefix (``train_``, ``valid_``/``val_``, ``test_``)."""
     name = Path(file).name

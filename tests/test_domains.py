@@ -1,0 +1,44 @@
+"""How the face domains are split and mixed: by file name and person, never by a score."""
+
+import numpy as np
+import pytest
+
+pytest.importorskip("torch", reason="the domain readers live in the distill extra")
+
+from motivnet_distill.data import DataError  # noqa: E402
+from motivnet_distill.domains import kdef_part, kdef_pose, prefix_part  # noqa: E402
+from motivnet_distill.mixture import MixRecipe, sample_weights  # noqa: E402
+
+
+def test_kdef_people_01_07_are_test_08_12_validation_and_the_rest_train():
+    assert kdef_part("anger/AF01ANS.JPG") == "test" and kdef_part("fear/BM07AFHL.JPG") == "test"
+    assert kdef_part("anger/AM08ANFR.JPG") == "val" and kdef_part("anger/BF12ANS.JPG") == "val"
+    assert kdef_part("sadness/AF13SAS.JPG") == "train" and kdef_part("sadness/BM35SAFL.JPG") == "train"
+    with pytest.raises(DataError, match="not a KDEF file name"):
+        kdef_part("anger/img_0001.jpg")
+
+
+def test_kdef_pose_reads_the_camera_angle_and_ignores_variant_tags():
+    assert [kdef_pose(f) for f in ("AF01ANFL.JPG", "x/BM20HAHR.jpg", "AF01AFS.JPG", "AF01DIFR.JPG#aligned")] == \
+        ["FL", "HR", "S", "FR"]
+    assert kdef_pose("AF01ANXX.JPG") is None and kdef_pose("face.png") is None
+
+
+def test_prefix_parts_and_missing_prefix():
+    assert [prefix_part(f) for f in ("anger/train_1.png", "anger/valid_2.png", "anger/val_3.png", "x/test_4.png")] == \
+        ["train", "val", "val", "test"]
+    with pytest.raises(DataError, match="no train_/valid_/val_/test_ prefix"):
+        prefix_part("anger/0001.png")
+
+
+def test_sampler_shares_follow_the_recipe():
+    # Domain a: 900 faces (800 of class 0, 100 of class 1); domain b: 100 faces of class 0.
+    domain = np.array(["a"] * 900 + ["b"] * 100)
+    hard = np.array([0] * 800 + [1] * 100 + [0] * 100)
+    w = sample_weights(domain, hard, MixRecipe(domains=("a", "b"), domain_power=0.5, class_power=0.0, domain_scale={}))
+    assert w.sum() == pytest.approx(1.0)
+    assert w[domain == "a"].sum() == pytest.approx(30 / 40) and w[domain == "b"].sum() == pytest.approx(10 / 40)
+    # class_power 0: both classes of a equally often, however many faces each has.
+    assert w[:800].sum() == pytest.approx(w[800:900].sum())
+    natural = sample_weights(domain, hard, MixRecipe(domains=("a", "b"), domain_power=1.0, class_power=1.0, domain_scale={}))
+    assert np.allclose(natural, 1 / 1000)  # as stored: every face equally often
