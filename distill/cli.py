@@ -39,6 +39,22 @@ def parse_maps(maps: tuple[str, ...]) -> dict[str, str | None] | None:
     return mapping or None
 
 
+def _domain_powers(items, domains) -> dict[str, float]:
+    """``--domain-class-power DOMAIN=POWER`` items as a mapping, names and ranges checked."""
+    out = {}
+    for item in items:
+        name, sep, value = item.partition("=")
+        try:
+            power = float(value)
+        except ValueError:
+            power = None
+        if not sep or name not in domains or power is None or not 0 <= power <= 1:
+            raise UsageFailure(f"--domain-class-power {item}: write DOMAIN=POWER with a domain of "
+                               f"{', '.join(domains)} and a power from 0 to 1, e.g. ferplus=1")
+        out[name] = power
+    return out
+
+
 def missing_class_hint(exc: LabelError, data: str) -> UsageFailure:
     """The usage error for a dataset class the model lacks, naming the --map that fixes it."""
     hint = " ".join(f"--map {m}=none" for m in exc.missing)
@@ -60,6 +76,8 @@ def missing_class_hint(exc: LabelError, data: str) -> UsageFailure:
 @click.option("--class-power", type=click.FloatRange(0, 1), default=None,
               help="With --domains: a class's share inside its domain grows as count**POWER (1: as stored, "
                    "0: every class equally often)  [default: 0.5].")
+@list_option("--domain-class-power", "domain_class_power", metavar="DOMAIN=POWER",
+             help="With --domains: --class-power for one domain (repeatable), e.g. ferplus=1 draws FER+ as stored.")
 @list_option("--extra-data", item=click.Path(), split=False,
               help="More labelled faces (repeatable); only the train part of their by-person split is used.")
 @MAP_OPTION
@@ -86,7 +104,7 @@ def missing_class_hint(exc: LabelError, data: str) -> UsageFailure:
 @click.option("--resume", is_flag=True, help="Continue the run in --out after an interruption.")
 @TRUST_CODE
 @friendly
-def distill(data, domains, samples_per_epoch, without, no_balance, class_power, extra_data, maps, out, teachers, val, student, epochs, views, threads, kd_weight, label_weight, temperature,
+def distill(data, domains, samples_per_epoch, without, no_balance, class_power, domain_class_power, extra_data, maps, out, teachers, val, student, epochs, views, threads, kd_weight, label_weight, temperature,
             batch_size, lr, cache_dir, init, label_source, resume, trust_code) -> None:
     """Distil a teacher (or several) into a small ViT student."""
     from .mixture import MixRecipe
@@ -94,10 +112,11 @@ def distill(data, domains, samples_per_epoch, without, no_balance, class_power, 
 
     if (data is None) == (domains is None):
         raise UsageFailure("pass --data (one training set) or --domains SHARED (every domain in shared/), not both")
-    if (without or no_balance or samples_per_epoch or class_power is not None) and domains is None:
-        raise UsageFailure("--without, --no-balance, --class-power and --samples-per-epoch apply to --domains training")
-    if no_balance and class_power is not None:
-        raise UsageFailure("--no-balance already sets the class power to 1: drop --class-power")
+    if (without or no_balance or samples_per_epoch or class_power is not None or domain_class_power) and domains is None:
+        raise UsageFailure("--without, --no-balance, --class-power, --domain-class-power and --samples-per-epoch "
+                           "apply to --domains training")
+    if no_balance and (class_power is not None or domain_class_power):
+        raise UsageFailure("--no-balance already sets the class power to 1: drop --class-power / --domain-class-power")
     mix = None
     if domains is not None:
         from .domains import DOMAINS
@@ -106,7 +125,8 @@ def distill(data, domains, samples_per_epoch, without, no_balance, class_power, 
         if unknown or len(set(without)) >= len(DOMAINS):
             raise UsageFailure(f"--without {', '.join(unknown or without)}: name some of {', '.join(DOMAINS)}, "
                                "not all of them")
-        mix = MixRecipe(domains=tuple(d for d in DOMAINS if d not in without),
+        per_domain = _domain_powers(domain_class_power, DOMAINS)
+        mix = MixRecipe(domains=tuple(d for d in DOMAINS if d not in without), domain_class_power=per_domain,
                         **({"samples_per_epoch": samples_per_epoch} if samples_per_epoch else {}),
                         **({"domain_power": 1.0, "class_power": 1.0, "domain_scale": {}} if no_balance else {}),
                         **({"class_power": class_power} if class_power is not None else {}))

@@ -38,6 +38,8 @@ class MixRecipe:
         class_power: inside a domain, a class's share grows as (its faces) ** class_power
             (1: as stored, 0: every class equally often).
         domain_scale: extra factors on a domain's share (facial_expressions is 91 % neutral or happy).
+        domain_class_power: ``class_power`` for named domains (FER+ at 1 draws its faces as stored,
+            so the model can learn FER's neutral-heavy prior for faces that look like FER's).
         samples_per_epoch: draws per epoch.
     """
 
@@ -46,10 +48,12 @@ class MixRecipe:
     class_power: float = 0.5
     domain_scale: Mapping[str, float] = field(default_factory=lambda: {"facial_expressions": 0.5})
     samples_per_epoch: int = 30000
+    domain_class_power: Mapping[str, float] = field(default_factory=dict)
 
     def to_dict(self) -> dict:
         d = asdict(self)
         d["domains"], d["domain_scale"] = list(self.domains), dict(self.domain_scale)
+        d["domain_class_power"] = dict(self.domain_class_power)
         return d
 
 
@@ -63,7 +67,7 @@ def sample_weights(domain: Sequence[str], hard: np.ndarray, recipe: MixRecipe) -
     for d, s in zip(names, share):
         rows = domain == d
         classes, counts = np.unique(hard[rows], return_counts=True)
-        mass = counts.astype(float) ** recipe.class_power
+        mass = counts.astype(float) ** recipe.domain_class_power.get(d, recipe.class_power)
         mass /= mass.sum()
         for c, n, m in zip(classes, counts, mass):
             w[rows & (hard == c)] = s * m / n

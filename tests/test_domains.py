@@ -42,3 +42,32 @@ def test_sampler_shares_follow_the_recipe():
     assert w[:800].sum() == pytest.approx(w[800:900].sum())
     natural = sample_weights(domain, hard, MixRecipe(domains=("a", "b"), domain_power=1.0, class_power=1.0, domain_scale={}))
     assert np.allclose(natural, 1 / 1000)  # as stored: every face equally often
+
+
+def test_one_domain_can_keep_its_stored_class_mix():
+    domain = np.array(["ferplus"] * 100 + ["kdef"] * 100)
+    hard = np.array([0] * 90 + [1] * 10 + [0] * 50 + [1] * 50)
+    recipe = MixRecipe(domains=("ferplus", "kdef"), class_power=0.0, domain_scale={},
+                       domain_class_power={"ferplus": 1.0})
+    w = sample_weights(domain, hard, recipe)
+    fer = w[:100] / w[:100].sum()
+    assert fer[:90].sum() == pytest.approx(0.9)  # FER+ as stored
+    assert w[100:150].sum() == pytest.approx(w[150:].sum())  # KDEF still balanced
+    assert recipe.to_dict()["domain_class_power"] == {"ferplus": 1.0}
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--data", ".", "--domain-class-power", "ferplus=1"], "apply to --domains training"),
+    (["--domains", ".", "--domain-class-power", "imagenet=1"], "DOMAIN=POWER"),
+    (["--domains", ".", "--domain-class-power", "ferplus=2"], "DOMAIN=POWER"),
+    (["--domains", ".", "--domain-class-power", "ferplus"], "DOMAIN=POWER"),
+    (["--domains", ".", "--no-balance", "--domain-class-power", "ferplus=1"], "--no-balance already"),
+])
+def test_domain_class_power_misuse_is_a_usage_error(tmp_path, args, message):
+    import subprocess
+    import sys
+
+    r = subprocess.run([sys.executable, "-m", "motivnet_edge.cli", "distill", "--out", str(tmp_path / "run"), *args],
+                       capture_output=True, text=True, timeout=120)
+    assert r.returncode == 2 and message in r.stderr and "Traceback" not in r.stderr, r.stderr
+    assert not (tmp_path / "run").exists()
