@@ -246,6 +246,23 @@ def ratio_section(path: Path) -> list[str]:
             "on the cores alone.", ""]
 
 
+def isa_section(path: Path) -> list[str]:
+    r = json.loads(path.read_text())
+    runs = ", ".join(f"{k} ({v['backend']}" + (f", {' '.join(f'{a}={b}' for a, b in v['env'].items())}" if v["env"] else "")
+                     + (f"; kernels {', '.join(sorted(v['kernels']))}" if v.get("kernels") else "") + ")"
+                     for k, v in r["runs"].items())
+    rows = ["| test set | n | " + " | ".join(f"agree {k}" for k in next(iter(r["sets"].values()))["agreement_with_onnxruntime"])
+            + " | largest log-prob difference | faces with margin < 10x it |", "|---|---|" + "---|" * (
+                len(next(iter(r["sets"].values()))["agreement_with_onnxruntime"]) + 2)]
+    for s, v in r["sets"].items():
+        rows.append(f"| {s} | {v['n']} | " + " | ".join(f"{a:.2%}" for a in v["agreement_with_onnxruntime"].values())
+                    + f" | {v['max_abs_logprob_diff']:.1e} | {v['faces_with_margin_under_10x_diff']} |")
+    return [f"**Same label on every machine** (`python benchmarks/isa_agreement.py`, {r['package']} fp32 through "
+            f"`EmotionRecognizer.classify`, each run in its own process: {runs}; {_stamp(r['machine'])}). A label "
+            "can differ between two CPUs only where the top-1 margin is below the kernels' rounding difference:", "",
+            *rows, ""]
+
+
 def frame_section(path: Path) -> list[str]:
     r = json.loads(path.read_text())
     out = [f"**Full frames with labelled faces** (`python benchmarks/frame_pipeline.py`, {r['frame']}, "
@@ -354,7 +371,7 @@ def render() -> str:
         body += pareto_section(json.loads(board.read_text()), json.loads(ratio.read_text()))
     for name, render in (("domains.json", domains_section), ("domain_ablations.json", domains_section),
                          ("selection.json", selection_section), ("ablations.json", ablation_section),
-                         ("latency_ratio.json", ratio_section),
+                         ("latency_ratio.json", ratio_section), ("isa_agreement.json", isa_section),
                          ("frame_pipeline.json", frame_section), ("class_weights.json", class_weight_section),
                          ("mirror.json", mirror_section)):
         if (ROOT / "benchmarks" / "results" / name).is_file():
