@@ -39,3 +39,13 @@ def named(items: list[str], default: dict[str, str] | None = None) -> dict[str, 
         name, sep, path = item.partition("=")
         out.update({name: path} if sep else {Path(item).name: item})
     return out
+
+
+def pct(v) -> str:
+    """A fraction as a percentage with one decimal ('' for None)."""
+    return "" if v is None else f"{100 * v:.1f}"
+
+
+def stamp(m: dict) -> str:
+    """A results file's machine record as 'CPU (flags), commit C, date'."""
+    return f"{m['cpu']} ({', '.join(m['flags'])}), commit {m['commit']}, {m['date']}"

@@ -1,0 +1,119 @@
+"""RESULTS.md sections for what the runtime measures on a device: classify latency against the
+mini-Xception, labels across kernels and ISAs, full frames, class weights, mirror averaging, INT8.
+
+Each renderer reads one results file of benchmarks/results/ and returns Markdown lines;
+``report.py`` assembles them. Nothing here is typed by hand.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from common import pct as _pct, stamp as _stamp  # noqa: E402  (benchmarks/ is the script folder)
+
+
+
+def ratio_section(path: Path) -> list[str]:
+    r = json.loads(path.read_text())
+    modes = []
+    for spin, words in ((True, "worker threads spinning (ONNX Runtime's default)"),
+                        (False, "spinning off (`BackendOptions(spin=False)`)")):
+        rows = [x for x in r["rows"] if x.get("spin", True) is spin]
+        if rows:
+            modes.append(f"{words}: " + ", ".join(f"{x['model']} {x['p50_ms']:.3f} ms "
+                                                  f"({x['ratio_to_xception_mini']:.2f}x)" for x in rows))
+    return [f"**Classify latency against the mini Xception, interleaved in one process** "
+            f"(`python benchmarks/latency_ratio.py`, {r['settings']['runtime']}, {r['settings']['threads']} threads, "
+            f"batch 1; {_stamp(r['machine'])}): " + "; ".join(modes) + ". Interleaved, a spinning worker of "
+            "the model just timed takes a core from the next one; with spinning off every model is timed "
+            "on the cores alone.", ""]
+
+
+def isa_section(path: Path) -> list[str]:
+    r = json.loads(path.read_text())
+    runs = ", ".join(f"{k} ({v['backend']}" + (f", {' '.join(f'{a}={b}' for a, b in v['env'].items())}" if v["env"] else "")
+                     + (f"; kernels {', '.join(sorted(v['kernels']))}" if v.get("kernels") else "") + ")"
+                     for k, v in r["runs"].items())
+    rows = ["| test set | n | " + " | ".join(f"agree {k}" for k in next(iter(r["sets"].values()))["agreement_with_onnxruntime"])
+            + " | largest log-prob difference | faces with margin < 10x it |", "|---|---|" + "---|" * (
+                len(next(iter(r["sets"].values()))["agreement_with_onnxruntime"]) + 2)]
+    for s, v in r["sets"].items():
+        rows.append(f"| {s} | {v['n']} | " + " | ".join(f"{a:.2%}" for a in v["agreement_with_onnxruntime"].values())
+                    + f" | {v['max_abs_logprob_diff']:.1e} | {v['faces_with_margin_under_10x_diff']} |")
+    return [f"**Same label on every machine** (`python benchmarks/isa_agreement.py`, {r['package']} fp32 through "
+            f"`EmotionRecognizer.classify`, each run in its own process: {runs}; {_stamp(r['machine'])}). A label "
+            "can differ between two CPUs only where the top-1 margin is below the kernels' rounding difference:", "",
+            *rows, ""]
+
+
+def frame_section(path: Path) -> list[str]:
+    r = json.loads(path.read_text())
+    out = [f"**Full frames with labelled faces** (`python benchmarks/frame_pipeline.py`, {r['frame']}, "
+           f"{r['faces']['n']} faces from {' and '.join(r['faces']['sets'])}, {r['settings']['threads']} threads; "
+           f"{_stamp(r['machine'])})", "",
+           "| mode | min_face | p50 ms per frame | fps | accuracy | vs detecting every frame at full size |",
+           "|---|---|---|---|---|---|"]
+    for x in r["rows"]:
+        mode = "every frame" if x["detect_every"] is None else f"stream, detect every {x['detect_every']}"
+        mode += ", ORT workers spinning (`spin=True`)" if x.get("spin") else ""
+        out.append(f"| {mode} | {x['min_face']} | {x['p50_ms_per_frame']:.2f} | {x['fps']:.0f} | "
+                   f"{_pct(x['accuracy'])} | {100 * x['accuracy_vs_full_every_frame']:+.1f} pt |")
+    if r.get("crops"):
+        out += ["", "Face crops alone (`detector=\"none\"`), p50 per crop: " + "; ".join(
+            f"{'default settings (workers spin)' if c['spin'] is None else '`spin=False`'} "
+            f"{c['p50_ms_per_crop']:.3f} ms" for c in r["crops"]) + "."]
+    return out + [""]
+
+
+def class_weight_section(path: Path) -> list[str]:
+    r = json.loads(path.read_text())
+    sets = [k for k in r["rows"][0] if isinstance(r["rows"][0][k], dict)]
+    out = [f"**Neutral class weight** (`python benchmarks/class_weights.py`, `class_weights={{\"neutral\": w}}` / "
+           f"`--class-weight neutral=w` on {r['model']}, {r['settings']['runtime']}; {_stamp(r['machine'])}; "
+           "accuracy / neutral recall / lowest class recall, %; CK+48 has no neutral class)", "",
+           "| neutral weight | " + " | ".join(sets) + " |", "|---|" + "---|" * len(sets)]
+    for row in r["rows"]:
+        cells = " | ".join(f"{_pct(row[s]['accuracy'])} / {_pct(row[s]['neutral_recall']) if row[s]['neutral_recall'] is not None else '-'}"
+                           f" / {_pct(row[s]['min_recall'])}" for s in sets)
+        out.append(f"| {row['neutral_weight']:g} | {cells} |")
+    return out + [""]
+
+
+def mirror_section(path: Path) -> list[str]:
+    r = json.loads(path.read_text())
+    sets = [k for k in r["rows"][0] if isinstance(r["rows"][0][k], dict)]
+    p50 = {x["model"]: x for x in r["latency"]}
+    out = [f"**Mirror averaging** (`python benchmarks/mirror.py`, `mirror=True` / `--mirror`: each face scored "
+           f"with its mirror image, {r['settings']['runtime']}; classify p50 {r['settings']['latency']}, "
+           f"{r['settings']['threads']} threads, batch 1; {_stamp(r['machine'])}; accuracy / lowest class recall, %)",
+           "", "| model | mirror | " + " | ".join(sets) + " | classify p50 ms (x mini-Xception) |",
+           "|---|---|" + "---|" * (len(sets) + 1)]
+    for row in r["rows"]:
+        t = p50.get(row["model"] + ("+mirror" if row["mirror"] else ""))
+        cells = " | ".join(f"{_pct(row[s]['accuracy'])} / {_pct(row[s]['min_recall'])}" for s in sets)
+        timing = f"{t['p50_ms']:.3f} ({t['ratio_to_xception_mini']:.2f}x)" if t else "-"
+        out.append(f"| {row['model']} | {'on' if row['mirror'] else 'off'} | {cells} | {timing} |")
+    return out + [""]
+
+
+def int8_section(r: dict) -> list[str]:
+    """INT8 against fp32 per package and runtime (benchmarks/int8_agreement.py)."""
+    if "rows" not in r:  # the older, FER2013Test-only format
+        return [f"**INT8 vs FP32** (`python benchmarks/int8_agreement.py`, {r['machine']['cpu']}, commit "
+                f"{r['machine']['commit']}, {r['machine']['date']}): top-1 agreement on {r['faces']} FER2013Test faces: "
+                + ", ".join(f"{b} {100 * v['agreement_int8_vs_fp32']:.1f} %" for b, v in r["backends"].items()) + ".", ""]
+    sets = list(r["sets"])
+    out = [f"**INT8 vs FP32** (`python benchmarks/int8_agreement.py`, {_stamp(r['machine'])}; accuracy fp32 -> int8 "
+           f"and top-1 agreement, %; bar: {r['bar']})", "",
+           "| package | runtime | INT8 file | " + " | ".join(f"{s} (n={r['sets'][s]})" for s in sets)
+           + " | validation drop |", "|---|---|---|" + "---|" * (len(sets) + 1)]
+    for x in r["rows"]:
+        if x.get("int8_file") is None:
+            out.append(f"| {x['package']} | {x['runtime']} | not shipped: {x['not_shipped']} |" + " |" * (len(sets) + 1))
+            continue
+        drop = x.get("validation_drop")
+        out.append(f"| {x['package']} | {x['runtime']} | {x['int8_file']} | " + " | ".join(
+            f"{_pct(x[s]['fp32'])} -> {_pct(x[s]['int8'])}, agree {_pct(x[s]['agreement'])}" for s in sets)
+            + f" | {'' if drop is None else f'{100 * drop:.2f} pt'} |")
+    return out + [""]
