@@ -13,7 +13,6 @@ from pathlib import Path
 from common import pct as _pct, stamp as _stamp  # noqa: E402  (benchmarks/ is the script folder)
 
 
-
 def ratio_section(path: Path) -> list[str]:
     r = json.loads(path.read_text())
     modes = []
