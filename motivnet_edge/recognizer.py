@@ -24,7 +24,7 @@ from .labels import class_log_weights, softmax
 from .package import DEFAULT_MODEL, ModelPackage, load_package  # noqa: F401  (DEFAULT_MODEL: public name)
 from .preprocess import face_crop, to_tensor
 from .results import FacePrediction, FrameResult
-from .tracking import FaceTemplate, FaceTracker
+from .video_stream import follow_faces
 
 log = logging.getLogger(__name__)
 
@@ -80,34 +80,6 @@ class RecognizerOptions:
 
 #: Keyword options of ``from_pretrained`` that belong to the backend (``RecognizerOptions.runtime``).
 _RUNTIME_FIELDS = frozenset(f.name for f in dataclasses.fields(BackendOptions))
-
-
-def _thumbnail(image: np.ndarray, box) -> np.ndarray:
-    """A 16x16 gray thumbnail of ``box``: enough to see that a face moved or changed."""
-    import cv2
-
-    h, w = image.shape[:2]
-    x, y, bw, bh = box
-    x0, y0 = int(max(0, min(w - 1, x))), int(max(0, min(h - 1, y)))
-    x1, y1 = int(max(x0 + 1, min(w, x + bw))), int(max(y0 + 1, min(h, y + bh)))
-    patch = image[y0:y1, x0:x1]
-    if patch.ndim == 3:
-        patch = cv2.cvtColor(patch, cv2.COLOR_BGR2GRAY)
-    return cv2.resize(patch, (16, 16), interpolation=cv2.INTER_AREA).astype(np.float32)
-
-
-@dataclass
-class _Located:
-    """A carried face as the detector last found it: its 16x16 thumbnail (moved along as the face
-    is followed), its confidence then, and its template (None: follow it with the detector)."""
-
-    thumb: np.ndarray
-    conf: float
-    template: FaceTemplate | None
-
-
-def _change(a: np.ndarray, b: np.ndarray) -> float:
-    return float(np.abs(a - b).mean())
 
 
 class EmotionRecognizer:
@@ -292,70 +264,7 @@ class EmotionRecognizer:
             frames = read_frames(frames, max_frames=max_frames)
         elif max_frames is not None:
             frames = itertools.islice(frames, max_frames)
-        tracker = FaceTracker(smoothing=self.options.smoothing)
-        carried: list[Detection] = []
-        located: list[_Located] = []  # per carried face: how it looked when the detector last found it
-        for i, frame in enumerate(frames):
-            img = load_image(frame)
-            fresh, moved, refined = i % self.options.detect_every == 0 or not carried, [], []
-            if not fresh:
-                # A face whose thumbnail changed is followed by template matching, or, where
-                # that fails, searched by the detector in a window; then classified once, at
-                # its new place (a crop of the stale box would be wasted).
-                moved = [j for j, d in enumerate(carried)
-                         if _change(_thumbnail(img, d.box), located[j].thumb) > self.options.redetect_change]
-                carried = list(carried)
-                for j in moved:
-                    template = located[j].template
-                    found = template.follow(img, carried[j].box) if template is not None else None
-                    if found is None:
-                        refined.append(j)
-                    else:
-                        carried[j], located[j].thumb = found, _thumbnail(img, found.box)
-                carried, fresh = self._relocate(img, carried, refined)
-            if fresh:
-                carried = self.detect(img)
-            probs = self._probs(img, carried)
-            if not fresh:
-                # A face whose confidence fell since it was located may have turned or been
-                # covered: look for it again and read it there.
-                dropped = [j for j in range(len(carried)) if j not in refined
-                           and probs[j].max() < located[j].conf - self.options.redetect_drop]
-                carried, fresh = self._relocate(img, carried, dropped)
-                if fresh:
-                    carried = self.detect(img)
-                    probs = self._probs(img, carried)
-                else:
-                    if dropped:
-                        probs[dropped] = self._probs(img, [carried[j] for j in dropped])
-                    for j in (*refined, *dropped):
-                        located[j] = self._located(img, carried[j], probs[j])
-            if fresh:
-                located = [self._located(img, d, p) for d, p in zip(carried, probs)]
-            tracked = tracker.update([d.box for d in carried], list(probs))
-            frame_view = img.view()
-            frame_view.flags.writeable = False  # the caller's array stays theirs; ours is read-only
-            yield FrameResult(i, frame_view, tuple(self._prediction(d.box, d.score, d.landmarks, s, tid)
-                                                   for d, (tid, s) in zip(carried, tracked)))
-
-    def _located(self, img: np.ndarray, face: Detection, probs: np.ndarray) -> "_Located":
-        # A template is only ever used between detections: none when every frame is detected.
-        template = FaceTemplate.of(img, face) if self.options.detect_every > 1 else None
-        return _Located(_thumbnail(img, face.box), float(probs.max()), template)
-
-    def _relocate(self, img: np.ndarray, carried: list[Detection],
-                  which: list[int]) -> tuple[list[Detection], bool]:
-        """``carried`` with the faces at ``which`` searched again near where they were, and
-        whether a whole-frame detection is needed instead (one of them left its window)."""
-        if not which:
-            return carried, False
-        again = [self.detector.refine(img, carried[j]) for j in which]
-        if any(d is None for d in again):
-            return carried, True
-        carried = list(carried)
-        for j, d in zip(which, again):
-            carried[j] = d
-        return carried, False
+        yield from follow_faces(self, frames)
 
     def describe(self) -> str:
         return f"{self._backend.describe()} {self._backend.precision}, detector {self.detector.name}"
