@@ -1,195 +1,28 @@
 """``export()``: the one code path behind ``motivnet-edge export`` and the Python API.
 
-Formats are a data table; each writes its files into the package folder under
-construction and returns ModelFile entries. The folder is renamed into place only
+Formats are a data table (``formats.FORMATS``); each writes its files into the package folder
+under construction and returns ModelFile entries. The folder is renamed into place only
 after every file was written, hashed, and the package reloaded and checked.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import logging
-import os
 import platform
 import shutil
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from collections.abc import Mapping
 from pathlib import Path
-
-import numpy as np
 
 from motivnet_edge.timing import git_commit
 from motivnet_edge.package import ModelFile, build_manifest, sha256_file, write_package
 
-from .graph_fusion import fuse_for_onnxruntime
-from .int8 import (Int8Data, QuantizationError, accuracy_report, quantize_dynamic_onnx, quantize_onnx,
-                   quantize_openvino, tensorrt_calibration)
-from .onnx_export import INPUT, OPSET, OUTPUT, export_onnx, max_abs_diff, onnx_to_openvino
+from .formats import FORMATS, ORT_TMP, Build, finish_onnxruntime
+from .int8 import Int8Data, QuantizationError
+from .onnx_export import OPSET
 from .sources import ExportSource, SourceError, load_source
 
 log = logging.getLogger(__name__)
-
-
-@dataclass
-class _Build:
-    """What the format writers of one export share, in place of a loose dict."""
-
-    src: ExportSource
-    folder: Path
-    formats: tuple[str, ...]
-    data: Int8Data | None = None
-    max_drop: float | None = None
-    onnx_max_abs_diff: float | None = None
-    assets: dict[str, str] = field(default_factory=dict)   # path -> sha256 of files no backend loads directly
-    roles: dict[str, str] = field(default_factory=dict)    # role -> asset path
-    int8: dict[str, dict] = field(default_factory=dict)    # runtime -> accuracy of its INT8 file vs fp32
-    fused: dict = field(default_factory=dict)              # what fuse_attention did to ONNX Runtime's files
-
-    def fp32_onnx(self) -> Path:
-        """The plain fp32 ONNX graph every other file is made from (exported once)."""
-        path = self.folder / "model.onnx"
-        if not path.exists():
-            export_onnx(self.src.model, self.src.preprocessing, self.src.labels, path, license=self.src.license)
-        return path
-
-    def ort_onnx(self) -> Path:
-        """The fp32 graph ONNX Runtime runs: the plain graph with its attention blocks fused into
-        one ``Attention`` node each where that gives the same logits (made once; it replaces
-        model.onnx when the build ends, after OpenVINO, NNCF and TensorRT read the plain graph)."""
-        if (self.folder / "model.onnx.data").exists():
-            return self.fp32_onnx()  # weights beside the graph (the 1B teacher): left as exported
-        path = self.folder / _ORT_TMP
-        if not path.exists():
-            self.fused = fuse_for_onnxruntime(self.fp32_onnx(), path)
-        return path
-
-    def check_drop(self, runtime: str, report: dict) -> None:
-        if self.max_drop is not None and report.get("val_accuracy_drop", 0.0) > self.max_drop:
-            raise QuantizationError(
-                f"INT8 ({runtime}) loses {report['val_accuracy_drop']:.2%} accuracy, above --max-drop "
-                f"{self.max_drop:.2%}; nothing was written. Raise --max-drop, use more or more typical "
-                "calibration faces, or ship fp32 only")
-
-
-#: Build-time name of ONNX Runtime's fused fp32 graph (renamed over model.onnx at the end).
-_ORT_TMP = "model.ort-fused.onnx"
-
-
-def _finish_onnxruntime(b: _Build, files: list[ModelFile]) -> list[ModelFile]:
-    """Puts ONNX Runtime's fused graph in model.onnx's place and re-hashes its entry."""
-    fused = b.folder / _ORT_TMP
-    if not fused.exists():
-        return files
-    os.replace(fused, b.folder / "model.onnx")
-    digest = sha256_file(b.folder / "model.onnx")
-    return [dataclasses.replace(f, sha256=digest) if f.path == "model.onnx" else f for f in files]
-
-
-def _onnx_fp32(b: _Build) -> list[ModelFile]:
-    src, folder = b.src, b.folder
-    # Above protobuf's 2 GB (the 1B teacher) the weights go to external data beside the graph.
-    big = sum(p.numel() * p.element_size() for p in src.model.parameters()) > 1.8e9
-    path = export_onnx(src.model, src.preprocessing, src.labels, folder / "model.onnx", external_data=big,
-                       license=src.license)
-    if big:
-        data = folder / "model.onnx.data"  # no ORT comparison: a second full-size copy doubles peak memory
-        return [ModelFile("onnxruntime", "fp32", path.name, sha256_file(path), INPUT, OUTPUT,
-                          {data.name: sha256_file(data)})]
-    x = np.random.default_rng(0).normal(size=(4, src.preprocessing.channels, *src.preprocessing.input_size))
-    b.onnx_max_abs_diff = max_abs_diff(src.model, path, x.astype(np.float32))
-    b.ort_onnx()
-    return [ModelFile("onnxruntime", "fp32", path.name, sha256_file(path), INPUT, OUTPUT)]
-
-
-def _runtime_failure(b: _Build, runtime: str, exc: Exception, fallback: str) -> None:
-    """An INT8 file a runtime cannot build or run is left out, with one line saying so (not a traceback)."""
-    cause = next((ln.strip() for ln in str(exc).splitlines() if ln.strip()), type(exc).__name__)[:240]
-    log.warning("INT8 for %s not shipped: %s (%s); %s", runtime, cause, type(exc).__name__, fallback)
-    b.int8[runtime] = {"shipped": False, "error": f"{type(exc).__name__}: {cause}", "fallback": fallback}
-
-
-def _onnx_int8(b: _Build) -> list[ModelFile]:
-    """Dynamic-quantized ONNX for ORT's CPU provider, and the NNCF QDQ ONNX + calibration table
-    for TensorRT (an asset with the role "tensorrt_int8": ORT's CPU provider runs QDQ slowly).
-    A file whose quantisation its runtime cannot run (e.g. ORT's QLinearConv on some Keras
-    graphs) is left out with a warning naming the runtime and the fallback."""
-    fp32, trt = b.fp32_onnx(), b.folder / "tensorrt"
-    trt.mkdir(exist_ok=True)
-    # The calibration table needs only the fp32 graph, so it ships even when the QDQ file cannot.
-    b.assets.update({f"tensorrt/{p.name}": sha256_file(p) for p in tensorrt_calibration(fp32, trt, b.data)})
-    qdq = trt / "model.int8.qdq.onnx"
-    try:
-        quantize_onnx(fp32, qdq, b.data, max_drop=b.max_drop)
-        b.int8["tensorrt"] = {**accuracy_report(fp32, qdq, b.data), "file": qdq.relative_to(b.folder).as_posix()}
-    except QuantizationError:
-        raise
-    except Exception as exc:  # NNCF and ORT raise their own types
-        qdq.unlink(missing_ok=True)
-        _runtime_failure(b, "tensorrt", exc, "TensorRT builds its own INT8 from the fp32 ONNX with the shipped "
-                                             "calibration table (tensorrt/calibration.*)")
-    else:
-        b.check_drop("tensorrt", b.int8["tensorrt"])
-        b.assets[f"tensorrt/{qdq.name}"] = sha256_file(qdq)
-        b.roles["tensorrt_int8"] = f"tensorrt/{qdq.name}"
-    try:
-        cpu = quantize_dynamic_onnx(b.ort_onnx(), b.folder / "model.int8.onnx")
-        b.int8["onnxruntime"] = {**accuracy_report(fp32, cpu, b.data), "file": cpu.name}
-    except QuantizationError:
-        raise
-    except Exception as exc:
-        (b.folder / "model.int8.onnx").unlink(missing_ok=True)
-        _runtime_failure(b, "onnxruntime", exc, "ONNX Runtime runs the fp32 model.onnx")
-        return []
-    b.check_drop("onnxruntime", b.int8["onnxruntime"])
-    return [ModelFile("onnxruntime", "int8", cpu.name, sha256_file(cpu), INPUT, OUTPUT)]
-
-
-def _openvino_fp32(b: _Build) -> list[ModelFile]:
-    (b.folder / "openvino").mkdir(exist_ok=True)
-    xml = onnx_to_openvino(b.fp32_onnx(), b.folder / "openvino" / "model.xml")
-    return [ModelFile("openvino", "fp32", "openvino/model.xml", sha256_file(xml), INPUT, OUTPUT,
-                      {"openvino/model.bin": sha256_file(xml.with_suffix(".bin"))})]
-
-
-def _openvino_int8(b: _Build) -> list[ModelFile]:
-    """NNCF INT8 IR; measured, and left out (recorded as not shipped) above ``max_drop``."""
-    fp32 = b.folder / "openvino" / "model.xml"
-    try:
-        xml = quantize_openvino(fp32, b.folder / "openvino" / "model.int8.xml", b.data, max_drop=b.max_drop)
-        report = b.int8["openvino"] = {**accuracy_report(fp32, xml, b.data), "file": "openvino/model.int8.xml"}
-    except QuantizationError:
-        raise
-    except Exception as exc:  # NNCF / OpenVINO raise their own types
-        for p in (b.folder / "openvino").glob("model.int8.*"):
-            p.unlink()
-        _runtime_failure(b, "openvino", exc, "OpenVINO runs the fp32 IR")
-        return []
-    if b.max_drop is not None and report.get("val_accuracy_drop", 0.0) > b.max_drop:
-        # NNCF reverts layers until it gives up; what is left is no INT8 model worth shipping.
-        log.warning("OpenVINO INT8 loses %.2f%% (above --max-drop): not shipped", 100 * report["val_accuracy_drop"])
-        report["shipped"] = False
-        xml.unlink()
-        xml.with_suffix(".bin").unlink()
-        return []
-    return [ModelFile("openvino", "int8", "openvino/model.int8.xml", sha256_file(xml), INPUT, OUTPUT,
-                      {"openvino/model.int8.bin": sha256_file(xml.with_suffix(".bin"))})]
-
-
-@dataclass(frozen=True)
-class Format:
-    """One row of the format table: the backend it serves and its fp32 and INT8 writers."""
-
-    backend: str
-    fp32: Callable[[_Build], list[ModelFile]]
-    int8: Callable[[_Build], list[ModelFile]]
-
-
-#: ``--formats`` names, in the order they are written (OpenVINO converts the ONNX graph).
-FORMATS = {
-    "onnx": Format("onnxruntime", _onnx_fp32, _onnx_int8),
-    "openvino": Format("openvino", _openvino_fp32, _openvino_int8),
-}
 
 
 def count_gflops(src: ExportSource) -> float:
@@ -312,7 +145,7 @@ def export(source, out: str | Path, *, formats=("onnx", "openvino"), int8: bool 
     data = _prepare(src, val=val, calib=calib, int8=int8, prior_correction=prior_correction,
                     val_label_source=val_label_source, min_calibration=min_calibration, say=say)
     def build(folder: Path) -> dict:
-        b = _Build(src, folder, tuple(formats), data=data, max_drop=max_drop)
+        b = Build(src, folder, tuple(formats), data=data, max_drop=max_drop)
         rows = [FORMATS[name] for name in FORMATS if name in formats]
         files = []
         for name, row in zip([n for n in FORMATS if n in formats], rows):
@@ -323,10 +156,10 @@ def export(source, out: str | Path, *, formats=("onnx", "openvino"), int8: bool 
                 say(f"quantizing {name} to INT8 (NNCF)")
                 files += row.int8(b)
         if "onnx" in formats:
-            files = _finish_onnxruntime(b, files)
+            files = finish_onnxruntime(b, files)
         else:
             (folder / "model.onnx").unlink(missing_ok=True)  # only the source of the other formats
-        (folder / _ORT_TMP).unlink(missing_ok=True)
+        (folder / ORT_TMP).unlink(missing_ok=True)
         if yunet is not None:
             if not Path(yunet).is_file():
                 raise SourceError(f"YuNet model {yunet} does not exist")
