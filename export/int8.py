@@ -172,8 +172,8 @@ def quantize_dynamic_onnx(fp32_path: Path, out_path: Path) -> Path:
     src, out = onnx.load(str(fp32_path)), onnx.load(str(out_path))
     if not any(n.op_type in _DYNAMIC_INT8_OPS for n in out.graph.node):
         out_path.unlink(missing_ok=True)
-        raise NothingQuantized("the graph has no MatMul or Gemm, the ops dynamic INT8 quantizes, so the file "
-                               "would be the fp32 model renamed")
+        raise NothingQuantized("the graph has no MatMul or Gemm with constant weights, the ops dynamic INT8 "
+                               "quantizes, so the file would be the fp32 model renamed")
     have = {p.key for p in out.metadata_props}
     for prop in src.metadata_props:
         if prop.key not in have:
