@@ -47,19 +47,14 @@ def score(model: str, sets: dict) -> tuple[dict, dict]:
                       "per_class_recall": {k: round(v, 4) for k, v in m.per_class_recall.items()},
                       "confusion": m.confusion}
         if name == "kdef":  # profiles are where KDEF is lost: accuracy per camera angle
-            right = (probs.argmax(1) == _model_index(labels, faces)) & (True if missed is None else ~missed)
             pose = np.array([kdef_pose(f) for f in faces.files])
-            rows[name]["per_pose_accuracy"] = {KDEF_POSES[p]: round(float(right[pose == p].mean()), 4)
-                                               for p in KDEF_POSES if (pose == p).any()}
+            rows[name]["per_pose_accuracy"] = {
+                KDEF_POSES[p]: round(evaluate_probs(labels, probs[pose == p], faces.subset(np.flatnonzero(pose == p)),
+                                                    unanswered=None if missed is None else missed[pose == p]).accuracy, 4)
+                for p in KDEF_POSES if (pose == p).any()}
         metrics[name] = m
     rows["cross_domain_mean"] = round(float(np.mean([rows[s]["accuracy"] for s in CROSS_DOMAIN if s in rows])), 4)
     return rows, metrics
-
-
-def _model_index(model_labels, faces) -> np.ndarray:
-    """Each face's label as an index into the model's label order (-2 where the model lacks it)."""
-    where = {name: i for i, name in enumerate(model_labels)}
-    return np.array([where.get(faces.labels[h], -2) if h >= 0 else -1 for h in faces.hard])
 
 
 def training(path: str) -> dict | None:
