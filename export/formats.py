@@ -19,8 +19,8 @@ import numpy as np
 from motivnet_edge.package import ModelFile, sha256_file
 
 from .graph_fusion import fuse_for_onnxruntime
-from .int8 import (Int8Data, QuantizationError, accuracy_report, quantize_dynamic_onnx, quantize_onnx,
-                   quantize_openvino, tensorrt_calibration)
+from .int8 import Int8Data, QuantizationError, accuracy_report, quantize_dynamic_onnx, tensorrt_calibration
+from .nncf_ptq import quantize_onnx, quantize_openvino
 from .onnx_export import INPUT, OUTPUT, export_onnx, max_abs_diff, onnx_to_openvino
 from .sources import ExportSource
 
@@ -116,8 +116,9 @@ def _onnx_int8(b: Build) -> list[ModelFile]:
     b.assets.update({f"tensorrt/{p.name}": sha256_file(p) for p in tensorrt_calibration(fp32, trt, b.data)})
     qdq = trt / "model.int8.qdq.onnx"
     try:
-        quantize_onnx(fp32, qdq, b.data, max_drop=b.max_drop)
-        b.int8["tensorrt"] = {**accuracy_report(fp32, qdq, b.data), "file": qdq.relative_to(b.folder).as_posix()}
+        made = quantize_onnx(fp32, qdq, b.data, max_drop=b.max_drop)
+        b.int8["tensorrt"] = {**accuracy_report(fp32, qdq, b.data), **made.report,
+                              "file": qdq.relative_to(b.folder).as_posix()}
     except QuantizationError:
         raise
     except Exception as exc:  # NNCF and ORT raise their own types
@@ -152,8 +153,10 @@ def _openvino_int8(b: Build) -> list[ModelFile]:
     """NNCF INT8 IR; measured, and left out (recorded as not shipped) above ``max_drop``."""
     fp32 = b.folder / "openvino" / "model.xml"
     try:
-        xml = quantize_openvino(fp32, b.folder / "openvino" / "model.int8.xml", b.data, max_drop=b.max_drop)
-        report = b.int8["openvino"] = {**accuracy_report(fp32, xml, b.data), "file": "openvino/model.int8.xml"}
+        made = quantize_openvino(fp32, b.folder / "openvino" / "model.int8.xml", b.data, max_drop=b.max_drop)
+        xml = made.path
+        report = b.int8["openvino"] = {**accuracy_report(fp32, xml, b.data), **made.report,
+                                       "file": "openvino/model.int8.xml"}
     except QuantizationError:
         raise
     except Exception as exc:  # NNCF / OpenVINO raise their own types

@@ -1,11 +1,8 @@
-"""INT8 post-training quantization with NNCF, on the exported fp32 graphs.
+"""INT8 data and the files that need no NNCF: calibration/validation tensors, ONNX Runtime's
+dynamic INT8, the TensorRT calibration table, and the INT8-vs-fp32 report of any INT8 file.
 
-Quantizing the ONNX graph gives a QDQ model that ONNX Runtime and TensorRT run; quantizing
-the OpenVINO IR gives an INT8 IR. Both use the same calibration faces, cut by the model's
-own preprocessing, and NNCF's transformer settings (``ModelType.TRANSFORMER``: SmoothQuant,
-no quantizers on LayerNorm/Softmax paths). With a labelled validation set and ``max_drop``,
-NNCF's accuracy-controlled quantization reverts the most harmful layers to fp32; a drop
-that still exceeds ``max_drop`` fails the export instead of shipping.
+NNCF's static INT8 (the QDQ ONNX for TensorRT, the OpenVINO IR) lives in ``nncf_ptq``. All of
+them use the same calibration faces, cut by the model's own preprocessing.
 """
 
 from __future__ import annotations
@@ -22,7 +19,6 @@ from motivnet_edge.preprocess import Preprocessing, faces_to_tensor
 log = logging.getLogger(__name__)
 
 MIN_CALIBRATION = 300
-SUBSET = 512  # calibration faces NNCF collects statistics on (more cost time, not accuracy)
 
 
 class QuantizationError(MotivnetError, ValueError):
@@ -83,79 +79,6 @@ def prepare_data(calib_faces, pp: Preprocessing, *, val_faces=None, labels=None,
     return Int8Data(calib, x, val_faces.hard[keep])
 
 
-def _onnx_accuracy(model, x: np.ndarray, y: np.ndarray) -> float:
-    import onnxruntime as ort
-
-    sess = ort.InferenceSession(model.SerializeToString() if hasattr(model, "SerializeToString") else str(model),
-                                providers=["CPUExecutionProvider"])
-    name = sess.get_inputs()[0].name
-    pred = np.concatenate([sess.run(None, {name: x[i:i + 256]})[0] for i in range(0, len(x), 256)]).argmax(1)
-    return float((pred == y).mean())
-
-
-def _ov_accuracy(compiled, x: np.ndarray, y: np.ndarray) -> float:
-    pred = np.concatenate([compiled(x[i:i + 256])[0] for i in range(0, len(x), 256)]).argmax(1)
-    return float((pred == y).mean())
-
-
-#: Convolutions kept in fp32 (the first ones in graph order): they see the raw pixels through few
-#: channels, where one per-tensor activation scale costs the most. Measured on the multi-domain
-#: pico's OpenVINO INT8 IR: all INT8, 93.4 / 93.2 % top-1 agreement with fp32 on FER2013Test /
-#: AffectNet96 test_ at 0.66 ms; the first two in fp32, 98.7 / 98.2 % at 0.74 ms (fp32: 1.01 ms).
-FP32_CONVS = 2
-
-
-def _first_convs(model) -> list[str]:
-    """Names of the first ``FP32_CONVS`` convolutions of an ONNX ModelProto or an OpenVINO Model."""
-    if hasattr(model, "graph"):
-        names = [n.name for n in model.graph.node if n.op_type == "Conv"]
-    else:
-        names = [op.get_friendly_name() for op in model.get_ordered_ops() if op.get_type_name() == "Convolution"]
-    return names[:FP32_CONVS]
-
-
-def _nncf(model, calib, data: Int8Data, max_drop: float | None, accuracy):
-    """NNCF PTQ with transformer settings; accuracy-controlled when a bound and labels exist."""
-    import nncf
-    from nncf.quantization.advanced_parameters import AdvancedQuantizationParameters, AdvancedSmoothQuantParameters
-
-    # SmoothQuant (on by default for transformers) migrates activation ranges into the weights;
-    # on these small students it broke the OpenVINO INT8 file (FER2013Valid 81.8 -> 36.2 %,
-    # 42 % agreement with fp32); without it: 81.9 %, 97.4 % agreement (measured on the pico default).
-    no_smooth_quant = AdvancedQuantizationParameters(
-        smooth_quant_alphas=AdvancedSmoothQuantParameters(matmul=-1, convolution=-1))
-    common = dict(model_type=nncf.ModelType.TRANSFORMER, subset_size=min(len(data.calib), SUBSET),
-                  ignored_scope=nncf.IgnoredScope(names=_first_convs(model), validate=False))
-    if max_drop is None or data.val_x is None:
-        return nncf.quantize(model, calib, advanced_parameters=no_smooth_quant, **common)
-    # NNCF scores candidates on the items it hands the validation function: the whole set for
-    # the drop, subsets of it when it ranks which layers to keep in fp32. Each item is one
-    # labelled face, so both see real faces and labels.
-    items = [(data.val_x[i:i + 1], int(data.val_y[i])) for i in range(len(data.val_y))]
-
-    def validate(candidate, batch) -> float:
-        batch = list(batch)
-        return accuracy(candidate, np.concatenate([x for x, _ in batch]), np.array([y for _, y in batch]))
-
-    return nncf.quantize_with_accuracy_control(
-        model, calib, nncf.Dataset(items), validate, max_drop=max_drop, drop_type=nncf.DropType.ABSOLUTE,
-        advanced_quantization_parameters=no_smooth_quant, **common)
-
-
-def quantize_onnx(fp32_path: Path, out_path: Path, data: Int8Data, *, max_drop: float | None = None,
-                  accuracy=_onnx_accuracy) -> Path:
-    """fp32 ONNX -> INT8 QDQ ONNX (per-channel weights, per-tensor activations).
-
-    ``accuracy(model, x, y)`` scores a candidate for accuracy control (default: ONNX Runtime top-1).
-    """
-    import nncf
-    import onnx
-
-    calib = nncf.Dataset(data.calib, lambda x: {"input": x})  # ONNX feeds are dicts
-    onnx.save_model(_nncf(onnx.load(str(fp32_path)), calib, data, max_drop, accuracy), str(out_path))
-    return out_path
-
-
 def quantize_dynamic_onnx(fp32_path: Path, out_path: Path) -> Path:
     """fp32 ONNX -> INT8 for ONNX Runtime's CPU provider: MatMul/Gemm weights int8, activations
     quantized per call (MatMulInteger / DynamicQuantizeMatMul, VNNI where the CPU has it).
@@ -180,16 +103,6 @@ def quantize_dynamic_onnx(fp32_path: Path, out_path: Path) -> Path:
             out.metadata_props.add(key=prop.key, value=prop.value)
     onnx.save_model(out, str(out_path))
     return out_path
-
-
-def quantize_openvino(fp32_xml: Path, out_xml: Path, data: Int8Data, *, max_drop: float | None = None) -> Path:
-    """fp32 OpenVINO IR -> INT8 IR."""
-    import nncf
-    import openvino as ov
-
-    q = _nncf(ov.Core().read_model(str(fp32_xml)), nncf.Dataset(data.calib), data, max_drop, _ov_accuracy)
-    ov.save_model(q, str(out_xml), compress_to_fp16=False)
-    return out_xml
 
 
 def tensorrt_calibration(fp32_path: Path, out_dir: Path, data: Int8Data) -> list[Path]:

@@ -87,7 +87,8 @@ def test_int8_metrics_and_tensorrt_table(int8_package):
 def test_accuracy_control_scores_real_validation_faces(int8_package):
     """NNCF's accuracy control must judge candidates on the labelled validation faces it is given."""
     from motivnet_distill.data import read_dataset
-    from motivnet_export.int8 import _onnx_accuracy, prepare_data, quantize_onnx
+    from motivnet_export.int8 import prepare_data
+    from motivnet_export.nncf_ptq import onnx_accuracy, quantize_onnx
 
     root, pkg = int8_package.parent, load_package(int8_package)
     data = prepare_data(read_dataset(root / "calib"), pkg.preprocessing, val_faces=read_dataset(root / "val"),
@@ -96,12 +97,40 @@ def test_accuracy_control_scores_real_validation_faces(int8_package):
 
     def accuracy(model, x, y):
         seen.append((len(x), tuple(y)))
-        return _onnx_accuracy(model, x, y)
+        return onnx_accuracy(model, x, y)
 
     quantize_onnx(int8_package / "model.onnx", root / "controlled.int8.onnx", data, max_drop=0.5,
                   accuracy=accuracy)
     full = [s for s in seen if s[0] == len(data.val_y)]
     assert full and all(labels == tuple(data.val_y) for _, labels in full)  # real faces, real labels
+
+
+def test_int8_ladder_keeps_the_first_scheme_that_agrees(int8_package):
+    """NNCF files record every rung tried; the kept one is the first at the target, else the best."""
+    from motivnet_export.nncf_ptq import AGREEMENT_TARGET
+
+    for runtime in ("openvino", "tensorrt"):
+        q = load_package(int8_package).metrics["int8"][runtime]
+        rungs = q["ladder"]
+        assert rungs and q["ladder_faces"] == 60 and q["agreement_target"] == AGREEMENT_TARGET
+        assert all(0.0 <= r["agreement"] <= 1.0 for r in rungs)
+        hit = [r for r in rungs if r["agreement"] >= AGREEMENT_TARGET]
+        kept = hit[0] if hit else max(rungs, key=lambda r: r["agreement"])
+        assert q["scheme"] == kept["scheme"], runtime
+        assert not hit or rungs[-1] is hit[0]  # the ladder stops at the first rung that agrees
+        assert abs(q["agreement_int8_vs_fp32"] - kept["agreement"]) < 1e-3 or q.get("accuracy_control")
+
+
+def test_ladder_schemes_keep_leading_convolutions():
+    from motivnet_export.nncf_ptq import LADDER, Scheme
+
+    convs = ["c0", "c1", "c2", "c3", "c4", "patch"]
+    assert Scheme(2, "minmax").kept(convs) == ["c0", "c1"]
+    assert Scheme(-1, "minmax").kept(convs) == convs[:-1]
+    assert Scheme(None, "minmax").kept(convs) == convs
+    assert Scheme(2, "mean_minmax").describe(convs) == "2 of 6 convolutions fp32, mean-min-max ranges"
+    # each rung keeps at least as many convolutions in fp32 as the one before
+    assert [len(s.kept(convs)) for s in LADDER] == sorted(len(s.kept(convs)) for s in LADDER)
 
 
 def test_int8_of_one_format_reports_only_that_format(tiny_checkpoint, int8_package, tmp_path):

@@ -1,0 +1,219 @@
+"""NNCF post-training INT8 of the ONNX graph (QDQ, for TensorRT) and the OpenVINO IR, by a ladder.
+
+The INT8 error of the small students is spread over their layers (keeping any one layer in
+fp32 moves top-1 agreement with fp32 by under half a point), but it is largest in the conv stem,
+which sees the raw pixels through few channels. So quantization climbs a ladder of schemes, each
+keeping more leading convolutions in fp32, and keeps the first whose top-1 agreement with the
+fp32 model on the validation faces reaches ``AGREEMENT_TARGET`` (the bar precision="auto" needs
+before it may choose an INT8 file); where no rung reaches it, the rung that agrees best. Each
+rung costs one NNCF pass (about 10 s for a pico on 2 cores) and one pass over the faces.
+
+Measured on the multi-domain pico's OpenVINO IR (top-1 agreement on FER2013Test / CK+48 /
+AffectNet96 test_, p50 batch 1, 2 threads; fp32 0.835 ms):
+2 convs fp32, mean-min-max ranges 98.5 / 99.5 / 98.1 % at 0.68 ms; 4 convs, min-max 99.2 / 99.7 /
+98.7 % at 0.76 ms; all but the patch conv 99.7 / 99.9 / 99.0 % at 0.80 ms; every conv fp32
+(only the transformer's MatMuls INT8) 99.6 / 99.9 / 99.7 % at 0.81 ms. Plain min-max ranges
+beat NNCF's mean-min-max once the stem is fp32 (every conv fp32: 99.3 / 99.7 / 98.9 % with it).
+
+With ``max_drop`` and labelled faces, NNCF's accuracy control then starts from the chosen rung
+and reverts the most harmful layers until the accuracy drop fits.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from .int8 import Int8Data
+
+log = logging.getLogger(__name__)
+
+#: Top-1 agreement with fp32, on the validation faces, that stops the ladder (as INT8_AGREEMENT
+#: in motivnet_edge.backends: a file below it is never chosen by precision="auto").
+AGREEMENT_TARGET = 0.995
+SUBSET = 512  # calibration faces NNCF collects statistics on (more cost time, not accuracy)
+#: Faces the agreement of each rung is measured on when there is no labelled validation set.
+AGREEMENT_FACES = 1500
+
+
+@dataclass(frozen=True)
+class Scheme:
+    """One rung: how many leading convolutions stay fp32, and how activation ranges are set.
+
+    ``fp32_convs``: a count, -1 for all but the last convolution (a ViT's patch projection), or
+    None for every convolution (only MatMuls are quantized); the last two only for graphs with MatMuls. ``ranges``: NNCF's activation range
+    estimator, "mean_minmax" (NNCF's default) or "minmax".
+    """
+
+    fp32_convs: int | None
+    ranges: str
+
+    def kept(self, convs: list[str]) -> list[str]:
+        if self.fp32_convs is None:
+            return list(convs)
+        return list(convs[:-1] if self.fp32_convs == -1 else convs[:self.fp32_convs])
+
+    def describe(self, convs: list[str]) -> str:
+        ranges = {"mean_minmax": "mean-min-max", "minmax": "min-max"}[self.ranges]
+        return f"{len(self.kept(convs))} of {len(convs)} convolutions fp32, {ranges} ranges"
+
+
+LADDER = (Scheme(2, "mean_minmax"), Scheme(4, "minmax"), Scheme(-1, "minmax"), Scheme(None, "minmax"))
+
+
+@dataclass(frozen=True)
+class Quantized:
+    """An INT8 file and how it was made: the scheme kept and every rung's agreement."""
+
+    path: Path
+    report: dict
+
+
+def _ops(model, onnx_types: tuple[str, ...], ov_types: tuple[str, ...]) -> list[str]:
+    if hasattr(model, "graph"):  # ONNX ModelProto
+        return [n.name for n in model.graph.node if n.op_type in onnx_types]
+    return [op.get_friendly_name() for op in model.get_ordered_ops() if op.get_type_name() in ov_types]
+
+
+def _convs(model) -> list[str]:
+    """Convolutions in graph order (depthwise ones included) of an ONNX ModelProto or OpenVINO Model."""
+    return _ops(model, ("Conv",), ("Convolution", "GroupConvolution"))
+
+
+def _onnx_predict(model, x: np.ndarray) -> np.ndarray:
+    import onnxruntime as ort
+
+    sess = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+    name = sess.get_inputs()[0].name
+    return np.concatenate([sess.run(None, {name: x[i:i + 256]})[0] for i in range(0, len(x), 256)]).argmax(1)
+
+
+def _ov_predict(model, x: np.ndarray) -> np.ndarray:
+    import openvino as ov
+
+    # f32 hint: on a bf16 CPU the plugin would otherwise run the fp32 parts in bf16.
+    compiled = ov.Core().compile_model(model, "CPU", {"INFERENCE_PRECISION_HINT": "f32"})
+    return np.concatenate([compiled(x[i:i + 256])[0] for i in range(0, len(x), 256)]).argmax(1)
+
+
+def onnx_accuracy(model, x: np.ndarray, y: np.ndarray) -> float:
+    """Top-1 accuracy of an ONNX ModelProto on ONNX Runtime's CPU provider."""
+    return float((_onnx_predict(model, x) == y).mean())
+
+
+def ov_accuracy(compiled, x: np.ndarray, y: np.ndarray) -> float:
+    """Top-1 accuracy of a compiled OpenVINO model (what NNCF's accuracy control hands over)."""
+    pred = np.concatenate([compiled(x[i:i + 256])[0] for i in range(0, len(x), 256)]).argmax(1)
+    return float((pred == y).mean())
+
+
+def _copy(model):
+    """A copy NNCF may change: every rung quantizes the same fp32 graph."""
+    if hasattr(model, "graph"):
+        import onnx
+
+        out = onnx.ModelProto()
+        out.CopyFrom(model)
+        return out
+    return model.clone()
+
+
+def _params(scheme: Scheme, convs: list[str], n_calib: int) -> tuple[dict, object]:
+    import nncf
+    from nncf.quantization.advanced_parameters import AdvancedQuantizationParameters, AdvancedSmoothQuantParameters
+    from nncf.quantization.range_estimator import RangeEstimatorParametersSet
+
+    ranges = {"mean_minmax": RangeEstimatorParametersSet.MEAN_MINMAX, "minmax": RangeEstimatorParametersSet.MINMAX}
+    # SmoothQuant (on by default for transformers) migrates activation ranges into the weights;
+    # on these small students it broke the OpenVINO INT8 file (FER2013Valid 81.8 -> 36.2 %,
+    # 42 % agreement with fp32); without it: 81.9 %, 97.4 % agreement (measured on the pico default).
+    advanced = AdvancedQuantizationParameters(
+        smooth_quant_alphas=AdvancedSmoothQuantParameters(matmul=-1, convolution=-1),
+        activations_range_estimator_params=ranges[scheme.ranges])
+    return dict(model_type=nncf.ModelType.TRANSFORMER, subset_size=min(n_calib, SUBSET),
+                ignored_scope=nncf.IgnoredScope(names=scheme.kept(convs), validate=False)), advanced
+
+
+def _ladder(model, calib, data: Int8Data, predict) -> tuple[Scheme, object, dict]:
+    """Quantizes rung by rung; returns the kept scheme, its model and a report of every rung."""
+    import nncf
+
+    convs = _convs(model)
+    has_matmul = bool(_ops(model, ("MatMul", "Gemm"), ("MatMul",)))
+    x = data.val_x if data.val_x is not None else np.concatenate(data.calib[:AGREEMENT_FACES])
+    reference = predict(model, x)
+    rungs, seen, best = [], set(), None
+    for scheme in LADDER:
+        kept = tuple(scheme.kept(convs))
+        if (kept, scheme.ranges) in seen or (scheme.fp32_convs in (-1, None) and not has_matmul):
+            # The same rung again; or, in a graph of convolutions only (the Keras peers), one that
+            # would leave at most one convolution INT8: an fp32 model under an INT8 name.
+            continue
+        seen.add((kept, scheme.ranges))
+        common, advanced = _params(scheme, convs, len(data.calib))
+        candidate = nncf.quantize(_copy(model), calib, advanced_parameters=advanced, **common)
+        agreement = float((predict(candidate, x) == reference).mean())
+        rungs.append({"scheme": scheme.describe(convs), "agreement": round(agreement, 4)})
+        log.info("INT8 rung %s: %.2f%% top-1 agreement with fp32 on %d faces", rungs[-1]["scheme"],
+                 100 * agreement, len(x))
+        if best is None or agreement > best[2]:
+            best = (scheme, candidate, agreement)
+        if agreement >= AGREEMENT_TARGET:
+            break
+    if best is None:  # a graph with no quantizable op at all
+        common, advanced = _params(LADDER[0], convs, len(data.calib))
+        best = (LADDER[0], nncf.quantize(model, calib, advanced_parameters=advanced, **common), 0.0)
+    report = {"scheme": best[0].describe(convs), "ladder": rungs, "ladder_faces": int(len(x)),
+              "agreement_target": AGREEMENT_TARGET}
+    return best[0], best[1], report
+
+
+def _quantize(model, calib, data: Int8Data, max_drop: float | None, predict, accuracy) -> tuple[object, dict]:
+    import nncf
+
+    scheme, quantized, report = _ladder(model, calib, data, predict)
+    if max_drop is None or data.val_x is None:
+        return quantized, report
+    # NNCF scores candidates on the items it hands the validation function: the whole set for
+    # the drop, subsets of it when it ranks which layers to keep in fp32. Each item is one
+    # labelled face, so both see real faces and labels.
+    items = [(data.val_x[i:i + 1], int(data.val_y[i])) for i in range(len(data.val_y))]
+
+    def validate(candidate, batch) -> float:
+        batch = list(batch)
+        return accuracy(candidate, np.concatenate([x for x, _ in batch]), np.array([y for _, y in batch]))
+
+    common, advanced = _params(scheme, _convs(model), len(data.calib))
+    report["accuracy_control"] = True
+    return nncf.quantize_with_accuracy_control(
+        model, calib, nncf.Dataset(items), validate, max_drop=max_drop, drop_type=nncf.DropType.ABSOLUTE,
+        advanced_quantization_parameters=advanced, **common), report
+
+
+def quantize_onnx(fp32_path: Path, out_path: Path, data: Int8Data, *, max_drop: float | None = None,
+                  accuracy=onnx_accuracy) -> Quantized:
+    """fp32 ONNX -> INT8 QDQ ONNX (per-channel weights, per-tensor activations), by the ladder.
+
+    ``accuracy(model, x, y)`` scores a candidate for accuracy control (default: ONNX Runtime top-1).
+    """
+    import nncf
+    import onnx
+
+    calib = nncf.Dataset(data.calib, lambda x: {"input": x})  # ONNX feeds are dicts
+    model, report = _quantize(onnx.load(str(fp32_path)), calib, data, max_drop, _onnx_predict, accuracy)
+    onnx.save_model(model, str(out_path))
+    return Quantized(out_path, report)
+
+
+def quantize_openvino(fp32_xml: Path, out_xml: Path, data: Int8Data, *, max_drop: float | None = None) -> Quantized:
+    """fp32 OpenVINO IR -> INT8 IR, by the ladder."""
+    import nncf
+    import openvino as ov
+
+    model, report = _quantize(ov.Core().read_model(str(fp32_xml)), nncf.Dataset(data.calib), data, max_drop,
+                              _ov_predict, ov_accuracy)
+    ov.save_model(model, str(out_xml), compress_to_fp16=False)
+    return Quantized(out_xml, report)
