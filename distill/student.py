@@ -21,6 +21,10 @@ import torch.nn.functional as F
 
 
 STEMS = ("patch", "conv", "conv_lite")
+#: Activations of a conv stem. ReLU lets ONNX Runtime and OpenVINO fuse it into the convolution
+#: (ORT's fused Conv takes ReLU-family activations only); GELU is a separate pass over the
+#: 48x48 activation map.
+STEM_ACTS = {"gelu": nn.GELU, "relu": nn.ReLU}
 
 
 @dataclass(frozen=True)
@@ -38,6 +42,7 @@ class StudentConfig:
     pool: str = "avg"  # "avg" over patch tokens, or "cls" (timm's default)
     stem: str = "patch"  # "patch": one strided conv (timm); "conv": 3x3 conv stem, then the patch conv;
     # "conv_lite": the conv stem without its stride-1 convs (48 of the pico's 104 MFLOPs)
+    stem_act: str = "gelu"  # a conv stem's activation: "gelu" or "relu" (fused into the conv by the runtimes)
     drop_path: float = 0.05
     labels: tuple[str, ...] = field(default_factory=tuple)
 
@@ -49,6 +54,8 @@ class StudentConfig:
             raise ValueError(f"img_size {self.img_size} is not a multiple of patch_size {self.patch_size}")
         if self.stem not in STEMS:
             raise ValueError(f"stem must be one of {', '.join(STEMS)}, not {self.stem!r}")
+        if self.stem_act not in STEM_ACTS:
+            raise ValueError(f"stem_act must be one of {', '.join(STEM_ACTS)}, not {self.stem_act!r}")
         if self.stem != "patch" and self.patch_size % 2:
             raise ValueError("a conv stem halves the resolution first: patch_size must be even")
         if self.pool not in ("avg", "cls"):
@@ -80,6 +87,9 @@ PRESETS: dict[str, dict] = {
     "vit_hybrid_nano": dict(embed_dim=128, depth=6, num_heads=4, mlp_ratio=3.0, patch_size=8, stem="conv"),
     # pico without its stem's stride-1 convs (56 instead of 104 MFLOPs); a pico's weights start it.
     "vit_hybrid_pico_lite": dict(embed_dim=96, depth=4, num_heads=3, mlp_ratio=3.0, patch_size=8, stem="conv_lite"),
+    # pico_lite whose stem activations fuse into its convolutions (a pico_lite's weights start it).
+    "vit_hybrid_pico_lite_relu": dict(embed_dim=96, depth=4, num_heads=3, mlp_ratio=3.0, patch_size=8,
+                                      stem="conv_lite", stem_act="relu"),
     # pico's width and stem with four more blocks: the blocks cost little next to the stem at 48 px,
     # and a pico's weights start it (the new blocks begin as identities, see identity_blocks).
     "vit_hybrid_pico8": dict(embed_dim=96, depth=8, num_heads=3, mlp_ratio=3.0, patch_size=8, stem="conv"),
@@ -102,11 +112,12 @@ class PatchEmbed(nn.Module):
             # keeps only each stage's strided conv: the stride-1 ones hold most of the FLOPs.
             stages = 2 if cfg.patch_size % 4 == 0 else 1
             widths = [cfg.embed_dim // 2 ** (stages - i) for i in range(stages + 1)]
-            layers = [nn.Conv2d(in_ch, widths[0], 3, 1, 1, bias=False), nn.BatchNorm2d(widths[0]), nn.GELU()]
+            act = STEM_ACTS[cfg.stem_act]
+            layers = [nn.Conv2d(in_ch, widths[0], 3, 1, 1, bias=False), nn.BatchNorm2d(widths[0]), act()]
             for a, b in zip(widths[:-1], widths[1:]):
-                layers += [nn.Conv2d(a, b, 3, 2, 1, bias=False), nn.BatchNorm2d(b), nn.GELU()]
+                layers += [nn.Conv2d(a, b, 3, 2, 1, bias=False), nn.BatchNorm2d(b), act()]
                 if cfg.stem == "conv":
-                    layers += [nn.Conv2d(b, b, 3, 1, 1, bias=False), nn.BatchNorm2d(b), nn.GELU()]
+                    layers += [nn.Conv2d(b, b, 3, 1, 1, bias=False), nn.BatchNorm2d(b), act()]
             self.stem = nn.Sequential(*layers)
             in_ch, k = widths[-1], cfg.patch_size // 2 ** stages
         self.proj = nn.Conv2d(in_ch, cfg.embed_dim, k, k)

@@ -7,6 +7,7 @@ import subprocess
 import sys
 import textwrap
 import time
+import dataclasses
 from dataclasses import replace
 
 import numpy as np
@@ -63,6 +64,21 @@ def test_bad_student_configs():
         create_student("vit_nano", img_size=(50, 50))
     with pytest.raises(ValueError, match="unknown student"):
         create_student("resnet50")
+    with pytest.raises(ValueError, match="stem_act must be one of gelu, relu"):
+        create_student("vit_hybrid_pico", stem_act="swish")
+
+
+def test_relu_stem_has_the_lite_stems_weights_and_fusable_activations():
+    """pico_lite_relu differs from pico_lite only in its stem's activations (ReLU: the runtimes fuse
+    it into the convolution), so a pico_lite's weights start it; configs saved before the setting
+    existed read as GELU."""
+    lite, relu = create_student("vit_hybrid_pico_lite"), create_student("vit_hybrid_pico_lite_relu")
+    assert {k: v.shape for k, v in lite.state_dict().items()} == {k: v.shape for k, v in relu.state_dict().items()}
+    acts = [type(m) for m in relu.patch_embed.stem if not isinstance(m, (torch.nn.Conv2d, torch.nn.BatchNorm2d))]
+    assert acts and set(acts) == {torch.nn.ReLU}
+    assert torch.nn.GELU in {type(m) for m in lite.patch_embed.stem}
+    old = {k: v for k, v in dataclasses.asdict(lite.cfg).items() if k != "stem_act"}
+    assert StudentConfig.from_dict(old).stem_act == "gelu"
 
 
 def test_timm_checkpoint_initialises_a_student(tmp_path):
