@@ -1,5 +1,6 @@
 """Student, loss, teacher cache, training resume after a kill, DDP on CPU."""
 
+import dataclasses
 import json
 import os
 import signal
@@ -7,7 +8,6 @@ import subprocess
 import sys
 import textwrap
 import time
-import dataclasses
 from dataclasses import replace
 
 import numpy as np
