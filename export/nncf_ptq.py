@@ -4,8 +4,9 @@ The INT8 error of the small students is spread over their layers (keeping any on
 fp32 moves top-1 agreement with fp32 by under half a point), but it is largest in the conv stem,
 which sees the raw pixels through few channels. So quantization climbs a ladder of schemes, each
 keeping more leading convolutions in fp32, and keeps the first whose top-1 agreement with the
-fp32 model on the validation faces reaches ``AGREEMENT_TARGET`` (the bar precision="auto" needs
-before it may choose an INT8 file); where no rung reaches it, the rung that agrees best. Each
+fp32 model on the validation faces reaches ``AGREEMENT_TARGET`` (above the 99.5 % on each test
+set that precision="auto" needs before it may choose an INT8 file); where no rung reaches it,
+the rung that agrees best. Each
 rung costs one NNCF pass (about 10 s for a pico on 2 cores) and one pass over the faces.
 
 Measured on the multi-domain pico's OpenVINO IR (top-1 agreement on FER2013Test / CK+48 /
@@ -31,11 +32,13 @@ from .int8 import Int8Data
 
 log = logging.getLogger(__name__)
 
-#: Top-1 agreement with fp32, on the validation faces, that stops the ladder (as INT8_AGREEMENT
-#: in motivnet_edge.backends: a file below it is never chosen by precision="auto").
-AGREEMENT_TARGET = 0.995
+#: Top-1 agreement with fp32, on the validation faces, that stops the ladder. precision="auto"
+#: needs 99.5 % on each test set (INT8_AGREEMENT in motivnet_edge.backends); validation mixes the
+#: domains, and the hardest one agrees less than the mix: the multi-domain pico distilled from
+#: its ensemble agreed on 99.8 % of 1,500 validation faces and on 98.8 % of AffectNet96 test_.
+AGREEMENT_TARGET = 0.998
 SUBSET = 512  # calibration faces NNCF collects statistics on (more cost time, not accuracy)
-#: Faces the agreement of each rung is measured on when there is no labelled validation set.
+#: Calibration faces the agreement of each rung is measured on when there is no validation set.
 AGREEMENT_FACES = 1500
 
 
@@ -143,7 +146,9 @@ def _ladder(model, calib, data: Int8Data, predict) -> tuple[Scheme, object, dict
 
     convs = _convs(model)
     has_matmul = bool(_ops(model, ("MatMul", "Gemm"), ("MatMul",)))
-    x = data.val_x if data.val_x is not None else np.concatenate(data.calib[:AGREEMENT_FACES])
+    x = data.agree_x if data.agree_x is not None else data.val_x
+    if x is None:
+        x = np.concatenate(data.calib[:AGREEMENT_FACES])
     reference = predict(model, x)
     rungs, seen, best = [], set(), None
     for scheme in LADDER:
