@@ -4,7 +4,8 @@
         --faces ../shared/data/ferplus/FER2013Valid
 
 A package holds the student's weights in its fp32 ONNX graph: named initializers for most
-parameters, unnamed transposed MatMul weights for the Linear layers (in graph order), and the
+parameters, unnamed transposed MatMul weights for the Linear layers (in graph order; a fused
+Attention node holds its block's QKV weight the same way), and the
 conv stem with each BatchNorm folded into its conv. The stem's BatchNorms are rebuilt so that the
 network computes the same function in eval mode *and* starts training where it was: each
 BatchNorm gets the mean and spread of its conv's output on real faces as both its running
@@ -25,7 +26,7 @@ import torch
 from motivnet_edge.errors import MotivnetError
 from motivnet_edge.package import load_package
 
-from .student import StudentConfig, create_student
+from .student import STEM_ACTS, StudentConfig, create_student
 from .student_io import save_student
 
 log = logging.getLogger(__name__)
@@ -37,7 +38,10 @@ def _initializers(onnx_path: Path) -> tuple[dict, list]:
 
     model = onnx.load(str(onnx_path))
     init = {i.name: numpy_helper.to_array(i) for i in model.graph.initializer}
-    matmuls = [n.input[1] for n in model.graph.node if n.op_type in ("MatMul", "Gemm") and n.input[1] in init]
+    # A fused com.microsoft Attention node (the ONNX Runtime graph) holds its block's QKV weight
+    # as input 1, in MatMul layout, where the plain graph had the QKV MatMul.
+    matmuls = [n.input[1] for n in model.graph.node
+               if n.op_type in ("MatMul", "Gemm", "Attention") and len(n.input) > 1 and n.input[1] in init]
     return init, matmuls
 
 
@@ -87,7 +91,7 @@ def student_from_package(package: str | Path, faces: np.ndarray) -> tuple[torch.
             norm.running_var.copy_(var)
             norm.weight.copy_(torch.sqrt(var + norm.eps))
             norm.bias.copy_(mean + folded)
-            x = torch.nn.functional.gelu(norm(conv(x)))
+            x = STEM_ACTS[cfg.stem_act]()(norm(conv(x)))
     return model, cfg, pkg
 
 
