@@ -151,7 +151,7 @@ def _ladder(model, calib, data: Int8Data, predict) -> tuple[Scheme, object, dict
         x = np.concatenate(data.calib[:AGREEMENT_FACES])
     reference = predict(model, x)
     rungs, seen, best = [], set(), None
-    for scheme in LADDER:
+    for scheme in LADDER:  # the first rung always runs, so ``best`` is set after the loop
         kept = tuple(scheme.kept(convs))
         if (kept, scheme.ranges) in seen or (scheme.fp32_convs in (-1, None) and not has_matmul):
             # The same rung again; or, in a graph of convolutions only (the Keras peers), one that
@@ -168,9 +168,6 @@ def _ladder(model, calib, data: Int8Data, predict) -> tuple[Scheme, object, dict
             best = (scheme, candidate, agreement)
         if agreement >= AGREEMENT_TARGET:
             break
-    if best is None:  # a graph with no quantizable op at all
-        common, advanced = _params(LADDER[0], convs, len(data.calib))
-        best = (LADDER[0], nncf.quantize(model, calib, advanced_parameters=advanced, **common), 0.0)
     report = {"scheme": best[0].describe(convs), "ladder": rungs, "ladder_faces": int(len(x)),
               "agreement_target": AGREEMENT_TARGET}
     return best[0], best[1], report
