@@ -50,7 +50,8 @@ def main() -> None:
         calib.mkdir()
         for p in sorted((fer / "FER2013Train").glob("*.png"))[:args.calib_count]:
             shutil.copy(p, calib / p.name)
-        cmd = ["motivnet-edge", "export", str(ckpt), "--out", str(tmp / "pkg"), "--int8", "--calib", str(calib),
+        # The console script beside this interpreter: the one `pip install` put with the packages used here.
+        cmd = [str(Path(sys.executable).with_name("motivnet-edge")), "export", str(ckpt), "--out", str(tmp / "pkg"), "--int8", "--calib", str(calib),
                "--val", str(fer / "FER2013Valid"), "--max-drop", str(args.max_drop)]
         start = time.perf_counter()
         subprocess.run(cmd, check=True)

@@ -74,7 +74,6 @@ def prepare_data(calib_faces, pp: Preprocessing, *, val_faces=None, labels=None,
     everyone = np.arange(len(val_faces))
     if len(everyone) > AGREEMENT_FACES:
         everyone = np.sort(np.random.default_rng(0).permutation(everyone)[:AGREEMENT_FACES])
-    agree_x = faces_to_tensor([val_faces.images[i] for i in everyone], pp)
     keep = val_faces.hard >= 0
     if keep.sum() > ACCURACY_FACES:
         # A fixed, seeded subset: NNCF's accuracy control scores every face once per candidate,
@@ -85,8 +84,13 @@ def prepare_data(calib_faces, pp: Preprocessing, *, val_faces=None, labels=None,
     if keep.sum() < 50:
         raise QuantizationError(f"the validation set has {int(keep.sum())} labelled faces; accuracy control "
                                 "needs at least 50 (check its labels: are the class names right?)")
-    x = faces_to_tensor([im for im, k in zip(val_faces.images, keep) if k], pp)
-    return Int8Data(calib, x, val_faces.hard[keep], agree_x)
+    # One preprocessing pass over the faces either set needs (they are the same faces when the
+    # validation set has at most AGREEMENT_FACES).
+    labelled = np.flatnonzero(keep)
+    needed = np.union1d(everyone, labelled)
+    t = faces_to_tensor([val_faces.images[i] for i in needed], pp)
+    return Int8Data(calib, t[np.searchsorted(needed, labelled)], val_faces.hard[keep],
+                    t[np.searchsorted(needed, everyone)])
 
 
 def quantize_dynamic_onnx(fp32_path: Path, out_path: Path) -> Path:
@@ -137,27 +141,34 @@ def tensorrt_calibration(fp32_path: Path, out_dir: Path, data: Int8Data) -> list
     return sorted(p for p in out_dir.iterdir() if p.name.startswith("calibration."))
 
 
-def _predictor(path: Path):
-    """Batched top-1 predictions of an ONNX (ONNX Runtime CPU) or OpenVINO IR (CPU, f32 hint) file."""
-    if path.suffix == ".xml":
-        import openvino as ov
+def top1(run, x: np.ndarray) -> np.ndarray:
+    """Top-1 labels of ``run(batch) -> logits`` over ``x``, 256 faces at a time."""
+    return np.concatenate([run(x[i:i + 256]) for i in range(0, len(x), 256)]).argmax(1)
 
-        compiled = ov.Core().compile_model(str(path), "CPU", {"INFERENCE_PRECISION_HINT": "f32"})
-        run = lambda x: compiled(x)[0]  # noqa: E731
-    else:
+
+def predictor(model):
+    """Batched top-1 predictions of an ONNX model (ONNX Runtime CPU) or an OpenVINO one (CPU, f32
+    hint: a bf16 CPU would otherwise run the fp32 parts in bf16): a file path, an onnx.ModelProto
+    or an openvino.Model."""
+    if hasattr(model, "SerializeToString") or (isinstance(model, (str, Path)) and Path(model).suffix == ".onnx"):
         import onnxruntime as ort
 
-        sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+        src = model.SerializeToString() if hasattr(model, "SerializeToString") else str(model)
+        sess = ort.InferenceSession(src, providers=["CPUExecutionProvider"])
         name = sess.get_inputs()[0].name
-        run = lambda x: sess.run(None, {name: x})[0]  # noqa: E731
-    return lambda x: np.concatenate([run(x[i:i + 256]) for i in range(0, len(x), 256)]).argmax(1)
+        return lambda x: top1(lambda b: sess.run(None, {name: b})[0], x)
+    import openvino as ov
+
+    compiled = ov.Core().compile_model(model if isinstance(model, ov.Model) else str(model), "CPU",
+                                       {"INFERENCE_PRECISION_HINT": "f32"})
+    return lambda x: top1(lambda b: compiled(b)[0], x)
 
 
 def accuracy_report(fp32: Path, int8: Path, data: Int8Data) -> dict:
     """An INT8 file against its fp32 source (same format): top-1 agreement on the validation
     faces (the calibration faces without them) and, with labels, both accuracies and the drop."""
     x = data.val_x if data.val_x is not None else np.concatenate(data.calib)
-    p32, p8 = _predictor(fp32)(x), _predictor(int8)(x)
+    p32, p8 = predictor(fp32)(x), predictor(int8)(x)
     out = {"agreement_int8_vs_fp32": float((p32 == p8).mean()), "agreement_faces": int(len(x))}
     if data.val_y is not None:
         a32, a8 = float((p32 == data.val_y).mean()), float((p8 == data.val_y).mean())

@@ -6,8 +6,8 @@ which sees the raw pixels through few channels. So quantization climbs a ladder 
 keeping more leading convolutions in fp32, and keeps the first whose top-1 agreement with the
 fp32 model on the validation faces reaches ``AGREEMENT_TARGET`` (above the 99.5 % on each test
 set that precision="auto" needs before it may choose an INT8 file); where no rung reaches it,
-the rung that agrees best. Each
-rung costs one NNCF pass (about 10 s for a pico on 2 cores) and one pass over the faces.
+the rung that agrees best. Each rung costs one NNCF pass (about 10 s for a pico on 2 cores) and
+one pass over the faces.
 
 Measured on the multi-domain pico's OpenVINO IR (top-1 agreement on FER2013Test / CK+48 /
 AffectNet96 test_, p50 batch 1, 2 threads; fp32 0.835 ms):
@@ -28,7 +28,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .int8 import Int8Data
+from .int8 import Int8Data, predictor, top1
 
 log = logging.getLogger(__name__)
 
@@ -47,8 +47,8 @@ class Scheme:
     """One rung: how many leading convolutions stay fp32, and how activation ranges are set.
 
     ``fp32_convs``: a count, -1 for all but the last convolution (a ViT's patch projection), or
-    None for every convolution (only MatMuls are quantized); the last two only for graphs with MatMuls. ``ranges``: NNCF's activation range
-    estimator, "mean_minmax" (NNCF's default) or "minmax".
+    None for every convolution (only MatMuls are quantized); the last two only for graphs with
+    MatMuls. ``ranges``: NNCF's activation range estimator, "mean_minmax" (NNCF's default) or "minmax".
     """
 
     fp32_convs: int | None
@@ -86,31 +86,14 @@ def _convs(model) -> list[str]:
     return _ops(model, ("Conv",), ("Convolution", "GroupConvolution"))
 
 
-def _onnx_predict(model, x: np.ndarray) -> np.ndarray:
-    import onnxruntime as ort
-
-    sess = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
-    name = sess.get_inputs()[0].name
-    return np.concatenate([sess.run(None, {name: x[i:i + 256]})[0] for i in range(0, len(x), 256)]).argmax(1)
-
-
-def _ov_predict(model, x: np.ndarray) -> np.ndarray:
-    import openvino as ov
-
-    # f32 hint: on a bf16 CPU the plugin would otherwise run the fp32 parts in bf16.
-    compiled = ov.Core().compile_model(model, "CPU", {"INFERENCE_PRECISION_HINT": "f32"})
-    return np.concatenate([compiled(x[i:i + 256])[0] for i in range(0, len(x), 256)]).argmax(1)
-
-
 def onnx_accuracy(model, x: np.ndarray, y: np.ndarray) -> float:
     """Top-1 accuracy of an ONNX ModelProto on ONNX Runtime's CPU provider."""
-    return float((_onnx_predict(model, x) == y).mean())
+    return float((predictor(model)(x) == y).mean())
 
 
 def ov_accuracy(compiled, x: np.ndarray, y: np.ndarray) -> float:
     """Top-1 accuracy of a compiled OpenVINO model (what NNCF's accuracy control hands over)."""
-    pred = np.concatenate([compiled(x[i:i + 256])[0] for i in range(0, len(x), 256)]).argmax(1)
-    return float((pred == y).mean())
+    return float((top1(lambda b: compiled(b)[0], x) == y).mean())
 
 
 def _copy(model):
@@ -140,16 +123,15 @@ def _params(scheme: Scheme, convs: list[str], n_calib: int) -> tuple[dict, objec
                 ignored_scope=nncf.IgnoredScope(names=scheme.kept(convs), validate=False)), advanced
 
 
-def _ladder(model, calib, data: Int8Data, predict) -> tuple[Scheme, object, dict]:
+def _ladder(model, convs: list[str], calib, data: Int8Data) -> tuple[Scheme, object, dict]:
     """Quantizes rung by rung; returns the kept scheme, its model and a report of every rung."""
     import nncf
 
-    convs = _convs(model)
     has_matmul = bool(_ops(model, ("MatMul", "Gemm"), ("MatMul",)))
     x = data.agree_x if data.agree_x is not None else data.val_x
     if x is None:
         x = np.concatenate(data.calib[:AGREEMENT_FACES])
-    reference = predict(model, x)
+    reference = predictor(model)(x)
     rungs, seen, best = [], set(), None
     for scheme in LADDER:  # the first rung always runs, so ``best`` is set after the loop
         kept = tuple(scheme.kept(convs))
@@ -160,7 +142,7 @@ def _ladder(model, calib, data: Int8Data, predict) -> tuple[Scheme, object, dict
         seen.add((kept, scheme.ranges))
         common, advanced = _params(scheme, convs, len(data.calib))
         candidate = nncf.quantize(_copy(model), calib, advanced_parameters=advanced, **common)
-        agreement = float((predict(candidate, x) == reference).mean())
+        agreement = float((predictor(candidate)(x) == reference).mean())
         rungs.append({"scheme": scheme.describe(convs), "agreement": round(agreement, 4)})
         log.info("INT8 rung %s: %.2f%% top-1 agreement with fp32 on %d faces", rungs[-1]["scheme"],
                  100 * agreement, len(x))
@@ -173,10 +155,11 @@ def _ladder(model, calib, data: Int8Data, predict) -> tuple[Scheme, object, dict
     return best[0], best[1], report
 
 
-def _quantize(model, calib, data: Int8Data, max_drop: float | None, predict, accuracy) -> tuple[object, dict]:
+def _quantize(model, calib, data: Int8Data, max_drop: float | None, accuracy) -> tuple[object, dict]:
     import nncf
 
-    scheme, quantized, report = _ladder(model, calib, data, predict)
+    convs = _convs(model)
+    scheme, quantized, report = _ladder(model, convs, calib, data)
     if max_drop is None or data.val_x is None:
         return quantized, report
     # NNCF scores candidates on the items it hands the validation function: the whole set for
@@ -188,7 +171,7 @@ def _quantize(model, calib, data: Int8Data, max_drop: float | None, predict, acc
         batch = list(batch)
         return accuracy(candidate, np.concatenate([x for x, _ in batch]), np.array([y for _, y in batch]))
 
-    common, advanced = _params(scheme, _convs(model), len(data.calib))
+    common, advanced = _params(scheme, convs, len(data.calib))
     report["accuracy_control"] = True
     return nncf.quantize_with_accuracy_control(
         model, calib, nncf.Dataset(items), validate, max_drop=max_drop, drop_type=nncf.DropType.ABSOLUTE,
@@ -205,7 +188,7 @@ def quantize_onnx(fp32_path: Path, out_path: Path, data: Int8Data, *, max_drop: 
     import onnx
 
     calib = nncf.Dataset(data.calib, lambda x: {"input": x})  # ONNX feeds are dicts
-    model, report = _quantize(onnx.load(str(fp32_path)), calib, data, max_drop, _onnx_predict, accuracy)
+    model, report = _quantize(onnx.load(str(fp32_path)), calib, data, max_drop, accuracy)
     onnx.save_model(model, str(out_path))
     return Quantized(out_path, report)
 
@@ -216,6 +199,6 @@ def quantize_openvino(fp32_xml: Path, out_xml: Path, data: Int8Data, *, max_drop
     import openvino as ov
 
     model, report = _quantize(ov.Core().read_model(str(fp32_xml)), nncf.Dataset(data.calib), data, max_drop,
-                              _ov_predict, ov_accuracy)
+                              ov_accuracy)
     ov.save_model(model, str(out_xml), compress_to_fp16=False)
     return Quantized(out_xml, report)

@@ -495,6 +495,7 @@ def test_a_lite_stem_from_a_pico_keeps_every_strided_conv(tmp_path):
 def test_the_embedded_default_rebuilds_as_a_student_with_the_same_logits():
     """from_package reads the ONNX Runtime graph as shipped (each block's attention fused into one
     Attention node) and gives back a student computing the package's function."""
+    import onnx
     import onnxruntime as ort
 
     from motivnet_distill.from_package import student_from_package
@@ -503,7 +504,6 @@ def test_the_embedded_default_rebuilds_as_a_student_with_the_same_logits():
     x = np.random.default_rng(0).normal(0, 1, (32, 1, 48, 48)).astype(np.float32)
     model, cfg, pkg = student_from_package(DEFAULT_MODEL, x)
     onnx_file = pkg.path_of(pkg.file_for("onnxruntime", "fp32"))
-    import onnx
     assert "Attention" in {n.op_type for n in onnx.load(str(onnx_file)).graph.node}
     ref = ort.InferenceSession(str(onnx_file), providers=["CPUExecutionProvider"]).run(None, {"input": x})[0]
     bias = np.asarray(pkg.provenance.get("prior_correction", {}).get("bias", np.zeros(ref.shape[1])))
