@@ -128,8 +128,9 @@ def main() -> None:
         (out / "manifest.json").write_text(json.dumps(manifest, indent=1))
         load_package(out)
         size = sum(p.stat().st_size for p in out.rglob("*") if p.is_file())
-        if size > MAX_BYTES:
-            raise SystemExit(f"package is {size / 1e6:.1f} MB, above the {MAX_BYTES / 1e6:.0f} MB budget")
+        if size > MAX_BYTES and args.out == DEST:  # the wheel's budget; a candidate elsewhere may be bigger
+            raise SystemExit(f"package is {size / 1e6:.1f} MB, above the embedded default's "
+                             f"{MAX_BYTES / 1e6:.0f} MB budget")
         if args.out.exists():
             shutil.rmtree(args.out)
         shutil.copytree(out, args.out)

@@ -90,6 +90,9 @@ PRESETS: dict[str, dict] = {
     # pico_lite whose stem activations fuse into its convolutions (a pico_lite's weights start it).
     "vit_hybrid_pico_lite_relu": dict(embed_dim=96, depth=4, num_heads=3, mlp_ratio=3.0, patch_size=8,
                                       stem="conv_lite", stem_act="relu"),
+    # the pico with ReLU in its stem (fused into each conv); a pico's weights start it.
+    "vit_hybrid_pico_relu": dict(embed_dim=96, depth=4, num_heads=3, mlp_ratio=3.0, patch_size=8, stem="conv",
+                                 stem_act="relu"),
     # pico's width and stem with four more blocks: the blocks cost little next to the stem at 48 px,
     # and a pico's weights start it (the new blocks begin as identities, see identity_blocks).
     "vit_hybrid_pico8": dict(embed_dim=96, depth=8, num_heads=3, mlp_ratio=3.0, patch_size=8, stem="conv"),

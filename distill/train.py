@@ -1,6 +1,7 @@
 """Trains a ViT student on faces: soft labels and/or a teacher's cached outputs.
 
-Read top to bottom: settings, student-only erasing, loss, data per step, the loop.
+Read top to bottom: student-only erasing, loss, data per step, the loop (settings:
+``train_config``; the run folder's start, resume and checkpoints: ``run_folder``).
 Each epoch draws its order, views and erasing from (seed, epoch) only, so ``resume``
 after a kill reaches the same weights as an uninterrupted run, and ranks under torchrun
 split each global batch instead of drawing their own (DDP = single process, up to float).
@@ -13,7 +14,7 @@ import logging
 import math
 import os
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass
 from collections.abc import Mapping
 from pathlib import Path
 
@@ -22,64 +23,16 @@ import torch
 import torch.distributed as dist
 import torch.nn.functional as F
 
-from motivnet_edge.atomic import atomic_path
-from motivnet_edge.errors import MotivnetError
 from motivnet_edge.preprocess import Preprocessing, faces_to_tensor
 
 from .data import FaceSet
-from .student import StudentConfig, count_flops, create_student
+from .run_folder import load_models, plot_curves, save_checkpoint, start_run
+from .student import StudentConfig, count_flops
 from .student_io import save_student
+from .train_config import RESUME_MUST_MATCH, TrainConfig, TrainConfigError  # noqa: F401  (public here too)
 from .views import view_image
 
 log = logging.getLogger(__name__)
-
-
-class TrainConfigError(MotivnetError, ValueError):
-    """A training option or run folder that cannot give a sound run (the message names the fix)."""
-
-
-@dataclass
-class TrainConfig:
-    """Everything that defines a run; saved as config.json in the run folder."""
-
-    student: dict = field(default_factory=dict)
-    epochs: int = 10
-    batch_size: int = 128
-    lr: float = 1e-3
-    weight_decay: float = 0.05
-    warmup_epochs: float = 1.0
-    grad_clip: float = 1.0
-    ema_decay: float = 0.999
-    label_weight: float = 1.0       # cross-entropy to the (soft) dataset labels
-    kd_weight: float = 0.0          # KL to the teacher's temperature-scaled probabilities
-    temperature: float = 2.0
-    label_smoothing: float = 0.0
-    views: int = 8                  # seeded augmented views per image (teacher cache size)
-    erase_prob: float = 0.25
-    seed: int = 0
-    threads: int = 0                # 0: torch's default
-    samples_per_epoch: int = 0      # with sample weights: draws per epoch (0: one per training row)
-
-    def __post_init__(self) -> None:
-        def bad(name: str, rule: str) -> TrainConfigError:
-            return TrainConfigError(f"--{name.replace('_', '-')} {getattr(self, name)!r} is invalid: it must be {rule}")
-
-        finite = lambda v: isinstance(v, (int, float)) and math.isfinite(v)  # noqa: E731
-        if not finite(self.temperature) or self.temperature <= 0:
-            raise bad("temperature", "a finite number > 0")
-        for name in ("lr", "kd_weight", "label_weight", "weight_decay", "warmup_epochs", "grad_clip"):
-            if not finite(getattr(self, name)) or getattr(self, name) < 0:
-                raise bad(name, "a finite number >= 0")
-        for name in ("label_smoothing", "erase_prob", "ema_decay"):
-            if not finite(getattr(self, name)) or not 0 <= getattr(self, name) < 1:
-                raise bad(name, "in [0, 1)")
-        if not isinstance(self.samples_per_epoch, int) or self.samples_per_epoch < 0:
-            raise bad("samples_per_epoch", "an integer >= 0")
-        for name in ("epochs", "batch_size", "views"):
-            if not isinstance(getattr(self, name), int) or getattr(self, name) < 1:
-                raise bad(name, "an integer >= 1")
-        if self.kd_weight == 0 and self.label_weight == 0:
-            raise TrainConfigError("--kd-weight and --label-weight are both 0: nothing to learn from")
 
 
 def erase(x: torch.Tensor, gen: torch.Generator, prob: float) -> torch.Tensor:
@@ -133,11 +86,6 @@ def _lr(step: int, total: int, warm: int, base: float) -> float:
     return base * 0.5 * (1 + math.cos(math.pi * (step - warm) / max(1, total - warm)))
 
 
-def _save(obj: dict, path: Path) -> None:
-    with atomic_path(path) as tmp:
-        torch.save(obj, tmp)
-
-
 def _world() -> tuple[int, int, torch.device]:
     """(rank, world size, device); starts the process group when launched by torchrun."""
     cuda = torch.cuda.is_available()
@@ -150,86 +98,6 @@ def _world() -> tuple[int, int, torch.device]:
             torch.cuda.set_device(device)
         return dist.get_rank(), dist.get_world_size(), device
     return 0, 1, torch.device("cuda" if cuda else "cpu")
-
-
-def plot_curves(run: Path) -> None:
-    """Training curves (loss, train/val accuracy, teacher agreement) from log.jsonl to curves.png."""
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    rows = [json.loads(line) for line in (run / "log.jsonl").read_text().splitlines()]
-    ep = [r["epoch"] for r in rows]
-    fig, (a, b) = plt.subplots(1, 2, figsize=(9, 3.5))
-    a.plot(ep, [r["train_loss"] for r in rows], marker="o")
-    a.set(xlabel="epoch", ylabel="train loss")
-    for key in ("train_acc", "val_acc", "train_agreement"):
-        if key in rows[0]:
-            b.plot(ep, [r[key] for r in rows], marker="o", label=key)
-    b.set(xlabel="epoch", ylabel="fraction")
-    b.legend()
-    fig.tight_layout()
-    fig.savefig(run / "curves.png", dpi=100)
-    plt.close(fig)
-
-
-def _short(exc: Exception) -> str:
-    return f"{type(exc).__name__}: {str(exc).splitlines()[0][:160] if str(exc) else 'no detail'}"
-
-
-def _start_run(run: Path, cfg: TrainConfig, scfg: StudentConfig, pp: Preprocessing, val_set, resume: bool,
-               extra: dict | None, rank: int) -> None:
-    """Checks the run folder and selection sets, then records the config and the command line."""
-    _check_run_folder(run, cfg, scfg, resume)
-    for name, part in (val_set.items() if isinstance(val_set, Mapping) else [("--val", val_set)]):
-        if not (part.hard >= 0).any():
-            raise TrainConfigError(f"the selection set {name} has no labelled faces: the best epoch cannot be "
-                                   "chosen; pass a labelled --val (class folders, a FER+ split or a CSV)")
-    if rank != 0:
-        return
-    run.mkdir(parents=True, exist_ok=True)
-    if (extra or {}).get("command"):
-        # Every invocation (the first and each --resume) is kept, so the run can be reproduced.
-        with open(run / "commands.txt", "a") as fh:
-            fh.write(f"{time.strftime('%Y-%m-%dT%H:%M:%S%z')} {extra['command']}\n")
-    (run / "config.json").write_text(json.dumps({"train": asdict(cfg), "student": json.loads(scfg.to_json()),
-                                                 "preprocessing": pp.to_dict(), **(extra or {})}, indent=1))
-
-
-def _models(run: Path, scfg: StudentConfig, cfg: TrainConfig, device, init, resume: bool):
-    """(model, ema, optimizer, first epoch, best metrics): fresh, from ``init``, or resumed from last.pt."""
-    torch.manual_seed(cfg.seed)
-    model, ema = create_student(scfg), create_student(scfg)
-    if init is not None:
-        from .student import load_timm_weights
-
-        try:
-            skipped = load_timm_weights(model, init)
-        except Exception as exc:  # unreadable, truncated, pickled code, no tensors of ours
-            raise TrainConfigError(f"--init {init} cannot be read as weights ({_short(exc)}); pass a run's "
-                                   "best.pt or a timm/DeiT checkpoint") from None
-        log.info("initialised from %s; not loaded: %s", init, skipped)
-        from .student import identity_blocks
-
-        deepened = identity_blocks(model, skipped)
-        if deepened:
-            log.info("blocks %s were not in %s: they start as identities (a deeper student)", deepened, init)
-    # channels_last: oneDNN's conv kernels (the stem's forward and backward) are faster in NHWC.
-    model.to(device, memory_format=torch.channels_last), ema.to(device, memory_format=torch.channels_last)
-    ema.load_state_dict(model.state_dict())
-    opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
-    start, best = 0, {"val_acc": -1.0}
-    if resume and (run / "last.pt").is_file():
-        try:
-            ck = torch.load(run / "last.pt", map_location=device, weights_only=True)
-            model.load_state_dict(ck["model"]), ema.load_state_dict(ck["ema"]), opt.load_state_dict(ck["opt"])
-            start, best = int(ck["epoch"]) + 1, dict(ck["best"])
-        except Exception as exc:  # truncated, empty, pickled code, or a file of another shape
-            raise TrainConfigError(f"{run / 'last.pt'} cannot be resumed ({_short(exc)}); the run's last good "
-                                   f"weights are {run / 'best.pt'}: start a new --out with --init that file, or "
-                                   "delete last.pt to restart this run") from None
-        log.info("resumed %s at epoch %d", run, start)
-    return model, ema, opt, start, best
 
 
 @dataclass
@@ -324,8 +192,8 @@ def train(run: str | Path, train_set: FaceSet, val_set: FaceSet | Mapping[str, F
                                     "num_classes": len(train_set.labels)})
     if cfg.batch_size % world:
         raise TrainConfigError(f"batch_size {cfg.batch_size} must be divisible by the {world} processes")
-    _start_run(run, cfg, scfg, pp, val_set, resume, extra, rank)
-    model, ema, opt, start, best = _models(run, scfg, cfg, device, init, resume)
+    start_run(run, cfg, scfg, pp, val_set, resume, extra, rank)
+    model, ema, opt, start, best = load_models(run, scfg, cfg, device, init, resume)
     net = torch.nn.parallel.DistributedDataParallel(
         model, device_ids=[device.index] if device.type == "cuda" else None) if world > 1 else model
     teacher = torch.from_numpy(np.asarray(teacher_logits, np.float32)) if teacher_logits is not None else None
@@ -352,41 +220,13 @@ def train(run: str | Path, train_set: FaceSet, val_set: FaceSet | Mapping[str, F
             best = metrics
             save_student(run / "best.pt", ema, scfg, pp, metrics=metrics,
                          **{k: v for k, v in (extra or {}).items() if k != "command"})
-        _save({"model": model.state_dict(), "ema": ema.state_dict(), "opt": opt.state_dict(),
+        save_checkpoint({"model": model.state_dict(), "ema": ema.state_dict(), "opt": opt.state_dict(),
                "epoch": epoch, "best": best}, run / "last.pt")
         plot_curves(run)
     if world > 1:
         dist.barrier()
     return dict(best, gflops=count_flops(ema, (1, scfg.in_chans, *scfg.img_size)) / 1e9,
                 params=sum(p.numel() for p in ema.parameters()))
-
-
-#: Settings a resumed run must share with the run it continues (others, e.g. epochs, may change).
-RESUME_MUST_MATCH = ("batch_size", "views", "seed", "kd_weight", "label_weight", "temperature", "samples_per_epoch")
-
-
-def _check_run_folder(run: Path, cfg: TrainConfig, scfg: StudentConfig, resume: bool) -> None:
-    """A fresh run never writes into an old one; a resumed run continues the same recipe."""
-    has_run = (run / "last.pt").is_file() or (run / "log.jsonl").is_file()
-    if has_run and not resume:
-        raise TrainConfigError(f"{run} already holds a run: pass --resume to continue it, or choose a new --out")
-    if not (resume and (run / "config.json").is_file()):
-        return
-    try:
-        saved = json.loads((run / "config.json").read_text())
-    except (OSError, json.JSONDecodeError) as exc:
-        raise TrainConfigError(f"{run}/config.json is unreadable ({exc}); start a new run in a new --out") from None
-    # A setting older runs did not record had its default value then.
-    defaults = TrainConfig()
-    was = {k: saved.get("train", {}).get(k, getattr(defaults, k)) for k in RESUME_MUST_MATCH}
-    diffs = [f"{k}: run {was[k]!r}, now {getattr(cfg, k)!r}" for k in RESUME_MUST_MATCH if was[k] != getattr(cfg, k)]
-    old_student = {k: v for k, v in saved.get("student", {}).items() if k != "labels"}
-    new_student = {k: v for k, v in json.loads(scfg.to_json()).items() if k != "labels"}
-    if old_student != new_student:
-        diffs.append("student shape differs (a different --student)")
-    if diffs:
-        raise TrainConfigError(f"--resume would continue {run} with other settings ({'; '.join(diffs)}); "
-                               "use the run's own options or a new --out")
 
 
 def evaluate(model: torch.nn.Module, faces: FaceSet | Mapping[str, FaceSet], pp: Preprocessing) -> dict:

@@ -15,7 +15,8 @@ from collections.abc import Mapping
 from pathlib import Path
 
 from motivnet_edge.timing import git_commit
-from motivnet_edge.package import ModelFile, build_manifest, sha256_file, write_package
+from motivnet_edge.package import ModelFile, sha256_file
+from motivnet_edge.package_write import build_manifest, write_package
 
 from .formats import FORMATS, ORT_TMP, Build, finish_onnxruntime
 from .int8 import Int8Data, QuantizationError

@@ -282,6 +282,17 @@ def test_int8_export_of_the_keras_peer_never_ends_in_a_traceback(tmp_path):
     assert "int8 onnxruntime: not shipped" in r.stderr + r.stdout
     # TensorRT's calibration table needs only the fp32 graph: it ships whatever happened to the QDQ file.
     assert "tensorrt/calibration.flatbuffers" in manifest["assets"]
+    # The QDQ file has one scale per activation tensor (all TensorRT takes; NNCF's default gives the
+    # inputs of depthwise convolutions one per channel, which ONNX Runtime's QLinearConv rejected).
+    import onnx
+    from onnx import numpy_helper
+
+    assert int8["tensorrt"]["shipped"] is True and int8["tensorrt"]["agreement_int8_vs_fp32"] > 0.9, int8["tensorrt"]
+    qdq = onnx.load(str(tmp_path / "pkg" / int8["tensorrt"]["file"]))
+    consts = {i.name: numpy_helper.to_array(i) for i in qdq.graph.initializer}
+    scales = [consts[n.input[1]].size for n in qdq.graph.node  # activations: inputs that are not weights
+              if n.op_type == "QuantizeLinear" and n.input[0] not in consts and n.input[1] in consts]
+    assert scales and set(scales) == {1}, scales
 
 
 def test_exported_files_carry_no_paths_of_this_machine(int8_package):

@@ -8,7 +8,8 @@ import zipfile
 import pytest
 
 from motivnet_edge.errors import PackageError
-from motivnet_edge.package import load_package, write_package
+from motivnet_edge.package import load_package
+from motivnet_edge.package_write import write_package
 
 
 def _edit(pkg, fn):
@@ -182,10 +183,10 @@ def test_huge_manifest_and_huge_entry_count_refused_cheaply(tiny_package, tmp_pa
 
 
 def test_zip_bomb_refused_from_its_directory(tmp_path, monkeypatch):
-    import motivnet_edge.package as package
+    import motivnet_edge.package_zip as package_zip
 
     monkeypatch.setenv("MOTIVNET_CACHE", str(tmp_path / "cache"))
-    monkeypatch.setattr(package, "MAX_ZIP_BYTES", 2**20)
+    monkeypatch.setattr(package_zip, "MAX_ZIP_BYTES", 2**20)
     bomb = tmp_path / "bomb.zip"
     with zipfile.ZipFile(bomb, "w", zipfile.ZIP_DEFLATED) as zf:
         zf.writestr("pkg/model.onnx", b"\0" * (3 * 2**20))  # 3 MB of zeros: a few KB zipped

@@ -1,0 +1,135 @@
+"""Writing packages: the manifest in schema order, and a folder swapped into place atomically.
+
+An export assembles its package beside the destination and renames it into place, so a killed
+export leaves the previous package intact; the next export removes what a killed one left.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import tempfile
+from pathlib import Path
+
+from .errors import PackageError
+from .package import SCHEMA_VERSION, ModelFile, load_package
+from .preprocess import Preprocessing
+
+
+def build_manifest(*, labels, preprocessing: Preprocessing, files: list[ModelFile],
+                   provenance: dict | None = None, license: dict | None = None,
+                   metrics: dict | None = None, assets: dict[str, str] | None = None,
+                   roles: dict[str, str] | None = None) -> dict:
+    """The manifest dict in schema order (see README's "Package format").
+
+    ``assets`` are other verified files ({path: sha256}); ``roles`` names what some are for
+    (e.g. {"yunet": "detector/yunet.onnx"}).
+    """
+    return {"schema_version": SCHEMA_VERSION, "labels": list(labels),
+            "preprocessing": preprocessing.to_dict(), "files": [f.to_dict() for f in files],
+            "assets": dict(assets or {}), "assets_roles": dict(roles or {}), "provenance": provenance or {},
+            "license": license or {}, "metrics": metrics or {}}
+
+
+def _exchange(a: Path, b: Path) -> bool:
+    """Swaps two paths in one atomic step (Linux renameat2 RENAME_EXCHANGE); False where unsupported."""
+    import ctypes
+    import ctypes.util
+    import sys
+
+    if not sys.platform.startswith("linux"):
+        return False
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+        renameat2 = libc.renameat2
+    except (OSError, AttributeError):
+        return False
+    at_fdcwd, rename_exchange = -100, 2
+    return renameat2(at_fdcwd, os.fsencode(a), at_fdcwd, os.fsencode(b), rename_exchange) == 0
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+#: What an export writes beside ``dest`` and nothing else: its build folder (mkdtemp's 8 random
+#: characters, the writer's pid, a marker file inside) and a previous package moved aside.
+_MARKER = ".motivnet-export-build"
+
+
+def _leftovers(dest: Path) -> list[tuple[Path, int, str]]:
+    """(path, pid, "tmp" | "old") of the folders killed exports into ``dest`` left; a user's own
+    files beside it (``.pkg.bak``, ``.pkg.old-keep``, names with glob characters) never match."""
+    pattern = re.compile(rf"^\.{re.escape(dest.name)}\.(?:(?P<tmp>[a-z0-9_]{{8}})-(?P<pid>\d+)\.tmp|old-(?P<old>\d+))$")
+    out = []
+    for p in dest.parent.iterdir():
+        m = pattern.match(p.name)
+        if not m or p.is_symlink() or not p.is_dir():
+            continue
+        if m["tmp"] and (p / _MARKER).is_file():
+            out.append((p, int(m["pid"]), "tmp"))
+        elif m["old"] and (p / "manifest.json").is_file():
+            out.append((p, int(m["old"]), "old"))
+    return out
+
+
+def _clean_leftovers(dest: Path) -> None:
+    """Removes what killed exports into ``dest`` left beside it; puts back a package a kill left aside."""
+    for p, pid, kind in _leftovers(dest):
+        if _pid_alive(pid) and pid != os.getpid():
+            continue  # another export is writing it right now
+        if kind == "old" and not dest.exists():
+            os.replace(p, dest)  # killed between the two renames of an older version: restore
+        else:
+            shutil.rmtree(p, ignore_errors=True)
+
+
+def write_package(dest: str | Path, build) -> Path:
+    """Builds a package atomically: ``build(tmp_folder)`` writes files and returns the manifest.
+
+    The folder is assembled beside ``dest`` and swapped into place in one step (Linux:
+    renameat2 RENAME_EXCHANGE); on any error or kill the previous package at ``dest``
+    (if any) stays as it was, and the next export removes what the killed one left.
+    The package gets ordinary folder permissions (0777 less the umask), not mkdtemp's 0700.
+
+    Raises:
+        PackageError: ``dest``'s parent is not writable.
+    """
+    dest = Path(dest).absolute()
+    try:
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        _clean_leftovers(dest)
+        tmp = Path(tempfile.mkdtemp(prefix=f".{dest.name}.", suffix=f"-{os.getpid()}.tmp", dir=dest.parent))
+        (tmp / _MARKER).touch()
+    except OSError as exc:
+        raise PackageError(f"cannot write to {dest.parent}: {exc.strerror}; choose another --out") from None
+    try:
+        manifest = build(tmp)
+        (tmp / _MARKER).unlink()
+        (tmp / "manifest.json").write_text(json.dumps(manifest, indent=1))
+        load_package(tmp)  # what we ship must load
+        umask = os.umask(0)
+        os.umask(umask)
+        tmp.chmod(0o777 & ~umask)
+        if dest.exists() and _exchange(tmp, dest):
+            shutil.rmtree(tmp, ignore_errors=True)  # tmp now holds the previous package
+            return dest
+        old = None
+        if dest.exists():
+            old = dest.with_name(f".{dest.name}.old-{os.getpid()}")
+            os.replace(dest, old)
+        os.replace(tmp, dest)
+        if old is not None:
+            shutil.rmtree(old, ignore_errors=True)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return dest
