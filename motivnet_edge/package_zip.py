@@ -19,8 +19,7 @@ from .package_files import inside
 #: of a few MB); a zip bomb is refused from its directory, before anything is written.
 MAX_ZIP_BYTES = 512 * 2**20
 MAX_ZIP_ENTRIES = 256
-
-
+#: Zips this process unpacked: (path, size, mtime) -> package root.
 _UNPACKED: dict[tuple, Path] = {}
 
 

@@ -1,0 +1,127 @@
+"""Why the Xception peers' OpenVINO INT8 stays near 97 % agreement: every NNCF scheme, one table.
+
+    python benchmarks/peer_int8_schemes.py [--peer mini|big] [--accuracy-control]
+
+Exports the peer's fp32 IR through the project's own path, then quantizes it with NNCF under
+each scheme (model type, leading convolutions kept fp32, activation ranges, bias correction,
+preset) on the same 600 FER2013Train calibration faces as ``int8_agreement.py --export-peers``,
+and measures top-1 agreement with fp32 on FER2013Valid. With ``--accuracy-control``, NNCF's
+accuracy-controlled quantization is also run, scored on agreement with fp32 instead of accuracy
+(first half of FER2013Valid; the second half checks it), and the table records how many
+quantized operations it had to return to fp32 to reach 99 %.
+Writes benchmarks/results/peer_int8_schemes.json (CPU flags, commit, date inside).
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import shutil
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+from motivnet_edge.timing import machine_info
+from common import ROOT, SHARED, write_result  # noqa: E402  (benchmarks/ is the script folder)
+
+PEERS = {"mini": "fer2013_mini_XCEPTION.102-0.66.hdf5", "big": "fer2013_big_XCEPTION.54-0.66.hdf5"}
+TARGET = 0.99
+#: Accuracy control's bound on the fit half: the held-out half agrees about half a point less.
+MARGIN = 0.004
+
+
+def schemes(convs: list[str]):
+    """(name, nncf.quantize keyword arguments) for each scheme tried."""
+    import nncf
+    from nncf.quantization.advanced_parameters import AdvancedQuantizationParameters
+    from nncf.quantization.range_estimator import RangeEstimatorParametersSet as Ranges
+
+    def fp32(n):
+        return nncf.IgnoredScope(names=convs[:n])
+
+    minmax = AdvancedQuantizationParameters(activations_range_estimator_params=Ranges.MINMAX)
+    return [
+        ("CNN settings, every convolution INT8", {}),
+        ("CNN settings, full bias correction", dict(fast_bias_correction=False)),
+        ("CNN settings, 2 leading convolutions fp32", dict(ignored_scope=fp32(2))),
+        ("CNN settings, 2 fp32, full bias correction", dict(ignored_scope=fp32(2), fast_bias_correction=False)),
+        ("CNN settings, 2 fp32, min-max ranges", dict(ignored_scope=fp32(2), advanced_parameters=minmax)),
+        ("CNN settings, 2 fp32, mixed preset", dict(ignored_scope=fp32(2), preset=nncf.QuantizationPreset.MIXED)),
+        ("CNN settings, 4 leading convolutions fp32", dict(ignored_scope=fp32(4))),
+        ("transformer settings, 2 fp32 (export's first rung)",
+         dict(ignored_scope=fp32(2), model_type=nncf.ModelType.TRANSFORMER)),
+    ]
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--peer", choices=sorted(PEERS), default="mini")
+    ap.add_argument("--shared", type=Path, default=SHARED)
+    ap.add_argument("--accuracy-control", action="store_true", help="also run NNCF's accuracy control on agreement")
+    ap.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "peer_int8_schemes.json")
+    args = ap.parse_args()
+    logging.getLogger("nncf").setLevel(logging.WARNING)
+    import nncf
+    import openvino as ov
+
+    from motivnet_distill.data import read_dataset
+    from motivnet_export.exporter import export
+    from motivnet_export.int8 import predictor, prepare_data, top1
+    from motivnet_export.sources import load_source
+
+    keras = args.shared / "models" / "xception_fer2013" / PEERS[args.peer]
+    src = load_source(keras)
+    with tempfile.TemporaryDirectory() as tmp:
+        calib_dir = Path(tmp) / "calib"
+        calib_dir.mkdir()
+        for p in sorted((args.shared / "data" / "ferplus" / "FER2013Train").glob("*.png"))[:600]:
+            shutil.copy(p, calib_dir / p.name)
+        pkg = export(keras, Path(tmp) / "pkg", formats=("openvino",), latency=False)
+        calib = read_dataset(calib_dir, labels=src.labels, label_source="ferplus")
+        val = read_dataset(args.shared / "data" / "ferplus" / "FER2013Valid", labels=src.labels,
+                           label_source="fer2013")
+        data = prepare_data(calib, src.preprocessing, val_faces=val, labels=src.labels)
+        model = ov.Core().read_model(str(pkg / "openvino" / "model.xml"))
+        x = data.agree_x
+        reference = predictor(model)(x)
+        convs = [op.get_friendly_name() for op in model.get_ordered_ops()
+                 if op.get_type_name() in ("Convolution", "GroupConvolution")]
+        rows = []
+        for name, kwargs in schemes(convs):
+            t = time.perf_counter()
+            q = nncf.quantize(model.clone(), nncf.Dataset(data.calib), subset_size=512, **kwargs)
+            agreement = float((predictor(q)(x) == reference).mean())
+            rows.append({"scheme": name, "agreement": round(agreement, 4),
+                         "seconds": round(time.perf_counter() - t, 1)})
+            print(f"{name:52s} {agreement:.2%}", flush=True)
+        result = {"machine": machine_info(), "peer": PEERS[args.peer], "faces": int(len(x)),
+                  "faces_set": "FER2013Valid", "calibration": "600 FER2013Train faces", "rows": rows}
+        if args.accuracy_control:
+            half = len(x) // 2
+            items = [(x[i:i + 1], int(reference[i])) for i in range(half)]
+
+            def agree(compiled, batch) -> float:
+                batch = list(batch)
+                xb = np.concatenate([a for a, _ in batch])
+                return float((top1(lambda b: compiled(b)[0], xb) == np.array([y for _, y in batch])).mean())
+
+            q = nncf.quantize_with_accuracy_control(
+                model.clone(), nncf.Dataset(data.calib), nncf.Dataset(items), agree, max_drop=1 - TARGET - MARGIN,
+                drop_type=nncf.DropType.ABSOLUTE, subset_size=512)
+            pred = predictor(q)(x)
+            quantized = sum(op.get_type_name() == "FakeQuantize" for op in q.get_ordered_ops())
+            full = nncf.quantize(model.clone(), nncf.Dataset(data.calib), subset_size=512)
+            before = sum(op.get_type_name() == "FakeQuantize" for op in full.get_ordered_ops())
+            result["accuracy_control_on_agreement"] = {
+                "agreement_fit_half": round(float((pred[:half] == reference[:half]).mean()), 4),
+                "agreement_held_out_half": round(float((pred[half:] == reference[half:]).mean()), 4),
+                "fake_quantize_ops_left": int(quantized), "fake_quantize_ops_without_control": int(before)}
+            print(result["accuracy_control_on_agreement"])
+    write_result(args.out, result)
+    print(f"wrote {args.out}")
+
+
+if __name__ == "__main__":
+    main()
