@@ -172,8 +172,23 @@ def selection_section(path: Path) -> list[str]:
     rows = "; ".join(f"{x['run']} " + " / ".join(_pct(x[s]["accuracy"]) for s in sets)
                      + f" (score {_pct(x['score'])}" + (f", lowest recall {_pct(x['lowest_recall'])}"
                                                       if "lowest_recall" in x else "") + ")" for x in r["rows"])
-    return [f"**Default chosen on validation data** (`python benchmarks/select_default.py`, {r['rule']}; "
-            f"{' / '.join(sets)}, %): {rows}; chosen: **{r['chosen']}**.", ""]
+    embedded = embedded_run()
+    if embedded == r["chosen"]:
+        verdict = f"chosen and embedded: **{r['chosen']}**."
+    else:
+        verdict = (f"chosen on validation: **{r['chosen']}**; the embedded default stays **{embedded}**: a candidate "
+                   "is embedded only when it also beats the default's cross-domain mean on the scoreboard (README, "
+                   "\"When a new default is committed\").")
+    return [f"**Default candidates on validation data** (`python benchmarks/select_default.py`, {r['rule']}; "
+            f"{' / '.join(sets)}, %): {rows}; {verdict}", ""]
+
+
+def embedded_run() -> str:
+    """The run the embedded default was exported from: the last ``--out`` of its training command."""
+    manifest = json.loads((ROOT / "motivnet_edge" / "models" / "default" / "manifest.json").read_text())
+    command = manifest.get("provenance", {}).get("training", {}).get("command", "")
+    outs = re.findall(r"--out\s+\S*?([^/\s]+)/?(?:\s|$)", command)
+    return outs[-1] if outs else "unknown"
 
 
 #: Scoreboard columns: (key in domains.json, header).
