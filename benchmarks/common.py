@@ -32,6 +32,17 @@ def write_result(path: str | Path, obj) -> None:
     write_json(path, relative_paths(obj))
 
 
+def fer_calibration(shared: Path, dest: Path, count: int = 600) -> Path:
+    """``dest`` (created) holding the first ``count`` FER2013Train faces in name order: the calibration
+    folder the INT8 benchmarks hand ``export --calib``."""
+    import shutil
+
+    dest.mkdir(parents=True, exist_ok=True)
+    for p in sorted((shared / "data" / "ferplus" / "FER2013Train").glob("*.png"))[:count]:
+        shutil.copy(p, dest / p.name)
+    return dest
+
+
 def named(items: list[str], default: dict[str, str] | None = None) -> dict[str, str]:
     """``NAME=PATH`` (or a bare PATH, named by its folder) options as {name: path}."""
     out = dict(default or {})

@@ -15,14 +15,13 @@ from __future__ import annotations
 
 import argparse
 import json
-import shutil
 import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 
-from common import ROOT, SHARED, write_result  # noqa: E402  (benchmarks/ is the script folder)
+from common import ROOT, SHARED, fer_calibration, write_result  # noqa: E402  (benchmarks/ is the script folder)
 
 BAR_SECONDS = 180
 
@@ -46,12 +45,10 @@ def main() -> None:
         ckpt = tmp / "student.pt"
         subprocess.run([sys.executable, "-m", "motivnet_distill.from_package", str(resolve_model(args.package)),
                         "--out", str(ckpt), "--faces", str(fer / "FER2013Valid")], check=True)
-        calib = tmp / "calib"
-        calib.mkdir()
-        for p in sorted((fer / "FER2013Train").glob("*.png"))[:args.calib_count]:
-            shutil.copy(p, calib / p.name)
+        calib = fer_calibration(args.shared, tmp / "calib", args.calib_count)
         # The console script beside this interpreter: the one `pip install` put with the packages used here.
-        cmd = [str(Path(sys.executable).with_name("motivnet-edge")), "export", str(ckpt), "--out", str(tmp / "pkg"), "--int8", "--calib", str(calib),
+        cli = Path(sys.executable).with_name("motivnet-edge")
+        cmd = [str(cli), "export", str(ckpt), "--out", str(tmp / "pkg"), "--int8", "--calib", str(calib),
                "--val", str(fer / "FER2013Valid"), "--max-drop", str(args.max_drop)]
         start = time.perf_counter()
         subprocess.run(cmd, check=True)

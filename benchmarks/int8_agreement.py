@@ -18,21 +18,16 @@ from pathlib import Path
 
 import numpy as np
 
-from common import ROOT, SHARED, named, write_result  # noqa: E402  (benchmarks/ is the script folder)
+from common import ROOT, SHARED, fer_calibration, named, write_result  # noqa: E402  (benchmarks/ is the script folder)
 
 SETS = ("ferplus_majority", "ckplus", "affectnet96")
 
 
 def peers(shared: Path, workdir: Path) -> dict[str, str]:
     """The Xception peers exported through the project's own path, INT8 included."""
-    import shutil
-
     from motivnet_export.exporter import export
 
-    calib = workdir / "calib"
-    calib.mkdir()
-    for p in sorted((shared / "data" / "ferplus" / "FER2013Train").glob("*.png"))[:600]:
-        shutil.copy(p, calib / p.name)
+    calib = fer_calibration(shared, workdir / "calib")
     out = {}
     for f in sorted((shared / "models" / "xception_fer2013").glob("*.hdf5")):
         name = "xception_" + f.name.split("_")[1]
