@@ -101,11 +101,14 @@ def missing_class_hint(exc: LabelError, data: str) -> UsageFailure:
               help="timm/DeiT checkpoint, or a run's best.pt, to start the student from.")
 @click.option("--label-source", type=click.Choice(LABEL_SOURCES), default="ferplus", show_default=True,
               help="FER+ splits: train and select on the FER+ votes or the original FER2013 labels.")
+@click.option("--mirror-teacher", is_flag=True,
+              help="Target = the teacher's mean reading of each view and its mirror image: a student without "
+                   "the teacher's left/right bias (the teacher runs twice per view, once, into its own cache).")
 @click.option("--resume", is_flag=True, help="Continue the run in --out after an interruption.")
 @TRUST_CODE
 @friendly
 def distill(data, domains, samples_per_epoch, without, no_balance, class_power, domain_class_power, extra_data, maps, out, teachers, val, student, epochs, views, threads, kd_weight, label_weight, temperature,
-            batch_size, lr, cache_dir, init, label_source, resume, trust_code) -> None:
+            batch_size, lr, cache_dir, init, label_source, mirror_teacher, resume, trust_code) -> None:
     """Distil a teacher (or several) into a small ViT student."""
     from .mixture import MixRecipe
     from .pipeline import distill as run_distill
@@ -135,7 +138,7 @@ def distill(data, domains, samples_per_epoch, without, no_balance, class_power, 
                            views=views, kd_weight=kd_weight, label_weight=label_weight, temperature=temperature,
                            resume=resume, batch_size=batch_size, lr=lr, cache_dir=cache_dir, init=init,
                            threads=threads, label_source=label_source, extra_data=list(extra_data),
-                           mapping=parse_maps(maps), trust_code=trust_code,
+                           mapping=parse_maps(maps), trust_code=trust_code, mirror_teacher=mirror_teacher,
                            command=shlex.join(["motivnet-edge", *sys.argv[1:]]))
     except LabelError as exc:
         if not exc.missing:

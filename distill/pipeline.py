@@ -17,7 +17,7 @@ from motivnet_edge.preprocess import Preprocessing
 from .teacher_cache import build_cache, load_cached
 from .data import concat, read_dataset, split_by_person
 from .student import PRESETS
-from .teachers import EnsembleTeacher, load_teacher
+from .teachers import EnsembleTeacher, MirroredTeacher, load_teacher
 from .train import TrainConfig, train
 
 log = logging.getLogger(__name__)
@@ -86,10 +86,12 @@ def _one_set_data(data: Path, val, extra_data, labels, mapping, label_source: st
 
 
 def _teacher_logits(teachers, train_set, labels, cache_dir, views: int, seed: int, trust_code: bool,
-                    progress: bool, extra: dict):
+                    progress: bool, extra: dict, mirror: bool = False):
     """The teachers' (ensemble's) cached outputs for every view; records the teacher in ``extra``."""
     members = [load_teacher(t, trust_code=trust_code) for t in teachers]
     teacher = members[0] if len(members) == 1 else EnsembleTeacher(members, labels=labels)
+    if mirror:
+        teacher = MirroredTeacher(teacher)
     cache = build_cache(teacher, train_set, cache_dir, labels=labels, views=views, seed=seed, progress=progress)
     extra["provenance"]["teacher"] = teacher.name
     extra["license"] = {"teacher": teacher.license, "note": "students distilled from a teacher may carry its licence terms"}
@@ -104,7 +106,8 @@ def distill(*, data: str | Path | None = None, out: str | Path, domains: str | P
             preprocessing: Preprocessing = STUDENT_PREPROCESSING, labels=MOTIVNET_LABELS,
             init: str | Path | None = None, label_source: str = "ferplus", progress: bool = True,
             extra_data: Sequence[str | Path] = (), mapping: Mapping[str, str | None] | None = None,
-            trust_code: bool = False, command: str | None = None, **overrides) -> dict:
+            trust_code: bool = False, mirror_teacher: bool = False, command: str | None = None,
+            **overrides) -> dict:
     """Distils ``teachers`` (none: labels only) into a ``student`` preset on ``data``.
 
     Args:
@@ -127,6 +130,8 @@ def distill(*, data: str | Path | None = None, out: str | Path, domains: str | P
         mapping: explicit renames/drops (None) of dataset classes, e.g. {"contempt": None}; applies to
             ``data``, ``val`` and every ``extra_data`` set alike.
         trust_code: admit TorchScript / torch.export teachers (loading them runs code from the file).
+        mirror_teacher: the teacher's target for a view is the mean of its readings of the view and
+            of its mirror image (``MirroredTeacher``): symmetric targets, a second cache.
         command: the command line that started this, recorded in the run folder's commands.txt.
 
     Raises:
@@ -134,6 +139,8 @@ def distill(*, data: str | Path | None = None, out: str | Path, domains: str | P
     """
     if student not in PRESETS:
         raise MotivnetError(f"unknown student {student!r}; presets: {', '.join(sorted(PRESETS))}")
+    if mirror_teacher and not teachers:
+        raise MotivnetError("--mirror-teacher averages a teacher's readings of a face and its mirror: add --teacher FILE")
     if (data is None) == (domains is None):
         raise MotivnetError("pass either --data (one training set) or --domains SHARED (every domain of shared/)")
     preprocessing = student_preprocessing(student, preprocessing)
@@ -170,6 +177,6 @@ def distill(*, data: str | Path | None = None, out: str | Path, domains: str | P
         extra["provenance"]["init"] = _init_provenance(init)
     if teachers:
         logits = _teacher_logits(teachers, train_set, labels, cache_dir or Path(out) / "cache", views, cfg.seed,
-                                 trust_code, progress, extra)
+                                 trust_code, progress, extra, mirror=mirror_teacher)
     return train(out, train_set, val_set, preprocessing, cfg, teacher_logits=logits, resume=resume,
                  progress=progress, extra=extra, init=init, sample_weights=weights)

@@ -168,3 +168,26 @@ class EnsembleTeacher(Teacher):
     def logits(self, images, *, batch: int = 256) -> np.ndarray:
         p = np.mean([m.probs(images, labels=self.labels) for m in self.members], axis=0)
         return np.log(np.clip(p, 1e-8, 1.0)).astype(np.float32)
+
+
+class MirroredTeacher(Teacher):
+    """A teacher that reads each face and its mirror image and averages the two probabilities.
+
+    An expression reads the same in a mirror, but a small model's answers need not: the
+    default scores KDEF's full-left faces 7 points above its full-right ones, and the same
+    crops flipped swap the gap. A student distilled from raw outputs inherits that bias
+    through every flipped training view; from this teacher every target is symmetric.
+    It costs the teacher two passes per view, once, in the cache (``teacher_cache``).
+    """
+
+    def __init__(self, inner: Teacher) -> None:
+        super().__init__(f"mirror({inner.name})", inner.labels, inner.preprocessing, None,
+                         license=inner.license, info={**inner.info, "mirror": True})
+        self.inner = inner
+
+    def logits(self, images, *, batch: int = 256) -> np.ndarray:
+        import cv2
+
+        flipped = [cv2.flip(np.ascontiguousarray(im), 1) for im in images]
+        p = (self.inner.probs(images) + self.inner.probs(flipped)) / 2
+        return np.log(np.clip(p, 1e-8, 1.0)).astype(np.float32)

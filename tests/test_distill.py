@@ -510,3 +510,10 @@ def test_the_embedded_default_rebuilds_as_a_student_with_the_same_logits():
     with torch.no_grad():
         got = model.eval()(torch.from_numpy(x)).numpy() + bias
     assert np.abs(got - ref).max() < 1e-3
+
+
+def test_mirror_teacher_without_a_teacher_is_refused_with_the_fix(tmp_path):
+    r = subprocess.run([sys.executable, "-m", "motivnet_edge.cli", "distill", "--data", str(tmp_path),
+                        "--out", str(tmp_path / "run"), "--mirror-teacher"], capture_output=True, text=True, timeout=300)
+    assert r.returncode == 2 and "--teacher FILE" in r.stderr and "Traceback" not in r.stderr, r.stderr
+    assert not (tmp_path / "run").exists()

@@ -9,7 +9,7 @@ pytest.importorskip("h5py", reason="Keras HDF5 teachers need h5py (distill extra
 from conftest import FERPLUS, SHARED  # noqa: E402
 from motivnet_distill.data import read_fer2013_labels  # noqa: E402
 from motivnet_distill.evaluate import evaluate_probs  # noqa: E402
-from motivnet_distill.teachers import EnsembleTeacher, TeacherError, load_teacher  # noqa: E402
+from motivnet_distill.teachers import EnsembleTeacher, MirroredTeacher, TeacherError, load_teacher  # noqa: E402
 from motivnet_edge.labels import FER2013_LABELS, MOTIVNET_LABELS  # noqa: E402
 
 XCEPTION = SHARED / "models" / "xception_fer2013"
@@ -120,3 +120,18 @@ def test_keras_same_pooling_matches_tensorflow_and_stays_finite(size, pool, stri
 def _pads(size: int, pool: int, stride: int) -> list[int]:
     total = max((-(-size // stride) - 1) * stride + pool - size, 0)
     return [total // 2, total - total // 2] * 2
+
+
+def test_a_mirrored_teacher_reads_a_face_and_its_mirror_alike(tiny_package):
+    inner = load_teacher(tiny_package / "model.onnx")
+    t = MirroredTeacher(inner)
+    rng = np.random.default_rng(0)
+    size = inner.preprocessing.input_size
+    faces = [rng.integers(0, 255, (*size, 3), dtype=np.uint8) for _ in range(6)]
+    mirrors = [np.ascontiguousarray(f[:, ::-1]) for f in faces]
+    # The plain model reads a face and its mirror differently, so the equality below is the wrapper's doing.
+    assert np.abs(inner.probs(faces) - inner.probs(mirrors)).max() > 1e-3
+    assert np.allclose(t.logits(faces), t.logits(mirrors), atol=1e-5)
+    assert np.allclose(t.probs(faces), (inner.probs(faces) + inner.probs(mirrors)) / 2, atol=1e-5)
+    # A different identity keys a different teacher cache; labels and preprocessing are the model's.
+    assert t.name == f"mirror({inner.name})" and t.labels == inner.labels and t.preprocessing == inner.preprocessing
