@@ -276,6 +276,13 @@ def test_distill_cli_end_to_end_on_real_faces(tmp_path):
     assert [(s["label_source"], s["init"]) for s in chain] == [
         ("fer2013", str(tmp_path / "run" / "best.pt")), ("ferplus", None)]
     assert all("keras:fer2013_mini" in s["teacher"] for s in chain)
+    # --mirror-teacher: the same teacher read on each view and its mirror, cached under its own key.
+    r3 = subprocess.run(cmd[:6] + ["--out", str(tmp_path / "run3")] + cmd[8:] + ["--mirror-teacher"],
+                        capture_output=True, text=True, timeout=600)
+    assert r3.returncode == 0, r3.stderr[-2000:]
+    assert cache.stat().st_mtime_ns == stamp and len(list((tmp_path / "cache").glob("teacher-*.npy"))) == 2
+    ck3 = torch.load(tmp_path / "run3" / "best.pt", weights_only=True)
+    assert ck3["provenance"]["teacher"] == "mirror(" + ck["provenance"]["teacher"] + ")"
 
 
 def test_results_name_a_runs_teacher_from_its_provenance():
@@ -317,7 +324,7 @@ def test_bad_training_options_are_refused_with_the_option_named(option, value, m
 
 
 def _tiny_cfg(**kw):
-    return TrainConfig(student=dict(embed_dim=32, depth=1, num_heads=2, patch_size=8, drop_path=0.0),
+    return TrainConfig(student=dict(embed_dim=32, depth=2, num_heads=2, patch_size=8, drop_path=0.0),
                        epochs=1, batch_size=16, views=1, **kw)
 
 
@@ -409,11 +416,6 @@ def test_a_preset_with_its_own_input_size_trains_at_that_size(tmp_path):
             student="vit_tiny", epochs=1, batch_size=8, views=1, progress=False)
     saved = json.loads((tmp_path / "run" / "config.json").read_text())
     assert saved["student"]["img_size"] == [224, 224] and saved["preprocessing"]["input_size"] == [224, 224]
-
-
-def _tiny_cfg(**kw):
-    return TrainConfig(student=dict(embed_dim=32, depth=2, num_heads=2, patch_size=8, drop_path=0.0),
-                       epochs=1, batch_size=16, views=1, **kw)
 
 
 class _Evil:
