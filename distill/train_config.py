@@ -65,8 +65,13 @@ class TrainConfig:
 RESUME_MUST_MATCH = ("batch_size", "views", "seed", "kd_weight", "label_weight", "temperature", "samples_per_epoch")
 
 
-def check_run_folder(run: Path, cfg: TrainConfig, scfg: StudentConfig, resume: bool) -> None:
-    """A fresh run never writes into an old one; a resumed run continues the same recipe."""
+def check_run_folder(run: Path, cfg: TrainConfig, scfg: StudentConfig, resume: bool,
+                     teacher: str | None = None) -> None:
+    """A fresh run never writes into an old one; a resumed run continues the same recipe.
+
+    ``teacher``: the identity of the teacher now (``Teacher.name``, with its file hash and any
+    ``mirror(...)``); a resume must use the teacher the run recorded, when both have one.
+    """
     has_run = (run / "last.pt").is_file() or (run / "log.jsonl").is_file()
     if has_run and not resume:
         raise TrainConfigError(f"{run} already holds a run: pass --resume to continue it, or choose a new --out")
@@ -84,6 +89,9 @@ def check_run_folder(run: Path, cfg: TrainConfig, scfg: StudentConfig, resume: b
     new_student = {k: v for k, v in json.loads(scfg.to_json()).items() if k != "labels"}
     if old_student != new_student:
         diffs.append("student shape differs (a different --student)")
+    was_teacher = saved.get("provenance", {}).get("teacher")
+    if teacher and was_teacher and teacher != was_teacher:
+        diffs.append(f"teacher: run {was_teacher!r}, now {teacher!r} (another --teacher file or --mirror-teacher)")
     if diffs:
         raise TrainConfigError(f"--resume would continue {run} with other settings ({'; '.join(diffs)}); "
                                "use the run's own options or a new --out")

@@ -344,6 +344,18 @@ def test_run_folder_is_never_overwritten_or_resumed_with_other_settings(tmp_path
         train(run, synthetic(32), synthetic(16, seed=1), pp, other, resume=True, progress=False)
     assert (run / "best.pt").read_bytes() == before
     assert len((run / "log.jsonl").read_text().splitlines()) == 1
+    # The teacher is part of the recipe: a resume with another teacher file, or its mirror, is refused.
+    fs, taught = synthetic(32), tmp_path / "taught"
+    logits = np.zeros((len(fs), 1, len(fs.labels)), np.float32)
+    kd = _tiny_cfg(kd_weight=1.0)
+    train(taught, fs, synthetic(16, seed=1), pp, kd, teacher_logits=logits, progress=False,
+          extra={"provenance": {"teacher": "onnx:t/model.onnx:ab12"}})
+    with pytest.raises(TrainConfigError, match=r"teacher: run 'onnx:t/model.onnx:ab12', now 'mirror\(onnx:t"):
+        train(taught, fs, synthetic(16, seed=1), pp, replace(kd, epochs=2), teacher_logits=logits, resume=True,
+              progress=False, extra={"provenance": {"teacher": "mirror(onnx:t/model.onnx:ab12)"}})
+    train(taught, fs, synthetic(16, seed=1), pp, replace(kd, epochs=2), teacher_logits=logits, resume=True,
+          progress=False, extra={"provenance": {"teacher": "onnx:t/model.onnx:ab12"}})
+    assert len((taught / "log.jsonl").read_text().splitlines()) == 2
 
 
 def test_a_non_finite_loss_stops_training_with_a_clear_error(tmp_path):
