@@ -111,8 +111,9 @@ def main() -> None:
         f"on the mean of {', '.join(SELECTION_DOMAINS)} validation accuracy"
         + ("" if args.no_prior_correction else ", per-class prior correction fitted on those validation parts")
         + "; metrics.test holds every test set, measured after export")
-    extra = {"description": description, "training": {"command": args.command, "epochs": epochs,
-                                                      "config": config["train"]},
+    # "run": the run folder's name, which report.py names the embedded default by.
+    extra = {"description": description, "training": {"run": args.run.resolve().name, "command": args.command,
+                                                      "epochs": epochs, "config": config["train"]},
              "training_data": "train parts of ferplus (FER+ votes), facial_expressions (by person), kdef (people "
                               "13-35), affectnet96 (train_), sfew (train_); selection: validation parts of "
                               + ", ".join(SELECTION_DOMAINS) + " (kdef people 08-12)"}

@@ -184,9 +184,13 @@ def selection_section(path: Path) -> list[str]:
 
 
 def embedded_run() -> str:
-    """The run the embedded default was exported from: the last ``--out`` of its training command."""
+    """The run the embedded default was exported from: the run folder make_default records, or (packages
+    made before it recorded one) the last ``--out`` of the training command."""
     manifest = json.loads((ROOT / "motivnet_edge" / "models" / "default" / "manifest.json").read_text())
-    command = manifest.get("provenance", {}).get("training", {}).get("command", "")
+    training = manifest.get("provenance", {}).get("training", {})
+    if isinstance(training.get("run"), str) and training["run"]:
+        return training["run"]
+    command = training.get("command", "")
     outs = re.findall(r"--out\s+\S*?([^/\s]+)/?(?:\s|$)", command)
     return outs[-1] if outs else "unknown"
 
