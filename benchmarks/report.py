@@ -243,6 +243,23 @@ def domains_section(path: Path) -> list[str]:
     return out + [""]
 
 
+def prior_section(path: Path) -> list[str]:
+    """One model under each domain's class prior (benchmarks/prior_tradeoff.py): prior or model?"""
+    r = json.loads(path.read_text())
+    names = dict(DOMAIN_COLUMNS)
+    sets = [k for k, _ in DOMAIN_COLUMNS if k in r["domain_priors"]["shipped"]["test"]]
+    out = [f"**What a class prior can buy** (`python benchmarks/prior_tradeoff.py`, model {r['model']}, "
+           f"{_stamp(r['machine'])}; {r['method']}; test accuracy, %; the last row fits the offsets on each test "
+           "set itself: not a model and nothing is chosen with it, an estimate of the most any prior gives that "
+           f"set; [curve]({IMG}{path.with_suffix('.png').name}))", "",
+           "| prior | " + " | ".join(names[k] for k in sets) + " |", "|---|" + "---|" * len(sets)]
+    for name, row in r["domain_priors"].items():
+        label = "shipped (all validation domains)" if name == "shipped" else f"fitted on {name} validation only"
+        out.append(f"| {label} | " + " | ".join(_pct(row["test"][k]["accuracy"]) for k in sets) + " |")
+    out.append("| fitted on the test set itself | " + " | ".join(_pct(r["test_set_bound"].get(k)) for k in sets) + " |")
+    return out + [""]
+
+
 def pareto_section(board: dict, ratio: dict) -> list[str]:
     """Cross-domain mean against classify latency (scoreboard x interleaved timing): the Pareto."""
     lat = {x["model"]: x for x in ratio["rows"] if x.get("spin", True) is False}
@@ -277,7 +294,8 @@ def render() -> str:
     board, ratio = ROOT / "benchmarks" / "results" / "domains.json", ROOT / "benchmarks" / "results" / "latency_ratio.json"
     if board.is_file() and ratio.is_file():
         body += pareto_section(json.loads(board.read_text()), json.loads(ratio.read_text()))
-    for name, render in (("domains.json", domains_section), ("domain_ablations.json", domains_section),
+    for name, render in (("domains.json", domains_section), ("prior_tradeoff.json", prior_section),
+                         ("domain_ablations.json", domains_section),
                          ("selection.json", selection_section), ("ablations.json", ablation_section),
                          ("latency_ratio.json", ratio_section), ("isa_agreement.json", isa_section),
                          ("frame_pipeline.json", frame_section), ("class_weights.json", class_weight_section),

@@ -96,16 +96,18 @@ def _domain_score(bias: np.ndarray, sets: dict, floor: float, min_support: int) 
 
 
 def fit_domain_prior(sets: dict, labels, *, floor: float = FLOOR, step: float = STEP, min_support: int = 40,
-                     max_steps: int = 400) -> dict:
+                     max_steps: int = 400, start=None) -> dict:
     """Per-class logit offsets that maximise the mean over domains of validation accuracy, with
     every class of at least ``min_support`` faces in a domain kept at ``floor`` recall there.
 
     One set of offsets serves every domain (the model cannot know where a face comes from), so
-    it is the prior that does best on average, not FER+'s or AffectNet's. Greedy: from zero,
-    the single +/-``step`` move that raises the objective most is taken until none does.
+    it is the prior that does best on average, not FER+'s or AffectNet's. Greedy: from zero (or
+    ``start``), the single +/-``step`` move that raises the objective most is taken until none does.
 
     Args:
         sets: domain name -> (logits (N, K) in ``labels`` order, hard labels (N,), -1 = none).
+        start: offsets to begin from (K values); accuracy is a step function of the offsets, so
+            the greedy walk can stop at a local optimum that another start passes.
 
     Raises:
         MotivnetError: no set holds a labelled face.
@@ -113,7 +115,9 @@ def fit_domain_prior(sets: dict, labels, *, floor: float = FLOOR, step: float = 
     if not any((hard >= 0).any() for _, hard in sets.values()):
         raise MotivnetError("the domain prior needs labelled validation faces")
     k = len(labels)
-    bias = np.zeros(k)
+    bias = np.zeros(k) if start is None else np.asarray(start, dtype=float).copy()
+    if bias.shape != (k,):
+        raise MotivnetError(f"start holds {bias.size} offsets for {k} labels")
     best, _, _ = _domain_score(bias, sets, floor, min_support)
     for _ in range(max_steps):
         moves = []
@@ -128,8 +132,9 @@ def fit_domain_prior(sets: dict, labels, *, floor: float = FLOOR, step: float = 
         bias[c] += d
         best = score
     before, after = (_domain_score(b, sets, floor, min_support) for b in (np.zeros(k), bias))
-    return {"method": f"per-class logit offsets maximising the mean over domains of validation accuracy, every "
-                      f"class with >= {min_support} faces in a domain held at {floor:.0%} recall (greedy steps of {step})",
+    return {"method": ("" if start is None else "from given offsets, ") + "per-class logit offsets maximising the "
+                      f"mean over domains of validation accuracy, every class with >= {min_support} faces in a "
+                      f"domain held at {floor:.0%} recall (greedy steps of {step})",
             "labels": list(labels), "floor": floor, "bias": [round(float(b), 4) for b in bias],
             "validation": {"domains": {n: int((h >= 0).sum()) for n, (_, h) in sets.items()},
                            "uncorrected": {"mean_accuracy": round(float(np.mean(list(before[2].values()))), 4),

@@ -86,3 +86,21 @@ def test_domain_prior_raises_the_mean_over_domains_and_keeps_the_floor():
     assert v["corrected"]["mean_accuracy"] > v["uncorrected"]["mean_accuracy"] + 0.02
     assert v["corrected"]["min_recall"] >= 0.4
     assert fit["bias"][0] > 0  # the under-called class is raised
+
+
+def test_domain_prior_walks_on_from_a_given_start_and_refuses_a_wrong_size():
+    """A start is where the greedy walk begins: it never ends below the start's own score."""
+    from motivnet_distill.prior_correction import fit_domain_prior
+
+    rng = np.random.default_rng(1)
+    hard = rng.choice(3, 2000, p=[0.6, 0.2, 0.2])
+    logits = rng.normal(0, 1.0, (2000, 3))
+    logits[np.arange(2000), hard] += 1.0
+    sets = {"a": (logits, hard)}
+    start = np.array([0.0, 1.5, 0.0])  # a poor start: class 1 over-called
+    start_acc = float(((logits + start).argmax(1) == hard).mean())
+    fit = fit_domain_prior(sets, ("x", "y", "z"), floor=0.0, start=start)
+    assert fit["validation"]["corrected"]["mean_accuracy"] > start_acc + 0.05
+    assert fit["method"].startswith("from given offsets")
+    with pytest.raises(MotivnetError, match="start holds 2 offsets for 3 labels"):
+        fit_domain_prior(sets, ("x", "y", "z"), start=[0.0, 1.0])
