@@ -104,11 +104,19 @@ def missing_class_hint(exc: LabelError, data: str) -> UsageFailure:
 @click.option("--mirror-teacher", is_flag=True,
               help="Target = the teacher's mean reading of each view and its mirror image: a student without "
                    "the teacher's left/right bias (the teacher runs twice per view, once, into its own cache).")
+@click.option("--online-teacher", is_flag=True,
+              help="The teacher reads every training batch as the student sees it, instead of a cache of --views "
+                   "views per image: fresh views every epoch (e.g. --views 1000) and --mixup, for a teacher pass "
+                   "per step.")
+@click.option("--mixup", type=click.FloatRange(0, None), default=0.0, show_default=True,
+              help="Mix pairs of training faces and their labels with Beta(A, A) weights (0: off); with a teacher, "
+                   "needs --online-teacher so the teacher reads the mixed faces.")
 @click.option("--resume", is_flag=True, help="Continue the run in --out after an interruption.")
 @TRUST_CODE
 @friendly
 def distill(data, domains, samples_per_epoch, without, no_balance, class_power, domain_class_power, extra_data, maps, out, teachers, val, student, epochs, views, threads, kd_weight, label_weight, temperature,
-            batch_size, lr, cache_dir, init, label_source, mirror_teacher, resume, trust_code) -> None:
+            batch_size, lr, cache_dir, init, label_source, mirror_teacher, online_teacher, mixup, resume,
+            trust_code) -> None:
     """Distil a teacher (or several) into a small ViT student."""
     from .mixture import MixRecipe
     from .pipeline import distill as run_distill
@@ -139,7 +147,7 @@ def distill(data, domains, samples_per_epoch, without, no_balance, class_power, 
                            resume=resume, batch_size=batch_size, lr=lr, cache_dir=cache_dir, init=init,
                            threads=threads, label_source=label_source, extra_data=list(extra_data),
                            mapping=parse_maps(maps), trust_code=trust_code, mirror_teacher=mirror_teacher,
-                           command=shlex.join(["motivnet-edge", *sys.argv[1:]]))
+                           online_teacher=online_teacher, mixup=mixup, command=shlex.join(["motivnet-edge", *sys.argv[1:]]))
     except LabelError as exc:
         if not exc.missing:
             raise

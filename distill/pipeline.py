@@ -14,7 +14,7 @@ from motivnet_edge.errors import MotivnetError
 from motivnet_edge.labels import MOTIVNET_LABELS
 from motivnet_edge.preprocess import Preprocessing
 
-from .teacher_cache import build_cache, load_cached
+from .teacher_cache import build_cache, load_cached, teacher_logprobs
 from .data import concat, read_dataset, split_by_person
 from .student import PRESETS
 from .teachers import EnsembleTeacher, MirroredTeacher, load_teacher
@@ -85,17 +85,20 @@ def _one_set_data(data: Path, val, extra_data, labels, mapping, label_source: st
             val)
 
 
-def _teacher_logits(teachers, train_set, labels, cache_dir, views: int, seed: int, trust_code: bool,
-                    progress: bool, extra: dict, mirror: bool = False):
-    """The teachers' (ensemble's) cached outputs for every view; records the teacher in ``extra``."""
+def _teacher_targets(teachers, train_set, labels, cache_dir, views: int, seed: int, trust_code: bool,
+                     progress: bool, extra: dict, mirror: bool = False, online: bool = False):
+    """The teachers' (ensemble's) targets: (cached outputs for every view, None), or with ``online``
+    (None, a function of face images run per batch). Records the teacher in ``extra``."""
     members = [load_teacher(t, trust_code=trust_code) for t in teachers]
     teacher = members[0] if len(members) == 1 else EnsembleTeacher(members, labels=labels)
     if mirror:
         teacher = MirroredTeacher(teacher)
-    cache = build_cache(teacher, train_set, cache_dir, labels=labels, views=views, seed=seed, progress=progress)
     extra["provenance"]["teacher"] = teacher.name
     extra["license"] = {"teacher": teacher.license, "note": "students distilled from a teacher may carry its licence terms"}
-    return load_cached(cache, len(train_set), views)
+    if online:
+        return None, lambda images: teacher_logprobs(teacher, images, labels)
+    cache = build_cache(teacher, train_set, cache_dir, labels=labels, views=views, seed=seed, progress=progress)
+    return load_cached(cache, len(train_set), views), None
 
 
 def distill(*, data: str | Path | None = None, out: str | Path, domains: str | Path | None = None,
@@ -106,8 +109,8 @@ def distill(*, data: str | Path | None = None, out: str | Path, domains: str | P
             preprocessing: Preprocessing = STUDENT_PREPROCESSING, labels=MOTIVNET_LABELS,
             init: str | Path | None = None, label_source: str = "ferplus", progress: bool = True,
             extra_data: Sequence[str | Path] = (), mapping: Mapping[str, str | None] | None = None,
-            trust_code: bool = False, mirror_teacher: bool = False, command: str | None = None,
-            **overrides) -> dict:
+            trust_code: bool = False, mirror_teacher: bool = False, online_teacher: bool = False,
+            mixup: float = 0.0, command: str | None = None, **overrides) -> dict:
     """Distils ``teachers`` (none: labels only) into a ``student`` preset on ``data``.
 
     Args:
@@ -132,6 +135,11 @@ def distill(*, data: str | Path | None = None, out: str | Path, domains: str | P
         trust_code: admit TorchScript / torch.export teachers (loading them runs code from the file).
         mirror_teacher: the teacher's target for a view is the mean of its readings of the view and
             of its mirror image (``MirroredTeacher``): symmetric targets, a second cache.
+        online_teacher: the teacher reads every training batch as the student sees it instead of a
+            cache of ``views`` views per image: any number of views costs nothing up front, and
+            ``mixup`` becomes possible (the teacher pass is paid every epoch).
+        mixup: Beta(mixup, mixup) weights for mixing pairs of training faces and their labels
+            (``views.mix_faces``); 0 is off. With a teacher it needs ``online_teacher``.
         command: the command line that started this, recorded in the run folder's commands.txt.
 
     Raises:
@@ -141,6 +149,11 @@ def distill(*, data: str | Path | None = None, out: str | Path, domains: str | P
         raise MotivnetError(f"unknown student {student!r}; presets: {', '.join(sorted(PRESETS))}")
     if mirror_teacher and not teachers:
         raise MotivnetError("--mirror-teacher averages a teacher's readings of a face and its mirror: add --teacher FILE")
+    if online_teacher and not teachers:
+        raise MotivnetError("--online-teacher runs a teacher on every training batch: add --teacher FILE")
+    if mixup and teachers and not online_teacher:
+        raise MotivnetError("--mixup makes new faces that cached teacher outputs never saw: add --online-teacher so "
+                            "the teacher reads the mixed faces")
     if (data is None) == (domains is None):
         raise MotivnetError("pass either --data (one training set) or --domains SHARED (every domain of shared/)")
     preprocessing = student_preprocessing(student, preprocessing)
@@ -162,7 +175,7 @@ def distill(*, data: str | Path | None = None, out: str | Path, domains: str | P
     kd = (1.0 if teachers else 0.0) if kd_weight is None else kd_weight
     cfg = TrainConfig(student={k: v for k, v in PRESETS[student].items() if k != "img_size"}, epochs=epochs,
                       kd_weight=kd, label_weight=label_weight if has_labels else 0.0,
-                      temperature=temperature, views=views)
+                      temperature=temperature, views=views, online_teacher=online_teacher, mixup=mixup)
     cfg = replace(cfg, **overrides)
     logits, extra = None, {"provenance": {"student_preset": student, "training_data": str(data),
                                           "extra_training_data": [f"{p} (train part, split by person)"
@@ -175,8 +188,10 @@ def distill(*, data: str | Path | None = None, out: str | Path, domains: str | P
         extra["command"] = command
     if init is not None:
         extra["provenance"]["init"] = _init_provenance(init)
+    online = None
     if teachers:
-        logits = _teacher_logits(teachers, train_set, labels, cache_dir or Path(out) / "cache", views, cfg.seed,
-                                 trust_code, progress, extra, mirror=mirror_teacher)
+        logits, online = _teacher_targets(teachers, train_set, labels, cache_dir or Path(out) / "cache", views,
+                                          cfg.seed, trust_code, progress, extra, mirror=mirror_teacher,
+                                          online=online_teacher)
     return train(out, train_set, val_set, preprocessing, cfg, teacher_logits=logits, resume=resume,
-                 progress=progress, extra=extra, init=init, sample_weights=weights)
+                 progress=progress, extra=extra, init=init, sample_weights=weights, online_teacher=online)

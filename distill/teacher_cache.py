@@ -27,6 +27,15 @@ from .views import view_image
 log = logging.getLogger(__name__)
 
 
+def teacher_logprobs(teacher: Teacher, images, labels) -> np.ndarray:
+    """The teacher's target for face images: log-probabilities in ``labels`` order, renormalised
+    over the classes both share and floored at 1e-6 (float32, (N, K)). The cache stores these;
+    an online teacher (``TrainConfig.online_teacher``) computes them per batch."""
+    p = teacher.probs(images, labels=labels)
+    p /= np.maximum(p.sum(1, keepdims=True), 1e-8)  # classes the target lacks were dropped
+    return np.log(np.clip(p, 1e-6, 1.0)).astype(np.float32)
+
+
 def cache_key(teacher: Teacher, faces: FaceSet, labels, views: int, seed: int) -> str:
     h = hashlib.sha256()
     h.update(json.dumps([teacher.name, list(labels), views, seed, teacher.preprocessing.to_dict(),
@@ -59,9 +68,7 @@ def build_cache(teacher: Teacher, faces: FaceSet, cache_dir: str | Path, *, labe
     for start in range(done, total, batch):
         rows = range(start, min(total, start + batch))
         imgs = [view_image(faces.images[r // views], seed, r // views, r % views) for r in rows]
-        p = teacher.probs(imgs, labels=labels)
-        p /= np.maximum(p.sum(1, keepdims=True), 1e-8)  # classes the target lacks were dropped
-        arr[rows.start:rows.stop] = np.log(np.clip(p, 1e-6, 1.0)).astype(np.float16)
+        arr[rows.start:rows.stop] = teacher_logprobs(teacher, imgs, labels).astype(np.float16)
         arr.flush()
         write_json(state, {"done": rows.stop, "teacher": teacher.name, "views": views}, indent=None)
         bar.update(len(rows))

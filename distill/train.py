@@ -30,7 +30,7 @@ from .run_folder import load_models, plot_curves, save_checkpoint, start_run
 from .student import StudentConfig, count_flops
 from .student_io import save_student
 from .train_config import RESUME_MUST_MATCH, TrainConfig, TrainConfigError  # noqa: F401  (public here too)
-from .views import view_image
+from .views import mix_faces, view_image
 
 log = logging.getLogger(__name__)
 
@@ -109,6 +109,7 @@ class _Loop:
     cfg: TrainConfig
     soft: torch.Tensor
     teacher: torch.Tensor | None
+    online: object  # face images -> teacher log-probabilities (N, K), or None (cached or no teacher)
     weights: torch.Tensor | None
     draws: int
     steps: int
@@ -137,12 +138,19 @@ def _epoch(loop: _Loop, epoch: int, net, model, ema, opt, progress: bool) -> dic
         for g in opt.param_groups:
             g["lr"] = _lr(epoch * steps + i, total, warm, cfg.lr)
         imgs = [view_image(loop.train_set.images[j], cfg.seed, int(j), int(views[j])) for j in idx]
+        soft = loop.soft[idx]
+        if cfg.mixup > 0:  # its own stream, from (seed, epoch, step): a resume mixes the same pairs
+            imgs, mixed, _ = mix_faces(imgs, soft.numpy(), np.random.default_rng([cfg.seed, epoch, i]), cfg.mixup)
+            soft = torch.from_numpy(mixed)
         x = erase(batch_of(imgs, loop.pp), gen, cfg.erase_prob).contiguous(memory_format=torch.channels_last)
         part = slice(loop.rank * len(idx) // loop.world, (loop.rank + 1) * len(idx) // loop.world)
-        tb = loop.teacher[idx, views[idx]][part].to(loop.device) if loop.teacher is not None else None
+        if loop.online is not None:  # the teacher reads this rank's faces as they are, before erasing
+            tb = torch.from_numpy(loop.online(imgs[part])).to(loop.device)
+        else:
+            tb = loop.teacher[idx, views[idx]][part].to(loop.device) if loop.teacher is not None else None
         with torch.autocast(loop.device.type, dtype=torch.bfloat16, enabled=loop.device.type == "cuda"):
             logits = net(x[part].to(loop.device)).float()
-        loss = distill_loss(logits, loop.soft[idx][part].to(loop.device), tb, cfg)
+        loss = distill_loss(logits, soft[part].to(loop.device), tb, cfg)
         if not torch.isfinite(loss):
             raise TrainConfigError(f"the loss became {loss.item()} at epoch {epoch + 1}, step {i + 1}: "
                                    "training diverged; lower --lr (a higher --temperature also softens the KD term), "
@@ -160,25 +168,28 @@ def _epoch(loop: _Loop, epoch: int, net, model, ema, opt, progress: bool) -> dic
         pred = logits.argmax(1)
         seen += len(pred)
         loss_sum += loss.item() * len(pred)
-        correct += (pred.cpu() == loop.soft[idx][part].argmax(1)).sum().item()
+        correct += (pred.cpu() == soft[part].argmax(1)).sum().item()
         if tb is not None:
             agree += (pred == tb.argmax(1)).sum().item()
         bar.set_postfix(loss=f"{loss_sum / seen:.3f}", acc=f"{correct / seen:.3f}",
                         **({"agree": f"{agree / seen:.3f}"} if tb is not None else {}))
     return {"train_loss": loss_sum / seen, "train_acc": correct / seen,
-            **({"train_agreement": agree / seen} if loop.teacher is not None else {})}
+            **({"train_agreement": agree / seen} if loop.teacher is not None or loop.online is not None else {})}
 
 
 def train(run: str | Path, train_set: FaceSet, val_set: FaceSet | Mapping[str, FaceSet], pp: Preprocessing,
           cfg: TrainConfig, *, teacher_logits: np.ndarray | None = None, resume: bool = False, progress: bool = True,
           extra: dict | None = None, stop_after: int | None = None, init: str | Path | None = None,
-          sample_weights: np.ndarray | None = None) -> dict:
+          sample_weights: np.ndarray | None = None, online_teacher=None) -> dict:
     """Trains a student into the run folder; returns the best validation metrics.
 
     ``val_set``: one selection set, or several by name (a domain each): the score is their mean.
     ``sample_weights`` (N,): draw probabilities; each epoch then draws ``cfg.samples_per_epoch``
     rows with replacement instead of visiting every row once.
     ``teacher_logits`` (N, views, K): cached teacher outputs for ``train_set``'s views.
+    ``online_teacher``: instead, a function from face images to teacher log-probabilities (N, K),
+    run on every batch as the student sees it (``cfg.online_teacher``; with ``cfg.mixup``, on the
+    mixed faces).
     ``stop_after`` ends the process's work after that many epochs (tests of resume).
     ``init``: a timm/DeiT checkpoint file to start from instead of random weights.
     On a GPU the step runs in bfloat16 autocast; under torchrun each rank uses its own GPU.
@@ -197,13 +208,18 @@ def train(run: str | Path, train_set: FaceSet, val_set: FaceSet | Mapping[str, F
     net = torch.nn.parallel.DistributedDataParallel(
         model, device_ids=[device.index] if device.type == "cuda" else None) if world > 1 else model
     teacher = torch.from_numpy(np.asarray(teacher_logits, np.float32)) if teacher_logits is not None else None
+    if cfg.online_teacher != (online_teacher is not None) or (online_teacher is not None and teacher is not None):
+        raise ValueError("online_teacher is set exactly when cfg.online_teacher is, and replaces teacher_logits")
+    if cfg.mixup > 0 and teacher is not None:
+        raise TrainConfigError("--mixup makes new faces that cached teacher outputs never saw: add --online-teacher "
+                               "so the teacher reads the mixed faces")
     if teacher is not None and teacher.shape[:2] != (len(train_set), cfg.views):
         raise ValueError(f"teacher outputs {tuple(teacher.shape)} do not match {len(train_set)} images x {cfg.views} views")
     n = len(train_set)
     if sample_weights is not None and len(sample_weights) != n:
         raise ValueError(f"{len(sample_weights)} sample weights for {n} training rows")
     draws = (cfg.samples_per_epoch or n) if sample_weights is not None else n
-    loop = _Loop(train_set, pp, cfg, torch.from_numpy(train_set.soft), teacher,
+    loop = _Loop(train_set, pp, cfg, torch.from_numpy(train_set.soft), teacher, online_teacher,
                  torch.as_tensor(np.asarray(sample_weights, np.float64)) if sample_weights is not None else None,
                  draws, math.ceil(draws / cfg.batch_size), rank, world, device, run)
     for epoch in range(start, cfg.epochs if stop_after is None else min(cfg.epochs, start + stop_after)):

@@ -38,6 +38,8 @@ class TrainConfig:
     seed: int = 0
     threads: int = 0                # 0: torch's default
     samples_per_epoch: int = 0      # with sample weights: draws per epoch (0: one per training row)
+    online_teacher: bool = False    # the teacher reads each batch as the student sees it (no cache)
+    mixup: float = 0.0              # Beta(mixup, mixup) weights for pairs of faces (0: off)
 
     def __post_init__(self) -> None:
         def bad(name: str, rule: str) -> TrainConfigError:
@@ -49,6 +51,8 @@ class TrainConfig:
         for name in ("lr", "kd_weight", "label_weight", "weight_decay", "warmup_epochs", "grad_clip"):
             if not finite(getattr(self, name)) or getattr(self, name) < 0:
                 raise bad(name, "a finite number >= 0")
+        if not finite(self.mixup) or self.mixup < 0:
+            raise bad("mixup", "a finite number >= 0 (0: off)")
         for name in ("label_smoothing", "erase_prob", "ema_decay"):
             if not finite(getattr(self, name)) or not 0 <= getattr(self, name) < 1:
                 raise bad(name, "in [0, 1)")
@@ -62,7 +66,8 @@ class TrainConfig:
 
 
 #: Settings a resumed run must share with the run it continues (others, e.g. epochs, may change).
-RESUME_MUST_MATCH = ("batch_size", "views", "seed", "kd_weight", "label_weight", "temperature", "samples_per_epoch")
+RESUME_MUST_MATCH = ("batch_size", "views", "seed", "kd_weight", "label_weight", "temperature", "samples_per_epoch",
+                     "online_teacher", "mixup")
 
 
 def check_run_folder(run: Path, cfg: TrainConfig, scfg: StudentConfig, resume: bool,

@@ -52,3 +52,32 @@ def apply_view(image: np.ndarray, p: ViewParams) -> np.ndarray:
 
 def view_image(image: np.ndarray, seed: int, index: int, view: int) -> np.ndarray:
     return apply_view(image, view_params(seed, index, view))
+
+
+def mix_faces(images: list[np.ndarray], soft: np.ndarray, rng: np.random.Generator,
+              alpha: float) -> tuple[list[np.ndarray], np.ndarray, np.ndarray]:
+    """Mixup (Zhang et al. 2018) of each face with a partner from the same batch.
+
+    Face i becomes ``lam_i * face_i + (1 - lam_i) * face_partner(i)``, lam ~ Beta(alpha, alpha),
+    with its soft labels mixed alike. The partner is brought to face i's size and channels first
+    (datasets differ in both). The mix is made on the images, not on a model's tensors, so a
+    teacher with its own preprocessing reads the very face the student reads (Beyer et al. 2022:
+    distillation works best when the teacher sees exactly the student's input).
+
+    Returns:
+        (mixed uint8 images, mixed soft labels (N, K), lam (N,)).
+    """
+    n = len(images)
+    lam = rng.beta(alpha, alpha, n).astype(np.float32)
+    partner = rng.permutation(n)
+    out = []
+    for im, j, w in zip(images, partner, lam):
+        other = images[j]
+        if other.ndim != im.ndim:
+            other = cv2.cvtColor(other, cv2.COLOR_GRAY2BGR if im.ndim == 3 else cv2.COLOR_BGR2GRAY)
+        if other.shape[:2] != im.shape[:2]:
+            other = cv2.resize(other, (im.shape[1], im.shape[0]), interpolation=cv2.INTER_AREA)
+        mixed = w * im.astype(np.float32) + (1 - w) * other.astype(np.float32)
+        out.append(np.clip(np.rint(mixed), 0, 255).astype(np.uint8))
+    w = lam[:, None]
+    return out, (w * soft + (1 - w) * soft[partner]).astype(soft.dtype), lam

@@ -116,6 +116,56 @@ def test_views_are_seeded_and_view0_is_identity():
     assert view_params(0, 5, 3) != view_params(0, 6, 3)
 
 
+def test_mix_faces_mixes_pixels_and_labels_alike_across_sizes_and_channels():
+    from motivnet_distill.views import mix_faces
+
+    r = np.random.default_rng(0)
+    imgs = [r.integers(0, 255, (48, 48), dtype=np.uint8), r.integers(0, 255, (48, 48), dtype=np.uint8),
+            r.integers(0, 255, (96, 96, 3), dtype=np.uint8), r.integers(0, 255, (64, 64), dtype=np.uint8)]
+    soft = np.eye(7, dtype=np.float32)[[0, 1, 2, 3]]
+    out, mixed, lam = mix_faces(imgs, soft, np.random.default_rng(5), 0.4)
+    again, mixed2, lam2 = mix_faces(imgs, soft, np.random.default_rng(5), 0.4)
+    assert all(np.array_equal(a, b) for a, b in zip(out, again)) and np.array_equal(lam, lam2)  # seeded
+    assert [o.shape for o in out] == [im.shape for im in imgs] and all(o.dtype == np.uint8 for o in out)
+    assert np.all((lam > 0) & (lam < 1)) and np.allclose(mixed.sum(1), 1)
+    partner = np.random.default_rng(5)
+    partner.beta(0.4, 0.4, 4)
+    partner = partner.permutation(4)
+    for i, j in enumerate(partner):
+        assert mixed[i, i] == pytest.approx(lam[i] + (1 - lam[i]) * (i == j), abs=1e-6)
+        if imgs[j].shape == imgs[i].shape:  # same size and channels: the pixels are the weighted sum
+            want = np.rint(lam[i] * imgs[i].astype(np.float32) + (1 - lam[i]) * imgs[j].astype(np.float32))
+            assert np.array_equal(out[i], want.astype(np.uint8))
+
+
+def test_online_teacher_targets_are_the_cached_ones_and_train_calls_it_per_batch(tmp_path):
+    from motivnet_distill.teacher_cache import teacher_logprobs
+    from motivnet_distill.train import train
+
+    fs, t = synthetic(12), CountingTeacher()
+    cached = build_cache(t, fs, tmp_path / "cache", labels=MOTIVNET_LABELS, views=2, progress=False)
+    imgs = [view_image(fs.images[i], 0, i, v) for i in range(12) for v in range(2)]
+    assert np.allclose(teacher_logprobs(t, imgs, MOTIVNET_LABELS), cached.astype(np.float32), atol=2e-3)
+    seen = []
+
+    def online(images):
+        seen.append(len(images))
+        return teacher_logprobs(t, images, MOTIVNET_LABELS)
+    cfg = replace(_tiny_cfg(kd_weight=1.0, online_teacher=True, mixup=0.3), views=50)
+    train(tmp_path / "run", synthetic(32), synthetic(16, seed=1), Preprocessing(), cfg, online_teacher=online,
+          progress=False)
+    assert seen == [16, 16]  # every batch of the one epoch, as the student read it
+    log = json.loads((tmp_path / "run" / "log.jsonl").read_text())
+    assert 0 <= log["train_agreement"] <= 1
+    with pytest.raises(ValueError, match="online_teacher is set exactly when"):
+        train(tmp_path / "run2", synthetic(32), synthetic(16, seed=1), Preprocessing(), cfg, progress=False)
+    from motivnet_distill.train import TrainConfigError
+
+    with pytest.raises(TrainConfigError, match="add --online-teacher"):
+        train(tmp_path / "run3", synthetic(32), synthetic(16, seed=1), Preprocessing(), _tiny_cfg(kd_weight=1.0, mixup=0.3),
+              teacher_logits=np.zeros((32, 1, 7), np.float32), progress=False)
+
+
 class CountingTeacher(Teacher):
     def __init__(self):
         pp = Preprocessing(input_size=(48, 48))
@@ -283,6 +333,18 @@ def test_distill_cli_end_to_end_on_real_faces(tmp_path):
     assert cache.stat().st_mtime_ns == stamp and len(list((tmp_path / "cache").glob("teacher-*.npy"))) == 2
     ck3 = torch.load(tmp_path / "run3" / "best.pt", weights_only=True)
     assert ck3["provenance"]["teacher"] == "mirror(" + ck["provenance"]["teacher"] + ")"
+    # --online-teacher --mixup: the teacher reads every (mixed) batch itself, so no cache is built.
+    caches = sorted(p.name for p in (tmp_path / "cache").iterdir())
+    r4 = subprocess.run(cmd[:6] + ["--out", str(tmp_path / "run4")] + cmd[8:] + ["--online-teacher", "--mixup", "0.4"],
+                        capture_output=True, text=True, timeout=600)
+    assert r4.returncode == 0, r4.stderr[-2000:]
+    assert sorted(p.name for p in (tmp_path / "cache").iterdir()) == caches
+    ck4 = torch.load(tmp_path / "run4" / "best.pt", weights_only=True)
+    assert ck4["provenance"]["teacher"] == ck["provenance"]["teacher"]
+    cfg4 = json.loads((tmp_path / "run4" / "config.json").read_text())["train"]
+    assert cfg4["online_teacher"] is True and cfg4["mixup"] == 0.4
+    log4 = json.loads((tmp_path / "run4" / "log.jsonl").read_text().splitlines()[-1])
+    assert 0 <= log4["train_agreement"] <= 1  # measured against the online teacher
 
 
 def test_results_name_a_runs_teacher_from_its_provenance():
@@ -524,6 +586,18 @@ def test_the_embedded_default_rebuilds_as_a_student_with_the_same_logits():
     with torch.no_grad():
         got = model.eval()(torch.from_numpy(x)).numpy() + bias
     assert np.abs(got - ref).max() < 1e-3
+
+
+@pytest.mark.parametrize("flags, needs", [(["--online-teacher"], "--teacher FILE"),
+                                          (["--teacher", "t.onnx", "--mixup", "0.2"], "--online-teacher"),
+                                          (["--mixup", "-1"], "'--mixup'")])
+def test_online_teacher_and_mixup_misuse_is_refused_with_the_fix(tmp_path, flags, needs):
+    (tmp_path / "t.onnx").write_bytes(b"not read: the options are checked first")
+    flags = [str(tmp_path / f) if f == "t.onnx" else f for f in flags]
+    r = subprocess.run([sys.executable, "-m", "motivnet_edge.cli", "distill", "--data", str(tmp_path),
+                        "--out", str(tmp_path / "run"), *flags], capture_output=True, text=True, timeout=300)
+    assert r.returncode == 2 and needs in r.stderr and "Traceback" not in r.stderr, r.stderr
+    assert not (tmp_path / "run").exists()
 
 
 def test_mirror_teacher_without_a_teacher_is_refused_with_the_fix(tmp_path):
