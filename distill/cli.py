@@ -27,6 +27,9 @@ MAP_OPTION = list_option(
     "--map", "maps", metavar="SRC=DST",
     help="Explicit label remapping; an empty DST or 'none' drops the class (e.g. contempt=none).")
 
+#: A cached teacher runs once per view of every image before training starts.
+MAX_CACHED_VIEWS = 64
+
 
 def parse_maps(maps: tuple[str, ...]) -> dict[str, str | None] | None:
     """``--map SRC=DST`` options as a label mapping (None drops SRC); None when none given."""
@@ -87,8 +90,9 @@ def missing_class_hint(exc: LabelError, data: str) -> UsageFailure:
 @click.option("--student", default="vit_hybrid_pico", show_default=True,
               help="Student preset (vit_hybrid_femto/pico/pico_relu/pico_lite/pico_lite_relu/pico8/nano, vit_pico/nano/micro, vit_tiny/small); --init with a shallower student starts the extra blocks as identities, a pico_lite from a pico keeps its strided stem convs.")
 @click.option("--epochs", type=click.IntRange(1, 10000), default=10, show_default=True)
-@click.option("--views", type=click.IntRange(1, 64), default=8, show_default=True,
-              help="Seeded augmented views per image (each cached once per teacher).")
+@click.option("--views", type=click.IntRange(1, 1_000_000), default=8, show_default=True,
+              help="Seeded augmented views per image (each cached once per teacher: at most 64 unless the "
+                   "teacher runs online).")
 @click.option("--threads", type=click.IntRange(0, 256), default=0, show_default=True,
               help="Training threads (0: torch's default).")
 @click.option("--kd-weight", type=float, default=None, help="Weight of the distillation term (default 1 with a teacher).")
@@ -126,6 +130,9 @@ def distill(data, domains, samples_per_epoch, without, no_balance, class_power, 
     if (without or no_balance or samples_per_epoch or class_power is not None or domain_class_power) and domains is None:
         raise UsageFailure("--without, --no-balance, --class-power, --domain-class-power and --samples-per-epoch "
                            "apply to --domains training")
+    if teachers and not online_teacher and views > MAX_CACHED_VIEWS:
+        raise UsageFailure(f"--views {views} would cache the teacher's outputs for {views} views of every image: "
+                           f"use at most {MAX_CACHED_VIEWS}, or add --online-teacher (no cache)")
     if no_balance and (class_power is not None or domain_class_power):
         raise UsageFailure("--no-balance already sets the class power to 1: drop --class-power / --domain-class-power")
     mix = None

@@ -590,7 +590,8 @@ def test_the_embedded_default_rebuilds_as_a_student_with_the_same_logits():
 
 @pytest.mark.parametrize("flags, needs", [(["--online-teacher"], "--teacher FILE"),
                                           (["--teacher", "t.onnx", "--mixup", "0.2"], "--online-teacher"),
-                                          (["--mixup", "-1"], "'--mixup'")])
+                                          (["--mixup", "-1"], "'--mixup'"),
+                                          (["--teacher", "t.onnx", "--views", "65"], "add --online-teacher (no cache)")])
 def test_online_teacher_and_mixup_misuse_is_refused_with_the_fix(tmp_path, flags, needs):
     (tmp_path / "t.onnx").write_bytes(b"not read: the options are checked first")
     flags = [str(tmp_path / f) if f == "t.onnx" else f for f in flags]
