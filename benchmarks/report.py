@@ -14,7 +14,7 @@ from pathlib import Path
 from motivnet_edge.atomic import write_bytes
 from common import ROOT, pct as _pct, stamp as _stamp  # noqa: E402  (benchmarks/ is the script folder)
 from report_runtime import (class_weight_section, frame_section, int8_section, isa_section,  # noqa: E402
-                            mirror_section, ratio_section)
+                            mirror_section, profile_section, ratio_section)
 
 START, END = "<!-- results:start -->", "<!-- results:end -->"
 HEAD_START, HEAD_END = "<!-- headline:start -->", "<!-- headline:end -->"
@@ -297,7 +297,8 @@ def render() -> str:
     for name, render in (("domains.json", domains_section), ("prior_tradeoff.json", prior_section),
                          ("domain_ablations.json", domains_section),
                          ("selection.json", selection_section), ("ablations.json", ablation_section),
-                         ("latency_ratio.json", ratio_section), ("isa_agreement.json", isa_section),
+                         ("latency_ratio.json", ratio_section), ("classify_profile.json", profile_section),
+                         ("isa_agreement.json", isa_section),
                          ("frame_pipeline.json", frame_section), ("class_weights.json", class_weight_section),
                          ("mirror.json", mirror_section)):
         if (ROOT / "benchmarks" / "results" / name).is_file():

@@ -29,6 +29,25 @@ def ratio_section(path: Path) -> list[str]:
             "on the cores alone.", ""]
 
 
+def profile_section(path: Path) -> list[str]:
+    """Kernel time by op type, per model and thread count (benchmarks/classify_profile.py)."""
+    r = json.loads(path.read_text())
+    ops = []
+    for row in r["rows"]:
+        ops += [op for op in row["by_op_ms"] if op not in ops]
+    ops = ops[:8]
+    out = [f"**Where classify time goes** (`python benchmarks/classify_profile.py`, {r['settings']['runtime']}; "
+           f"{_stamp(r['machine'])}): wall-clock p50 without profiling, then the profiled median kernel time per "
+           "op type, ms (profiling adds its own microseconds to every kernel)", "",
+           "| model | threads | wall p50 | nodes | " + " | ".join(ops) + " | other |", "|---|---|---|---|" + "---|" * (len(ops) + 1)]
+    for row in r["rows"]:
+        other = sum(v for op, v in row["by_op_ms"].items() if op not in ops)
+        out.append(f"| {row['model']} | {row['threads']} | {row['wall_p50_ms']:.3f} | {row['nodes']} | "
+                   + " | ".join(f"{row['by_op_ms'][op]:.3f}" if op in row["by_op_ms"] else "" for op in ops)
+                   + f" | {other:.3f} |")
+    return out + [""]
+
+
 def isa_section(path: Path) -> list[str]:
     r = json.loads(path.read_text())
     runs = ", ".join(f"{k} ({v['backend']}" + (f", {' '.join(f'{a}={b}' for a, b in v['env'].items())}" if v["env"] else "")
