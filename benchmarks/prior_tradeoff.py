@@ -31,6 +31,7 @@ from pathlib import Path
 
 import numpy as np
 
+from motivnet_edge.labels import softmax
 from common import ROOT, SHARED, write_result  # noqa: E402  (benchmarks/ is the script folder)
 
 #: Test sets shown on the curve, with the issue's targets (accuracy).
@@ -41,20 +42,15 @@ def _log(probs: np.ndarray) -> np.ndarray:
     return np.log(np.clip(probs, 1e-12, None))
 
 
-def _softmax(logits: np.ndarray) -> np.ndarray:
-    # Scores go back to probabilities before any remapping: a class a set lacks is filled with 0,
-    # which must lose to every real score (a log-probability of 0 would win).
-    e = np.exp(logits - logits.max(1, keepdims=True))
-    return e / e.sum(1, keepdims=True)
-
-
 def _scores(bias: np.ndarray, scored: dict, labels) -> dict:
     """Accuracy and UAR of every test set with ``bias`` added to the log-probabilities."""
     from motivnet_distill.evaluate import evaluate_probs
 
     out = {}
     for name, (faces, logp, missed) in scored.items():
-        m = evaluate_probs(labels, _softmax(logp + bias), faces, unanswered=missed)
+        # Back to probabilities before the remapping: a class a set lacks is filled with 0, which must
+        # lose to every real score (a log-probability of 0 would win).
+        m = evaluate_probs(labels, softmax(logp + bias), faces, unanswered=missed)
         out[name] = {"accuracy": round(m.accuracy, 4), "uar": round(m.uar, 4)}
     return out
 
@@ -65,7 +61,7 @@ def _ml_offsets(logp: np.ndarray, hard: np.ndarray, k: int, iters: int = 100) ->
     freq = np.maximum(np.bincount(hard, minlength=k) / len(hard), 1e-6)
     bias = np.zeros(k)
     for _ in range(iters):
-        bias += np.log(freq) - np.log(_softmax(logp + bias).mean(0))
+        bias += np.log(freq) - np.log(softmax(logp + bias).mean(0))
     return bias
 
 
@@ -114,8 +110,10 @@ def main() -> None:
         domain_priors[name] = {"bias": fit["bias"], "validation": fit["validation"]["corrected"]["accuracy"],
                                "test": _scores(bias, scored, labels)}
     fer = np.array(domain_priors["ferplus"]["bias"])
-    curve = [{"t": round(t, 2), **{s: _scores(t * fer, scored, labels)[s]["accuracy"] for s in CURVE_SETS}}
-             for t in np.linspace(0, 1, 11)]
+    curve = []
+    for t in np.linspace(0, 1, 11):
+        test = _scores(t * fer, scored, labels)
+        curve.append({"t": round(t, 2), **{s: test[s]["accuracy"] for s in CURVE_SETS}})
     bound = {}
     for name, (faces, logp, missed) in scored.items():
         keep = faces.hard >= 0 if missed is None else (faces.hard >= 0) & ~missed

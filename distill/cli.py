@@ -27,9 +27,6 @@ MAP_OPTION = list_option(
     "--map", "maps", metavar="SRC=DST",
     help="Explicit label remapping; an empty DST or 'none' drops the class (e.g. contempt=none).")
 
-#: A cached teacher runs once per view of every image before training starts.
-MAX_CACHED_VIEWS = 64
-
 
 def parse_maps(maps: tuple[str, ...]) -> dict[str, str | None] | None:
     """``--map SRC=DST`` options as a label mapping (None drops SRC); None when none given."""
@@ -130,9 +127,6 @@ def distill(data, domains, samples_per_epoch, without, no_balance, class_power, 
     if (without or no_balance or samples_per_epoch or class_power is not None or domain_class_power) and domains is None:
         raise UsageFailure("--without, --no-balance, --class-power, --domain-class-power and --samples-per-epoch "
                            "apply to --domains training")
-    if teachers and not online_teacher and views > MAX_CACHED_VIEWS:
-        raise UsageFailure(f"--views {views} would cache the teacher's outputs for {views} views of every image: "
-                           f"use at most {MAX_CACHED_VIEWS}, or add --online-teacher (no cache)")
     if no_balance and (class_power is not None or domain_class_power):
         raise UsageFailure("--no-balance already sets the class power to 1: drop --class-power / --domain-class-power")
     mix = None

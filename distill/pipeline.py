@@ -22,6 +22,9 @@ from .train import TrainConfig, train
 
 log = logging.getLogger(__name__)
 
+#: A cached teacher runs once per view of every image before training starts.
+MAX_CACHED_VIEWS = 64
+
 #: The students' input: 48x48 gray, the resolution of FER-style face crops.
 STUDENT_PREPROCESSING = Preprocessing(input_size=(48, 48), color="gray", mean=(127.5,), std=(64.0,))
 
@@ -151,6 +154,9 @@ def distill(*, data: str | Path | None = None, out: str | Path, domains: str | P
         raise MotivnetError("--mirror-teacher averages a teacher's readings of a face and its mirror: add --teacher FILE")
     if online_teacher and not teachers:
         raise MotivnetError("--online-teacher runs a teacher on every training batch: add --teacher FILE")
+    if teachers and not online_teacher and views > MAX_CACHED_VIEWS:
+        raise MotivnetError(f"--views {views} would cache the teacher's outputs for {views} views of every image: "
+                            f"use at most {MAX_CACHED_VIEWS}, or add --online-teacher (no cache)")
     if mixup and teachers and not online_teacher:
         raise MotivnetError("--mixup makes new faces that cached teacher outputs never saw: add --online-teacher so "
                             "the teacher reads the mixed faces")
