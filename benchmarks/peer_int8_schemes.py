@@ -1,6 +1,6 @@
 """Why the Xception peers' OpenVINO INT8 stays near 97 % agreement: every NNCF scheme, one table.
 
-    python benchmarks/peer_int8_schemes.py [--peer mini|big] [--accuracy-control]
+    python benchmarks/peer_int8_schemes.py [--peer mini|big] [--accuracy-control] [--qat EPOCHS]
 
 Exports the peer's fp32 IR through the project's own path, then quantizes it with NNCF under
 each scheme (model type, leading convolutions kept fp32, activation ranges, bias correction,
@@ -8,7 +8,11 @@ preset) on the same 600 FER2013Train calibration faces as ``int8_agreement.py --
 and measures top-1 agreement with fp32 on FER2013Valid. With ``--accuracy-control``, NNCF's
 accuracy-controlled quantization is also run, scored on agreement with fp32 instead of accuracy
 (first half of FER2013Valid; the second half checks it), and the table records how many
-quantized operations it had to return to fp32 to reach 99 %.
+quantized operations it had to return to fp32 to reach 99 %. With ``--qat``, NNCF's
+quantization-aware training is tried too: the peer's torch module quantized by NNCF (the same
+calibration faces), then its weights and quantizer scales fine-tuned for EPOCHS passes over 2,000
+other FER2013Train faces (mirrored at random) to match the fp32 model's softened scores, agreement
+measured on the simulated INT8 model after each pass (an upper bound for any file made from it).
 Writes benchmarks/results/peer_int8_schemes.json (CPU flags, commit, date inside).
 """
 
@@ -54,6 +58,52 @@ def schemes(convs: list[str]):
     ]
 
 
+def qat_curve(src, calib: list[np.ndarray], train_x: np.ndarray, x: np.ndarray, reference: np.ndarray,
+              epochs: int, lr: float = 1e-4, temperature: float = 2.0) -> list[dict]:
+    """Top-1 agreement with fp32 of NNCF's fake-quantized torch model, before and after each
+    pass of fine-tuning it towards the fp32 scores (KL divergence at ``temperature``)."""
+    import copy
+
+    import nncf
+    import torch
+    import torch.nn.functional as F
+
+    fp32 = src.model.eval()
+    q = nncf.quantize(copy.deepcopy(fp32), nncf.Dataset([torch.from_numpy(b) for b in calib]), subset_size=512)
+    trainable = [p for n, p in q.named_parameters()  # weights and scales, not NNCF's integer settings
+                 if p.is_floating_point() and not n.endswith(("_num_bits", "signed_tensor", "_level_low",
+                                                              "_level_high", "enabled"))]
+    for p in trainable:
+        p.requires_grad_(True)
+    opt = torch.optim.Adam(trainable, lr=lr)
+    xt, gen = torch.from_numpy(train_x), torch.Generator().manual_seed(0)
+
+    def agreement() -> float:
+        with torch.no_grad():
+            pred = torch.cat([q(torch.from_numpy(x[i:i + 256])) for i in range(0, len(x), 256)]).argmax(1)
+        return round(float((pred.numpy() == reference).mean()), 4)
+
+    curve = [{"epoch": 0, "agreement": agreement()}]
+    # torch 2.13's oneDNN convolution backward crashed the process (double free) on the peer's
+    # graph; the native kernels train it.
+    with torch.backends.mkldnn.flags(enabled=False):
+        for epoch in range(1, epochs + 1):
+            t = time.perf_counter()
+            for idx in torch.randperm(len(xt), generator=gen).split(64):
+                xb = xt[idx]
+                flip = torch.rand(len(idx), generator=gen) < 0.5
+                xb = torch.where(flip[:, None, None, None], xb.flip(-1), xb)
+                with torch.no_grad():
+                    target = F.log_softmax(fp32(xb) / temperature, 1)
+                loss = F.kl_div(F.log_softmax(q(xb) / temperature, 1), target, log_target=True, reduction="batchmean")
+                opt.zero_grad()
+                loss.backward()
+                opt.step()
+            curve.append({"epoch": epoch, "agreement": agreement(), "seconds": round(time.perf_counter() - t, 1)})
+            print(f"QAT epoch {epoch}: {curve[-1]['agreement']:.2%}", flush=True)
+    return curve
+
+
 def _fake_quantize_ops(model) -> int:
     """Quantized operations left in an NNCF-quantized OpenVINO model."""
     return sum(op.get_type_name() == "FakeQuantize" for op in model.get_ordered_ops())
@@ -64,6 +114,7 @@ def main() -> None:
     ap.add_argument("--peer", choices=sorted(PEERS), default="mini")
     ap.add_argument("--shared", type=Path, default=SHARED)
     ap.add_argument("--accuracy-control", action="store_true", help="also run NNCF's accuracy control on agreement")
+    ap.add_argument("--qat", type=int, default=0, metavar="EPOCHS", help="also try quantization-aware training")
     ap.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "peer_int8_schemes.json")
     args = ap.parse_args()
     logging.getLogger("nncf").setLevel(logging.WARNING)
@@ -74,6 +125,7 @@ def main() -> None:
     from motivnet_export.exporter import export
     from motivnet_export.int8 import predictor, prepare_data, top1
     from motivnet_export.sources import load_source
+    from motivnet_edge.preprocess import faces_to_tensor
 
     keras = args.shared / "models" / "xception_fer2013" / PEERS[args.peer]
     src = load_source(keras)
@@ -120,6 +172,16 @@ def main() -> None:
                 # accuracy control starts from NNCF's default (CNN) quantization: the first row
                 "fake_quantize_ops_without_control": fake_quantize[rows[0]["scheme"]]}
             print(result["accuracy_control_on_agreement"])
+        if args.qat:
+            train = read_dataset(args.shared / "data" / "ferplus" / "FER2013Train", labels=src.labels,
+                                 label_source="fer2013")
+            calibration = {p.name for p in calib_dir.iterdir()}
+            rest = [i for i, f in enumerate(train.files) if Path(f).name not in calibration]
+            pick = np.sort(np.random.default_rng(0).permutation(rest)[:2000])
+            train_x = faces_to_tensor([train.images[i] for i in pick], src.preprocessing)
+            result["qat"] = {"train_faces": "2000 FER2013Train faces (not the calibration ones), mirrored at random",
+                             "loss": "KL divergence to the fp32 scores at temperature 2", "lr": 1e-4, "batch": 64,
+                             "agreement_by_epoch": qat_curve(src, data.calib, train_x, x, reference, args.qat)}
     write_result(args.out, result)
     print(f"wrote {args.out}")
 

@@ -50,7 +50,9 @@ class KerasLayer(nn.Module):
         elif kind == "BatchNormalization":
             self.gamma = t(weights.get("gamma", np.ones_like(weights["moving_mean"])))
             self.beta = t(weights.get("beta", np.zeros_like(weights["moving_mean"])))
-            self.mean, self.var = t(weights["moving_mean"]), t(weights["moving_variance"])
+            # Running statistics are buffers, as in nn.BatchNorm2d: nothing trains them.
+            self.register_buffer("mean", torch.from_numpy(np.ascontiguousarray(weights["moving_mean"])).float())
+            self.register_buffer("var", torch.from_numpy(np.ascontiguousarray(weights["moving_variance"])).float())
         elif kind == "Dense":
             self.weight, self.bias = t(weights["kernel"].T), t(weights["bias"])
 
