@@ -55,6 +55,18 @@ def _domain_powers(items, domains) -> dict[str, float]:
     return out
 
 
+def _domain_teachers(items, domains) -> dict[str, list[str]]:
+    """``--domain-teacher DOMAIN=FILE`` items as {domain: [files]} (repeat a domain for an ensemble)."""
+    out: dict[str, list[str]] = {}
+    for item in items:
+        name, sep, path = item.partition("=")
+        if not sep or name not in domains or not path:
+            raise UsageFailure(f"--domain-teacher {item}: write DOMAIN=FILE with a domain of {', '.join(domains)}, "
+                               "e.g. ferplus=runs/pkg/fer_teacher/model.onnx")
+        out.setdefault(name, []).append(path)
+    return out
+
+
 def missing_class_hint(exc: LabelError, data: str) -> UsageFailure:
     """The usage error for a dataset class the model lacks, naming the --map that fixes it."""
     hint = " ".join(f"--map {m}=none" for m in exc.missing)
@@ -83,6 +95,9 @@ def missing_class_hint(exc: LabelError, data: str) -> UsageFailure:
 @MAP_OPTION
 @click.option("--out", type=click.Path(), required=True, help="Run folder.")
 @list_option("--teacher", "teachers", item=click.Path(), split=False, help="Teacher file; repeat for an ensemble.")
+@list_option("--domain-teacher", "domain_teacher", metavar="DOMAIN=FILE", split=False,
+             help="With --domains and --teacher: this domain's train rows learn from FILE instead (repeat for an "
+                  "ensemble), e.g. ferplus=FER_SPECIALIST.onnx.")
 @click.option("--val", type=click.Path(), default=None, help="Selection set (default: FER2013Valid beside the data).")
 @click.option("--student", default="vit_hybrid_pico", show_default=True,
               help="Student preset (vit_hybrid_femto/pico/pico_relu/pico_lite/pico_lite_relu/pico8/nano, vit_pico/nano/micro, vit_tiny/small); --init with a shallower student starts the extra blocks as identities, a pico_lite from a pico keeps its strided stem convs.")
@@ -115,7 +130,7 @@ def missing_class_hint(exc: LabelError, data: str) -> UsageFailure:
 @click.option("--resume", is_flag=True, help="Continue the run in --out after an interruption.")
 @TRUST_CODE
 @friendly
-def distill(data, domains, samples_per_epoch, without, no_balance, class_power, domain_class_power, extra_data, maps, out, teachers, val, student, epochs, views, threads, kd_weight, label_weight, temperature,
+def distill(data, domains, samples_per_epoch, without, no_balance, class_power, domain_class_power, extra_data, maps, out, teachers, domain_teacher, val, student, epochs, views, threads, kd_weight, label_weight, temperature,
             batch_size, lr, cache_dir, init, label_source, mirror_teacher, online_teacher, mixup, resume,
             trust_code) -> None:
     """Distil a teacher (or several) into a small ViT student."""
@@ -124,15 +139,17 @@ def distill(data, domains, samples_per_epoch, without, no_balance, class_power, 
 
     if (data is None) == (domains is None):
         raise UsageFailure("pass --data (one training set) or --domains SHARED (every domain in shared/), not both")
-    if (without or no_balance or samples_per_epoch or class_power is not None or domain_class_power) and domains is None:
-        raise UsageFailure("--without, --no-balance, --class-power, --domain-class-power and --samples-per-epoch "
-                           "apply to --domains training")
+    if (without or no_balance or samples_per_epoch or class_power is not None or domain_class_power
+            or domain_teacher) and domains is None:
+        raise UsageFailure("--without, --no-balance, --class-power, --domain-class-power, --domain-teacher and "
+                           "--samples-per-epoch apply to --domains training")
     if no_balance and (class_power is not None or domain_class_power):
         raise UsageFailure("--no-balance already sets the class power to 1: drop --class-power / --domain-class-power")
-    mix = None
+    mix, routed = None, None
     if domains is not None:
         from .domains import DOMAINS
 
+        routed = _domain_teachers(domain_teacher, DOMAINS) or None
         unknown = [d for d in without if d not in DOMAINS]
         if unknown or len(set(without)) >= len(DOMAINS):
             raise UsageFailure(f"--without {', '.join(unknown or without)}: name some of {', '.join(DOMAINS)}, "
@@ -148,7 +165,7 @@ def distill(data, domains, samples_per_epoch, without, no_balance, class_power, 
                            resume=resume, batch_size=batch_size, lr=lr, cache_dir=cache_dir, init=init,
                            threads=threads, label_source=label_source, extra_data=list(extra_data),
                            mapping=parse_maps(maps), trust_code=trust_code, mirror_teacher=mirror_teacher,
-                           online_teacher=online_teacher, mixup=mixup, command=shlex.join(["motivnet-edge", *sys.argv[1:]]))
+                           online_teacher=online_teacher, mixup=mixup, domain_teachers=routed, command=shlex.join(["motivnet-edge", *sys.argv[1:]]))
     except LabelError as exc:
         if not exc.missing:
             raise

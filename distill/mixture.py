@@ -100,6 +100,15 @@ def training_mix(shared: str | Path, pp: Preprocessing, detector, *, recipe: Mix
     return faces, sample_weights(tags, hard, recipe), report
 
 
+def domain_slices(report: Mapping[str, Mapping]) -> dict[str, slice]:
+    """Each domain's rows in the ``training_mix`` set, from its report (domains are joined in order)."""
+    out, start = {}, 0
+    for name, entry in report.items():
+        out[name] = slice(start, start + int(entry["rows"]))
+        start += int(entry["rows"])
+    return out
+
+
 def validation_sets(shared: str | Path, pp: Preprocessing, detector, *, labels=MOTIVNET_LABELS,
                     domains: Sequence[str] = SELECTION_DOMAINS, cache_dir: str | Path | None = None) -> dict[str, FaceSet]:
     """The selection sets, each cut as its users measure it (KDEF: detector-aligned)."""
@@ -112,4 +121,4 @@ def validation_sets(shared: str | Path, pp: Preprocessing, detector, *, labels=M
     return out
 
 
-__all__ = ["MixRecipe", "SELECTION_DOMAINS", "sample_weights", "training_mix", "validation_sets"]
+__all__ = ["MixRecipe", "SELECTION_DOMAINS", "domain_slices", "sample_weights", "training_mix", "validation_sets"]

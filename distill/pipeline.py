@@ -10,6 +10,8 @@ from dataclasses import replace
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
+import numpy as np
+
 from motivnet_edge.errors import MotivnetError
 from motivnet_edge.labels import MOTIVNET_LABELS
 from motivnet_edge.preprocess import Preprocessing
@@ -88,20 +90,55 @@ def _one_set_data(data: Path, val, extra_data, labels, mapping, label_source: st
             val)
 
 
-def _teacher_targets(teachers, train_set, labels, cache_dir, views: int, seed: int, trust_code: bool,
-                     progress: bool, extra: dict, mirror: bool = False, online: bool = False):
-    """The teachers' (ensemble's) targets: (cached outputs for every view, None), or with ``online``
-    (None, a function of face images run per batch). Records the teacher in ``extra``."""
-    members = [load_teacher(t, trust_code=trust_code) for t in teachers]
+def _load_target_teacher(files, labels, trust_code: bool, mirror: bool):
+    """One teacher (several files: their ensemble), mirrored when asked."""
+    members = [load_teacher(t, trust_code=trust_code) for t in files]
     teacher = members[0] if len(members) == 1 else EnsembleTeacher(members, labels=labels)
-    if mirror:
-        teacher = MirroredTeacher(teacher)
-    extra["provenance"]["teacher"] = teacher.name
-    extra["license"] = {"teacher": teacher.license, "note": "students distilled from a teacher may carry its licence terms"}
+    return MirroredTeacher(teacher) if mirror else teacher
+
+
+def _teacher_targets(teachers, train_set, labels, cache_dir, views: int, seed: int, trust_code: bool,
+                     progress: bool, extra: dict, mirror: bool = False, online: bool = False,
+                     routed: Mapping[str, tuple] = {}):
+    """The teachers' (ensemble's) targets: (cached outputs for every view, None), or with ``online``
+    (None, a function of face images run per batch). Records the teacher in ``extra``.
+
+    ``routed`` maps a domain to (its rows' slice, its teacher files): those rows learn from that
+    teacher instead (its own cache over the slice, the same views the student reads)."""
+    teacher = _load_target_teacher(teachers, labels, trust_code, mirror)
+    others = {d: (rows, _load_target_teacher(files, labels, trust_code, mirror)) for d, (rows, files) in routed.items()}
+    name = teacher.name + "".join(f"; {d}: {t.name}" for d, (_, t) in others.items())
+    extra["provenance"]["teacher"] = name
+    if others:
+        extra["provenance"]["domain_teachers"] = {d: t.name for d, (_, t) in others.items()}
+    terms = sorted({teacher.license, *(t.license for _, t in others.values())})
+    extra["license"] = {"teacher": "; ".join(terms), "note": "students distilled from a teacher may carry its licence terms"}
     if online:
         return None, lambda images: teacher_logprobs(teacher, images, labels)
     cache = build_cache(teacher, train_set, cache_dir, labels=labels, views=views, seed=seed, progress=progress)
-    return load_cached(cache, len(train_set), views), None
+    logits = load_cached(cache, len(train_set), views)
+    for rows, t in others.values():
+        part = train_set.subset(np.arange(rows.start, rows.stop))
+        sub = build_cache(t, part, cache_dir, labels=labels, views=views, seed=seed, progress=progress,
+                          index_offset=rows.start)
+        logits[rows] = load_cached(sub, len(part), views)
+    return logits, None
+
+
+def _check_domain_teachers(domain_teachers, teachers, domains, online: bool) -> None:
+    """Per-domain teachers route the rows of a --domains mix; they replace the main teacher's targets there."""
+    from .domains import DOMAINS
+
+    if domains is None:
+        raise MotivnetError("a domain teacher routes one domain's rows of --domains training: add --domains SHARED")
+    if not teachers:
+        raise MotivnetError("a domain teacher replaces the main teacher on its domain's rows: add --teacher FILE "
+                            "for the other domains")
+    if online:
+        raise MotivnetError("domain teachers are cached per domain: drop --online-teacher")
+    unknown = [d for d in domain_teachers if d not in DOMAINS]
+    if unknown:
+        raise MotivnetError(f"unknown domain {unknown[0]!r} for a domain teacher; domains: {', '.join(DOMAINS)}")
 
 
 def distill(*, data: str | Path | None = None, out: str | Path, domains: str | Path | None = None,
@@ -113,7 +150,8 @@ def distill(*, data: str | Path | None = None, out: str | Path, domains: str | P
             init: str | Path | None = None, label_source: str = "ferplus", progress: bool = True,
             extra_data: Sequence[str | Path] = (), mapping: Mapping[str, str | None] | None = None,
             trust_code: bool = False, mirror_teacher: bool = False, online_teacher: bool = False,
-            mixup: float = 0.0, command: str | None = None, **overrides) -> dict:
+            mixup: float = 0.0, domain_teachers: Mapping[str, Sequence[str | Path]] | None = None,
+            command: str | None = None, **overrides) -> dict:
     """Distils ``teachers`` (none: labels only) into a ``student`` preset on ``data``.
 
     Args:
@@ -143,6 +181,9 @@ def distill(*, data: str | Path | None = None, out: str | Path, domains: str | P
             ``mixup`` becomes possible (the teacher pass is paid every epoch).
         mixup: Beta(mixup, mixup) weights for mixing pairs of training faces and their labels
             (``views.mix_faces``); 0 is off. With a teacher it needs ``online_teacher``.
+        domain_teachers: with ``domains``, a domain's train rows learn from these teacher files
+            (an ensemble when several) instead of ``teachers``, e.g. {"ferplus": [a FER+ specialist]}:
+            each domain keeps the teacher that reads it best. Cached only (not with ``online_teacher``).
         command: the command line that started this, recorded in the run folder's commands.txt.
 
     Raises:
@@ -162,6 +203,8 @@ def distill(*, data: str | Path | None = None, out: str | Path, domains: str | P
                             "the teacher reads the mixed faces")
     if (data is None) == (domains is None):
         raise MotivnetError("pass either --data (one training set) or --domains SHARED (every domain of shared/)")
+    if domain_teachers:
+        _check_domain_teachers(domain_teachers, teachers, domains, online_teacher)
     preprocessing = student_preprocessing(student, preprocessing)
     weights, mix_report = None, None
     if domains is not None:
@@ -196,8 +239,18 @@ def distill(*, data: str | Path | None = None, out: str | Path, domains: str | P
         extra["provenance"]["init"] = _init_provenance(init)
     online = None
     if teachers:
+        routed = {}
+        if domain_teachers:
+            from .mixture import domain_slices
+
+            slices = domain_slices(mix_report["sources"])
+            missing = sorted(set(domain_teachers) - set(slices))
+            if missing:
+                raise MotivnetError(f"a domain teacher is given for {', '.join(missing)}, which this run does not train "
+                                    "on (--without?): drop its --domain-teacher")
+            routed = {d: (slices[d], list(files)) for d, files in domain_teachers.items()}
         logits, online = _teacher_targets(teachers, train_set, labels, cache_dir or Path(out) / "cache", views,
                                           cfg.seed, trust_code, progress, extra, mirror=mirror_teacher,
-                                          online=online_teacher)
+                                          online=online_teacher, routed=routed)
     return train(out, train_set, val_set, preprocessing, cfg, teacher_logits=logits, resume=resume,
                  progress=progress, extra=extra, init=init, sample_weights=weights, online_teacher=online)

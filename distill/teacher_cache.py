@@ -36,23 +36,28 @@ def teacher_logprobs(teacher: Teacher, images, labels) -> np.ndarray:
     return np.log(np.clip(p, 1e-6, 1.0)).astype(np.float32)
 
 
-def cache_key(teacher: Teacher, faces: FaceSet, labels, views: int, seed: int) -> str:
+def cache_key(teacher: Teacher, faces: FaceSet, labels, views: int, seed: int, index_offset: int = 0) -> str:
     h = hashlib.sha256()
     h.update(json.dumps([teacher.name, list(labels), views, seed, teacher.preprocessing.to_dict(),
-                         len(faces)]).encode())
+                         len(faces)] + ([index_offset] if index_offset else [])).encode())
     for f in faces.files:
         h.update(f.encode())
     return h.hexdigest()[:20]
 
 
 def build_cache(teacher: Teacher, faces: FaceSet, cache_dir: str | Path, *, labels, views: int = 4,
-                seed: int = 0, batch: int = 512, progress: bool = True) -> np.ndarray:
-    """Returns (N, views, K) float16 teacher log-probabilities, computing only what is missing."""
+                seed: int = 0, batch: int = 512, progress: bool = True, index_offset: int = 0) -> np.ndarray:
+    """Returns (N, views, K) float16 teacher log-probabilities, computing only what is missing.
+
+    ``index_offset``: where ``faces`` start in the training set the student reads, when they are a
+    slice of it (one domain's rows, ``distill(domain_teachers=...)``): view ``v`` of face ``i`` is then
+    the student's view ``v`` of row ``index_offset + i``, the same pixels.
+    """
     from tqdm import tqdm
 
     cache_dir = Path(cache_dir)
     cache_dir.mkdir(parents=True, exist_ok=True)
-    key = cache_key(teacher, faces, labels, views, seed)
+    key = cache_key(teacher, faces, labels, views, seed, index_offset)
     final = cache_dir / f"teacher-{key}.npy"
     if final.is_file():
         log.info("teacher cache hit: %s", final.name)
@@ -67,7 +72,7 @@ def build_cache(teacher: Teacher, faces: FaceSet, cache_dir: str | Path, *, labe
     t0 = time.time()
     for start in range(done, total, batch):
         rows = range(start, min(total, start + batch))
-        imgs = [view_image(faces.images[r // views], seed, r // views, r % views) for r in rows]
+        imgs = [view_image(faces.images[r // views], seed, index_offset + r // views, r % views) for r in rows]
         arr[rows.start:rows.stop] = teacher_logprobs(teacher, imgs, labels).astype(np.float16)
         arr.flush()
         write_json(state, {"done": rows.stop, "teacher": teacher.name, "views": views}, indent=None)
@@ -78,6 +83,7 @@ def build_cache(teacher: Teacher, faces: FaceSet, cache_dir: str | Path, *, labe
     state.unlink(missing_ok=True)
     (cache_dir / f"teacher-{key}.meta.json").write_text(json.dumps(
         {"teacher": teacher.name, "labels": list(labels), "views": views, "seed": seed, "images": n,
+         "index_offset": index_offset,
          "seconds": round(time.time() - t0, 1), "views_computed": total - done}))
     return np.load(final, mmap_mode="r")
 

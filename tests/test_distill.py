@@ -215,6 +215,72 @@ def test_cache_resumes_after_interruption(tmp_path):
     assert np.array_equal(full, ref)
 
 
+def _mean_teacher(path, weights):
+    """An ONNX classifier whose logits are the face's mean pixel times ``weights``, labels in metadata."""
+    import onnx
+    from onnx import TensorProto, helper
+
+    graph = helper.make_graph(
+        [helper.make_node("ReduceMean", ["input"], ["m"], axes=[1, 2, 3], keepdims=0),
+         helper.make_node("Unsqueeze", ["m", "axis"], ["col"]),
+         helper.make_node("Mul", ["col", "w"], ["logits"])],
+        "mean_teacher", [helper.make_tensor_value_info("input", TensorProto.FLOAT, ["N", 1, 48, 48])],
+        [helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["N", 7])],
+        [helper.make_tensor("w", TensorProto.FLOAT, [7], weights), helper.make_tensor("axis", TensorProto.INT64, [1], [1])])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
+    for k, v in {"labels": json.dumps(list(MOTIVNET_LABELS)),
+                 "preprocessing": json.dumps(Preprocessing(input_size=(48, 48)).to_dict())}.items():
+        model.metadata_props.add(key=k, value=v)
+    onnx.save(model, path)
+    return path
+
+
+def test_cache_of_a_slice_reads_the_students_views_of_those_rows(tmp_path):
+    fs, t = synthetic(20), CountingTeacher()
+    full = build_cache(t, fs, tmp_path / "a", labels=MOTIVNET_LABELS, views=3, progress=False)
+    part = build_cache(t, fs.subset(np.arange(5, 12)), tmp_path / "a", labels=MOTIVNET_LABELS, views=3,
+                       progress=False, index_offset=5)
+    assert np.array_equal(part, full[5 * 3:12 * 3])  # views of row 5+i, not of row i
+    unshifted = build_cache(t, fs.subset(np.arange(5, 12)), tmp_path / "a", labels=MOTIVNET_LABELS, views=3,
+                            progress=False)
+    assert not np.array_equal(unshifted, part)  # another key, other views
+
+
+def test_a_domain_teacher_replaces_the_main_teachers_targets_on_its_rows_only(tmp_path):
+    from motivnet_distill.pipeline import _teacher_targets
+    from motivnet_distill.teacher_cache import teacher_logprobs
+    from motivnet_distill.teachers import load_teacher
+
+    main = _mean_teacher(tmp_path / "main.onnx", [0.0, 0.02, 0, 0, 0, 0, 0])
+    fer = _mean_teacher(tmp_path / "fer.onnx", [0.03, 0, 0, 0, 0, 0, 0])
+    fs, extra = synthetic(12), {"provenance": {}}
+    logits, online = _teacher_targets([main], fs, MOTIVNET_LABELS, tmp_path / "cache", 2, 0, False, False, extra,
+                                      routed={"ferplus": (slice(4, 10), [fer])})
+    assert online is None and logits.shape == (12, 2, 7)
+    for path, rows in ((main, [0, 1, 2, 3, 10, 11]), (fer, range(4, 10))):
+        t = load_teacher(path)
+        for i in rows:
+            want = teacher_logprobs(t, [view_image(fs.images[i], 0, i, v) for v in range(2)], MOTIVNET_LABELS)
+            assert np.allclose(logits[i], want, atol=2e-3), (path.name, i)
+    assert extra["provenance"]["domain_teachers"]["ferplus"].startswith("onnx:")
+    assert "; ferplus: onnx:" in extra["provenance"]["teacher"]  # --resume compares this name
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--data", ".", "--domain-teacher", "ferplus=t.onnx"], "apply to --domains training"),
+    (["--domains", ".", "--domain-teacher", "imagenet=t.onnx"], "DOMAIN=FILE"),
+    (["--domains", ".", "--domain-teacher", "ferplus"], "DOMAIN=FILE"),
+    (["--domains", ".", "--domain-teacher", "ferplus=t.onnx"], "add --teacher FILE"),
+    (["--domains", ".", "--teacher", "t.onnx", "--online-teacher", "--domain-teacher", "ferplus=t.onnx"],
+     "drop --online-teacher"),
+])
+def test_domain_teacher_misuse_is_a_usage_error(tmp_path, args, message):
+    r = subprocess.run([sys.executable, "-m", "motivnet_edge.cli", "distill", "--out", str(tmp_path / "run"), *args],
+                       capture_output=True, text=True, timeout=120, cwd=tmp_path)
+    assert r.returncode == 2 and message in r.stderr and "Traceback" not in r.stderr, r.stderr
+    assert not (tmp_path / "run").exists()
+
+
 SCRIPT = textwrap.dedent("""
     import sys, json, torch
     sys.path.insert(0, {tests!r})
