@@ -79,6 +79,8 @@ def missing_class_hint(exc: LabelError, data: str) -> UsageFailure:
 @click.option("--domains", type=click.Path(file_okay=False), default=None,
               help="Instead of --data: the shared/ folder; train on every domain's train part (whole and "
                    "YuNet-aligned crops, domain- and class-balanced) and select on their validation parts.")
+@click.option("--pack", type=click.Path(dir_okay=False), default=None,
+              help="Instead of --data or --domains: a training pack (motivnet-edge pack), the same mix in one file.")
 @click.option("--samples-per-epoch", type=click.IntRange(1, 10_000_000), default=None,
               help="With --domains: faces drawn per epoch  [default: 30000].")
 @list_option("--without", "without", metavar="DOMAIN",
@@ -127,26 +129,31 @@ def missing_class_hint(exc: LabelError, data: str) -> UsageFailure:
 @click.option("--mixup", type=click.FloatRange(0, None), default=0.0, show_default=True,
               help="Mix pairs of training faces and their labels with Beta(A, A) weights (0: off); with a teacher, "
                    "needs --online-teacher so the teacher reads the mixed faces.")
+@click.option("--degrade", type=click.FloatRange(0, 1, max_open=True), default=0.0, show_default=True,
+              help="Fraction of the student's faces made smaller, blurred or JPEG-compressed (the teacher reads "
+                   "them clean): robustness to poorer cameras and smaller faces.")
 @click.option("--resume", is_flag=True, help="Continue the run in --out after an interruption.")
 @TRUST_CODE
 @friendly
-def distill(data, domains, samples_per_epoch, without, no_balance, class_power, domain_class_power, extra_data, maps, out, teachers, domain_teacher, val, student, epochs, views, threads, kd_weight, label_weight, temperature,
-            batch_size, lr, cache_dir, init, label_source, mirror_teacher, online_teacher, mixup, resume,
-            trust_code) -> None:
+def distill(data, domains, pack, samples_per_epoch, without, no_balance, class_power, domain_class_power, extra_data, maps, out, teachers, domain_teacher, val, student, epochs, views, threads, kd_weight, label_weight, temperature,
+            batch_size, lr, cache_dir, init, label_source, mirror_teacher, online_teacher, mixup, degrade,
+            resume, trust_code) -> None:
     """Distil a teacher (or several) into a small ViT student."""
     from .mixture import MixRecipe
     from .pipeline import distill as run_distill
 
-    if (data is None) == (domains is None):
-        raise UsageFailure("pass --data (one training set) or --domains SHARED (every domain in shared/), not both")
+    if sum(x is not None for x in (data, domains, pack)) != 1:
+        raise UsageFailure("pass one of --data (one training set), --domains SHARED (every domain in shared/) or "
+                           "--pack FILE (a training pack)")
+    mixed = domains is not None or pack is not None
     if (without or no_balance or samples_per_epoch or class_power is not None or domain_class_power
-            or domain_teacher) and domains is None:
+            or domain_teacher) and not mixed:
         raise UsageFailure("--without, --no-balance, --class-power, --domain-class-power, --domain-teacher and "
-                           "--samples-per-epoch apply to --domains training")
+                           "--samples-per-epoch apply to --domains (or --pack) training")
     if no_balance and (class_power is not None or domain_class_power):
         raise UsageFailure("--no-balance already sets the class power to 1: drop --class-power / --domain-class-power")
     mix, routed = None, None
-    if domains is not None:
+    if mixed:
         from .domains import DOMAINS
 
         routed = _domain_teachers(domain_teacher, DOMAINS) or None
@@ -160,17 +167,51 @@ def distill(data, domains, samples_per_epoch, without, no_balance, class_power, 
                         **({"domain_power": 1.0, "class_power": 1.0, "domain_scale": {}} if no_balance else {}),
                         **({"class_power": class_power} if class_power is not None else {}))
     try:
-        best = run_distill(data=data, domains=domains, mix=mix, out=out, val=val, teachers=list(teachers), student=student, epochs=epochs,
+        best = run_distill(data=data, domains=domains, pack=pack, mix=mix, out=out, val=val, teachers=list(teachers), student=student, epochs=epochs,
                            views=views, kd_weight=kd_weight, label_weight=label_weight, temperature=temperature,
                            resume=resume, batch_size=batch_size, lr=lr, cache_dir=cache_dir, init=init,
                            threads=threads, label_source=label_source, extra_data=list(extra_data),
                            mapping=parse_maps(maps), trust_code=trust_code, mirror_teacher=mirror_teacher,
-                           online_teacher=online_teacher, mixup=mixup, domain_teachers=routed, command=shlex.join(["motivnet-edge", *sys.argv[1:]]))
+                           online_teacher=online_teacher, mixup=mixup, degrade_prob=degrade, domain_teachers=routed, command=shlex.join(["motivnet-edge", *sys.argv[1:]]))
     except LabelError as exc:
         if not exc.missing:
             raise
         raise missing_class_hint(exc, ", ".join([str(p) for p in (data, val, *extra_data) if p])) from None
     click.echo(json.dumps(best))
+
+
+@click.command(name="pack")
+@click.option("--domains", type=click.Path(file_okay=False, exists=True), required=True,
+              help="The shared/ folder whose domains go in (as distill --domains reads them).")
+@click.option("--out", type=click.Path(dir_okay=False), required=True, help="Pack file to write (.npz).")
+@list_option("--without", "without", metavar="DOMAIN", help="Leave these domains out, e.g. --without sfew.")
+@click.option("--size", type=click.IntRange(8, 512), default=56, show_default=True,
+              help="Longest image side kept, in pixels (students read 48x48).")
+@click.option("--quality", type=click.IntRange(1, 100), default=75, show_default=True, help="WebP quality.")
+@click.option("--cache-dir", type=click.Path(), default=None,
+              help="Aligned-crop cache (share distill's: default OUT's folder/cache).")
+@friendly
+def pack_cmd(domains, out, without, size, quality, cache_dir) -> None:
+    """Pack the multi-domain training mix and its validation parts into one file (for a GPU host)."""
+    from motivnet_edge.detectors import YuNetDetector
+
+    from .domains import DOMAINS
+    from .mixture import MixRecipe
+    from .pack import write_pack
+    from .pipeline import STUDENT_PREPROCESSING
+
+    unknown = [d for d in without if d not in DOMAINS]
+    if unknown or len(set(without)) >= len(DOMAINS):
+        raise UsageFailure(f"--without {', '.join(unknown or without)}: name some of {', '.join(DOMAINS)}, not all")
+    yunet = Path(domains) / "models" / "yunet" / "face_detection_yunet_2023mar.onnx"
+    if not yunet.is_file():
+        raise UsageFailure(f"{yunet} not found: --domains is the shared/ folder, with the YuNet model in models/yunet")
+    manifest = write_pack(domains, out, preprocessing=STUDENT_PREPROCESSING, detector=YuNetDetector(yunet),
+                          recipe=MixRecipe(domains=tuple(d for d in DOMAINS if d not in without)),
+                          cache_dir=cache_dir or Path(out).parent / "cache", size=size, quality=quality)
+    rows = sum(s["rows"] for s in manifest["sources"].values())
+    click.echo(f"{out}: {rows} train rows, selection {manifest['selection']}, "
+               f"{Path(out).stat().st_size / 2**20:.1f} MiB")
 
 
 @click.command(name="train-head")

@@ -95,9 +95,14 @@ def training_mix(shared: str | Path, pp: Preprocessing, detector, *, recipe: Mix
         log.info("%s train part: %d faces, %d rows with variants, detector misses %s", name, len(whole),
                  len(joined), misses)
     faces = concat(sets)
-    # FER+ rows carry vote distributions: balance them by their majority (or top) vote.
+    return faces, mix_weights(faces, tags, recipe), report
+
+
+def mix_weights(faces: FaceSet, domain: Sequence[str], recipe: MixRecipe) -> np.ndarray:
+    """``sample_weights`` for a mix's rows; FER+ rows carry vote distributions and are balanced by
+    their majority (or top) vote. Rows of domains outside ``recipe.domains`` are never drawn."""
     hard = np.where(faces.hard >= 0, faces.hard, faces.soft.argmax(1))
-    return faces, sample_weights(tags, hard, recipe), report
+    return sample_weights(domain, hard, recipe)
 
 
 def domain_slices(report: Mapping[str, Mapping]) -> dict[str, slice]:
@@ -121,4 +126,4 @@ def validation_sets(shared: str | Path, pp: Preprocessing, detector, *, labels=M
     return out
 
 
-__all__ = ["MixRecipe", "SELECTION_DOMAINS", "domain_slices", "sample_weights", "training_mix", "validation_sets"]
+__all__ = ["MixRecipe", "SELECTION_DOMAINS", "domain_slices", "mix_weights", "sample_weights", "training_mix", "validation_sets"]

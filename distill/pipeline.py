@@ -5,6 +5,7 @@ The Python API behind ``motivnet-edge distill``; also runs unchanged under torch
 
 from __future__ import annotations
 
+import json
 import logging
 from dataclasses import replace
 from collections.abc import Mapping, Sequence
@@ -75,6 +76,33 @@ def _domain_data(shared: Path, preprocessing: Preprocessing, labels, yunet: str 
                                           "selection": {k: len(v) for k, v in val_sets.items()}}
 
 
+def _pack_data(pack: Path, preprocessing: Preprocessing, labels, recipe) -> tuple:
+    """The train mix, its sample weights and the selection sets of a training pack (``pack.py``)."""
+    from .mixture import MixRecipe, domain_slices, mix_weights
+    from .pack import PackError, read_pack
+
+    train_set, val_sets, manifest = read_pack(pack)
+    if tuple(labels) != train_set.labels:
+        raise PackError(f"{pack} holds labels {', '.join(train_set.labels)}, not {', '.join(labels)}: write a pack "
+                        "for this label order")
+    ours = {k: v for k, v in json.loads(json.dumps(preprocessing.to_dict())).items() if k != "input_size"}
+    theirs = {k: v for k, v in manifest["preprocessing"].items() if k != "input_size"}
+    if ours != theirs:
+        raise PackError(f"{pack} was cut with other preprocessing ({theirs}) than this student's ({ours}): write the "
+                        "pack again for it")
+    recipe = recipe or MixRecipe()
+    slices = domain_slices(manifest["sources"])
+    tags = np.empty(len(train_set), dtype=object)
+    for name, rows in slices.items():
+        tags[rows] = name
+    unknown = sorted(set(recipe.domains) - set(slices))
+    if unknown and len(unknown) == len(recipe.domains):
+        raise PackError(f"{pack} holds none of the domains asked for ({', '.join(unknown)})")
+    report = {"mix": recipe.to_dict(), "sources": manifest["sources"], "selection": manifest["selection"],
+              "pack": {"path": str(pack), "encoding": manifest["encoding"], "created": manifest["created"]}}
+    return train_set, mix_weights(train_set, tags, recipe), val_sets, report
+
+
 def _one_set_data(data: Path, val, extra_data, labels, mapping, label_source: str) -> tuple:
     """(train set, selection set, selection path) for --data training: the set, the train parts of
     --extra-data (split by person), and --val (FER2013Valid beside a FER2013Train by default)."""
@@ -130,7 +158,8 @@ def _check_domain_teachers(domain_teachers, teachers, domains, online: bool) -> 
     from .domains import DOMAINS
 
     if domains is None:
-        raise MotivnetError("a domain teacher routes one domain's rows of --domains training: add --domains SHARED")
+        raise MotivnetError("a domain teacher routes one domain's rows of --domains training: add --domains SHARED "
+                            "(or --pack FILE)")
     if not teachers:
         raise MotivnetError("a domain teacher replaces the main teacher on its domain's rows: add --teacher FILE "
                             "for the other domains")
@@ -142,6 +171,7 @@ def _check_domain_teachers(domain_teachers, teachers, domains, online: bool) -> 
 
 
 def distill(*, data: str | Path | None = None, out: str | Path, domains: str | Path | None = None,
+            pack: str | Path | None = None,
             mix=None, yunet: str | Path | None = None, val: str | Path | None = None,
             teachers: list[str | Path] = (), student: str = "vit_hybrid_pico", epochs: int = 10,
             kd_weight: float | None = None, label_weight: float = 1.0, temperature: float = 2.0,
@@ -159,7 +189,9 @@ def distill(*, data: str | Path | None = None, out: str | Path, domains: str | P
         domains: instead of ``data``, the shared/ folder: train on every domain's train part
             (whole crops and YuNet-aligned crops, drawn by a domain- and class-balancing sampler,
             see ``mixture.MixRecipe``) and select on the mean of the domains' validation parts.
-        mix: the ``MixRecipe`` for ``domains`` (default: ``MixRecipe()``).
+        pack: instead of ``data`` or ``domains``, a training pack (``motivnet-edge pack``): the same
+            mix and selection sets, read from one file (a GPU host without shared/).
+        mix: the ``MixRecipe`` for ``domains`` or ``pack`` (default: ``MixRecipe()``).
         yunet: the YuNet model that aligns ``domains`` faces (default: shared/models/yunet).
         out: run folder (config, best.pt, last.pt, log.jsonl).
         val: selection set (default: a FER+ "FER2013Valid" beside a "FER2013Train").
@@ -201,19 +233,23 @@ def distill(*, data: str | Path | None = None, out: str | Path, domains: str | P
     if mixup and teachers and not online_teacher:
         raise MotivnetError("--mixup makes new faces that cached teacher outputs never saw: add --online-teacher so "
                             "the teacher reads the mixed faces")
-    if (data is None) == (domains is None):
-        raise MotivnetError("pass either --data (one training set) or --domains SHARED (every domain of shared/)")
+    if sum(x is not None for x in (data, domains, pack)) != 1:
+        raise MotivnetError("pass one of --data (one training set), --domains SHARED (every domain of shared/) or "
+                            "--pack FILE (those domains, packed by motivnet-edge pack)")
     if domain_teachers:
-        _check_domain_teachers(domain_teachers, teachers, domains, online_teacher)
+        _check_domain_teachers(domain_teachers, teachers, domains or pack, online_teacher)
     preprocessing = student_preprocessing(student, preprocessing)
     weights, mix_report = None, None
-    if domains is not None:
+    if domains is not None or pack is not None:
         if val is not None or extra_data:
-            raise MotivnetError("--domains selects on the domains' validation parts and trains on their train "
-                                "parts: drop --val and --extra-data")
-        train_set, weights, val_set, mix_report = _domain_data(
-            Path(domains), preprocessing, labels, yunet, Path(cache_dir or Path(out) / "cache"), mix)
-        data, val = Path(domains), "validation parts of " + ", ".join(val_set)
+            raise MotivnetError("--domains and --pack select on the domains' validation parts and train on their "
+                                "train parts: drop --val and --extra-data")
+        if pack is not None:
+            train_set, weights, val_set, mix_report = _pack_data(Path(pack), preprocessing, labels, mix)
+        else:
+            train_set, weights, val_set, mix_report = _domain_data(
+                Path(domains), preprocessing, labels, yunet, Path(cache_dir or Path(out) / "cache"), mix)
+        data, val = Path(domains or pack), "validation parts of " + ", ".join(val_set)
         overrides.setdefault("samples_per_epoch", mix_report["mix"]["samples_per_epoch"])
     else:
         data = Path(data)

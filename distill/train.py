@@ -30,7 +30,7 @@ from .run_folder import load_models, plot_curves, save_checkpoint, start_run
 from .student import StudentConfig, count_flops
 from .student_io import save_student
 from .train_config import RESUME_MUST_MATCH, TrainConfig, TrainConfigError  # noqa: F401  (public here too)
-from .views import mix_faces, view_image
+from .views import degrade, mix_faces, view_image
 
 log = logging.getLogger(__name__)
 
@@ -142,10 +142,15 @@ def _epoch(loop: _Loop, epoch: int, net, model, ema, opt, progress: bool) -> dic
         if cfg.mixup > 0:  # its own stream, from (seed, epoch, step): a resume mixes the same pairs
             imgs, mixed, _ = mix_faces(imgs, soft.numpy(), np.random.default_rng([cfg.seed, epoch, i]), cfg.mixup)
             soft = torch.from_numpy(mixed)
+        clean = imgs
+        if cfg.degrade_prob > 0:  # its own stream too; the teacher keeps the clean faces
+            r = np.random.default_rng([cfg.seed, epoch, i, 1])
+            hit = r.random(len(imgs)) < cfg.degrade_prob
+            imgs = [degrade(im, r, input_side=max(loop.pp.input_size)) if h else im for im, h in zip(imgs, hit)]
         x = erase(batch_of(imgs, loop.pp), gen, cfg.erase_prob).contiguous(memory_format=torch.channels_last)
         part = slice(loop.rank * len(idx) // loop.world, (loop.rank + 1) * len(idx) // loop.world)
         if loop.online is not None:  # the teacher reads this rank's faces as they are, before erasing
-            tb = torch.from_numpy(loop.online(imgs[part])).to(loop.device)
+            tb = torch.from_numpy(loop.online(clean[part])).to(loop.device)
         else:
             tb = loop.teacher[idx, views[idx]][part].to(loop.device) if loop.teacher is not None else None
         with torch.autocast(loop.device.type, dtype=torch.bfloat16, enabled=loop.device.type == "cuda"):
@@ -263,5 +268,6 @@ def evaluate(model: torch.nn.Module, faces: FaceSet | Mapping[str, FaceSet], pp:
         p, t = pred[keep], part.hard[keep]
         out[f"val_acc_{name}"] = float((p == t).mean())
         recalls += [float((p[t == c] == c).mean()) for c in np.unique(t) if (t == c).sum() >= 10]
-    return {"val_acc": float(np.mean(list(out.values()))), "val_min_recall": min(recalls),
+    # None: no class has the 10 faces a recall needs (tiny selection sets).
+    return {"val_acc": float(np.mean(list(out.values()))), "val_min_recall": min(recalls, default=None),
             "val_n": int(sum((p.hard >= 0).sum() for p in faces.values())), **out}

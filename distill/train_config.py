@@ -35,6 +35,7 @@ class TrainConfig:
     label_smoothing: float = 0.0
     views: int = 8                  # seeded augmented views per image (teacher cache size)
     erase_prob: float = 0.25
+    degrade_prob: float = 0.0       # student only: a face made smaller, blurred or JPEG-compressed (views.degrade)
     seed: int = 0
     threads: int = 0                # 0: torch's default
     samples_per_epoch: int = 0      # with sample weights: draws per epoch (0: one per training row)
@@ -53,7 +54,7 @@ class TrainConfig:
                 raise bad(name, "a finite number >= 0")
         if not finite(self.mixup) or self.mixup < 0:
             raise bad("mixup", "a finite number >= 0 (0: off)")
-        for name in ("label_smoothing", "erase_prob", "ema_decay"):
+        for name in ("label_smoothing", "erase_prob", "degrade_prob", "ema_decay"):
             if not finite(getattr(self, name)) or not 0 <= getattr(self, name) < 1:
                 raise bad(name, "in [0, 1)")
         if not isinstance(self.samples_per_epoch, int) or self.samples_per_epoch < 0:
@@ -67,7 +68,7 @@ class TrainConfig:
 
 #: Settings a resumed run must share with the run it continues (others, e.g. epochs, may change).
 RESUME_MUST_MATCH = ("batch_size", "views", "seed", "kd_weight", "label_weight", "temperature", "samples_per_epoch",
-                     "online_teacher", "mixup")
+                     "online_teacher", "mixup", "degrade_prob")
 
 
 def check_run_folder(run: Path, cfg: TrainConfig, scfg: StudentConfig, resume: bool,

@@ -3,7 +3,8 @@
 View ``v`` of image ``i`` is a deterministic function of (seed, i, v): the teacher's cached
 logits for that view and the student's training input come from the same pixels. View 0
 is the image itself. Augmentations suit faces: horizontal flip, small rotation, scale and
-shift, contrast and brightness. Random erasing is applied to the student only (train.py).
+shift, contrast and brightness. Random erasing and ``degrade`` (a poorer capture of the face)
+are applied to the student only (train.py): the teacher's target stays the clean view's.
 """
 
 from __future__ import annotations
@@ -52,6 +53,32 @@ def apply_view(image: np.ndarray, p: ViewParams) -> np.ndarray:
 
 def view_image(image: np.ndarray, seed: int, index: int, view: int) -> np.ndarray:
     return apply_view(image, view_params(seed, index, view))
+
+
+#: What ``degrade`` does to a face, one chosen at random (see its docstring).
+DEGRADATIONS = ("smaller", "blur", "jpeg")
+
+
+def degrade(image: np.ndarray, rng: np.random.Generator, *, input_side: int = 48) -> np.ndarray:
+    """The same face as a poorer camera or a farther subject gives it (uint8, same channels).
+
+    One of: the face at 30-90 % of its size (the preprocessing brings it back to the input size,
+    as ``predict`` does with a small face), a Gaussian blur of 0.3-1.2 input pixels, or JPEG at
+    quality 15-60. A model trained only on sharp crops reads a blurred face as another domain: the
+    first multi-domain default lost 35 points on AffectNet96 validation faces blurred by one pixel
+    at 96 px (benchmarks/robustness.py), where FER-only models lost none.
+    ``input_side`` is the model's input side, so a blur is measured where the model sees it.
+    """
+    h, w = image.shape[:2]
+    kind = DEGRADATIONS[int(rng.integers(len(DEGRADATIONS)))]
+    if kind == "smaller":
+        s = float(rng.uniform(0.3, 0.9))
+        return cv2.resize(image, (max(8, round(w * s)), max(8, round(h * s))), interpolation=cv2.INTER_AREA)
+    if kind == "blur":
+        sigma = float(rng.uniform(0.3, 1.2)) * max(h, w) / input_side
+        return cv2.GaussianBlur(image, (0, 0), sigma, borderType=cv2.BORDER_REPLICATE)
+    ok, buf = cv2.imencode(".jpg", image, [cv2.IMWRITE_JPEG_QUALITY, int(rng.integers(15, 61))])
+    return cv2.imdecode(buf, cv2.IMREAD_UNCHANGED) if ok else image
 
 
 def mix_faces(images: list[np.ndarray], soft: np.ndarray, rng: np.random.Generator,

@@ -24,7 +24,8 @@ class VerbGroup(click.Group):
     """Device verbs live here; tooling verbs are imported from their own package when they run."""
 
     #: verb -> "module:command"; these need the [distill]/[export] extras (torch).
-    TOOLING = {"distill": "motivnet_distill.cli:distill", "train-head": "motivnet_distill.cli:train_head_cmd",
+    TOOLING = {"distill": "motivnet_distill.cli:distill", "pack": "motivnet_distill.cli:pack_cmd",
+               "train-head": "motivnet_distill.cli:train_head_cmd",
                "eval": "motivnet_distill.cli:eval_cmd", "export": "motivnet_export.cli:export_cmd"}
 
     #: tooling verbs that run without torch on model packages (eval scores a package on a device)

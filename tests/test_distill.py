@@ -215,6 +215,127 @@ def test_cache_resumes_after_interruption(tmp_path):
     assert np.array_equal(full, ref)
 
 
+def test_degrade_gives_a_poorer_capture_of_the_same_face():
+    from motivnet_distill.views import DEGRADATIONS, degrade
+
+    face = cv2_face = np.zeros((96, 96), np.uint8)
+    face[30:70, 20:76] = 200  # an edge the blur and JPEG must soften, not move
+    kinds = {}
+    for seed in range(30):
+        out = degrade(face, np.random.default_rng(seed))
+        assert out.dtype == np.uint8 and out.ndim == 2
+        if out.shape != face.shape:
+            kinds["smaller"] = out.shape
+            assert 0.3 * 96 - 1 <= out.shape[0] <= 0.9 * 96 + 1
+        elif not np.array_equal(out, cv2_face):
+            kinds.setdefault("changed", 0)
+            assert abs(float(out.mean()) - float(face.mean())) < 6  # same picture, not another one
+    assert "smaller" in kinds and "changed" in kinds and len(DEGRADATIONS) == 3
+    color = np.dstack([face] * 3)
+    assert all(degrade(color, np.random.default_rng(s)).shape[2] == 3 for s in range(6))
+    assert np.array_equal(degrade(face, np.random.default_rng(7)), degrade(face, np.random.default_rng(7)))
+
+
+def test_degraded_faces_reach_the_student_and_the_teacher_reads_them_clean(tmp_path, monkeypatch):
+    from motivnet_distill import train as train_mod
+    from motivnet_distill.teacher_cache import teacher_logprobs
+
+    fs, t, teacher_saw, student_saw = synthetic(32), CountingTeacher(), [], []
+    real_batch = train_mod.batch_of
+    monkeypatch.setattr(train_mod, "batch_of", lambda imgs, pp: (student_saw.extend(imgs), real_batch(imgs, pp))[1])
+
+    def online(images):
+        teacher_saw.extend(images)
+        return teacher_logprobs(t, images, MOTIVNET_LABELS)
+    cfg = replace(_tiny_cfg(kd_weight=1.0, online_teacher=True, degrade_prob=0.9), views=4)
+    train_mod.train(tmp_path / "run", fs, synthetic(16, seed=1), Preprocessing(), cfg, online_teacher=online,
+                    progress=False)
+    student_saw = student_saw[:32]  # the epoch's batches; evaluation batches follow
+    assert len(teacher_saw) == 32
+    differ = sum(a.shape != b.shape or not np.array_equal(a, b) for a, b in zip(teacher_saw, student_saw))
+    assert differ >= 20  # about 90 % degraded
+    clean = {view_image(fs.images[i], 0, i, v).tobytes() for i in range(32) for v in range(4)}
+    assert all(im.tobytes() in clean for im in teacher_saw)  # the teacher got untouched views
+
+
+def _write_synthetic_pack(path, size=56):
+    from motivnet_distill.pack import save_pack
+
+    a, b = synthetic(40), synthetic(24, seed=3)
+    big = FaceSet([np.kron(im, np.ones((2, 2), np.uint8)) for im in b.images], b.soft, b.hard, b.labels, b.files)
+    from motivnet_distill.data import concat
+
+    train = concat([a, big])
+    report = {"ferplus": {"faces": 40, "rows": 40, "detector_misses": None},
+              "affectnet96": {"faces": 24, "rows": 24, "detector_misses": 0}}
+    val = {"ferplus": synthetic(16, seed=1), "affectnet96": synthetic(12, seed=2)}
+    from motivnet_distill.pipeline import STUDENT_PREPROCESSING
+
+    save_pack(path, train, val, report=report, recipe={}, preprocessing=STUDENT_PREPROCESSING, size=size)
+    return train, val
+
+
+def test_a_pack_round_trips_rows_labels_and_domains(tmp_path):
+    from motivnet_distill.pack import read_pack
+
+    train, val = _write_synthetic_pack(tmp_path / "p.npz")
+    got, got_val, manifest = read_pack(tmp_path / "p.npz")
+    assert len(got) == 64 and got.files == train.files and np.allclose(got.soft, train.soft, atol=1e-3)
+    assert np.array_equal(got.hard, train.hard) and got.labels == tuple(MOTIVNET_LABELS)
+    assert got.images[0].shape == (48, 48) and got.images[50].shape == (56, 56)  # 96 px rows capped at 56
+    # Lossy, but the same picture: WebP at quality 75 stays close to the stored pixels.
+    assert np.abs(got.images[0].astype(int) - train.images[0].astype(int)).mean() < 12
+    assert {k: len(v) for k, v in got_val.items()} == {"ferplus": 16, "affectnet96": 12}
+    assert list(manifest["sources"]) == ["ferplus", "affectnet96"] and manifest["encoding"]["max_side"] == 56
+
+
+@pytest.mark.parametrize("damage, message", [
+    ("missing", "does not exist"), ("text", "is not a training pack"), ("pickle", "is not a training pack"),
+    ("version", "pack version 99"), ("offsets", "disagree"), ("rows", "counts 99 train rows"),
+])
+def test_a_bad_pack_is_one_error_naming_the_fix(tmp_path, damage, message):
+    from motivnet_distill.pack import PackError, read_pack
+
+    p = tmp_path / "p.npz"
+    _write_synthetic_pack(p)
+    if damage == "missing":
+        p.unlink()
+    elif damage == "text":
+        p.write_text("not a pack")
+    elif damage == "pickle":
+        with open(p, "wb") as f:
+            np.save(f, np.array([{"x": 1}], dtype=object), allow_pickle=True)
+    else:
+        z = dict(np.load(p))
+        m = json.loads(bytes(z["manifest"]))
+        if damage == "version":
+            m["version"] = 99
+        elif damage == "rows":
+            m["sources"]["ferplus"]["rows"] = 75
+        else:
+            z["train.offsets"] = z["train.offsets"][::-1].copy()
+        z["manifest"] = np.frombuffer(json.dumps(m).encode(), np.uint8)
+        with open(p, "wb") as f:
+            np.savez(f, **z)
+    with pytest.raises(PackError, match=message):
+        read_pack(p)
+
+
+def test_distill_trains_from_a_pack_with_its_domains_and_selection_sets(tmp_path):
+    from motivnet_distill.pipeline import distill
+
+    _write_synthetic_pack(tmp_path / "p.npz")
+    best = distill(pack=tmp_path / "p.npz", out=tmp_path / "run", student="vit_hybrid_femto", epochs=1, views=2,
+                   progress=False, samples_per_epoch=48, batch_size=16, degrade_prob=0.3)
+    cfg = json.loads((tmp_path / "run" / "config.json").read_text())
+    prov = cfg["provenance"]["domains"]
+    assert prov["pack"]["encoding"]["codec"] == "webp" and prov["selection"] == {"ferplus": 16, "affectnet96": 12}
+    log = json.loads((tmp_path / "run" / "log.jsonl").read_text().splitlines()[0])
+    assert {"val_acc_ferplus", "val_acc_affectnet96"} <= set(log) and "val_acc" in best
+    with pytest.raises(Exception, match="pass one of --data"):
+        distill(pack=tmp_path / "p.npz", domains=tmp_path, out=tmp_path / "run2", progress=False)
+
+
 def _mean_teacher(path, weights):
     """An ONNX classifier whose logits are the face's mean pixel times ``weights``, labels in metadata."""
     import onnx
@@ -267,7 +388,7 @@ def test_a_domain_teacher_replaces_the_main_teachers_targets_on_its_rows_only(tm
 
 
 @pytest.mark.parametrize("args, message", [
-    (["--data", ".", "--domain-teacher", "ferplus=t.onnx"], "apply to --domains training"),
+    (["--data", ".", "--domain-teacher", "ferplus=t.onnx"], "apply to --domains (or --pack) training"),
     (["--domains", ".", "--domain-teacher", "imagenet=t.onnx"], "DOMAIN=FILE"),
     (["--domains", ".", "--domain-teacher", "ferplus"], "DOMAIN=FILE"),
     (["--domains", ".", "--domain-teacher", "ferplus=t.onnx"], "add --teacher FILE"),
@@ -470,6 +591,9 @@ def test_run_folder_is_never_overwritten_or_resumed_with_other_settings(tmp_path
     other = replace(_tiny_cfg(), student=dict(embed_dim=64, depth=1, num_heads=2, patch_size=8, drop_path=0.0))
     with pytest.raises(TrainConfigError, match="student shape differs"):
         train(run, synthetic(32), synthetic(16, seed=1), pp, other, resume=True, progress=False)
+    with pytest.raises(TrainConfigError, match="degrade_prob: run 0.0, now 0.5"):
+        train(run, synthetic(32), synthetic(16, seed=1), pp, replace(_tiny_cfg(), degrade_prob=0.5), resume=True,
+              progress=False)
     assert (run / "best.pt").read_bytes() == before
     assert len((run / "log.jsonl").read_text().splitlines()) == 1
     # The teacher is part of the recipe: a resume with another teacher file, or its mirror, is refused.

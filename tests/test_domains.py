@@ -57,7 +57,7 @@ def test_one_domain_can_keep_its_stored_class_mix():
 
 
 @pytest.mark.parametrize("args, message", [
-    (["--data", ".", "--domain-class-power", "ferplus=1"], "apply to --domains training"),
+    (["--data", ".", "--domain-class-power", "ferplus=1"], "apply to --domains (or --pack) training"),
     (["--domains", ".", "--domain-class-power", "imagenet=1"], "DOMAIN=POWER"),
     (["--domains", ".", "--domain-class-power", "ferplus=2"], "DOMAIN=POWER"),
     (["--domains", ".", "--domain-class-power", "ferplus"], "DOMAIN=POWER"),
@@ -71,3 +71,20 @@ def test_domain_class_power_misuse_is_a_usage_error(tmp_path, args, message):
                        capture_output=True, text=True, timeout=120)
     assert r.returncode == 2 and message in r.stderr and "Traceback" not in r.stderr, r.stderr
     assert not (tmp_path / "run").exists()
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--without", "ferplus,facial_expressions,kdef,affectnet96,sfew"], "not all"),
+    (["--without", "imagenet"], "name some of"),
+    ([], "with the YuNet model in models/yunet"),
+    (["--size", "4"], "Invalid value for '--size'"),
+])
+def test_pack_misuse_is_a_usage_error(tmp_path, args, message):
+    import subprocess
+    import sys
+
+    out = tmp_path / "p.npz"
+    r = subprocess.run([sys.executable, "-m", "motivnet_edge.cli", "pack", "--domains", str(tmp_path), "--out", str(out),
+                        *args], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 2 and message in r.stderr and "Traceback" not in r.stderr, r.stderr
+    assert not out.exists()
