@@ -218,7 +218,7 @@ def test_cache_resumes_after_interruption(tmp_path):
 def test_degrade_gives_a_poorer_capture_of_the_same_face():
     from motivnet_distill.views import DEGRADATIONS, degrade
 
-    face = cv2_face = np.zeros((96, 96), np.uint8)
+    face = np.zeros((96, 96), np.uint8)
     face[30:70, 20:76] = 200  # an edge the blur and JPEG must soften, not move
     kinds = {}
     for seed in range(30):
@@ -227,7 +227,7 @@ def test_degrade_gives_a_poorer_capture_of_the_same_face():
         if out.shape != face.shape:
             kinds["smaller"] = out.shape
             assert 0.3 * 96 - 1 <= out.shape[0] <= 0.9 * 96 + 1
-        elif not np.array_equal(out, cv2_face):
+        elif not np.array_equal(out, face):
             kinds.setdefault("changed", 0)
             assert abs(float(out.mean()) - float(face.mean())) < 6  # same picture, not another one
     assert "smaller" in kinds and "changed" in kinds and len(DEGRADATIONS) == 3
