@@ -102,7 +102,7 @@ def missing_class_hint(exc: LabelError, data: str) -> UsageFailure:
                   "ensemble), e.g. ferplus=FER_SPECIALIST.onnx.")
 @click.option("--val", type=click.Path(), default=None, help="Selection set (default: FER2013Valid beside the data).")
 @click.option("--student", default="vit_hybrid_pico", show_default=True,
-              help="Student preset (vit_hybrid_femto/pico/pico_relu/pico_lite/pico_lite_relu/pico8/nano, vit_pico/nano/micro, vit_tiny/small); --init with a shallower student starts the extra blocks as identities, a pico_lite from a pico keeps its strided stem convs.")
+              help="Student preset (vit_hybrid_femto/pico/pico_relu/pico_lite/pico_lite_relu/pico8/nano/small, vit_pico/nano/micro, vit_tiny/small); --init with a shallower student starts the extra blocks as identities, a pico_lite from a pico keeps its strided stem convs.")
 @click.option("--epochs", type=click.IntRange(1, 10000), default=10, show_default=True)
 @click.option("--views", type=click.IntRange(1, 1_000_000), default=8, show_default=True,
               help="Seeded augmented views per image (each cached once per teacher: at most 64 unless the "

@@ -96,6 +96,8 @@ PRESETS: dict[str, dict] = {
     # pico's width and stem with four more blocks: the blocks cost little next to the stem at 48 px,
     # and a pico's weights start it (the new blocks begin as identities, see identity_blocks).
     "vit_hybrid_pico8": dict(embed_dim=96, depth=8, num_heads=3, mlp_ratio=3.0, patch_size=8, stem="conv"),
+    # a teacher-sized hybrid for a GPU (about 6 M parameters, 0.9 GFLOPs at 48 px): not for a device.
+    "vit_hybrid_small": dict(embed_dim=256, depth=8, num_heads=4, mlp_ratio=3.0, patch_size=8, stem="conv"),
     "vit_tiny": dict(embed_dim=192, depth=12, num_heads=3, mlp_ratio=4.0, patch_size=16, img_size=(224, 224)),
     "vit_small": dict(embed_dim=384, depth=12, num_heads=6, mlp_ratio=4.0, patch_size=16, img_size=(224, 224)),
 }
