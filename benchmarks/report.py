@@ -171,7 +171,9 @@ def selection_section(path: Path) -> list[str]:
     sets = [k for k, v in r["rows"][0].items() if isinstance(v, dict) and "accuracy" in v]
     rows = "; ".join(f"{x['run']} " + " / ".join(_pct(x[s]["accuracy"]) for s in sets)
                      + f" (score {_pct(x['score'])}" + (f", lowest recall {_pct(x['lowest_recall'])}"
-                                                      if "lowest_recall" in x else "") + ")" for x in r["rows"])
+                                                      if "lowest_recall" in x else "")
+                     + (f", poorer captures {_pct(x['degraded']['mean'])}" if "degraded" in x else "") + ")"
+                     for x in r["rows"])
     embedded = embedded_run()
     if embedded == r["chosen"]:
         verdict = f"chosen and embedded: **{r['chosen']}**."
