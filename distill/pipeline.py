@@ -125,6 +125,20 @@ def _load_target_teacher(files, labels, trust_code: bool, mirror: bool):
     return MirroredTeacher(teacher) if mirror else teacher
 
 
+def licence_terms(texts: Sequence[str]) -> str:
+    """The teachers' licence terms as one flat list: a package's ONNX metadata carries its own teacher's
+    terms as "teacher: ...; note: ..." and a student of a student would nest them once per generation."""
+    terms = []
+    for text in texts:
+        for part in (text or "").split("; "):
+            while part.startswith("teacher: "):
+                part = part[len("teacher: "):]
+            if part and not part.startswith("note: ") and part not in terms:
+                terms.append(part)
+    known = [t for t in terms if t != "unknown"]
+    return "; ".join(known) if known else "unknown"
+
+
 def _teacher_targets(teachers, train_set, labels, cache_dir, views: int, seed: int, trust_code: bool,
                      progress: bool, extra: dict, mirror: bool = False, online: bool = False,
                      routed: Mapping[str, tuple] = {}):
@@ -139,8 +153,8 @@ def _teacher_targets(teachers, train_set, labels, cache_dir, views: int, seed: i
     extra["provenance"]["teacher"] = name
     if others:
         extra["provenance"]["domain_teachers"] = {d: t.name for d, (_, t) in others.items()}
-    terms = sorted({teacher.license, *(t.license for _, t in others.values())})
-    extra["license"] = {"teacher": "; ".join(terms), "note": "students distilled from a teacher may carry its licence terms"}
+    terms = licence_terms([teacher.license, *(t.license for _, t in others.values())])
+    extra["license"] = {"teacher": terms, "note": "students distilled from a teacher may carry its licence terms"}
     if online:
         return None, lambda images: teacher_logprobs(teacher, images, labels)
     cache = build_cache(teacher, train_set, cache_dir, labels=labels, views=views, seed=seed, progress=progress)
