@@ -52,6 +52,16 @@ def named(items: list[str], default: dict[str, str] | None = None) -> dict[str, 
     return out
 
 
+def scored_models(items: list[str], shared: Path, *, peers: bool = True) -> dict[str, str]:
+    """``--model`` options as {name: path} (the embedded default when none), then the FER2013
+    Xception peers of ``shared`` unless ``peers`` is off: the model list of every accuracy board."""
+    models = named(items or ["default=default"])
+    if peers:
+        for f in sorted((shared / "models" / "xception_fer2013").glob("*.hdf5")):
+            models["xception_" + f.name.split("_")[1]] = str(f)
+    return models
+
+
 def pct(v) -> str:
     """A fraction as a percentage with one decimal ('' for None)."""
     return "" if v is None else f"{100 * v:.1f}"

@@ -27,7 +27,7 @@ from motivnet_distill.domains import KDEF_POSES, crops_for, kdef_pose, test_sets
 from motivnet_distill.evaluate import evaluate_probs, model_preprocessing, model_probs, plot_confusion
 from motivnet_edge.timing import machine_info
 from motivnet_edge.detectors import YuNetDetector
-from common import ROOT, SHARED, named, write_result  # noqa: E402  (benchmarks/ is the script folder)
+from common import ROOT, SHARED, scored_models, write_result  # noqa: E402  (benchmarks/ is the script folder)
 
 #: The sets whose mean is the headline cross-domain score (the issue's five).
 CROSS_DOMAIN = ("affectnet96", "sfew", "kdef", "ckplus", "ferplus_majority")
@@ -80,10 +80,7 @@ def main() -> None:
                     help="confusion PNGs of the first model go here ('' for none)")
     args = ap.parse_args()
 
-    models = named(args.model or ["default=default"])
-    if not args.no_peers:
-        for f in sorted((args.shared / "models" / "xception_fer2013").glob("*.hdf5")):
-            models["xception_" + f.name.split("_")[1]] = str(f)
+    models = scored_models(args.model, args.shared, peers=not args.no_peers)
     yunet = args.shared / "models" / "yunet" / "face_detection_yunet_2023mar.onnx"
     t0 = time.time()
     sets = test_sets(args.shared, YuNetDetector(yunet))

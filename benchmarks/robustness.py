@@ -31,7 +31,7 @@ from motivnet_distill.domains import test_sets
 from motivnet_distill.evaluate import evaluate_probs, model_probs
 from motivnet_edge.detectors import YuNetDetector
 from motivnet_edge.timing import machine_info
-from common import ROOT, SHARED, named, write_result  # noqa: E402  (benchmarks/ is the script folder)
+from common import ROOT, SHARED, scored_models, write_result  # noqa: E402  (benchmarks/ is the script folder)
 
 SETS = ("affectnet96", "sfew", "ckplus", "ferplus_majority", "facial_expressions")
 #: The sets whose mean is reported per condition (the scoreboard's cross-domain crop sets).
@@ -62,10 +62,7 @@ def main() -> None:
     ap.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "robustness.json")
     args = ap.parse_args()
 
-    models = named(args.model or ["default=default"])
-    if not args.no_peers:
-        for f in sorted((args.shared / "models" / "xception_fer2013").glob("*.hdf5")):
-            models["xception_" + f.name.split("_")[1]] = str(f)
+    models = scored_models(args.model, args.shared, peers=not args.no_peers)
     t0 = time.time()
     yunet = args.shared / "models" / "yunet" / "face_detection_yunet_2023mar.onnx"
     sets = {k: ts.faces for k, ts in test_sets(args.shared, YuNetDetector(yunet)).items() if k in SETS}

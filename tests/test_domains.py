@@ -88,3 +88,21 @@ def test_pack_misuse_is_a_usage_error(tmp_path, args, message):
                         *args], capture_output=True, text=True, timeout=120)
     assert r.returncode == 2 and message in r.stderr and "Traceback" not in r.stderr, r.stderr
     assert not out.exists()
+
+
+def test_robustness_conditions_are_fixed_and_keep_the_face_format():
+    from conftest import load_benchmark
+
+    rb = load_benchmark("robustness")
+    face = np.zeros((96, 80, 3), np.uint8)
+    face[20:60, 20:60] = 220
+    assert rb.smaller(face).shape == (58, 48, 3)  # 60 % of each side
+    for name, f in rb.CONDITIONS.items():
+        if f is None:
+            continue
+        a, b = f(face), f(face)
+        assert a.dtype == np.uint8 and a.ndim == 3 and np.array_equal(a, b), name  # no randomness
+    blurred = rb.blur(face)
+    assert blurred.shape == face.shape and 0 < blurred[40, 19, 0] < 220  # the edge is softened, not moved
+    gray = np.full((48, 48), 128, np.uint8)
+    assert rb.jpeg30(gray).shape == (48, 48)
