@@ -141,14 +141,15 @@ def licence_terms(texts: Sequence[str]) -> str:
 
 def _teacher_targets(teachers, train_set, labels, cache_dir, views: int, seed: int, trust_code: bool,
                      progress: bool, extra: dict, mirror: bool = False, online: bool = False,
-                     routed: Mapping[str, tuple] = {}):
+                     routed: Mapping[str, tuple] | None = None):
     """The teachers' (ensemble's) targets: (cached outputs for every view, None), or with ``online``
     (None, a function of face images run per batch). Records the teacher in ``extra``.
 
     ``routed`` maps a domain to (its rows' slice, its teacher files): those rows learn from that
     teacher instead (its own cache over the slice, the same views the student reads)."""
     teacher = _load_target_teacher(teachers, labels, trust_code, mirror)
-    others = {d: (rows, _load_target_teacher(files, labels, trust_code, mirror)) for d, (rows, files) in routed.items()}
+    others = {d: (rows, _load_target_teacher(files, labels, trust_code, mirror))
+              for d, (rows, files) in (routed or {}).items()}
     name = teacher.name + "".join(f"; {d}: {t.name}" for d, (_, t) in others.items())
     extra["provenance"]["teacher"] = name
     if others:
