@@ -52,6 +52,14 @@ def named(items: list[str], default: dict[str, str] | None = None) -> dict[str, 
     return out
 
 
+def board_arguments(ap, results_file: str) -> None:
+    """The options every accuracy board takes: --shared, --model (repeat), --no-peers, --out."""
+    ap.add_argument("--shared", type=Path, default=SHARED)
+    ap.add_argument("--model", action="append", default=[], help="NAME=PATH or PATH ('default': the embedded model)")
+    ap.add_argument("--no-peers", action="store_true", help="leave out the FER2013 Xception peers")
+    ap.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / results_file)
+
+
 def scored_models(items: list[str], shared: Path, *, peers: bool = True) -> dict[str, str]:
     """``--model`` options as {name: path} (the embedded default when none), then the FER2013
     Xception peers of ``shared`` unless ``peers`` is off: the model list of every accuracy board."""

@@ -23,11 +23,11 @@ from pathlib import Path
 
 import numpy as np
 
-from motivnet_distill.domains import KDEF_POSES, crops_for, kdef_pose, test_sets
+from motivnet_distill.domains import KDEF_POSES, crops_for, kdef_pose, shared_yunet, test_sets
 from motivnet_distill.evaluate import evaluate_probs, model_preprocessing, model_probs, plot_confusion
 from motivnet_edge.timing import machine_info
 from motivnet_edge.detectors import YuNetDetector
-from common import ROOT, SHARED, scored_models, write_result  # noqa: E402  (benchmarks/ is the script folder)
+from common import ROOT, board_arguments, scored_models, write_result  # noqa: E402  (benchmarks/ is the script folder)
 
 #: The sets whose mean is the headline cross-domain score (the issue's five).
 CROSS_DOMAIN = ("affectnet96", "sfew", "kdef", "ckplus", "ferplus_majority")
@@ -72,16 +72,13 @@ def training(path: str) -> dict | None:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--shared", type=Path, default=SHARED)
-    ap.add_argument("--model", action="append", default=[], help="NAME=PATH or PATH ('default': the embedded model)")
-    ap.add_argument("--no-peers", action="store_true", help="leave out the FER2013 Xception peers")
-    ap.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "domains.json")
+    board_arguments(ap, "domains.json")
     ap.add_argument("--plots", default=str(ROOT / "benchmarks" / "results" / "domains"),
                     help="confusion PNGs of the first model go here ('' for none)")
     args = ap.parse_args()
 
     models = scored_models(args.model, args.shared, peers=not args.no_peers)
-    yunet = args.shared / "models" / "yunet" / "face_detection_yunet_2023mar.onnx"
+    yunet = shared_yunet(args.shared)
     t0 = time.time()
     sets = test_sets(args.shared, YuNetDetector(yunet))
     results = {}

@@ -107,6 +107,8 @@ def crop_mode(package, samples, *, spin: bool | None, rounds: int = 3) -> dict:
 
 
 def main() -> None:
+    from motivnet_distill.domains import shared_yunet
+
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--shared", type=Path, default=SHARED)
     ap.add_argument("--package", type=Path, default=None, help="model package (default: the embedded one)")
@@ -119,7 +121,7 @@ def main() -> None:
     from motivnet_edge.recognizer import DEFAULT_MODEL
 
     package = args.package or DEFAULT_MODEL
-    yunet = args.shared / "models" / "yunet" / "face_detection_yunet_2023mar.onnx"
+    yunet = shared_yunet(args.shared)
     samples, labels = faces(args.shared, args.per_set)
     modes = [dict(min_face=1, detect_every=None), dict(min_face=48, detect_every=None),
              dict(min_face=64, detect_every=None), dict(min_face=1, detect_every=1),

@@ -37,7 +37,7 @@ def peers(shared: Path, workdir: Path) -> dict[str, str]:
 
 
 def main() -> None:
-    from motivnet_distill.domains import test_sets
+    from motivnet_distill.domains import shared_yunet, test_sets
     from motivnet_distill.evaluate import evaluate_probs, package_probs
     from motivnet_edge.backends import installed_backends
     from motivnet_edge.detectors import YuNetDetector
@@ -51,7 +51,7 @@ def main() -> None:
     ap.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "int8_agreement.json")
     args = ap.parse_args()
     sets = {k: v for k, v in test_sets(args.shared, YuNetDetector(
-        args.shared / "models" / "yunet" / "face_detection_yunet_2023mar.onnx")).items() if k in SETS}
+        shared_yunet(args.shared))).items() if k in SETS}
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         packages = named(args.package or ["default=default"])

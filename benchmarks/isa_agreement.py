@@ -72,7 +72,7 @@ def main() -> None:
         _worker(*args.worker)
         return
 
-    from motivnet_distill.domains import crops_for, test_sets
+    from motivnet_distill.domains import crops_for, shared_yunet, test_sets
     from motivnet_edge.detectors import YuNetDetector
     from motivnet_edge.package import load_package, resolve_model
     from motivnet_edge.preprocess import face_crop
@@ -80,7 +80,7 @@ def main() -> None:
 
     package = str(resolve_model(args.package))
     pp = load_package(package).preprocessing
-    sets = test_sets(args.shared, YuNetDetector(args.shared / "models" / "yunet" / "face_detection_yunet_2023mar.onnx"))
+    sets = test_sets(args.shared, YuNetDetector(shared_yunet(args.shared)))
     with tempfile.TemporaryDirectory() as tmp:
         faces_npz = str(Path(tmp) / "faces.npz")
         np.savez(faces_npz, **{s: np.stack([face_crop(im, pp) for im in crops_for(ts, pp).images])

@@ -23,7 +23,7 @@ from pathlib import Path
 import numpy as np
 
 from motivnet_distill.data import concat
-from motivnet_distill.domains import crops_for, read_part, test_sets
+from motivnet_distill.domains import crops_for, read_part, shared_yunet, test_sets
 from motivnet_distill.evaluate import evaluate_probs, package_probs
 from motivnet_distill.mixture import SELECTION_DOMAINS, validation_sets
 from motivnet_edge.backends import installed_backends
@@ -94,7 +94,7 @@ def main() -> None:
     args = ap.parse_args()
     config = json.loads((args.run / "config.json").read_text())
     epochs = [json.loads(line) for line in (args.run / "log.jsonl").read_text().splitlines()]
-    yunet = args.shared / "models" / "yunet" / "face_detection_yunet_2023mar.onnx"
+    yunet = shared_yunet(args.shared)
     detector = YuNetDetector(yunet)
     from motivnet_distill.student_io import load_student
 

@@ -72,7 +72,7 @@ def main() -> None:
     ap.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "prior_tradeoff.json")
     args = ap.parse_args()
 
-    from motivnet_distill.domains import crops_for, test_sets
+    from motivnet_distill.domains import crops_for, shared_yunet, test_sets
     from motivnet_distill.evaluate import model_preprocessing, model_probs
     from motivnet_distill.mixture import validation_sets
     from motivnet_distill.prior_correction import fit_domain_prior
@@ -81,7 +81,7 @@ def main() -> None:
     from motivnet_edge.timing import machine_info
 
     model = str(DEFAULT_MODEL if args.model == "default" else args.model)
-    yunet = args.shared / "models" / "yunet" / "face_detection_yunet_2023mar.onnx"
+    yunet = shared_yunet(args.shared)
     if not yunet.is_file():
         raise SystemExit(f"{yunet} not found: the test and validation faces are read from ../shared")
     t0 = time.time()

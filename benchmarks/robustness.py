@@ -27,11 +27,11 @@ import cv2
 import numpy as np
 
 from motivnet_distill.data import FaceSet
-from motivnet_distill.domains import test_sets
+from motivnet_distill.domains import shared_yunet, test_sets
 from motivnet_distill.evaluate import evaluate_probs, model_probs
 from motivnet_edge.detectors import YuNetDetector
 from motivnet_edge.timing import machine_info
-from common import ROOT, SHARED, scored_models, write_result  # noqa: E402  (benchmarks/ is the script folder)
+from common import board_arguments, scored_models, write_result  # noqa: E402  (benchmarks/ is the script folder)
 
 SETS = ("affectnet96", "sfew", "ckplus", "ferplus_majority", "facial_expressions")
 #: The sets whose mean is reported per condition (the scoreboard's cross-domain crop sets).
@@ -54,21 +54,23 @@ def jpeg30(im: np.ndarray) -> np.ndarray:
 CONDITIONS = {"clean": None, "smaller": smaller, "blur": blur, "jpeg30": jpeg30}
 
 
+def conditioned(sets: dict[str, FaceSet]) -> dict[tuple[str, str], FaceSet]:
+    """Every set under every condition, cut once: {(set, condition): faces} (clean: as stored)."""
+    return {(s, c): faces if f is None else FaceSet([f(im) for im in faces.images], faces.soft, faces.hard,
+                                                   faces.labels, faces.files)
+            for s, faces in sets.items() for c, f in CONDITIONS.items()}
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--shared", type=Path, default=SHARED)
-    ap.add_argument("--model", action="append", default=[], help="NAME=PATH or PATH ('default': the embedded model)")
-    ap.add_argument("--no-peers", action="store_true", help="leave out the FER2013 Xception peers")
-    ap.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "robustness.json")
+    board_arguments(ap, "robustness.json")
     args = ap.parse_args()
 
     models = scored_models(args.model, args.shared, peers=not args.no_peers)
     t0 = time.time()
-    yunet = args.shared / "models" / "yunet" / "face_detection_yunet_2023mar.onnx"
+    yunet = shared_yunet(args.shared)
     sets = {k: ts.faces for k, ts in test_sets(args.shared, YuNetDetector(yunet)).items() if k in SETS}
-    cut = {(s, c): faces if f is None else FaceSet([f(im) for im in faces.images], faces.soft, faces.hard,
-                                                   faces.labels, faces.files)
-           for s, faces in sets.items() for c, f in CONDITIONS.items()}
+    cut = conditioned(sets)
     results = {}
     for name, path in models.items():
         row: dict = {"path": path if not Path(path).is_absolute() else Path(path).name}

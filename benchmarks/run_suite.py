@@ -152,6 +152,8 @@ def plots(results: dict, out_dir: Path) -> None:
 
 
 def main() -> None:
+    from motivnet_distill.domains import shared_yunet
+
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--shared", type=Path, default=SHARED)
     ap.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "suite-cpu.json")
@@ -187,7 +189,7 @@ def main() -> None:
             for name, pkg in packages.items():
                 results["accuracy"] += accuracy_rows(name, pkg, protocols, teacher)
             print(f"  accuracy: {len(results['accuracy'])} rows", flush=True)
-    yunet = args.shared / "models" / "yunet" / "face_detection_yunet_2023mar.onnx"
+    yunet = shared_yunet(args.shared)
     results["pipeline"] = pipeline_fps(DEFAULT_MODEL, yunet if yunet.is_file() else None)
     results["teacher"] = teacher_rows()
     for t in threads:

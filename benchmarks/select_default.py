@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from motivnet_distill.domains import shared_yunet
 from motivnet_distill.evaluate import evaluate_probs, model_probs
 from motivnet_distill.mixture import validation_sets
 from motivnet_distill.pipeline import STUDENT_PREPROCESSING
@@ -27,20 +28,16 @@ from common import ROOT, SHARED, write_result  # noqa: E402  (benchmarks/ is the
 MIN_SUPPORT = 40
 
 
-def degraded_accuracy(run: Path, sets: dict) -> dict:
-    """Mean validation accuracy over the domains under each poorer-capture condition, and their mean."""
-    from motivnet_distill.data import FaceSet
+def degraded_accuracy(run: Path, cut: dict) -> dict:
+    """Mean validation accuracy over the domains under each poorer-capture condition, and their mean;
+    ``cut`` is ``robustness.conditioned`` of the validation sets (made once for every run)."""
     from robustness import CONDITIONS
 
     out = {}
-    for cond, f in CONDITIONS.items():
-        if f is None:
+    for cond in CONDITIONS:
+        if cond == "clean":
             continue
-        accs = []
-        for faces in sets.values():
-            cut = FaceSet([f(im) for im in faces.images], faces.soft, faces.hard, faces.labels, faces.files)
-            labels, probs = model_probs(run, cut)
-            accs.append(evaluate_probs(labels, probs, cut).accuracy)
+        accs = [evaluate_probs(*model_probs(run, faces), faces).accuracy for (_, c), faces in cut.items() if c == cond]
         out[cond] = round(sum(accs) / len(accs), 4)
     out["mean"] = round(sum(out.values()) / len(out), 4)
     return out
@@ -57,8 +54,12 @@ def main() -> None:
                          "JPEG-compressed (benchmarks/robustness.py's conditions): the mean of the two means")
     args = ap.parse_args()
 
-    yunet = args.shared / "models" / "yunet" / "face_detection_yunet_2023mar.onnx"
+    yunet = shared_yunet(args.shared)
     sets = validation_sets(args.shared, STUDENT_PREPROCESSING, YuNetDetector(yunet))
+    if args.robust:
+        from robustness import conditioned
+
+        cut = conditioned(sets)
     rows = []
     for run in args.run:
         row = {"run": run.name}
@@ -73,7 +74,7 @@ def main() -> None:
         row["score"] = round(sum(row[n]["accuracy"] for n in sets) / len(sets), 4)
         if args.robust:
             row["clean_score"] = row["score"]
-            row["degraded"] = degraded_accuracy(run, sets)
+            row["degraded"] = degraded_accuracy(run, cut)
             row["score"] = round((row["clean_score"] + row["degraded"]["mean"]) / 2, 4)
         row["lowest_recall"] = round(lowest, 4)
         row["qualifies"] = lowest >= args.floor

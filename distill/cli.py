@@ -55,6 +55,15 @@ def _domain_powers(items, domains) -> dict[str, float]:
     return out
 
 
+def _kept_domains(without, domains) -> tuple[str, ...]:
+    """The domains left after ``--without`` (names checked; leaving out every one is refused)."""
+    unknown = [d for d in without if d not in domains]
+    if unknown or len(set(without)) >= len(domains):
+        raise UsageFailure(f"--without {', '.join(unknown or without)}: name some of {', '.join(domains)}, "
+                           "not all of them")
+    return tuple(d for d in domains if d not in without)
+
+
 def _domain_teachers(items, domains) -> dict[str, list[str]]:
     """``--domain-teacher DOMAIN=FILE`` items as {domain: [files]} (repeat a domain for an ensemble)."""
     out: dict[str, list[str]] = {}
@@ -157,12 +166,8 @@ def distill(data, domains, pack, samples_per_epoch, without, no_balance, class_p
         from .domains import DOMAINS
 
         routed = _domain_teachers(domain_teacher, DOMAINS) or None
-        unknown = [d for d in without if d not in DOMAINS]
-        if unknown or len(set(without)) >= len(DOMAINS):
-            raise UsageFailure(f"--without {', '.join(unknown or without)}: name some of {', '.join(DOMAINS)}, "
-                               "not all of them")
         per_domain = _domain_powers(domain_class_power, DOMAINS)
-        mix = MixRecipe(domains=tuple(d for d in DOMAINS if d not in without), domain_class_power=per_domain,
+        mix = MixRecipe(domains=_kept_domains(without, DOMAINS), domain_class_power=per_domain,
                         **({"samples_per_epoch": samples_per_epoch} if samples_per_epoch else {}),
                         **({"domain_power": 1.0, "class_power": 1.0, "domain_scale": {}} if no_balance else {}),
                         **({"class_power": class_power} if class_power is not None else {}))
@@ -195,19 +200,17 @@ def pack_cmd(domains, out, without, size, quality, cache_dir) -> None:
     """Pack the multi-domain training mix and its validation parts into one file (for a GPU host)."""
     from motivnet_edge.detectors import YuNetDetector
 
-    from .domains import DOMAINS
+    from .domains import DOMAINS, shared_yunet
     from .mixture import MixRecipe
     from .pack import write_pack
     from .pipeline import STUDENT_PREPROCESSING
 
-    unknown = [d for d in without if d not in DOMAINS]
-    if unknown or len(set(without)) >= len(DOMAINS):
-        raise UsageFailure(f"--without {', '.join(unknown or without)}: name some of {', '.join(DOMAINS)}, not all")
-    yunet = Path(domains) / "models" / "yunet" / "face_detection_yunet_2023mar.onnx"
+    kept = _kept_domains(without, DOMAINS)
+    yunet = shared_yunet(domains)
     if not yunet.is_file():
         raise UsageFailure(f"{yunet} not found: --domains is the shared/ folder, with the YuNet model in models/yunet")
     manifest = write_pack(domains, out, preprocessing=STUDENT_PREPROCESSING, detector=YuNetDetector(yunet),
-                          recipe=MixRecipe(domains=tuple(d for d in DOMAINS if d not in without)),
+                          recipe=MixRecipe(domains=kept),
                           cache_dir=cache_dir or Path(out).parent / "cache", size=size, quality=quality)
     rows = sum(s["rows"] for s in manifest["sources"].values())
     click.echo(f"{out}: {rows} train rows, selection {manifest['selection']}, "

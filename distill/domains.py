@@ -94,6 +94,11 @@ DOMAINS: dict[str, Domain] = {d.name: d for d in (
 _FERPLUS_SPLIT = {"train": "FER2013Train", "val": "FER2013Valid", "test": "FER2013Test"}
 
 
+def shared_yunet(shared: str | Path) -> Path:
+    """The YuNet detector that shared/ ships (models/yunet), which cuts every aligned crop."""
+    return Path(shared) / "models" / "yunet" / "face_detection_yunet_2023mar.onnx"
+
+
 def read_part(shared: str | Path, domain: str, part: str, *, labels=MOTIVNET_LABELS) -> FaceSet:
     """The ``part`` ("train", "val", "test") of a domain as stored (whole crops), contempt dropped.
 
@@ -227,5 +232,5 @@ def crops_for(ts: TestSet, pp: Preprocessing) -> FaceSet:
     return FaceSet(crops, ts.faces.soft, ts.faces.hard, ts.faces.labels, ts.faces.files)
 
 
-__all__ = ["DOMAINS", "DOMAIN_TESTS", "Domain", "TestSet", "read_part", "aligned_variants", "crops_for",
+__all__ = ["DOMAINS", "shared_yunet", "DOMAIN_TESTS", "Domain", "TestSet", "read_part", "aligned_variants", "crops_for",
            "kdef_part", "prefix_part", "test_sets", "concat"]

@@ -220,9 +220,9 @@ def _sets_of(data: Path, model, mapping, trust_code: bool) -> dict:
         return {data.name: (read_dataset(data, mapping=mapping), None)}
     from motivnet_edge.detectors import YuNetDetector
 
-    from .domains import crops_for, test_sets
+    from .domains import crops_for, shared_yunet, test_sets
 
-    yunet = data / "models" / "yunet" / "face_detection_yunet_2023mar.onnx"
+    yunet = shared_yunet(data)
     if not yunet.is_file():
         return {name: (faces, None) for name, faces in standard_protocols(data).items()}
     pp = model_preprocessing(model, trust_code=trust_code)

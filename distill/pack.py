@@ -10,8 +10,9 @@ rotations and shifts). ``distill(pack=...)`` trains from it exactly as from ``do
 same sampler over the stored domain tags, the same selection, the same teacher routing.
 
 A pack trades resolution for size: at 56 px, shared/'s 96 px crops lose detail that a model
-trained on them may lean on (the multi-domain default read AffectNet96 validation faces 15
-points worse at 56 px than at 96 px). Train from a pack with ``--degrade`` and score on shared/.
+trained on them may lean on (the default before ``--degrade`` read AffectNet96 test crops at 58 px
+18 points worse than at 96 px: ``benchmarks/robustness.py``, "smaller"). Train from a pack with
+``--degrade`` and score on shared/.
 
 The file is an ``.npz`` read without pickle; its manifest (labels, recipe, per-domain report,
 encoding) is JSON inside it, and every array is checked before use.

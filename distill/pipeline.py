@@ -64,9 +64,10 @@ def _domain_data(shared: Path, preprocessing: Preprocessing, labels, yunet: str 
     """The multi-domain train mix, its sample weights and the per-domain selection sets."""
     from motivnet_edge.detectors import YuNetDetector
 
+    from .domains import shared_yunet
     from .mixture import MixRecipe, training_mix, validation_sets
 
-    yunet = Path(yunet) if yunet else shared / "models" / "yunet" / "face_detection_yunet_2023mar.onnx"
+    yunet = Path(yunet) if yunet else shared_yunet(shared)
     detector = YuNetDetector(yunet)  # the runtime's own detector: training crops are a device's crops
     recipe = recipe or MixRecipe()
     train_set, weights, report = training_mix(shared, preprocessing, detector, recipe=recipe, labels=labels,
