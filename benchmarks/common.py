@@ -27,6 +27,27 @@ def relative_paths(obj):
     return obj
 
 
+#: Kinds of CPU whose timings and kernel roundings differ; each kind's results live apart.
+CPU_CLASSES = ("avx512", "avx2", "baseline")
+
+
+def cpu_class() -> str:
+    """'avx512' (AVX-512F), 'avx2' (AVX2 without AVX-512) or 'baseline': the kind of this CPU."""
+    from motivnet_edge.cpu import cpu_flags
+
+    flags = cpu_flags()
+    return "avx512" if "avx512f" in flags else "avx2" if "avx2" in flags else "baseline"
+
+
+def per_cpu_result(name: str, kind: str | None = None) -> Path:
+    """Where a benchmark whose figures depend on the CPU writes ``name``: benchmarks/results/ on an
+    AVX-512 CPU (the reference kind), benchmarks/results/<kind>/ on any other, so a run on one
+    kind never overwrites the other kind's figures."""
+    kind = kind or cpu_class()
+    results = ROOT / "benchmarks" / "results"
+    return results / name if kind == "avx512" else results / kind / name
+
+
 def write_result(path: str | Path, obj) -> None:
     """Writes a results JSON atomically, machine paths made relative."""
     write_json(path, relative_paths(obj))

@@ -11,11 +11,16 @@ session, so this measures what can be measured on one machine, each run in its o
   openvino_avx2        oneDNN capped at AVX2 (ONEDNN_MAX_CPU_ISA=AVX2, the kernels an AVX2-only
                        CPU runs; the kernel names it ran are recorded as proof).
 
+  as_shipped           ``from_pretrained(package)`` with every option left at its default
+                       (backend and precision "auto"): what a user gets on this CPU.
+
 It reports, per test set, top-1 agreement of every run with the default run, the largest
 difference in log-probability any face showed between runs (the size of cross-kernel rounding),
 and how many faces have a top-1 margin under ten times that: the only faces whose label a
-different machine could change. ``from_pretrained(None)`` answers in fp32 unless the package
-records INT8 agreement >= 99.5 % (docs/GUIDE.md), so these fp32 figures are what a user gets.
+different machine could change. The as_shipped run's label for every face is written into the
+results file, and the results of the other kinds of CPU (benchmarks/results/isa_agreement.json
+from an AVX-512 CPU, benchmarks/results/avx2/ from an AVX2-only one) are read back: where they
+hold the same model, the agreement between the two machines' answers is measured face by face.
 """
 
 from __future__ import annotations
@@ -31,25 +36,27 @@ from pathlib import Path
 
 import numpy as np
 
-from common import ROOT, SHARED, write_result  # noqa: E402  (benchmarks/ is the script folder)
+from common import CPU_CLASSES, SHARED, per_cpu_result, write_result  # noqa: E402  (benchmarks/ is the script folder)
 
-RUNS = {"onnxruntime": ("onnxruntime", {}),
-        "openvino": ("openvino", {}),
-        "openvino_avx2": ("openvino", {"ONEDNN_MAX_CPU_ISA": "AVX2"})}
+RUNS = {"onnxruntime": ("onnxruntime", "fp32", {}),
+        "openvino": ("openvino", "fp32", {}),
+        "openvino_avx2": ("openvino", "fp32", {"ONEDNN_MAX_CPU_ISA": "AVX2"}),
+        "as_shipped": ("auto", "auto", {})}
 
 
-def _worker(package: str, backend: str, faces_npz: str, out: str) -> None:
+def _worker(package: str, backend: str, precision: str, faces_npz: str, out: str) -> None:
     """One run in its own process: log-probabilities of every stored crop, and the kernels used."""
     from motivnet_edge.recognizer import EmotionRecognizer
 
     crops = np.load(faces_npz)
     logp, kernels = {}, {}
-    with EmotionRecognizer.from_pretrained(package, backend=backend, precision="fp32", detector="none") as rec:
+    with EmotionRecognizer.from_pretrained(package, backend=backend, precision=precision, detector="none") as rec:
+        ran = rec.describe()
         for name in crops.files:
             x = crops[name]
             logp[name] = np.log(np.clip(np.concatenate([rec.classify(x[i:i + 256]) for i in range(0, len(x), 256)]),
                                         1e-30, 1.0))
-    if backend == "openvino":
+    if backend == "openvino" and precision == "fp32":
         import openvino as ov
 
         pkg_file = Path(package) / "openvino" / "model.xml"
@@ -58,15 +65,35 @@ def _worker(package: str, backend: str, faces_npz: str, out: str) -> None:
                                       for op in compiled.get_runtime_model().get_ordered_ops())
         kernels = {k: v for k, v in kernels.items() if "avx" in k or "amx" in k or "sse" in k}
     np.savez(out, **logp)
-    Path(out + ".json").write_text(json.dumps({"labels": list(rec.labels), "kernels": kernels}))
+    Path(out + ".json").write_text(json.dumps({"labels": list(rec.labels), "ran": ran, "kernels": kernels}))
+
+
+def across_cpus(model: str, shipped: dict[str, str], out: Path, *, path_of=per_cpu_result) -> dict:
+    """Face-by-face agreement of this CPU's as-shipped labels with those another kind of CPU
+    recorded for the same model file (its per-CPU results file), keyed by that CPU's kind."""
+    cross = {}
+    for kind in CPU_CLASSES:
+        other = path_of("isa_agreement.json", kind)
+        if other.resolve() == Path(out).resolve() or not other.is_file():
+            continue
+        r = json.loads(other.read_text())
+        theirs = r.get("as_shipped_top1", {})
+        if r.get("model_sha256") != model or not theirs:
+            continue
+        cross[kind] = {"cpu": r["machine"]["cpu"], "flags": r["machine"]["flags"], "date": r["machine"]["date"],
+                       "ran": r["runs"]["as_shipped"]["ran"],
+                       "agreement": {s: round(float(np.mean([a == b for a, b in zip(mine, theirs[s])])), 6)
+                                     for s, mine in shipped.items() if len(theirs.get(s, "")) == len(mine)}}
+    return cross
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--package", default="default", help="package folder or 'default'")
     ap.add_argument("--shared", type=Path, default=SHARED)
-    ap.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "isa_agreement.json")
-    ap.add_argument("--worker", nargs=4, help=argparse.SUPPRESS)
+    ap.add_argument("--out", type=Path, default=per_cpu_result("isa_agreement.json"),
+                    help="results file (default: benchmarks/results/isa_agreement.json, or its avx2/ copy on an AVX2-only CPU)")
+    ap.add_argument("--worker", nargs=5, help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.worker:
         _worker(*args.worker)
@@ -86,19 +113,20 @@ def main() -> None:
         np.savez(faces_npz, **{s: np.stack([face_crop(im, pp) for im in crops_for(ts, pp).images])
                                for s, ts in sets.items()})
         runs, info = {}, {}
-        for run, (backend, env) in RUNS.items():
+        for run, (backend, precision, env) in RUNS.items():
             out = str(Path(tmp) / f"{run}.npz")
-            subprocess.run([sys.executable, __file__, "--worker", package, backend, faces_npz, out],
+            subprocess.run([sys.executable, __file__, "--worker", package, backend, precision, faces_npz, out],
                            env={**os.environ, **env}, check=True)
             with np.load(out) as z:
                 runs[run] = {s: z[s] for s in z.files}
-            info[run] = {"backend": backend, "env": env, **json.loads(Path(out + ".json").read_text())}
+            info[run] = {"backend": backend, "precision": precision, "env": env,
+                         **json.loads(Path(out + ".json").read_text())}
     base = runs["onnxruntime"]
     rows = {}
     for s in sets:
         top2 = np.sort(base[s], axis=1)[:, -2:]
         margin = top2[:, 1] - top2[:, 0]
-        diff = max(float(np.abs(r[s] - base[s]).max()) for r in runs.values())
+        diff = max(float(np.abs(runs[r][s] - base[s]).max()) for r in runs if RUNS[r][1] == "fp32")
         rows[s] = {"n": len(margin),
                    "agreement_with_onnxruntime": {run: round(float((r[s].argmax(1) == base[s].argmax(1)).mean()), 6)
                                                   for run, r in runs.items() if run != "onnxruntime"},
@@ -108,8 +136,15 @@ def main() -> None:
         print(f"{s:20s} n={len(margin):5d} " + " ".join(f"{k} {v:.4%}" for k, v in
               rows[s]["agreement_with_onnxruntime"].items()) + f"  max diff {diff:.2e}  at-risk faces "
               f"{rows[s]['faces_with_margin_under_10x_diff']}", flush=True)
-    write_result(args.out, {"machine": machine_info(), "package": args.package, "runs": info, "sets": rows,
-                            "protocol": "fp32 through EmotionRecognizer.classify, each run in its own process; "
+    model = next(f.sha256 for f in load_package(package).files if (f.backend, f.precision) == ("onnxruntime", "fp32"))
+    shipped = {s: "".join(str(int(i)) for i in runs["as_shipped"][s].argmax(1)) for s in sets}
+    cross = across_cpus(model, shipped, args.out)
+    for kind, agree in cross.items():
+        print(f"as shipped, this CPU vs {kind}: " + ", ".join(f"{s} {a:.4%}" for s, a in agree["agreement"].items()))
+    write_result(args.out, {"machine": machine_info(), "package": args.package, "model_sha256": model,
+                            "runs": info, "sets": rows, "as_shipped_top1": shipped, "across_cpus": cross,
+                            "protocol": "EmotionRecognizer.classify (fp32, or every option at its default for as_shipped), "
+                                        "each run in its own process; "
                                         "test sets cut as benchmarks/domains.py cuts them"})
     print(f"wrote {args.out}")
 

@@ -12,11 +12,14 @@ import re
 from pathlib import Path
 
 from motivnet_edge.atomic import write_bytes
-from common import ROOT, pct as _pct, stamp as _stamp  # noqa: E402  (benchmarks/ is the script folder)
+from common import CPU_CLASSES, ROOT, per_cpu_result, pct as _pct, stamp as _stamp  # noqa: E402  (benchmarks/ is the script folder)
 from report_domains import (DOMAIN_COLUMNS, IMG, domains_section, pareto_section, prior_section,  # noqa: E402
                             robustness_section)
 from report_runtime import (class_weight_section, frame_section, int8_section, isa_section,  # noqa: E402
                             mirror_section, profile_section, ratio_section)
+
+#: Results whose figures depend on the kind of CPU: each kind's file is rendered (common.per_cpu_result).
+PER_CPU = ("latency_ratio.json", "classify_profile.json", "isa_agreement.json", "frame_pipeline.json")
 
 START, END = "<!-- results:start -->", "<!-- results:end -->"
 HEAD_START, HEAD_END = "<!-- headline:start -->", "<!-- headline:end -->"
@@ -220,8 +223,10 @@ def render() -> str:
                          ("isa_agreement.json", isa_section),
                          ("frame_pipeline.json", frame_section), ("class_weights.json", class_weight_section),
                          ("mirror.json", mirror_section)):
-        if (ROOT / "benchmarks" / "results" / name).is_file():
-            body += render(ROOT / "benchmarks" / "results" / name)
+        kinds = CPU_CLASSES if name in PER_CPU else ("avx512",)  # avx512: benchmarks/results/ itself
+        for path in (per_cpu_result(name, kind) for kind in kinds):
+            if path.is_file():
+                body += render(path)
     distilled = ROOT / "benchmarks" / "results" / "distill.json"
     if distilled.is_file():
         body += distill_section(distilled)

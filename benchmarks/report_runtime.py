@@ -59,10 +59,15 @@ def isa_section(path: Path) -> list[str]:
     for s, v in r["sets"].items():
         rows.append(f"| {s} | {v['n']} | " + " | ".join(f"{a:.2%}" for a in v["agreement_with_onnxruntime"].values())
                     + f" | {v['max_abs_logprob_diff']:.1e} | {v['faces_with_margin_under_10x_diff']} |")
-    return [f"**Same label on every machine** (`python benchmarks/isa_agreement.py`, {r['package']} fp32 through "
-            f"`EmotionRecognizer.classify`, each run in its own process: {runs}; {_stamp(r['machine'])}). A label "
-            "can differ between two CPUs only where the top-1 margin is below the kernels' rounding difference:", "",
-            *rows, ""]
+    out = [f"**Same label on every machine** (`python benchmarks/isa_agreement.py`, {r['package']} through "
+           f"`EmotionRecognizer.classify`, each run in its own process: {runs}; {_stamp(r['machine'])}). A label "
+           "can differ between two CPUs only where the top-1 margin is below the kernels' rounding difference:", "",
+           *rows, ""]
+    for kind, x in r.get("across_cpus", {}).items():
+        out += [f"Face by face against the labels the same model gave with default options on the {kind} CPU "
+                f"({x['cpu']}, {', '.join(x['flags'])}, {x['date'][:10]}; it ran {x['ran']}): "
+                + ", ".join(f"{s} {a:.2%}" for s, a in x["agreement"].items()) + ".", ""]
+    return out
 
 
 def frame_section(path: Path) -> list[str]:

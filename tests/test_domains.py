@@ -106,3 +106,34 @@ def test_robustness_conditions_are_fixed_and_keep_the_face_format():
     assert blurred.shape == face.shape and 0 < blurred[40, 19, 0] < 220  # the edge is softened, not moved
     gray = np.full((48, 48), 128, np.uint8)
     assert rb.jpeg30(gray).shape == (48, 48)
+
+
+def test_each_kind_of_cpu_keeps_its_own_timings():
+    from conftest import load_benchmark
+
+    common = load_benchmark("common")
+    results = common.ROOT / "benchmarks" / "results"
+    assert common.per_cpu_result("frame_pipeline.json", "avx512") == results / "frame_pipeline.json"
+    assert common.per_cpu_result("frame_pipeline.json", "avx2") == results / "avx2" / "frame_pipeline.json"
+    assert common.cpu_class() in common.CPU_CLASSES
+
+
+def test_labels_are_compared_face_by_face_across_cpus(tmp_path):
+    import json
+
+    from conftest import load_benchmark
+
+    isa = load_benchmark("isa_agreement")
+    path_of = lambda name, kind: tmp_path / kind / name  # noqa: E731
+    machine = {"cpu": "X", "flags": ["avx2"], "date": "2026-11-30T00:00:00"}
+    for kind, sha, top1 in (("avx512", "a", "0123"), ("baseline", "b", "0123")):
+        path_of("", kind).mkdir()
+        path_of("isa_agreement.json", kind).write_text(json.dumps(
+            {"model_sha256": sha, "machine": machine, "runs": {"as_shipped": {"ran": "onnxruntime int8"}},
+             "as_shipped_top1": {"kdef": top1, "sfew": "01"}}))
+    mine = {"kdef": "0153", "sfew": "012"}  # sfew's length differs: a different cut, not compared
+    cross = isa.across_cpus("a", mine, tmp_path / "avx2" / "isa_agreement.json", path_of=path_of)
+    assert list(cross) == ["avx512"]  # the baseline file holds another model
+    assert cross["avx512"]["agreement"] == {"kdef": 0.75} and cross["avx512"]["ran"] == "onnxruntime int8"
+    # a CPU's own file is never its comparison
+    assert isa.across_cpus("a", mine, tmp_path / "avx512" / "isa_agreement.json", path_of=path_of) == {}
