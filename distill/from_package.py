@@ -24,7 +24,7 @@ import numpy as np
 import torch
 
 from motivnet_edge.errors import MotivnetError
-from motivnet_edge.package import load_package
+from motivnet_edge.package import load_package, read_verified
 
 from .student import STEM_ACTS, StudentConfig, create_student
 from .student_io import save_student
@@ -32,11 +32,17 @@ from .student_io import save_student
 log = logging.getLogger(__name__)
 
 
-def _initializers(onnx_path: Path) -> tuple[dict, list]:
+def _initializers(pkg, f) -> tuple[dict, list]:
     import onnx
     from onnx import numpy_helper
 
-    model = onnx.load(str(onnx_path))
+    from motivnet_edge.onnx_refs import check_listed
+
+    if f.extra_files:
+        raise MotivnetError(f"{f.path} keeps its weights in external files: not a small student's package")
+    data = read_verified(pkg.root, f.path, f.sha256)  # the manifest's bytes, referencing nothing else
+    check_listed(data, f.path, ())
+    model = onnx.load_from_string(data)
     init = {i.name: numpy_helper.to_array(i) for i in model.graph.initializer}
     # A fused com.microsoft Attention node (the ONNX Runtime graph) holds its block's QKV weight
     # as input 1, in MatMul layout, where the plain graph had the QKV MatMul.
@@ -59,7 +65,7 @@ def student_from_package(package: str | Path, faces: np.ndarray) -> tuple[torch.
                             "from a motivnet-edge student can be turned back into one")
     cfg = StudentConfig.from_dict(shape)
     model = create_student(cfg).eval()
-    init, matmuls = _initializers(pkg.path_of(fp32))
+    init, matmuls = _initializers(pkg, fp32)
     own = model.state_dict()
     linear = [k for k in own if k.endswith(".weight") and own[k].ndim == 2 and k != "pos_embed"]
     if len(linear) != len(matmuls):
@@ -111,7 +117,8 @@ def main() -> None:
     model, cfg, pkg = student_from_package(args.package, x)
     import onnxruntime as ort
 
-    ref = ort.InferenceSession(str(pkg.path_of(pkg.file_for("onnxruntime", "fp32")))).run(None, {"input": x[:64]})[0]
+    fp32 = pkg.file_for("onnxruntime", "fp32")
+    ref = ort.InferenceSession(read_verified(pkg.root, fp32.path, fp32.sha256)).run(None, {"input": x[:64]})[0]
     bias = np.asarray(pkg.provenance.get("prior_correction", {}).get("bias", np.zeros(ref.shape[1])))
     got = model.eval()(torch.from_numpy(x[:64])).detach().numpy() + bias
     diff = float(np.abs(got - ref).max())

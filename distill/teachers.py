@@ -92,6 +92,9 @@ def load_onnx_teacher(path: Path, *, labels: Sequence[str] | None = None,
                       preprocessing: Preprocessing | None = None) -> Teacher:
     import onnxruntime as ort
 
+    from motivnet_edge.onnx_refs import check_beside
+
+    check_beside(path)  # its external data, if any, must be plain files beside it
     sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
     meta = sess.get_modelmeta().custom_metadata_map
     if labels is None and "labels" in meta:

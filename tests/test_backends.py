@@ -328,8 +328,8 @@ def test_openvino_weights_outside_the_package_or_unlisted_are_refused(package_co
 
 
 def test_onnx_with_unlisted_external_data_is_refused(package_copy, tmp_path):
-    """An ONNX file that points its weights at a file the manifest does not list cannot load
-    (the bytes are loaded from memory, so there is no folder to read external data from)."""
+    """An ONNX file that points its weights at a file the manifest does not list is refused
+    before a runtime sees it (tests/test_external_data.py: the working directory case)."""
     onnx = pytest.importorskip("onnx", reason="crafting the model needs the export extra")
     import json
 
@@ -341,7 +341,7 @@ def test_onnx_with_unlisted_external_data_is_refused(package_copy, tmp_path):
     m = json.loads((package_copy / "manifest.json").read_text())
     m["files"][0]["sha256"] = sha256_file(package_copy / "model.onnx")
     (package_copy / "manifest.json").write_text(json.dumps(m))
-    with pytest.raises(PackageError, match="ONNX Runtime cannot load model.onnx"):
+    with pytest.raises(PackageError, match="reads external data from 'weights.data', which its manifest does not list"):
         create_backend(load_package(package_copy), backend="onnxruntime", precision="fp32",
                        options=BackendOptions(autotune=False))
 

@@ -124,20 +124,25 @@ def _package_trt_table(package, options: BackendOptions) -> BackendOptions:
 
 def _verified(package, f) -> VerifiedModel:
     """The model file's bytes (and its companions'), verified against the manifest as they are read."""
+    from ..onnx_refs import check_listed
     from ..package import copy_verified, read_verified
 
     if f.backend == "onnxruntime" and f.extra_files:
-        # External data: ORT needs files; they are copied while hashed into a private folder.
+        # External data: ORT needs files; they are copied while hashed into a private folder,
+        # and the model may reference only those (motivnet_edge.onnx_refs).
         private = Path(tempfile.mkdtemp(prefix="motivnet-model-"))
         try:
             for rel, digest in ((f.path, f.sha256), *f.extra_files.items()):
                 copy_verified(package.root, rel, digest, private)
+            check_listed((private / f.path).read_bytes(), f.path, f.extra_files)
         except BaseException:
             shutil.rmtree(private, ignore_errors=True)
             raise
         return VerifiedModel(f.path, b"", {}, private)
-    return VerifiedModel(f.path, read_verified(package.root, f.path, f.sha256),
-                         {rel: read_verified(package.root, rel, d) for rel, d in f.extra_files.items()})
+    data = read_verified(package.root, f.path, f.sha256)
+    if f.backend == "onnxruntime":
+        check_listed(data, f.path, ())  # from bytes, a runtime would look for external data in the working directory
+    return VerifiedModel(f.path, data, {rel: read_verified(package.root, rel, d) for rel, d in f.extra_files.items()})
 
 
 def auto_candidates(package, backend: str, precision: str, options: BackendOptions) -> list[tuple[str, str]]:

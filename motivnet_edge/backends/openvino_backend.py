@@ -63,6 +63,10 @@ class OpenVinoBackend(Backend):
         (an IR would otherwise open whatever .bin sits beside it, or a symlink's target)."""
         if verified is None:
             return core.read_model(str(path))
+        if not verified.data.lstrip()[:5] in (b"<?xml", b"<net "):
+            # read_model takes other formats from bytes too, and an ONNX file read that way
+            # opens external data in the working directory (measured): only an IR is accepted.
+            raise PackageError(f"{verified.path} is not an OpenVINO IR (.xml); re-export the package")
         bins = [data for rel, data in verified.extra.items() if rel.endswith(".bin")]
         if len(bins) != 1:
             raise PackageError(f"{verified.path}: an OpenVINO IR needs exactly one .bin listed in the manifest's "
