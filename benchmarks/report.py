@@ -19,7 +19,8 @@ from report_runtime import (class_weight_section, frame_section, int8_section, i
                             mirror_section, profile_section, ratio_section)
 
 #: Results whose figures depend on the kind of CPU: each kind's file is rendered (common.per_cpu_result).
-PER_CPU = ("latency_ratio.json", "classify_profile.json", "isa_agreement.json", "frame_pipeline.json")
+PER_CPU = ("latency_ratio.json", "classify_profile.json", "isa_agreement.json", "frame_pipeline.json",
+           "int8_agreement.json", "export_time.json")
 
 START, END = "<!-- results:start -->", "<!-- results:end -->"
 HEAD_START, HEAD_END = "<!-- headline:start -->", "<!-- headline:end -->"
@@ -230,9 +231,9 @@ def render() -> str:
     distilled = ROOT / "benchmarks" / "results" / "distill.json"
     if distilled.is_file():
         body += distill_section(distilled)
-    agree = ROOT / "benchmarks" / "results" / "int8_agreement.json"
-    if agree.is_file():
-        body += int8_section(json.loads(agree.read_text()))
+    for agree in (per_cpu_result("int8_agreement.json", kind) for kind in CPU_CLASSES):
+        if agree.is_file():
+            body += int8_section(json.loads(agree.read_text()))
     t1b = ROOT / "benchmarks" / "results" / "teacher_1b_export.json"
     if t1b.is_file():
         r = json.loads(t1b.read_text())

@@ -149,11 +149,13 @@ def top1(run, x: np.ndarray) -> np.ndarray:
 def predictor(model):
     """Batched top-1 predictions of an ONNX model (ONNX Runtime CPU) or an OpenVINO one (CPU, f32
     hint: a bf16 CPU would otherwise run the fp32 parts in bf16): a file path, an onnx.ModelProto
-    or an openvino.Model."""
-    if hasattr(model, "SerializeToString") or (isinstance(model, (str, Path)) and Path(model).suffix == ".onnx"):
+    or its bytes, or an openvino.Model."""
+    if (isinstance(model, bytes) or hasattr(model, "SerializeToString")
+            or (isinstance(model, (str, Path)) and Path(model).suffix == ".onnx")):
         import onnxruntime as ort
 
-        src = model.SerializeToString() if hasattr(model, "SerializeToString") else str(model)
+        src = (model if isinstance(model, bytes) else model.SerializeToString() if hasattr(model, "SerializeToString")
+               else str(model))
         sess = ort.InferenceSession(src, providers=["CPUExecutionProvider"])
         name = sess.get_inputs()[0].name
         return lambda x: top1(lambda b: sess.run(None, {name: b})[0], x)
