@@ -15,12 +15,13 @@ from motivnet_edge.atomic import write_bytes
 from common import CPU_CLASSES, ROOT, per_cpu_result, pct as _pct, stamp as _stamp  # noqa: E402  (benchmarks/ is the script folder)
 from report_domains import (DOMAIN_COLUMNS, IMG, domains_section, pareto_section, prior_section,  # noqa: E402
                             robustness_section)
-from report_runtime import (class_weight_section, frame_section, int8_section, isa_section,  # noqa: E402
-                            mirror_section, profile_section, ratio_section)
+from report_runtime import (class_weight_section, export_time_section, first_load_section,  # noqa: E402
+                            frame_section, int8_section, isa_section, mirror_section, profile_section,
+                            ratio_section)
 
 #: Results whose figures depend on the kind of CPU: each kind's file is rendered (common.per_cpu_result).
 PER_CPU = ("latency_ratio.json", "classify_profile.json", "isa_agreement.json", "frame_pipeline.json",
-           "int8_agreement.json", "export_time.json")
+           "int8_agreement.json", "export_time.json", "first_load.json")
 
 START, END = "<!-- results:start -->", "<!-- results:end -->"
 HEAD_START, HEAD_END = "<!-- headline:start -->", "<!-- headline:end -->"
@@ -218,12 +219,12 @@ def render() -> str:
     if board.is_file() and ratio.is_file():
         body += pareto_section(json.loads(board.read_text()), json.loads(ratio.read_text()))
     for name, render in (("domains.json", domains_section), ("prior_tradeoff.json", prior_section),
-                         ("domain_ablations.json", domains_section),
-                         ("selection.json", selection_section), ("ablations.json", ablation_section),
-                         ("robustness.json", robustness_section), ("latency_ratio.json", ratio_section), ("classify_profile.json", profile_section),
-                         ("isa_agreement.json", isa_section),
-                         ("frame_pipeline.json", frame_section), ("class_weights.json", class_weight_section),
-                         ("mirror.json", mirror_section)):
+                         ("domain_ablations.json", domains_section), ("selection.json", selection_section),
+                         ("ablations.json", ablation_section), ("robustness.json", robustness_section),
+                         ("latency_ratio.json", ratio_section), ("classify_profile.json", profile_section),
+                         ("isa_agreement.json", isa_section), ("frame_pipeline.json", frame_section),
+                         ("first_load.json", first_load_section), ("export_time.json", export_time_section),
+                         ("class_weights.json", class_weight_section), ("mirror.json", mirror_section)):
         kinds = CPU_CLASSES if name in PER_CPU else ("avx512",)  # avx512: benchmarks/results/ itself
         for path in (per_cpu_result(name, kind) for kind in kinds):
             if path.is_file():

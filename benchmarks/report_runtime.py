@@ -89,6 +89,28 @@ def frame_section(path: Path) -> list[str]:
     return out + [""]
 
 
+def first_load_section(path: Path) -> list[str]:
+    """Import, first from_pretrained() and first predict in fresh processes (benchmarks/first_load.py)."""
+    r = json.loads(path.read_text())
+    t = r["seconds"]
+    return [f"**Before the first answer** (`python benchmarks/first_load.py`, {r['runs']} fresh processes, every "
+            f"option at its default, it ran {r['ran']}; {_stamp(r['machine'])}): `import motivnet_edge` "
+            f"{t['import_s']['median']:.2f} s, first `from_pretrained()` {t['from_pretrained_s']['median']:.2f} s "
+            f"(slowest {t['from_pretrained_s']['max']:.2f} s; bar {r['bar_from_pretrained_s']:g} s), first `predict` "
+            f"of a 640x480 photo {t['first_predict_s']['median']:.3f} s (median of the runs).", ""]
+
+
+def export_time_section(path: Path) -> list[str]:
+    """Wall time of an INT8 export with accuracy control (benchmarks/export_time.py)."""
+    r = json.loads(path.read_text())
+    shipped = ", ".join(f"{k} {'shipped' if v.get('shipped') else 'not shipped'}"
+                        + (f" ({100 * v['agreement_int8_vs_fp32']:.2f} % agreement)" if v.get("agreement_int8_vs_fp32") else "")
+                        for k, v in r["int8"].items())
+    return [f"**INT8 export time** (`python benchmarks/export_time.py`, `{r['command']}` on the {r['package']} "
+            f"package's student; {_stamp(r['machine'])}): {r['seconds']:.0f} s (bar {r['bar_seconds']} s); "
+            f"{shipped}.", ""]
+
+
 def class_weight_section(path: Path) -> list[str]:
     r = json.loads(path.read_text())
     sets = [k for k in r["rows"][0] if isinstance(r["rows"][0][k], dict)]

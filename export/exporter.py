@@ -16,7 +16,7 @@ from pathlib import Path
 
 from motivnet_edge.timing import git_commit
 from motivnet_edge.package import ModelFile, sha256_file
-from motivnet_edge.package_write import build_manifest, write_package
+from motivnet_edge.package_write import build_manifest, check_replaceable, write_package
 
 from .formats import FORMATS, ORT_TMP, Build, finish_onnxruntime
 from .int8 import Int8Data, QuantizationError
@@ -140,6 +140,7 @@ def export(source, out: str | Path, *, formats=("onnx", "openvino"), int8: bool 
         raise SourceError("--max-drop needs --int8 and a labelled --val set")
     if prior_correction and val is None:
         raise SourceError("--prior-correction needs a labelled --val set to fit the correction on")
+    check_replaceable(Path(out).absolute())  # before minutes of work, not after
     say = progress or (lambda stage: None)
     say("loading the model")
     src = source if isinstance(source, ExportSource) else load_source(source, **(teacher_options or {}))

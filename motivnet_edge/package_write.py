@@ -92,6 +92,30 @@ def _clean_leftovers(dest: Path) -> None:
             shutil.rmtree(p, ignore_errors=True)
 
 
+def check_replaceable(dest: Path) -> None:
+    """An export replaces the whole folder at ``dest``: only a package (a folder holding a
+    manifest.json with this schema's fields) or an empty folder may be there, never a user's files.
+
+    Raises:
+        PackageError: ``dest`` is a file, a link, or a folder that is not a package.
+    """
+    if not dest.exists() and not dest.is_symlink():
+        return
+    if dest.is_symlink() or not dest.is_dir():
+        raise PackageError(f"--out {dest} exists and is not a folder; choose a new folder for the package")
+    try:
+        if not any(dest.iterdir()):
+            return
+        manifest = json.loads((dest / "manifest.json").read_text())
+        is_package = isinstance(manifest, dict) and {"schema_version", "labels", "files"} <= manifest.keys()
+    except (OSError, ValueError, RecursionError):
+        is_package = False
+    if not is_package:
+        raise PackageError(f"--out {dest} holds files but no model package (manifest.json); an export "
+                           "replaces the whole folder, so it writes only into a new folder, an empty one or "
+                           "an earlier package: choose another --out")
+
+
 def write_package(dest: str | Path, build) -> Path:
     """Builds a package atomically: ``build(tmp_folder)`` writes files and returns the manifest.
 
@@ -101,9 +125,11 @@ def write_package(dest: str | Path, build) -> Path:
     The package gets ordinary folder permissions (0777 less the umask), not mkdtemp's 0700.
 
     Raises:
-        PackageError: ``dest``'s parent is not writable.
+        PackageError: ``dest``'s parent is not writable, or ``dest`` holds something other
+            than a package (see ``check_replaceable``).
     """
     dest = Path(dest).absolute()
+    check_replaceable(dest)
     try:
         dest.parent.mkdir(parents=True, exist_ok=True)
         _clean_leftovers(dest)

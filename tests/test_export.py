@@ -216,6 +216,16 @@ def test_unwritable_output_cli(tiny_checkpoint, tmp_path):
     assert r.returncode == 2 and "cannot write" in r.stderr and "Traceback" not in r.stderr
 
 
+def test_export_cli_refuses_a_users_folder_before_any_work(tiny_checkpoint, tmp_path):
+    home = tmp_path / "Documents"
+    home.mkdir()
+    (home / "thesis.tex").write_text("years of work")
+    r = subprocess.run([sys.executable, "-m", "motivnet_edge.cli", "export", str(tiny_checkpoint), "--out",
+                        str(home), "--no-latency"], capture_output=True, text=True)
+    assert r.returncode == 2 and "holds files but no model package" in r.stderr and "Traceback" not in r.stderr
+    assert [p.name for p in tmp_path.iterdir()] == ["Documents"] and [p.name for p in home.iterdir()] == ["thesis.tex"]
+
+
 def test_kill_mid_export_leaves_previous_package(tiny_checkpoint, tiny_package, tmp_path):
     import shutil
     dest = tmp_path / "pkg"

@@ -367,3 +367,36 @@ def test_zip64_entry_count_is_read_before_the_directory(tmp_path, monkeypatch):
     with pytest.raises(PackageError, match="declares 70000 entries"):
         load_package(many)
     assert time.perf_counter() - t < 1.0
+
+
+@pytest.mark.parametrize("kind", ["user_folder", "file", "link", "foreign_manifest"])
+def test_export_never_replaces_what_is_not_a_package(tmp_path, package_copy, kind):
+    """--out at a user's folder or file is refused before anything is written; nothing is deleted."""
+    dest = tmp_path / "out"
+    if kind == "file":
+        dest.write_text("notes")
+    elif kind == "link":
+        dest.symlink_to(package_copy)
+    else:
+        dest.mkdir()
+        (dest / "thesis.tex").write_text("years of work")
+        if kind == "foreign_manifest":
+            (dest / "manifest.json").write_text('{"name": "some web app"}')
+    before = sorted((p.name, p.is_dir()) for p in tmp_path.rglob("*"))
+    with pytest.raises(PackageError, match="choose a"):
+        write_package(dest, lambda folder: {})
+    assert sorted((p.name, p.is_dir()) for p in tmp_path.rglob("*")) == before
+
+
+def test_export_writes_into_an_empty_folder_or_over_a_package(tiny_package, tmp_path):
+    manifest = json.loads((tiny_package / "manifest.json").read_text())
+
+    def build(folder):
+        for f in ("model.onnx",):
+            shutil.copy(tiny_package / f, folder / f)
+        return {**manifest, "files": [f for f in manifest["files"] if f["path"] == "model.onnx"]}
+
+    dest = tmp_path / "empty"
+    dest.mkdir()
+    assert load_package(write_package(dest, build)).labels
+    assert load_package(write_package(dest, build)).labels  # over the package it wrote
