@@ -76,8 +76,8 @@ def _location(entry: memoryview) -> str | None:
 
 
 def external_locations(data: bytes) -> list[str]:
-    """Every external-data location the ONNX model in ``data`` names, in order of appearance;
-    a tensor marked external without a location counts as ''.
+    """Every external-data location the ONNX model in ``data`` names (one per tensor, in no
+    particular order); a tensor marked external without a location counts as ''.
 
     Raises:
         ValueError: ``data`` is not a well-formed protobuf message.
