@@ -22,6 +22,7 @@ from report_runtime import (class_weight_section, export_time_section, first_loa
 #: Results whose figures depend on the kind of CPU: each kind's file is rendered (common.per_cpu_result).
 PER_CPU = ("latency_ratio.json", "classify_profile.json", "isa_agreement.json", "frame_pipeline.json",
            "int8_agreement.json", "export_time.json", "first_load.json")
+CPU_WORDS = {"avx512": "AVX-512 CPU", "avx2": "AVX2-only CPU", "baseline": "CPU without AVX2"}
 
 START, END = "<!-- results:start -->", "<!-- results:end -->"
 HEAD_START, HEAD_END = "<!-- headline:start -->", "<!-- headline:end -->"
@@ -224,17 +225,17 @@ def render() -> str:
                          ("latency_ratio.json", ratio_section), ("classify_profile.json", profile_section),
                          ("isa_agreement.json", isa_section), ("frame_pipeline.json", frame_section),
                          ("first_load.json", first_load_section), ("export_time.json", export_time_section),
+                         ("int8_agreement.json", lambda path: int8_section(json.loads(path.read_text()))),
                          ("class_weights.json", class_weight_section), ("mirror.json", mirror_section)):
         kinds = CPU_CLASSES if name in PER_CPU else ("avx512",)  # avx512: benchmarks/results/ itself
-        for path in (per_cpu_result(name, kind) for kind in kinds):
-            if path.is_file():
-                body += render(path)
+        for kind in kinds:
+            if per_cpu_result(name, kind).is_file():
+                lines = render(per_cpu_result(name, kind))
+                tag = f"_{CPU_WORDS[kind]}:_ " if name in PER_CPU else ""
+                body += [tag + lines[0], *lines[1:]]
     distilled = ROOT / "benchmarks" / "results" / "distill.json"
     if distilled.is_file():
         body += distill_section(distilled)
-    for agree in (per_cpu_result("int8_agreement.json", kind) for kind in CPU_CLASSES):
-        if agree.is_file():
-            body += int8_section(json.loads(agree.read_text()))
     t1b = ROOT / "benchmarks" / "results" / "teacher_1b_export.json"
     if t1b.is_file():
         r = json.loads(t1b.read_text())
