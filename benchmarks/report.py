@@ -72,7 +72,7 @@ def latency_table(res: dict) -> list[str]:
 def section(path: Path) -> list[str]:
     res = json.loads(path.read_text())
     m = res["machine"]
-    out = [f"### {path.name}: {m['cpu']}, {m['cores']} cores, flags {', '.join(m['flags'])}",
+    out = [f"### {path.relative_to(ROOT / 'benchmarks' / 'results').as_posix()}: {m['cpu']}, {m['cores']} cores, flags {', '.join(m['flags'])}",
            "", f"Commit {m['commit']}, {m['date']}, " + ", ".join(f"{k} {v}" for k, v in m["versions"].items())
            + ". GEMM peak (fp32 MatMul 1024): " + ", ".join(
                f"{t} thread(s) {g:.0f} GFLOP/s" for t, g in res["gemm_peak_gflops"].items())
