@@ -400,3 +400,35 @@ def test_export_writes_into_an_empty_folder_or_over_a_package(tiny_package, tmp_
     dest.mkdir()
     assert load_package(write_package(dest, build)).labels
     assert load_package(write_package(dest, build)).labels  # over the package it wrote
+
+
+def _pb(field: int, payload: bytes) -> bytes:
+    """One length-delimited protobuf field (the wire format ONNX files are written in)."""
+    def varint(n):
+        out = b""
+        while True:
+            out += bytes([(n & 0x7F) | (0x80 if n > 0x7F else 0)])
+            n >>= 7
+            if not n:
+                return out
+    return varint(field << 3 | 2) + varint(len(payload)) + payload
+
+
+def test_runtime_refuses_external_data_without_onnx_installed(package_copy, tmp_path, monkeypatch):
+    """The device runtime (no onnx package) refuses a model naming a file of the working
+    directory: a second graph field appended to the file merges into the first, as protobuf
+    merges a repeated message field, so this adds one external initializer by bytes alone."""
+    from motivnet_edge import EmotionRecognizer
+    from motivnet_edge.package import sha256_file
+
+    entries = b"".join(_pb(13, _pb(1, k) + _pb(2, v)) for k, v in ((b"location", b"secret.bin"), (b"length", b"16")))
+    tensor = _pb(8, b"planted") + b"\x08\x04" + b"\x10\x01" + entries + b"\x70\x01"  # dims 4, FLOAT, EXTERNAL
+    with open(package_copy / "model.onnx", "ab") as f:
+        f.write(_pb(7, _pb(5, tensor)))
+    m = json.loads((package_copy / "manifest.json").read_text())
+    m["files"][0]["sha256"] = sha256_file(package_copy / "model.onnx")
+    (package_copy / "manifest.json").write_text(json.dumps(m))
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "secret.bin").write_bytes(bytes(16))
+    with pytest.raises(PackageError, match="reads external data from 'secret.bin'"):
+        EmotionRecognizer.from_pretrained(package_copy, backend="onnxruntime", precision="fp32", detector="none")
