@@ -25,7 +25,7 @@ from pathlib import Path
 
 import numpy as np
 
-from common import ROOT, SHARED, named, per_cpu_result, write_result  # noqa: E402  (benchmarks/ is the script folder)
+from common import SHARED, named, per_cpu_out, write_result  # noqa: E402  (benchmarks/ is the script folder)
 
 
 def _session(model: bytes, threads: int, profile_dir: str | None = None):
@@ -78,8 +78,7 @@ def main() -> None:
     ap.add_argument("--threads", action="append", type=int, default=[], help="thread counts (default: 1 and 2)")
     ap.add_argument("--calls", type=int, default=2000)
     ap.add_argument("--shared", type=Path, default=SHARED)
-    ap.add_argument("--out", type=Path, default=per_cpu_result("classify_profile.json"),
-                    help="results file (default: benchmarks/results/classify_profile.json, or its avx2/ copy on an AVX2-only CPU)")
+    per_cpu_out(ap, "classify_profile.json")
     args = ap.parse_args()
 
     from motivnet_edge.package import load_package

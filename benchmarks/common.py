@@ -39,13 +39,24 @@ def cpu_class() -> str:
     return "avx512" if "avx512f" in flags else "avx2" if "avx2" in flags else "baseline"
 
 
-def per_cpu_result(name: str, kind: str | None = None) -> Path:
-    """Where a benchmark whose figures depend on the CPU writes ``name``: benchmarks/results/ on an
-    AVX-512 CPU (the reference kind), benchmarks/results/<kind>/ on any other, so a run on one
-    kind never overwrites the other kind's figures."""
+def results_dir(kind: str | None = None) -> Path:
+    """The folder of one kind of CPU's results: benchmarks/results/ for AVX-512 (the reference
+    kind), benchmarks/results/<kind>/ for any other, so a run on one kind never overwrites the
+    other kind's figures. ``kind`` defaults to this CPU's."""
     kind = kind or cpu_class()
     results = ROOT / "benchmarks" / "results"
-    return results / name if kind == "avx512" else results / kind / name
+    return results if kind == "avx512" else results / kind
+
+
+def per_cpu_result(name: str, kind: str | None = None) -> Path:
+    """Where a benchmark whose figures depend on the CPU writes ``name`` (see ``results_dir``)."""
+    return results_dir(kind) / name
+
+
+def per_cpu_out(ap, name: str) -> None:
+    """The --out option of a benchmark whose figures depend on the CPU."""
+    ap.add_argument("--out", type=Path, default=per_cpu_result(name),
+                    help=f"results file (default: benchmarks/results/{name}, or its avx2/ copy on an AVX2-only CPU)")
 
 
 def write_result(path: str | Path, obj) -> None:

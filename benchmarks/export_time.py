@@ -21,7 +21,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from common import SHARED, fer_calibration, per_cpu_result, write_result  # noqa: E402  (benchmarks/ is the script folder)
+from common import SHARED, fer_calibration, per_cpu_out, write_result  # noqa: E402  (benchmarks/ is the script folder)
 
 BAR_SECONDS = 180
 
@@ -35,8 +35,7 @@ def main() -> None:
     ap.add_argument("--max-drop", type=float, default=0.01)
     ap.add_argument("--calib-count", type=int, default=600)
     ap.add_argument("--shared", type=Path, default=SHARED)
-    ap.add_argument("--out", type=Path, default=per_cpu_result("export_time.json"),
-                    help="results file (default: benchmarks/results/export_time.json, or its avx2/ copy on an AVX2-only CPU)")
+    per_cpu_out(ap, "export_time.json")
     args = ap.parse_args()
     fer = args.shared / "data" / "ferplus"
     if not fer.is_dir():

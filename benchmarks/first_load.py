@@ -17,11 +17,12 @@ import argparse
 import json
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import numpy as np
 
-from common import per_cpu_result, write_result  # noqa: E402  (benchmarks/ is the script folder)
+from common import per_cpu_out, write_result  # noqa: E402  (benchmarks/ is the script folder)
 
 BAR_SECONDS = 1.0
 
@@ -47,8 +48,7 @@ print(json.dumps({"import_s": t1 - t0, "from_pretrained_s": t2 - t1, "first_pred
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--runs", type=int, default=7)
-    ap.add_argument("--out", type=Path, default=per_cpu_result("first_load.json"),
-                    help="results file (default: benchmarks/results/first_load.json, or its avx2/ copy on an AVX2-only CPU)")
+    per_cpu_out(ap, "first_load.json")
     args = ap.parse_args()
 
     import cv2
@@ -56,7 +56,7 @@ def main() -> None:
 
     from motivnet_edge.timing import machine_info
 
-    with __import__("tempfile").TemporaryDirectory() as tmp:
+    with tempfile.TemporaryDirectory() as tmp:
         face = Path(tmp) / "face.png"  # skimage's astronaut, her face cut out at about 200 px
         cv2.imwrite(str(face), cv2.cvtColor(data.astronaut()[0:220, 140:330], cv2.COLOR_RGB2BGR))
         runs = [json.loads(subprocess.run([sys.executable, "-c", _RUN.replace("FACE", repr(str(face)))],

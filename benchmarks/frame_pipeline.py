@@ -23,7 +23,7 @@ import time
 from pathlib import Path
 
 import numpy as np
-from common import ROOT, SHARED, per_cpu_result, write_result  # noqa: E402  (benchmarks/ is the script folder)
+from common import SHARED, per_cpu_out, write_result  # noqa: E402  (benchmarks/ is the script folder)
 
 
 W, H = 640, 480
@@ -114,8 +114,7 @@ def main() -> None:
     ap.add_argument("--package", type=Path, default=None, help="model package (default: the embedded one)")
     ap.add_argument("--per-set", type=int, default=150, help="faces drawn from each labelled set")
     ap.add_argument("--clip", type=int, default=10, help="frames per clip in stream modes")
-    ap.add_argument("--out", type=Path, default=per_cpu_result("frame_pipeline.json"),
-                    help="results file (default: benchmarks/results/frame_pipeline.json, or its avx2/ copy on an AVX2-only CPU)")
+    per_cpu_out(ap, "frame_pipeline.json")
     args = ap.parse_args()
 
     from motivnet_edge.timing import machine_info

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
-from common import SHARED, fer_calibration, named, per_cpu_result, write_result  # noqa: E402  (benchmarks/ is the script folder)
+from common import SHARED, fer_calibration, named, per_cpu_out, write_result  # noqa: E402  (benchmarks/ is the script folder)
 
 SETS = ("ferplus_majority", "ckplus", "affectnet96")
 
@@ -48,8 +48,7 @@ def main() -> None:
     ap.add_argument("--package", action="append", default=[], help="NAME=PACKAGE or 'default'; repeat")
     ap.add_argument("--export-peers", action="store_true", help="also export and score the two Xception peers")
     ap.add_argument("--shared", type=Path, default=SHARED)
-    ap.add_argument("--out", type=Path, default=per_cpu_result("int8_agreement.json"),
-                    help="results file (default: benchmarks/results/int8_agreement.json, or its avx2/ copy on an AVX2-only CPU)")
+    per_cpu_out(ap, "int8_agreement.json")
     args = ap.parse_args()
     sets = {k: v for k, v in test_sets(args.shared, YuNetDetector(
         shared_yunet(args.shared))).items() if k in SETS}

@@ -36,7 +36,7 @@ from pathlib import Path
 
 import numpy as np
 
-from common import CPU_CLASSES, SHARED, per_cpu_result, write_result  # noqa: E402  (benchmarks/ is the script folder)
+from common import CPU_CLASSES, SHARED, per_cpu_out, per_cpu_result, write_result  # noqa: E402  (benchmarks/ is the script folder)
 
 RUNS = {"onnxruntime": ("onnxruntime", "fp32", {}),
         "openvino": ("openvino", "fp32", {}),
@@ -91,8 +91,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--package", default="default", help="package folder or 'default'")
     ap.add_argument("--shared", type=Path, default=SHARED)
-    ap.add_argument("--out", type=Path, default=per_cpu_result("isa_agreement.json"),
-                    help="results file (default: benchmarks/results/isa_agreement.json, or its avx2/ copy on an AVX2-only CPU)")
+    per_cpu_out(ap, "isa_agreement.json")
     ap.add_argument("--worker", nargs=5, help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.worker:

@@ -20,7 +20,7 @@ import tempfile
 from pathlib import Path
 
 import numpy as np
-from common import ROOT, SHARED, named, per_cpu_result, write_result  # noqa: E402  (benchmarks/ is the script folder)
+from common import SHARED, named, per_cpu_out, write_result  # noqa: E402  (benchmarks/ is the script folder)
 
 
 
@@ -57,8 +57,7 @@ def main() -> None:
     ap.add_argument("--shared", type=Path, default=SHARED)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--seconds", type=float, default=40.0, help="total timing budget, half per spin mode")
-    ap.add_argument("--out", type=Path, default=per_cpu_result("latency_ratio.json"),
-                    help="results file (default: benchmarks/results/latency_ratio.json, or its avx2/ copy on an AVX2-only CPU)")
+    per_cpu_out(ap, "latency_ratio.json")
     args = ap.parse_args()
 
     from motivnet_edge.timing import machine_info

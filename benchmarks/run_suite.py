@@ -24,7 +24,7 @@ import numpy as np
 from motivnet_edge.timing import BenchConfig, compare, gemm_peak_gflops, machine_info, precisions_here
 from motivnet_edge.package import load_package
 from motivnet_edge.recognizer import DEFAULT_MODEL
-from common import SHARED, named, per_cpu_result, write_result  # noqa: E402  (benchmarks/ is the script folder)
+from common import SHARED, named, per_cpu_out, write_result  # noqa: E402  (benchmarks/ is the script folder)
 
 
 
@@ -156,8 +156,7 @@ def main() -> None:
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--shared", type=Path, default=SHARED)
-    ap.add_argument("--out", type=Path, default=per_cpu_result("suite-cpu.json"),
-                    help="results file (default: benchmarks/results/suite-cpu.json, or its avx2/ copy on an AVX2-only CPU)")
+    per_cpu_out(ap, "suite-cpu.json")
     ap.add_argument("--student", action="append", default=[], help="NAME=PACKAGE, extra students")
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--seconds", type=float, default=2.0)

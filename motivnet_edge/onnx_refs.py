@@ -118,10 +118,10 @@ def check_listed(data: bytes, model_rel: str, listed) -> None:
     Raises:
         PackageError: an external-data location the manifest does not list, or a malformed file.
     """
-    folder = posixpath.dirname(model_rel)
+    folder, listed = posixpath.dirname(model_rel), set(listed)
     for loc in _scan(data, model_rel):
         rel = posixpath.normpath(posixpath.join(folder, loc)) if loc else ""
-        if not loc or loc.startswith(("/", "\\")) or "\\" in loc or ":" in loc or rel not in set(listed):
+        if not loc or loc.startswith(("/", "\\")) or "\\" in loc or ":" in loc or rel not in listed:
             raise PackageError(f"{model_rel} reads external data from {loc!r}, which its manifest does not list; "
                                "a model may only read files of its own package: re-export the package")
 
