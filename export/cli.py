@@ -62,7 +62,8 @@ def export_cmd(source, out, formats, int8, calib, val, val_labels, max_drop, no_
         if "val_accuracy_fp32" in q:
             line += (f"accuracy fp32 {q['val_accuracy_fp32']:.2%}, int8 {q['val_accuracy_int8']:.2%}, "
                      f"drop {q['val_accuracy_drop']:.2%}; ")
-        click.echo(line + f"top-1 agreement with fp32 {q['agreement_int8_vs_fp32']:.2%} on {q['agreement_faces']} faces")
+        click.echo(line + f"top-1 agreement with fp32 {q['agreement_int8_vs_fp32']:.2%} on {q['agreement_faces']} faces"
+                   + (f"; {q['method']}" if "method" in q else ""))
     if "model.onnx" in sizes and "model.int8.onnx" in sizes:
         click.echo(f"  compression {sizes['model.onnx'] / sizes['model.int8.onnx']:.2f}x (ONNX file size)")
     for backend, lat in m.get("latency", {}).items():

@@ -19,7 +19,8 @@ import numpy as np
 from motivnet_edge.package import ModelFile, sha256_file
 
 from .graph_fusion import fuse_for_onnxruntime
-from .int8 import Int8Data, QuantizationError, accuracy_report, quantize_dynamic_onnx, tensorrt_calibration
+from .int8 import (Int8Data, NothingQuantized, QuantizationError, accuracy_report, quantize_dynamic_onnx,
+                   tensorrt_calibration)
 from .nncf_ptq import quantize_onnx, quantize_openvino
 from .onnx_export import INPUT, OUTPUT, export_onnx, max_abs_diff, onnx_to_openvino
 from .sources import ExportSource
@@ -106,8 +107,8 @@ def _runtime_failure(b: Build, runtime: str, exc: Exception, fallback: str) -> N
 
 
 def _onnx_int8(b: Build) -> list[ModelFile]:
-    """Dynamic-quantized ONNX for ORT's CPU provider, and the NNCF QDQ ONNX + calibration table
-    for TensorRT (an asset with the role "tensorrt_int8": ORT's CPU provider runs QDQ slowly).
+    """ONNX Runtime's CPU INT8 file (``_onnxruntime_cpu_int8``), and the NNCF QDQ ONNX + calibration
+    table for TensorRT (an asset with the role "tensorrt_int8").
     A file whose quantisation its runtime cannot run (e.g. ORT's QLinearConv on some Keras
     graphs) is left out with a warning naming the runtime and the fallback."""
     fp32, trt = b.fp32_onnx(), b.folder / "tensorrt"
@@ -118,6 +119,7 @@ def _onnx_int8(b: Build) -> list[ModelFile]:
     try:
         made = quantize_onnx(fp32, qdq, b.data, max_drop=b.max_drop)
         b.int8["tensorrt"] = {**accuracy_report(fp32, qdq, b.data), **made.report,
+                              "method": "static QDQ (NNCF) for TensorRT, which builds its engine from it",
                               "file": qdq.relative_to(b.folder).as_posix()}
     except QuantizationError:
         raise
@@ -130,8 +132,8 @@ def _onnx_int8(b: Build) -> list[ModelFile]:
         b.assets[f"tensorrt/{qdq.name}"] = sha256_file(qdq)
         b.roles["tensorrt_int8"] = f"tensorrt/{qdq.name}"
     try:
-        cpu = quantize_dynamic_onnx(b.ort_onnx(), b.folder / "model.int8.onnx")
-        b.int8["onnxruntime"] = {**accuracy_report(fp32, cpu, b.data), "file": cpu.name}
+        cpu, method = _onnxruntime_cpu_int8(b)
+        b.int8["onnxruntime"] = {**accuracy_report(fp32, cpu, b.data), **method, "file": cpu.name}
     except QuantizationError:
         raise
     except Exception as exc:
@@ -140,6 +142,26 @@ def _onnx_int8(b: Build) -> list[ModelFile]:
         return []
     b.check_drop("onnxruntime", b.int8["onnxruntime"])
     return [ModelFile("onnxruntime", "int8", cpu.name, sha256_file(cpu), INPUT, OUTPUT)]
+
+
+def _onnxruntime_cpu_int8(b: Build) -> tuple[Path, dict]:
+    """ONNX Runtime's CPU INT8 file and how it was made.
+
+    A graph with MatMuls (the ViT students) gets dynamic INT8: ORT's CPU optimiser leaves static
+    QDQ round trips around Add, Mul, Softmax and LayerNorm, which made it slower than fp32. A
+    graph of convolutions only (the Keras Xception peers) gives dynamic INT8 nothing to quantize;
+    there ORT fuses each static Quantize-Conv-Dequantize into one QLinearConv, so it gets NNCF's
+    static QDQ graph, with 7-bit weights because it runs on CPUs without VNNI too.
+    """
+    out = b.folder / "model.int8.onnx"
+    try:
+        return quantize_dynamic_onnx(b.ort_onnx(), out), {
+            "method": "dynamic: MatMul/Gemm weights int8, activations quantized per call"}
+    except NothingQuantized:
+        made = quantize_onnx(b.fp32_onnx(), out, b.data, max_drop=b.max_drop, overflow_fix=True)
+        log.info("no MatMul or Gemm for dynamic INT8: ONNX Runtime gets NNCF's static QDQ graph (%s)",
+                 made.report["scheme"])
+        return out, {"method": "static QDQ (NNCF): convolutions run as QLinearConv", **made.report}
 
 
 def _openvino_fp32(b: Build) -> list[ModelFile]:
@@ -156,6 +178,7 @@ def _openvino_int8(b: Build) -> list[ModelFile]:
         made = quantize_openvino(fp32, b.folder / "openvino" / "model.int8.xml", b.data, max_drop=b.max_drop)
         xml = made.path
         report = b.int8["openvino"] = {**accuracy_report(fp32, xml, b.data), **made.report,
+                                       "method": "static (NNCF) IR",
                                        "file": "openvino/model.int8.xml"}
     except QuantizationError:
         raise

@@ -270,7 +270,7 @@ def _info_metrics(pkg) -> list[str]:
         elif "val_accuracy_drop" in q:
             agree = f", agreement with fp32 {q['test_agreement']:.2%} on the test sets" if "test_agreement" in q else ""
             out.append(f"int8:          {runtime}: {q.get('file', '')} validation accuracy drop {q['val_accuracy_drop']:.2%}"
-                       f"{agree}" + (f"; {q['scheme']}" if "scheme" in q else "")
+                       f"{agree}" + "".join(f"; {q[k]}" for k in ("method", "scheme", "weights") if k in q)
                        + ("" if q.get("shipped", True) else " (not shipped)"))
     for backend, lat in m.get("latency", {}).items():
         out.append(f"latency:       {backend}: " + ", ".join(f"{k[:-3]} {v:.3f} ms" for k, v in lat.items()
