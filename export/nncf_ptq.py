@@ -203,7 +203,7 @@ def _quantize(model, calib, data: Int8Data, max_drop: float | None, accuracy,
 
     convs = _convs(model)
     scheme, quantized, report = _ladder(model, convs, calib, data, overflow_fix)
-    report["weights"] = "7-bit (overflow fix, for CPUs without VNNI)" if overflow_fix else "8-bit"
+    report["weights"] = "7-bit weights (overflow fix, for CPUs without VNNI)" if overflow_fix else "8-bit weights"
     if max_drop is None or data.val_x is None:
         return quantized, report
     # NNCF scores candidates on the items it hands the validation function: the whole set for
