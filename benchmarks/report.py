@@ -72,7 +72,7 @@ def latency_table(res: dict) -> list[str]:
 def section(path: Path) -> list[str]:
     res = json.loads(path.read_text())
     m = res["machine"]
-    out = [f"### {path.relative_to(ROOT / 'benchmarks' / 'results').as_posix()}: {m['cpu']}, {m['cores']} cores, flags {', '.join(m['flags'])}",
+    out = [f"### {path.relative_to(results_dir('avx512')).as_posix()}: {m['cpu']}, {m['cores']} cores, flags {', '.join(m['flags'])}",
            "", f"Commit {m['commit']}, {m['date']}, " + ", ".join(f"{k} {v}" for k, v in m["versions"].items())
            + ". GEMM peak (fp32 MatMul 1024): " + ", ".join(
                f"{t} thread(s) {g:.0f} GFLOP/s" for t, g in res["gemm_peak_gflops"].items())
@@ -107,7 +107,7 @@ def section(path: Path) -> list[str]:
         out.append(f"Note: {n}.")
     for png in ("pareto.png", "confusion_default_fer2013.png", "confusion_default_ferplus_majority.png"):
         if (path.parent / png).is_file():
-            out += ["", f"![{png}]({IMG}{(path.parent / png).relative_to(ROOT / 'benchmarks' / 'results').as_posix()})"]
+            out += ["", f"![{png}]({IMG}{(path.parent / png).relative_to(results_dir('avx512')).as_posix()})"]
     return out
 
 
@@ -225,12 +225,13 @@ def render() -> str:
                          ("latency_ratio.json", ratio_section), ("classify_profile.json", profile_section),
                          ("isa_agreement.json", isa_section), ("frame_pipeline.json", frame_section),
                          ("first_load.json", first_load_section), ("export_time.json", export_time_section),
-                         ("int8_agreement.json", lambda path: int8_section(json.loads(path.read_text()))),
+                         ("int8_agreement.json", int8_section),
                          ("class_weights.json", class_weight_section), ("mirror.json", mirror_section)):
         kinds = CPU_CLASSES if name in PER_CPU else ("avx512",)  # avx512: benchmarks/results/ itself
         for kind in kinds:
-            if per_cpu_result(name, kind).is_file():
-                lines = render(per_cpu_result(name, kind))
+            path = per_cpu_result(name, kind)
+            if path.is_file():
+                lines = render(path)
                 tag = f"_{CPU_WORDS[kind]}:_ " if name in PER_CPU else ""
                 body += [tag + lines[0], *lines[1:]]
     distilled = ROOT / "benchmarks" / "results" / "distill.json"

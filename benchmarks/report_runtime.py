@@ -142,8 +142,9 @@ def mirror_section(path: Path) -> list[str]:
     return out + [""]
 
 
-def int8_section(r: dict) -> list[str]:
+def int8_section(path: Path) -> list[str]:
     """INT8 against fp32 per package and runtime (benchmarks/int8_agreement.py)."""
+    r = json.loads(path.read_text())
     if "rows" not in r:  # the older, FER2013Test-only format
         return [f"**INT8 vs FP32** (`python benchmarks/int8_agreement.py`, {r['machine']['cpu']}, commit "
                 f"{r['machine']['commit']}, {r['machine']['date']}): top-1 agreement on {r['faces']} FER2013Test faces: "

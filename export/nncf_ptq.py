@@ -146,9 +146,9 @@ def _params(scheme: Scheme, convs: list[str], n_calib: int, *, qdq: bool, overfl
     # ~97 %. With every layer's weights 7-bit: 95-97 % (int8_agreement.py, AMD EPYC avx2), and the
     # pico's IR 99.20 -> 99.53 % on FER2013Valid (export_time.py before and after). The IR and ONNX
     # Runtime's static CPU file run on every CPU, so they get the fix; TensorRT's QDQ file does not
-    # (no such overflow on a GPU). ORT's CPU kernels saturate the same way: exporting the
-    # mini-Xception on AVX2, its QDQ graph agreed with fp32 on 90.6 % of 1,500 FER2013Valid faces
-    # there without the fix (the TensorRT file), 97.2 % with it (the CPU file).
+    # (no such overflow on a GPU). ORT's CPU kernels saturate the same way: `export --int8` of the
+    # mini-Xception on AVX2 (the command in docs/GUIDE.md) printed 90.6 % top-1 agreement with fp32
+    # for its QDQ graph without the fix (the TensorRT file), 97.2 % with it (the CPU file).
     overflow = OverflowFix.ENABLE if overflow_fix else None
     advanced = AdvancedQuantizationParameters(
         smooth_quant_alphas=AdvancedSmoothQuantParameters(matmul=-1, convolution=-1), overflow_fix=overflow,
