@@ -86,10 +86,10 @@ def student_from_package(package: str | Path, faces: np.ndarray) -> tuple[torch.
     with torch.no_grad():
         x = torch.from_numpy(faces)
         for conv, norm, name in zip(convs, norms, stem_names):
-            conv.weight.copy_(torch.from_numpy(init[f"{name}.weight"]))
+            conv.weight.copy_(torch.tensor(init[f"{name}.weight"]))
             y = torch.nn.functional.conv2d(x, conv.weight, None, conv.stride, conv.padding)
             mean, var = y.mean((0, 2, 3)), y.var((0, 2, 3), unbiased=False)
-            folded = torch.from_numpy(init[f"{name}.weight_bias"])
+            folded = torch.tensor(init[f"{name}.weight_bias"])
             # The export computed y + folded. BN(y) = (y - mean) / sqrt(var + eps) * w + b equals it
             # with w = sqrt(var + eps) and b = mean + folded, in eval mode and, on faces like these,
             # in training mode too (batch statistics ~ mean, var).

@@ -1,0 +1,138 @@
+"""Students: presets, FLOP counts, settings checks, and initialisation from timm files, runs and packages."""
+
+import dataclasses
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch", reason="distillation needs the distill extra")
+
+from motivnet_distill.student import PRESETS, StudentConfig, count_flops, create_student, load_timm_weights  # noqa: E402
+from motivnet_edge.labels import MOTIVNET_LABELS  # noqa: E402
+
+
+@pytest.mark.parametrize("name", sorted(PRESETS))
+def test_presets_build_and_count(name):
+    cfg = StudentConfig(**{**PRESETS[name], "img_size": (48, 48) if name != "vit_tiny" and name != "vit_small"
+                           else (224, 224)})
+    m = create_student(name, img_size=cfg.img_size)
+    x = torch.zeros(2, 1, *cfg.img_size)
+    assert m(x).shape == (2, 7)
+
+
+def test_flop_count_of_a_plain_vit_is_its_matmuls_and_patch_conv():
+    cfg = StudentConfig(**PRESETS["vit_nano"], img_size=(48, 48))
+    n, d, h = cfg.grid[0] * cfg.grid[1] + (cfg.pool == "cls"), cfg.embed_dim, int(cfg.embed_dim * cfg.mlp_ratio)
+    macs = cfg.grid[0] * cfg.grid[1] * cfg.patch_size ** 2 * d  # patch conv, one channel
+    macs += cfg.depth * (n * d * 3 * d + 2 * n * n * d + n * d * d + 2 * n * d * h) + d * 7
+    assert count_flops(create_student("vit_nano"), (1, 1, 48, 48)) == 2 * macs
+    # the shipped default's manifest figure comes from the same counter
+    from motivnet_edge import load_package
+    from motivnet_edge.recognizer import DEFAULT_MODEL
+    gflops = load_package(DEFAULT_MODEL).metrics["gflops"]
+    assert round(count_flops(create_student("vit_hybrid_pico"), (1, 1, 48, 48)) / 1e9, 5) == gflops
+
+
+def test_bad_student_configs():
+    with pytest.raises(ValueError, match="divisible"):
+        create_student("vit_nano", embed_dim=130)
+    with pytest.raises(ValueError, match="multiple of patch_size"):
+        create_student("vit_nano", img_size=(50, 50))
+    with pytest.raises(ValueError, match="unknown student"):
+        create_student("resnet50")
+    with pytest.raises(ValueError, match="stem_act must be one of gelu, relu"):
+        create_student("vit_hybrid_pico", stem_act="swish")
+
+
+def test_relu_stem_has_the_lite_stems_weights_and_fusable_activations():
+    """pico_lite_relu differs from pico_lite only in its stem's activations (ReLU: the runtimes fuse
+    it into the convolution), so a pico_lite's weights start it; configs saved before the setting
+    existed read as GELU."""
+    lite, relu = create_student("vit_hybrid_pico_lite"), create_student("vit_hybrid_pico_lite_relu")
+    assert {k: v.shape for k, v in lite.state_dict().items()} == {k: v.shape for k, v in relu.state_dict().items()}
+    acts = [type(m) for m in relu.patch_embed.stem if not isinstance(m, (torch.nn.Conv2d, torch.nn.BatchNorm2d))]
+    assert acts and set(acts) == {torch.nn.ReLU}
+    assert torch.nn.GELU in {type(m) for m in lite.patch_embed.stem}
+    old = {k: v for k, v in dataclasses.asdict(lite.cfg).items() if k != "stem_act"}
+    assert StudentConfig.from_dict(old).stem_act == "gelu"
+
+
+def test_timm_checkpoint_initialises_a_student(tmp_path):
+    # A file laid out like timm's vit_tiny (3-channel, 16 px patches, class token, 14x14 grid).
+    src = create_student("vit_tiny", in_chans=3, pool="cls", num_classes=1000)
+    path = tmp_path / "deit_tiny.pth"
+    torch.save({"model": src.state_dict()}, path)
+    dst = create_student("vit_tiny", img_size=(64, 64), in_chans=1, pool="cls")
+    missing = load_timm_weights(dst, path)
+    assert missing == ["head.bias", "head.weight"]  # 1000 classes vs 7: head skipped
+    assert torch.allclose(dst.blocks[3].attn.qkv.weight, src.blocks[3].attn.qkv.weight)
+    assert torch.allclose(dst.patch_embed.proj.weight, src.patch_embed.proj.weight.sum(1, keepdim=True))
+    assert dst.pos_embed.shape == (1, 1 + 16, 192)
+    torch.save({"x": torch.zeros(3)}, tmp_path / "other.pth")
+    with pytest.raises(ValueError, match="no timm ViT weights"):
+        load_timm_weights(dst, tmp_path / "other.pth")
+
+
+def test_a_hybrid_run_initialises_the_same_preset_completely(tmp_path):
+    """--init from a run's best.pt: every tensor loads as it is (the hybrid's small patch kernel
+    must not be resized to patch_size)."""
+    src = create_student("vit_hybrid_pico", labels=MOTIVNET_LABELS)
+    torch.save({"model": src.state_dict()}, tmp_path / "best.pt")
+    dst = create_student("vit_hybrid_pico", labels=MOTIVNET_LABELS)
+    assert load_timm_weights(dst, tmp_path / "best.pt") == []
+    for k, v in src.state_dict().items():
+        assert torch.equal(dst.state_dict()[k], v), k
+
+
+def test_a_deeper_student_from_a_shallower_one_starts_with_the_same_function(tmp_path):
+    """pico -> pico8: the four new blocks begin as identities, so the outputs are the pico's."""
+    from motivnet_distill.student import identity_blocks
+
+    pico = create_student("vit_hybrid_pico").eval()
+    torch.nn.init.normal_(pico.head.weight)
+    torch.save({"model": pico.state_dict()}, tmp_path / "pico.pt")
+    deep = create_student("vit_hybrid_pico8").eval()
+    skipped = load_timm_weights(deep, tmp_path / "pico.pt")
+    assert identity_blocks(deep, skipped) == [4, 5, 6, 7]
+    x = torch.randn(3, 1, 48, 48)
+    torch.testing.assert_close(deep(x), pico(x), atol=1e-5, rtol=1e-5)
+    assert identity_blocks(pico, []) == []  # a student whose blocks all loaded is left alone
+
+
+def test_a_lite_stem_from_a_pico_keeps_every_strided_conv(tmp_path):
+    """pico -> pico_lite: the stride-1 stem convs are dropped, the strided ones (and their norms)
+    keep their weights at their new places, and nothing is left at its random init."""
+    from motivnet_distill.student import count_flops
+
+    pico = create_student("vit_hybrid_pico")
+    torch.save({"model": pico.state_dict()}, tmp_path / "pico.pt")
+    lite = create_student("vit_hybrid_pico_lite")
+    assert load_timm_weights(lite, tmp_path / "pico.pt") == []
+    src, dst = pico.state_dict(), lite.state_dict()
+    for full, short in ((0, 0), (1, 1), (3, 3), (4, 4), (9, 6), (10, 7)):
+        for part in ("weight",) + (("bias", "running_mean", "running_var") if full in (1, 4, 10) else ()):
+            assert torch.equal(dst[f"patch_embed.stem.{short}.{part}"], src[f"patch_embed.stem.{full}.{part}"])
+    assert torch.equal(dst["blocks.3.mlp.fc2.weight"], src["blocks.3.mlp.fc2.weight"])
+    assert count_flops(lite, (1, 1, 48, 48)) < 0.6 * count_flops(pico, (1, 1, 48, 48))
+    with pytest.raises(ValueError, match="stem must be one of"):
+        create_student("vit_hybrid_pico", stem="conv_tiny")
+
+
+def test_the_embedded_default_rebuilds_as_a_student_with_the_same_logits():
+    """from_package reads the ONNX Runtime graph as shipped (each block's attention fused into one
+    Attention node) and gives back a student computing the package's function."""
+    import onnx
+    import onnxruntime as ort
+
+    from motivnet_distill.from_package import student_from_package
+    from motivnet_edge.recognizer import DEFAULT_MODEL
+
+    x = np.random.default_rng(0).normal(0, 1, (32, 1, 48, 48)).astype(np.float32)
+    model, cfg, pkg = student_from_package(DEFAULT_MODEL, x)
+    onnx_file = pkg.path_of(pkg.file_for("onnxruntime", "fp32"))
+    assert "Attention" in {n.op_type for n in onnx.load(str(onnx_file)).graph.node}
+    ref = ort.InferenceSession(str(onnx_file), providers=["CPUExecutionProvider"]).run(None, {"input": x})[0]
+    bias = np.asarray(pkg.provenance.get("prior_correction", {}).get("bias", np.zeros(ref.shape[1])))
+    with torch.no_grad():
+        got = model.eval()(torch.from_numpy(x)).numpy() + bias
+    assert np.abs(got - ref).max() < 1e-3
