@@ -432,3 +432,16 @@ def test_runtime_refuses_external_data_without_onnx_installed(package_copy, tmp_
     (tmp_path / "secret.bin").write_bytes(bytes(16))
     with pytest.raises(PackageError, match="reads external data from 'secret.bin'"):
         EmotionRecognizer.from_pretrained(package_copy, backend="onnxruntime", precision="fp32", detector="none")
+
+
+def test_describe_names_every_file_and_what_an_unshipped_int8_file_lacks(package_copy):
+    from motivnet_edge.package_describe import describe_package
+
+    _edit(package_copy, lambda m: m.setdefault("metrics", {}).setdefault("int8", {}).update(
+        openvino={"error": "drop 2.0 % above --max-drop", "fallback": "fp32 IR"}))
+    pkg = load_package(package_copy)
+    lines = describe_package(pkg)
+    assert lines[0] == f"package:       {pkg.root}"
+    files = [line for line in lines if line.startswith("file:")]
+    assert len(files) == len(pkg.files) and all(f.sha256[:12] in line for f, line in zip(pkg.files, files))
+    assert "int8:          openvino: not shipped (drop 2.0 % above --max-drop); fp32 IR" in lines
