@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import tempfile
 from pathlib import Path
@@ -15,6 +16,13 @@ FERPLUS = SHARED / "data" / "ferplus"
 CKPLUS = SHARED / "data" / "ckplus48"
 # Unpacked zips, engines and device measurements go to a throwaway cache, not the user's.
 os.environ["MOTIVNET_CACHE"] = tempfile.mkdtemp(prefix="motivnet-test-cache-")
+
+
+def edit_manifest(root: Path, edit) -> None:
+    """Rewrites a package's manifest.json through ``edit(manifest)`` (which changes it in place)."""
+    m = json.loads((root / "manifest.json").read_text())
+    edit(m)
+    (root / "manifest.json").write_text(json.dumps(m))
 
 
 def load_benchmark(name: str):

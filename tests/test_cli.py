@@ -3,12 +3,13 @@
 import json
 import subprocess
 import sys
-
 from pathlib import Path
 
 import cv2
 import numpy as np
 import pytest
+
+from conftest import edit_manifest
 
 TINY = Path(__file__).parent / "data" / "tiny_package"
 
@@ -331,9 +332,7 @@ def test_missing_camera_is_one_line_without_opencv_warnings(tiny_package):
     lambda m: m.__setitem__("provenance", {"prior_correction": {"bias": 1, "validation": []}}),
 ])
 def test_info_reports_a_malformed_record_in_one_line(package_copy, edit):
-    m = json.loads((package_copy / "manifest.json").read_text())
-    edit(m)
-    (package_copy / "manifest.json").write_text(json.dumps(m))
+    edit_manifest(package_copy, edit)
     r = cli("info", package_copy)
     assert r.returncode == 0 and "Traceback" not in r.stderr, r.stderr
     assert "record is malformed" in r.stdout and "labels:" in r.stdout
