@@ -63,6 +63,17 @@ def tiny_checkpoint(tmp_path_factory) -> Path:
     return build(tmp_path_factory.mktemp("ckpt") / "tiny.pt")
 
 
+
+@pytest.fixture()
+def rec(tiny_package, yunet_path):
+    """A recognizer on the tiny package with YuNet, one thread; closed after the test."""
+    from motivnet_edge import EmotionRecognizer
+
+    with EmotionRecognizer.from_pretrained(tiny_package, detector="yunet", yunet_model=yunet_path,
+                                           threads=1) as r:
+        yield r
+
+
 @pytest.fixture(scope="session")
 def tiny_package() -> Path:
     """The same tiny student exported to every format, committed (tests/data/make_tiny_package.py
