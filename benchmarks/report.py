@@ -16,12 +16,12 @@ from common import CPU_CLASSES, ROOT, per_cpu_result, results_dir, pct as _pct, 
 from report_domains import (DOMAIN_COLUMNS, IMG, domains_section, pareto_section, prior_section,  # noqa: E402
                             robustness_section)
 from report_runtime import (class_weight_section, export_time_section, first_load_section,  # noqa: E402
-                            frame_section, int8_section, isa_section, mirror_section, profile_section,
-                            ratio_section)
+                            frame_section, int8_section, int8_sources_section, isa_section, mirror_section,
+                            profile_section, ratio_section)
 
 #: Results whose figures depend on the kind of CPU: each kind's file is rendered (common.per_cpu_result).
 PER_CPU = ("latency_ratio.json", "classify_profile.json", "isa_agreement.json", "frame_pipeline.json",
-           "int8_agreement.json", "export_time.json", "first_load.json")
+           "int8_agreement.json", "export_time.json", "first_load.json", "int8_error_sources.json")
 CPU_WORDS = {"avx512": "AVX-512 CPU", "avx2": "AVX2-only CPU", "baseline": "CPU without AVX2"}
 
 START, END = "<!-- results:start -->", "<!-- results:end -->"
@@ -225,7 +225,7 @@ def render() -> str:
                          ("latency_ratio.json", ratio_section), ("classify_profile.json", profile_section),
                          ("isa_agreement.json", isa_section), ("frame_pipeline.json", frame_section),
                          ("first_load.json", first_load_section), ("export_time.json", export_time_section),
-                         ("int8_agreement.json", int8_section),
+                         ("int8_agreement.json", int8_section), ("int8_error_sources.json", int8_sources_section),
                          ("class_weights.json", class_weight_section), ("mirror.json", mirror_section)):
         kinds = CPU_CLASSES if name in PER_CPU else ("avx512",)  # avx512: benchmarks/results/ itself
         for kind in kinds:

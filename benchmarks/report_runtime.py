@@ -163,3 +163,29 @@ def int8_section(path: Path) -> list[str]:
             f"{_pct(x[s]['fp32'])} -> {_pct(x[s]['int8'])}, agree {_pct(x[s]['agreement'])}" for s in sets)
             + f" | {'' if drop is None else f'{100 * drop:.2f} pt'} |")
     return out + [""]
+
+
+def int8_sources_section(path: Path) -> list[str]:
+    """Where the peers' INT8 agreement goes (benchmarks/int8_error_sources.py)."""
+    r = json.loads(path.read_text())
+    peers = list(r["peers"])
+    out = [f"**Where the peers' INT8 agreement goes** (`python benchmarks/int8_error_sources.py`, {_stamp(r['machine'])}; "
+           f"top-1 agreement with fp32 on {r['faces_set']}, %; INT8 rounding inserted into the fp32 graph one source "
+           "at a time and evaluated as float arithmetic (ONNX Runtime, optimisations off), activation ranges from "
+           f"{r['calibration']})", "",
+           "| rounding | " + " | ".join(f"{p} (n={r['peers'][p]['faces']})" for p in peers) + " |",
+           "|---|" + "---|" * len(peers)]
+    sources = [row["source"] for row in r["peers"][peers[0]]["rows"]]
+    for i, source in enumerate(sources):
+        out.append(f"| {source} | " + " | ".join(_pct(r["peers"][p]["rows"][i]["agreement"]) for p in peers) + " |")
+    out.append("")
+    for p in peers:
+        worst = r["peers"][p]["worst_single_activations"]
+        out.append(f"- {p}: the convolution inputs whose 8-bit rounding alone flips the most faces (of "
+                   f"{r['peers'][p]['convolutions']}): " + ", ".join(
+                       f"#{w['convolution']} {_pct(w['agreement'])}" for w in worst))
+    for name, rows in r.get("packages", {}).items():
+        out.append(f"- package {name}, its shipped QDQ files: " + "; ".join(
+            f"{x['file']} {_pct(x['arithmetic'])} as arithmetic, {_pct(x['kernels'])} on this CPU's INT8 kernels"
+            for x in rows))
+    return out + [""]
