@@ -29,8 +29,8 @@ from motivnet_edge.atomic import atomic_path
 from motivnet_edge.labels import MOTIVNET_LABELS
 from motivnet_edge.preprocess import Preprocessing, face_crop
 
-from .data import (DataError, FaceSet, concat, read_fer2013_labels, read_ferplus, read_image_folder,
-                   split_by_person)
+from .data import DataError, FaceSet, concat, read_image_folder, split_by_person
+from .fer_data import read_fer2013_labels, read_ferplus
 
 log = logging.getLogger(__name__)
 
