@@ -14,60 +14,18 @@ import hashlib
 import logging
 import re
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-from motivnet_edge.errors import LabelError, MotivnetError
+from motivnet_edge.errors import LabelError
 from motivnet_edge.image_io import IMAGE_SUFFIXES
 from motivnet_edge.labels import MOTIVNET_LABELS, remap_indices
 
+from .faces import DataError, FaceSet, read_face_image
+from .fer_data import read_fer2013_csv, read_ferplus, with_fer2013_labels
+
 log = logging.getLogger(__name__)
-
-
-class DataError(MotivnetError, ValueError):
-    """A dataset file is missing or malformed."""
-
-
-@dataclass
-class FaceSet:
-    """Faces in memory: images (list of HxW or HxWx3 uint8), soft (N, K), hard (N,), -1 = none."""
-
-    images: list[np.ndarray]
-    soft: np.ndarray
-    hard: np.ndarray
-    labels: tuple[str, ...]
-    files: list[str]
-
-    def __len__(self) -> int:
-        return len(self.images)
-
-    def subset(self, idx) -> "FaceSet":
-        idx = np.asarray(idx)
-        return FaceSet([self.images[i] for i in idx], self.soft[idx], self.hard[idx], self.labels,
-                       [self.files[i] for i in idx])
-
-
-def _read(path: Path) -> np.ndarray:
-    """A training or test image through the runtime's own loader: 8-bit gray or BGR whatever the
-    file's depth (a 16-bit PNG becomes 0..255, as ``predict`` sees it), bombs and non-files refused."""
-    from motivnet_edge.errors import InvalidImageError
-    from motivnet_edge.image_io import load_image
-
-    try:
-        return load_image(path)
-    except InvalidImageError as exc:
-        raise DataError(f"{exc} (or remove it from the dataset)") from None
-
-
-def _member(folder: Path, name: str, where: str) -> Path:
-    """A file a label file names, which must lie inside the dataset folder (no absolute path, no '..')."""
-    p = Path(name)
-    if not name or p.is_absolute() or ".." in p.parts:
-        raise DataError(f"{where}: image {name!r} is not a path inside {folder}; label files name images "
-                        "relative to their folder")
-    return folder / p
 
 
 def _images_in(folder: Path) -> list[Path]:
@@ -103,7 +61,7 @@ def read_image_folder(folder: str | Path, *, labels: Sequence[str] = MOTIVNET_LA
             raise DataError(f"class folder {folder / cls} holds no images ({', '.join(IMAGE_SUFFIXES)}); add "
                             f"images or drop the class with --map {cls}=none")
         for p in found:
-            images.append(_read(p))
+            images.append(read_face_image(p))
             hard.append(dst)
             files.append(str(p.relative_to(folder)))
     if not images:
@@ -158,7 +116,7 @@ def read_unlabelled(folder: str | Path, *, labels: Sequence[str] = MOTIVNET_LABE
     if not files:
         raise DataError(f"{folder} holds no images ({', '.join(IMAGE_SUFFIXES)})")
     n = len(files)
-    return FaceSet([_read(p) for p in files], np.zeros((n, len(labels)), np.float32),
+    return FaceSet([read_face_image(p) for p in files], np.zeros((n, len(labels)), np.float32),
                    np.full(n, -1, np.int64), tuple(labels), [str(p) for p in files])
 
 
@@ -177,8 +135,6 @@ def read_dataset(path: str | Path, *, labels: Sequence[str] = MOTIVNET_LABELS,
     Raises:
         DataError: the path matches no known format, or ``label_source`` does not apply.
     """
-    from .fer_data import read_fer2013_csv, read_ferplus, with_fer2013_labels
-
     path = Path(path)
     if label_source not in LABEL_SOURCES:
         raise DataError(f"label source {label_source!r}: use one of {', '.join(LABEL_SOURCES)}")

@@ -17,9 +17,18 @@ import numpy as np
 
 from motivnet_edge.labels import FER2013_LABELS, FERPLUS_COLUMNS, MOTIVNET_LABELS, remap_indices
 
-from .data import DataError, FaceSet, _member, _read
+from .faces import DataError, FaceSet, read_face_image
 
 log = logging.getLogger(__name__)
+
+
+def _member(folder: Path, name: str, where: str) -> Path:
+    """A file a label file names, which must lie inside the dataset folder (no absolute path, no '..')."""
+    p = Path(name)
+    if not name or p.is_absolute() or ".." in p.parts:
+        raise DataError(f"{where}: image {name!r} is not a path inside {folder}; label files name images "
+                        "relative to their folder")
+    return folder / p
 
 
 def read_ferplus(folder: str | Path, *, labels: Sequence[str] = MOTIVNET_LABELS,
@@ -57,7 +66,7 @@ def read_ferplus(folder: str | Path, *, labels: Sequence[str] = MOTIVNET_LABELS,
                 raise DataError(f"{csv_path}:{n}: vote counts must be numbers: {row[2:]}") from None
             if not np.isfinite(v).all() or (v < 0).any():
                 raise DataError(f"{csv_path}:{n}: vote counts must be finite and >= 0, got {row[2:]}")
-            images.append(_read(_member(folder, row[0], f"{csv_path}:{n}")))
+            images.append(read_face_image(_member(folder, row[0], f"{csv_path}:{n}")))
             votes.append(v)
             files.append(row[0])
     if not images:
@@ -91,7 +100,7 @@ def read_fer2013_labels(csv_path: str | Path, folder: str | Path, *,
             dst = remap_indices([name], labels, on_missing="drop")[0]
             if dst < 0 and name not in index:
                 continue
-            images.append(_read(folder / row["image"]))
+            images.append(read_face_image(folder / row["image"]))
             hard.append(dst)
             files.append(row["image"])
     if not images:
