@@ -109,10 +109,11 @@ def quantized(model, ranges, *, weight_bits: int | None, activations: bool, only
     return m
 
 
-def peer_rows(keras: Path, calib_dir: Path, val_dir: Path, workdir: Path) -> dict:
+def peer_rows(keras: Path, calib_faces, val_faces, workdir: Path) -> dict:
+    """The rounding table of one peer; the faces are read once by the caller and cut here by the
+    peer's own preprocessing."""
     import onnx
 
-    from motivnet_distill.data import read_dataset
     from motivnet_edge.preprocess import faces_to_tensor
     from motivnet_export.exporter import export
     from motivnet_export.sources import load_source
@@ -120,9 +121,8 @@ def peer_rows(keras: Path, calib_dir: Path, val_dir: Path, workdir: Path) -> dic
     src = load_source(keras)
     pkg = export(keras, workdir / keras.stem, formats=("onnx",), latency=False)
     model = onnx.load(str(pkg / "model.onnx"))
-    calib = faces_to_tensor(read_dataset(calib_dir, labels=src.labels, label_source="ferplus").images,
-                            src.preprocessing)
-    x = faces_to_tensor(read_dataset(val_dir, labels=src.labels, label_source="fer2013").images, src.preprocessing)
+    calib = faces_to_tensor(calib_faces.images, src.preprocessing)
+    x = faces_to_tensor(val_faces.images, src.preprocessing)
     reference = top1(model, x)
     ranges = activation_ranges(model, calib)
     rows = [{"source": name, "agreement": round(float((top1(quantized(
@@ -167,15 +167,14 @@ def main() -> None:
     result = {"machine": machine_info(), "faces_set": "FER2013Valid", "calibration": "600 FER2013Train faces",
               "peers": {}, "packages": {}}
     with tempfile.TemporaryDirectory() as tmp:
-        calib_dir = fer_calibration(args.shared, Path(tmp) / "calib")
+        calib = read_dataset(fer_calibration(args.shared, Path(tmp) / "calib"))
+        val = read_dataset(val_dir, label_source="fer2013")  # images only: agreement needs no labels
         for peer in args.peer or sorted(PEERS):
             keras = args.shared / "models" / "xception_fer2013" / PEERS[peer]
-            result["peers"][peer] = peer_rows(keras, calib_dir, val_dir, Path(tmp))
+            result["peers"][peer] = peer_rows(keras, calib, val, Path(tmp))
     for name, path in named(args.package).items():
         pkg = load_package(path)
-        x = faces_to_tensor(read_dataset(val_dir, labels=pkg.labels, label_source="fer2013").images,
-                            pkg.preprocessing)
-        result["packages"][name] = package_rows(pkg.root, x)
+        result["packages"][name] = package_rows(pkg.root, faces_to_tensor(val.images, pkg.preprocessing))
     write_result(args.out, result)
     print(f"wrote {args.out}")
 
