@@ -55,6 +55,22 @@ def _domain_powers(items, domains) -> dict[str, float]:
     return out
 
 
+def _domain_scales(items, domains) -> dict[str, float]:
+    """``--domain-scale DOMAIN=FACTOR`` items as a mapping, names and ranges checked."""
+    out = {}
+    for item in items:
+        name, sep, value = item.partition("=")
+        try:
+            factor = float(value)
+        except ValueError:
+            factor = None
+        if not sep or name not in domains or factor is None or not 0 < factor <= 100:
+            raise UsageFailure(f"--domain-scale {item}: write DOMAIN=FACTOR with a domain of {', '.join(domains)} "
+                               "and a factor above 0 and at most 100, e.g. ferplus=2")
+        out[name] = factor
+    return out
+
+
 def _kept_domains(without, domains) -> tuple[str, ...]:
     """The domains left after ``--without`` (names checked; leaving out every one is refused)."""
     unknown = [d for d in without if d not in domains]
@@ -101,6 +117,9 @@ def missing_class_hint(exc: LabelError, data: str) -> UsageFailure:
                    "0: every class equally often)  [default: 0.5].")
 @list_option("--domain-class-power", "domain_class_power", metavar="DOMAIN=POWER",
              help="With --domains: --class-power for one domain (repeatable), e.g. ferplus=1 draws FER+ as stored.")
+@list_option("--domain-scale", "domain_scale", metavar="DOMAIN=FACTOR",
+             help="With --domains: multiply one domain's share of an epoch (repeatable; replaces that domain's "
+                  "built-in factor, facial_expressions=0.5), e.g. ferplus=2.")
 @list_option("--extra-data", item=click.Path(), split=False,
               help="More labelled faces (repeatable); only the train part of their by-person split is used.")
 @MAP_OPTION
@@ -144,7 +163,7 @@ def missing_class_hint(exc: LabelError, data: str) -> UsageFailure:
 @click.option("--resume", is_flag=True, help="Continue the run in --out after an interruption.")
 @TRUST_CODE
 @friendly
-def distill(data, domains, pack, samples_per_epoch, without, no_balance, class_power, domain_class_power, extra_data, maps, out, teachers, domain_teacher, val, student, epochs, views, threads, kd_weight, label_weight, temperature,
+def distill(data, domains, pack, samples_per_epoch, without, no_balance, class_power, domain_class_power, domain_scale, extra_data, maps, out, teachers, domain_teacher, val, student, epochs, views, threads, kd_weight, label_weight, temperature,
             batch_size, lr, cache_dir, init, label_source, mirror_teacher, online_teacher, mixup, degrade,
             resume, trust_code) -> None:
     """Distil a teacher (or several) into a small ViT student."""
@@ -156,20 +175,22 @@ def distill(data, domains, pack, samples_per_epoch, without, no_balance, class_p
                            "--pack FILE (a training pack)")
     mixed = domains is not None or pack is not None
     if (without or no_balance or samples_per_epoch or class_power is not None or domain_class_power
-            or domain_teacher) and not mixed:
-        raise UsageFailure("--without, --no-balance, --class-power, --domain-class-power, --domain-teacher and "
-                           "--samples-per-epoch apply to --domains (or --pack) training")
-    if no_balance and (class_power is not None or domain_class_power):
-        raise UsageFailure("--no-balance already sets the class power to 1: drop --class-power / --domain-class-power")
+            or domain_scale or domain_teacher) and not mixed:
+        raise UsageFailure("--without, --no-balance, --class-power, --domain-class-power, --domain-scale, "
+                           "--domain-teacher and --samples-per-epoch apply to --domains (or --pack) training")
+    if no_balance and (class_power is not None or domain_class_power or domain_scale):
+        raise UsageFailure("--no-balance draws every face as stored: drop --class-power / --domain-class-power / "
+                           "--domain-scale")
     mix, routed = None, None
     if mixed:
         from .domains import DOMAINS
 
         routed = _domain_teachers(domain_teacher, DOMAINS) or None
         per_domain = _domain_powers(domain_class_power, DOMAINS)
-        mix = MixRecipe(domains=_kept_domains(without, DOMAINS), domain_class_power=per_domain,
+        scales = {} if no_balance else {**MixRecipe().domain_scale, **_domain_scales(domain_scale, DOMAINS)}
+        mix = MixRecipe(domains=_kept_domains(without, DOMAINS), domain_class_power=per_domain, domain_scale=scales,
                         **({"samples_per_epoch": samples_per_epoch} if samples_per_epoch else {}),
-                        **({"domain_power": 1.0, "class_power": 1.0, "domain_scale": {}} if no_balance else {}),
+                        **({"domain_power": 1.0, "class_power": 1.0} if no_balance else {}),
                         **({"class_power": class_power} if class_power is not None else {}))
     try:
         best = run_distill(data=data, domains=domains, pack=pack, mix=mix, out=out, val=val, teachers=list(teachers), student=student, epochs=epochs,

@@ -55,7 +55,9 @@ def short_error(exc: Exception) -> str:
 def start_run(run: Path, cfg: TrainConfig, scfg: StudentConfig, pp: Preprocessing, val_set, resume: bool,
                extra: dict | None, rank: int) -> None:
     """Checks the run folder and selection sets, then records the config and the command line."""
-    check_run_folder(run, cfg, scfg, resume, teacher=(extra or {}).get("provenance", {}).get("teacher"))
+    provenance = (extra or {}).get("provenance", {})
+    check_run_folder(run, cfg, scfg, resume, teacher=provenance.get("teacher"),
+                     mix=(provenance.get("domains") or {}).get("mix"))
     for name, part in (val_set.items() if isinstance(val_set, Mapping) else [("--val", val_set)]):
         if not (part.hard >= 0).any():
             raise TrainConfigError(f"the selection set {name} has no labelled faces: the best epoch cannot be "

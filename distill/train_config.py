@@ -72,11 +72,12 @@ RESUME_MUST_MATCH = ("batch_size", "views", "seed", "kd_weight", "label_weight",
 
 
 def check_run_folder(run: Path, cfg: TrainConfig, scfg: StudentConfig, resume: bool,
-                     teacher: str | None = None) -> None:
+                     teacher: str | None = None, mix: dict | None = None) -> None:
     """A fresh run never writes into an old one; a resumed run continues the same recipe.
 
     ``teacher``: the identity of the teacher now (``Teacher.name``, with its file hash and any
     ``mirror(...)``); a resume must use the teacher the run recorded, when both have one.
+    ``mix``: the domain mix now (``MixRecipe.to_dict()``); a resume must draw the same mix.
     """
     has_run = (run / "last.pt").is_file() or (run / "log.jsonl").is_file()
     if has_run and not resume:
@@ -98,6 +99,11 @@ def check_run_folder(run: Path, cfg: TrainConfig, scfg: StudentConfig, resume: b
     was_teacher = saved.get("provenance", {}).get("teacher")
     if teacher and was_teacher and teacher != was_teacher:
         diffs.append(f"teacher: run {was_teacher!r}, now {teacher!r} (another --teacher file or --mirror-teacher)")
+    was_mix = saved.get("provenance", {}).get("domains", {}).get("mix")
+    if mix and was_mix and mix != was_mix:
+        changed = sorted(k for k in set(mix) | set(was_mix) if mix.get(k) != was_mix.get(k))
+        diffs.append(f"domain mix: {', '.join(f'{k} run {was_mix.get(k)!r}, now {mix.get(k)!r}' for k in changed)} "
+                     "(--without, --no-balance, --class-power, --domain-class-power, --domain-scale)")
     if diffs:
         raise TrainConfigError(f"--resume would continue {run} with other settings ({'; '.join(diffs)}); "
                                "use the run's own options or a new --out")

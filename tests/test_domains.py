@@ -61,7 +61,12 @@ def test_one_domain_can_keep_its_stored_class_mix():
     (["--domains", ".", "--domain-class-power", "imagenet=1"], "DOMAIN=POWER"),
     (["--domains", ".", "--domain-class-power", "ferplus=2"], "DOMAIN=POWER"),
     (["--domains", ".", "--domain-class-power", "ferplus"], "DOMAIN=POWER"),
-    (["--domains", ".", "--no-balance", "--domain-class-power", "ferplus=1"], "--no-balance already"),
+    (["--domains", ".", "--no-balance", "--domain-class-power", "ferplus=1"], "--no-balance draws"),
+    (["--data", ".", "--domain-scale", "ferplus=2"], "apply to --domains (or --pack) training"),
+    (["--domains", ".", "--domain-scale", "imagenet=2"], "DOMAIN=FACTOR"),
+    (["--domains", ".", "--domain-scale", "ferplus=0"], "DOMAIN=FACTOR"),
+    (["--domains", ".", "--domain-scale", "ferplus=nan"], "DOMAIN=FACTOR"),
+    (["--domains", ".", "--no-balance", "--domain-scale", "ferplus=2"], "--no-balance draws"),
 ])
 def test_domain_class_power_misuse_is_a_usage_error(tmp_path, args, message):
     import subprocess
@@ -137,3 +142,36 @@ def test_labels_are_compared_face_by_face_across_cpus(tmp_path):
     assert cross["avx512"]["agreement"] == {"kdef": 0.75} and cross["avx512"]["ran"] == "onnxruntime int8"
     # a CPU's own file is never its comparison
     assert isa.across_cpus("a", mine, tmp_path / "avx512" / "isa_agreement.json", path_of=path_of) == {}
+
+
+def test_domain_scale_multiplies_one_domains_share():
+    domain = np.array(["ferplus"] * 400 + ["kdef"] * 100)
+    hard = np.zeros(500, int)
+    even = sample_weights(domain, hard, MixRecipe(domains=("ferplus", "kdef"), domain_scale={}))
+    assert even[:400].sum() == pytest.approx(20 / 30)  # sqrt(400) : sqrt(100)
+    doubled = sample_weights(domain, hard, MixRecipe(domains=("ferplus", "kdef"), domain_scale={"ferplus": 2.0}))
+    assert doubled[:400].sum() == pytest.approx(40 / 50)
+
+
+def test_a_resume_must_draw_the_same_domain_mix(tmp_path):
+    from dataclasses import replace
+
+    from distill_helpers import synthetic, tiny_cfg
+    from motivnet_distill.train import TrainConfigError, train
+    from motivnet_edge.preprocess import Preprocessing
+
+    run, pp, cfg = tmp_path / "run", Preprocessing(), tiny_cfg()
+    mix = MixRecipe(domain_scale={"facial_expressions": 0.5}).to_dict()
+
+    def extra(m):
+        return {"provenance": {"domains": {"mix": m}}}
+
+    train(run, synthetic(32), synthetic(16, seed=1), pp, cfg, progress=False, extra=extra(mix))
+    scaled = {**mix, "domain_scale": {"facial_expressions": 0.5, "ferplus": 2.0}}
+    with pytest.raises(TrainConfigError, match=r"domain mix: domain_scale run .*'ferplus': 2.0.*--domain-scale"):
+        train(run, synthetic(32), synthetic(16, seed=1), pp, replace(cfg, epochs=2), resume=True, progress=False,
+              extra=extra(scaled))
+    assert len((run / "log.jsonl").read_text().splitlines()) == 1
+    train(run, synthetic(32), synthetic(16, seed=1), pp, replace(cfg, epochs=2), resume=True, progress=False,
+          extra=extra(mix))
+    assert len((run / "log.jsonl").read_text().splitlines()) == 2
