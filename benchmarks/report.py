@@ -12,9 +12,10 @@ import re
 from pathlib import Path
 
 from motivnet_edge.atomic import write_bytes
-from common import CPU_CLASSES, ROOT, per_cpu_result, results_dir, pct as _pct, stamp as _stamp  # noqa: E402  (benchmarks/ is the script folder)
+from common import CPU_CLASSES, ROOT, per_cpu_result, results_dir, pct as _pct  # noqa: E402  (benchmarks/ is the script folder)
 from report_domains import (DOMAIN_COLUMNS, IMG, domains_section, pareto_section, prior_section,  # noqa: E402
                             robustness_section)
+from report_training import ablation_section, distill_section, selection_section  # noqa: E402
 from report_runtime import (class_weight_section, export_time_section, first_load_section,  # noqa: E402
                             frame_section, int8_section, int8_sources_section, isa_section, mirror_section,
                             profile_section, ratio_section)
@@ -109,100 +110,6 @@ def section(path: Path) -> list[str]:
         if (path.parent / png).is_file():
             out += ["", f"![{png}]({IMG}{(path.parent / png).relative_to(results_dir('avx512')).as_posix()})"]
     return out
-
-
-def distill_section(path: Path) -> list[str]:
-    """Students vs teachers (benchmarks/distill_results.py)."""
-    r = json.loads(path.read_text())
-    m, models = r["machine"], r["models"]
-    out = [f"**Distillation: students vs teachers** (`python benchmarks/distill_results.py`, {m['cpu']}, "
-           f"commit {m['commit']}, {m['date']}; torch CPU forward; FER2013Test and CK+48; agreement = top-1 "
-           "agreement with the Xception ensemble on FER2013Test; a student's teacher is the one of its "
-           "own run, and *taught by* lists the teachers of the runs it was initialised from)", "",
-           "| model | role | params | GFLOPs | FER2013 labels | FER+ majority | CK+48 | agreement | "
-           "teacher: FER2013 gap, agreement | taught by (labels) | epochs (best) | training |",
-           "|---|---|---|---|---|---|---|---|---|---|---|---|"]
-    for name, v in models.items():
-        t = v["test"]
-        tr = v.get("training")
-        cells = "| | |"
-        if tr:
-            own = models.get(tr["teacher"] or "", {}).get("test")
-            gap = (f"{tr['teacher']}: {(t['fer2013']['accuracy'] - own['fer2013']['accuracy']) * 100:+.1f} pt, "
-                   f"{_pct(t['fer2013']['agreement_with_teacher'])}") if own else "labels only"
-            chain = " <- ".join(f"{s['teacher'] or 'none'} ({s['label_source']})" for s in tr.get("lineage", []))
-            cells = (f"{gap} | {chain} | {tr['epochs']} ({tr['best_epoch']}) | "
-                     f"{tr['train_seconds'] / 60:.0f} min, {tr['device']}")
-        out.append(f"| {name} | {v['role']} | {v['params']:,} | {v['gflops']:.3f} | "
-                   f"{_pct(t['fer2013']['accuracy'])} | {_pct(t['ferplus_majority']['accuracy'])} | "
-                   f"{_pct(t['ckplus']['accuracy'])} | {_pct(t['fer2013']['agreement'])} | {cells} |")
-    return out + [""]
-
-
-def _teacher(row: dict) -> str:
-    weight = row["train"].get("kd_weight", 0) if isinstance(row.get("train"), dict) else 0
-    if not weight or not row.get("teacher"):
-        return "none: FER+ votes only"
-    return f"{' + '.join(row.get('teacher_files') or [row['teacher']])} ({weight:g})"
-
-
-def ablation_section(path: Path) -> list[str]:
-    """What each lever gave (benchmarks/ablations.py)."""
-    r = json.loads(path.read_text())
-    sets = [k for k in r["rows"][0] if isinstance(r["rows"][0][k], dict) and "accuracy" in r["rows"][0][k]]
-    out = [f"**Ablations** (`python benchmarks/ablations.py`, {_stamp(r['machine'])}; accuracy / lowest class "
-           "recall, %; FER2013Valid selects each run's epoch, FER2013Valid + facial_expressions val choose the "
-           "default among runs (`select_default.py`), FER2013Test and CK+48 are only reported)", "",
-           "| row | " + " | ".join(sets) + " | KD teacher (weight) | epochs (best) | training |",
-           "|---|" + "---|" * (len(sets) + 3)]
-    for row in r["rows"]:
-        cells = " | ".join(f"{_pct(row[s]['accuracy'])} / {_pct(row[s]['min_recall'])}" for s in sets)
-        train = (f"{_teacher(row)} | {row['epochs_run']} ({row['best_epoch']}) | {row['train_minutes']:.0f} min, "
-                 f"{row['device']}" if row["kind"] == "run" else "see its manifest | | ")
-        out.append(f"| {row['name']} | {cells} | {train} |")
-    out.append("")
-    if (path.parent / "ablation_curves.png").is_file():
-        out += [f"![ablation_curves.png]({IMG}ablation_curves.png)", ""]
-    for row in r["rows"]:
-        if row.get("command"):
-            cmds = " then `".join(c.split(" ", 1)[1] + "`" for c in row["command"])
-            out.append(f"- `{row['name']}`: `{cmds}"
-                       + (f" (prior correction, offsets {row['prior_correction']['bias']})" if "prior_correction" in row
-                          else ""))
-    return out + [""]
-
-
-def selection_section(path: Path) -> list[str]:
-    r = json.loads(path.read_text())
-    sets = [k for k, v in r["rows"][0].items() if isinstance(v, dict) and "accuracy" in v]
-    rows = "; ".join(f"{x['run']} " + " / ".join(_pct(x[s]["accuracy"]) for s in sets)
-                     + f" (score {_pct(x['score'])}" + (f", lowest recall {_pct(x['lowest_recall'])}"
-                                                      if "lowest_recall" in x else "")
-                     + (f", as stored {_pct(x['clean_score'])}, poorer captures {_pct(x['degraded']['mean'])}"
-                        if "degraded" in x else "") + ")"
-                     for x in r["rows"])
-    embedded = embedded_run()
-    if embedded == r["chosen"]:
-        verdict = f"chosen and embedded: **{r['chosen']}**."
-    else:
-        verdict = (f"chosen on validation: **{r['chosen']}**; the embedded default stays **{embedded}**: a candidate "
-                   "is embedded only when it also beats the default's cross-domain mean on the scoreboard, or stays "
-                   "within half a point of it and scores 5 points higher under poorer captures (README, "
-                   "\"When a new default is committed\").")
-    return [f"**Default candidates on validation data** (`python benchmarks/select_default.py`, {r['rule']}; "
-            f"{' / '.join(sets)}, %): {rows}; {verdict}", ""]
-
-
-def embedded_run() -> str:
-    """The run the embedded default was exported from: the run folder make_default records, or (packages
-    made before it recorded one) the last ``--out`` of the training command."""
-    manifest = json.loads((ROOT / "motivnet_edge" / "models" / "default" / "manifest.json").read_text())
-    training = manifest.get("provenance", {}).get("training", {})
-    if isinstance(training.get("run"), str) and training["run"]:
-        return training["run"]
-    command = training.get("command", "")
-    outs = re.findall(r"--out\s+\S*?([^/\s]+)/?(?:\s|$)", command)
-    return outs[-1] if outs else "unknown"
 
 
 def render() -> str:

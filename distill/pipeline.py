@@ -17,10 +17,9 @@ from motivnet_edge.errors import MotivnetError
 from motivnet_edge.labels import MOTIVNET_LABELS
 from motivnet_edge.preprocess import Preprocessing
 
-from .teacher_cache import build_cache, load_cached, teacher_logprobs
 from .data import concat, read_dataset, split_by_person
 from .student import PRESETS
-from .teachers import EnsembleTeacher, MirroredTeacher, load_teacher
+from .targets import check_domain_teachers, teacher_targets
 from .train import TrainConfig, train
 
 log = logging.getLogger(__name__)
@@ -119,73 +118,6 @@ def _one_set_data(data: Path, val, extra_data, labels, mapping, label_source: st
             val)
 
 
-def _load_target_teacher(files, labels, trust_code: bool, mirror: bool):
-    """One teacher (several files: their ensemble), mirrored when asked."""
-    members = [load_teacher(t, trust_code=trust_code) for t in files]
-    teacher = members[0] if len(members) == 1 else EnsembleTeacher(members, labels=labels)
-    return MirroredTeacher(teacher) if mirror else teacher
-
-
-def licence_terms(texts: Sequence[str]) -> str:
-    """The teachers' licence terms as one flat list: a package's ONNX metadata carries its own teacher's
-    terms as "teacher: ...; note: ..." and a student of a student would nest them once per generation."""
-    terms = []
-    for text in texts:
-        for part in (text or "").split("; "):
-            while part.startswith("teacher: "):
-                part = part[len("teacher: "):]
-            if part and not part.startswith("note: ") and part not in terms:
-                terms.append(part)
-    known = [t for t in terms if t != "unknown"]
-    return "; ".join(known) if known else "unknown"
-
-
-def _teacher_targets(teachers, train_set, labels, cache_dir, views: int, seed: int, trust_code: bool,
-                     progress: bool, extra: dict, mirror: bool = False, online: bool = False,
-                     routed: Mapping[str, tuple] | None = None):
-    """The teachers' (ensemble's) targets: (cached outputs for every view, None), or with ``online``
-    (None, a function of face images run per batch). Records the teacher in ``extra``.
-
-    ``routed`` maps a domain to (its rows' slice, its teacher files): those rows learn from that
-    teacher instead (its own cache over the slice, the same views the student reads)."""
-    teacher = _load_target_teacher(teachers, labels, trust_code, mirror)
-    others = {d: (rows, _load_target_teacher(files, labels, trust_code, mirror))
-              for d, (rows, files) in (routed or {}).items()}
-    name = teacher.name + "".join(f"; {d}: {t.name}" for d, (_, t) in others.items())
-    extra["provenance"]["teacher"] = name
-    if others:
-        extra["provenance"]["domain_teachers"] = {d: t.name for d, (_, t) in others.items()}
-    terms = licence_terms([teacher.license, *(t.license for _, t in others.values())])
-    extra["license"] = {"teacher": terms, "note": "students distilled from a teacher may carry its licence terms"}
-    if online:
-        return None, lambda images: teacher_logprobs(teacher, images, labels)
-    cache = build_cache(teacher, train_set, cache_dir, labels=labels, views=views, seed=seed, progress=progress)
-    logits = load_cached(cache, len(train_set), views)
-    for rows, t in others.values():
-        part = train_set.subset(np.arange(rows.start, rows.stop))
-        sub = build_cache(t, part, cache_dir, labels=labels, views=views, seed=seed, progress=progress,
-                          index_offset=rows.start)
-        logits[rows] = load_cached(sub, len(part), views)
-    return logits, None
-
-
-def _check_domain_teachers(domain_teachers, teachers, domains, online: bool) -> None:
-    """Per-domain teachers route the rows of a --domains mix; they replace the main teacher's targets there."""
-    from .domains import DOMAINS
-
-    if domains is None:
-        raise MotivnetError("a domain teacher routes one domain's rows of --domains training: add --domains SHARED "
-                            "(or --pack FILE)")
-    if not teachers:
-        raise MotivnetError("a domain teacher replaces the main teacher on its domain's rows: add --teacher FILE "
-                            "for the other domains")
-    if online:
-        raise MotivnetError("domain teachers are cached per domain: drop --online-teacher")
-    unknown = [d for d in domain_teachers if d not in DOMAINS]
-    if unknown:
-        raise MotivnetError(f"unknown domain {unknown[0]!r} for a domain teacher; domains: {', '.join(DOMAINS)}")
-
-
 def distill(*, data: str | Path | None = None, out: str | Path, domains: str | Path | None = None,
             pack: str | Path | None = None,
             mix=None, yunet: str | Path | None = None, val: str | Path | None = None,
@@ -253,7 +185,7 @@ def distill(*, data: str | Path | None = None, out: str | Path, domains: str | P
         raise MotivnetError("pass one of --data (one training set), --domains SHARED (every domain of shared/) or "
                             "--pack FILE (those domains, packed by motivnet-edge pack)")
     if domain_teachers:
-        _check_domain_teachers(domain_teachers, teachers, domains or pack, online_teacher)
+        check_domain_teachers(domain_teachers, teachers, domains or pack, online_teacher)
     preprocessing = student_preprocessing(student, preprocessing)
     weights, mix_report = None, None
     if domains is not None or pack is not None:
@@ -301,7 +233,7 @@ def distill(*, data: str | Path | None = None, out: str | Path, domains: str | P
                 raise MotivnetError(f"a domain teacher is given for {', '.join(missing)}, which this run does not train "
                                     "on (--without?): drop its --domain-teacher")
             routed = {d: (slices[d], list(files)) for d, files in domain_teachers.items()}
-        logits, online = _teacher_targets(teachers, train_set, labels, cache_dir or Path(out) / "cache", views,
+        logits, online = teacher_targets(teachers, train_set, labels, cache_dir or Path(out) / "cache", views,
                                           cfg.seed, trust_code, progress, extra, mirror=mirror_teacher,
                                           online=online_teacher, routed=routed)
     return train(out, train_set, val_set, preprocessing, cfg, teacher_logits=logits, resume=resume,

@@ -7,7 +7,8 @@ import pytest
 
 torch = pytest.importorskip("torch", reason="distillation needs the distill extra")
 
-from motivnet_distill.student import PRESETS, StudentConfig, count_flops, create_student, load_timm_weights  # noqa: E402
+from motivnet_distill.student import PRESETS, StudentConfig, count_flops, create_student  # noqa: E402
+from motivnet_distill.student_init import load_timm_weights  # noqa: E402
 from motivnet_edge.labels import MOTIVNET_LABELS  # noqa: E402
 
 
@@ -86,7 +87,7 @@ def test_a_hybrid_run_initialises_the_same_preset_completely(tmp_path):
 
 def test_a_deeper_student_from_a_shallower_one_starts_with_the_same_function(tmp_path):
     """pico -> pico8: the four new blocks begin as identities, so the outputs are the pico's."""
-    from motivnet_distill.student import identity_blocks
+    from motivnet_distill.student_init import identity_blocks
 
     pico = create_student("vit_hybrid_pico").eval()
     torch.nn.init.normal_(pico.head.weight)
@@ -136,3 +137,35 @@ def test_the_embedded_default_rebuilds_as_a_student_with_the_same_logits():
     with torch.no_grad():
         got = model.eval()(torch.from_numpy(x)).numpy() + bias
     assert np.abs(got - ref).max() < 1e-3
+
+
+def test_init_from_timm_file_before_training(tmp_path):
+    from distill_helpers import synthetic
+    from motivnet_distill.train import TrainConfig, train
+    from motivnet_edge.preprocess import Preprocessing
+
+    src = create_student("vit_nano", in_chans=1, labels=MOTIVNET_LABELS)
+    torch.save({"model": src.state_dict()}, tmp_path / "timm.pth")
+    cfg = TrainConfig(student=dict(PRESETS["vit_nano"]), epochs=1, batch_size=32, views=1, lr=0.0,
+                      warmup_epochs=0.0, ema_decay=0.0, erase_prob=0.0)
+    train(tmp_path / "run", synthetic(32), synthetic(16, seed=1), Preprocessing(), cfg, progress=False,
+          init=tmp_path / "timm.pth")
+    got = torch.load(tmp_path / "run" / "last.pt", weights_only=True)["model"]
+    assert torch.allclose(got["blocks.2.mlp.fc1.weight"], src.state_dict()["blocks.2.mlp.fc1.weight"])
+
+
+def test_a_preset_with_its_own_input_size_trains_at_that_size(tmp_path):
+    """vit_tiny is a 224x224 DeiT shape: it must not silently train on 48x48 faces (a 3x3 grid)."""
+    import json
+
+    from distill_helpers import class_folder
+    from motivnet_distill.pipeline import STUDENT_PREPROCESSING, distill, student_preprocessing
+
+    assert student_preprocessing("vit_hybrid_pico") == STUDENT_PREPROCESSING
+    assert student_preprocessing("vit_tiny").input_size == (224, 224)
+    classes, people = ("happiness", "sadness"), ["Person_A", "Person_B"]
+    distill(data=class_folder(tmp_path / "main", classes, people, seed=0),
+            val=class_folder(tmp_path / "val", classes, people, seed=1), out=tmp_path / "run",
+            student="vit_tiny", epochs=1, batch_size=8, views=1, progress=False)
+    saved = json.loads((tmp_path / "run" / "config.json").read_text())
+    assert saved["student"]["img_size"] == [224, 224] and saved["preprocessing"]["input_size"] == [224, 224]

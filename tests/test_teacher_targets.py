@@ -201,7 +201,7 @@ def test_cache_of_a_slice_reads_the_students_views_of_those_rows(tmp_path):
 
 
 def test_licence_terms_do_not_nest_across_generations():
-    from motivnet_distill.pipeline import licence_terms
+    from motivnet_distill.targets import licence_terms
 
     student_of_student = ("teacher: teacher: unknown; note: students distilled from a teacher may carry its licence "
                           "terms; note: students distilled from a teacher may carry its licence terms")
@@ -211,14 +211,14 @@ def test_licence_terms_do_not_nest_across_generations():
 
 
 def test_a_domain_teacher_replaces_the_main_teachers_targets_on_its_rows_only(tmp_path):
-    from motivnet_distill.pipeline import _teacher_targets
+    from motivnet_distill.targets import teacher_targets
     from motivnet_distill.teacher_cache import teacher_logprobs
     from motivnet_distill.teachers import load_teacher
 
     main = _mean_teacher(tmp_path / "main.onnx", [0.0, 0.02, 0, 0, 0, 0, 0])
     fer = _mean_teacher(tmp_path / "fer.onnx", [0.03, 0, 0, 0, 0, 0, 0])
     fs, extra = synthetic(12), {"provenance": {}}
-    logits, online = _teacher_targets([main], fs, MOTIVNET_LABELS, tmp_path / "cache", 2, 0, False, False, extra,
+    logits, online = teacher_targets([main], fs, MOTIVNET_LABELS, tmp_path / "cache", 2, 0, False, False, extra,
                                       routed={"ferplus": (slice(4, 10), [fer])})
     assert online is None and logits.shape == (12, 2, 7)
     for path, rows in ((main, [0, 1, 2, 3, 10, 11]), (fer, range(4, 10))):

@@ -16,9 +16,7 @@ torch = pytest.importorskip("torch", reason="distillation needs the distill extr
 
 from conftest import load_benchmark  # noqa: E402
 from motivnet_distill.data import FaceSet  # noqa: E402
-from motivnet_distill.student import PRESETS, create_student  # noqa: E402
 from motivnet_distill.train import TrainConfig  # noqa: E402
-from motivnet_edge.labels import MOTIVNET_LABELS  # noqa: E402
 from motivnet_edge.preprocess import Preprocessing  # noqa: E402
 
 from distill_helpers import class_folder, synthetic, tiny_cfg  # noqa: E402
@@ -167,18 +165,6 @@ def test_results_name_a_runs_teacher_from_its_provenance():
     assert key("onnx:someone_else.onnx:abcd") is None and key(None) is None
 
 
-def test_init_from_timm_file_before_training(tmp_path):
-    from motivnet_distill.train import train
-    src = create_student("vit_nano", in_chans=1, labels=MOTIVNET_LABELS)
-    torch.save({"model": src.state_dict()}, tmp_path / "timm.pth")
-    cfg = TrainConfig(student=dict(PRESETS["vit_nano"]), epochs=1, batch_size=32, views=1, lr=0.0,
-                      warmup_epochs=0.0, ema_decay=0.0, erase_prob=0.0)
-    train(tmp_path / "run", synthetic(32), synthetic(16, seed=1), Preprocessing(), cfg, progress=False,
-          init=tmp_path / "timm.pth")
-    got = torch.load(tmp_path / "run" / "last.pt", weights_only=True)["model"]
-    assert torch.allclose(got["blocks.2.mlp.fc1.weight"], src.state_dict()["blocks.2.mlp.fc1.weight"])
-
-
 @pytest.mark.parametrize("option, value, match", [
     ("temperature", 0.0, "--temperature 0.0 is invalid"),
     ("kd_weight", float("nan"), "--kd-weight nan is invalid"),
@@ -260,20 +246,6 @@ def test_extra_data_adds_only_the_train_part_of_its_person_split(tmp_path, caplo
     assert f"extra training faces: {len(kept)} from the train part of {extra}" in caplog.text
     prov = json.loads((tmp_path / "run" / "config.json").read_text())["provenance"]
     assert prov["extra_training_data"] == [f"{extra} (train part, split by person)"]
-
-
-def test_a_preset_with_its_own_input_size_trains_at_that_size(tmp_path):
-    """vit_tiny is a 224x224 DeiT shape: it must not silently train on 48x48 faces (a 3x3 grid)."""
-    from motivnet_distill.pipeline import STUDENT_PREPROCESSING, distill, student_preprocessing
-
-    assert student_preprocessing("vit_hybrid_pico") == STUDENT_PREPROCESSING
-    assert student_preprocessing("vit_tiny").input_size == (224, 224)
-    classes, people = ("happiness", "sadness"), ["Person_A", "Person_B"]
-    distill(data=class_folder(tmp_path / "main", classes, people, seed=0),
-            val=class_folder(tmp_path / "val", classes, people, seed=1), out=tmp_path / "run",
-            student="vit_tiny", epochs=1, batch_size=8, views=1, progress=False)
-    saved = json.loads((tmp_path / "run" / "config.json").read_text())
-    assert saved["student"]["img_size"] == [224, 224] and saved["preprocessing"]["input_size"] == [224, 224]
 
 
 class _Evil:

@@ -1,0 +1,87 @@
+"""What each training row learns from: the teacher's targets, cached per view or computed online.
+
+One teacher (several files: their ensemble), optionally mirrored, reads every row; a domain
+teacher replaces it on one domain's rows of a ``--domains`` mix, with its own cache over those
+rows. The run records every teacher's name (a resume compares it) and their licence terms.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+
+import numpy as np
+
+from motivnet_edge.errors import MotivnetError
+
+from .teacher_cache import build_cache, load_cached, teacher_logprobs
+from .teachers import EnsembleTeacher, MirroredTeacher, load_teacher
+
+
+def _target_teacher(files, labels, trust_code: bool, mirror: bool):
+    """One teacher (several files: their ensemble), mirrored when asked."""
+    members = [load_teacher(t, trust_code=trust_code) for t in files]
+    teacher = members[0] if len(members) == 1 else EnsembleTeacher(members, labels=labels)
+    return MirroredTeacher(teacher) if mirror else teacher
+
+
+def licence_terms(texts: Sequence[str]) -> str:
+    """The teachers' licence terms as one flat list: a package's ONNX metadata carries its own teacher's
+    terms as "teacher: ...; note: ..." and a student of a student would nest them once per generation."""
+    terms = []
+    for text in texts:
+        for part in (text or "").split("; "):
+            while part.startswith("teacher: "):
+                part = part[len("teacher: "):]
+            if part and not part.startswith("note: ") and part not in terms:
+                terms.append(part)
+    known = [t for t in terms if t != "unknown"]
+    return "; ".join(known) if known else "unknown"
+
+
+def teacher_targets(teachers, train_set, labels, cache_dir, views: int, seed: int, trust_code: bool,
+                     progress: bool, extra: dict, mirror: bool = False, online: bool = False,
+                     routed: Mapping[str, tuple] | None = None):
+    """The teachers' (ensemble's) targets: (cached outputs for every view, None), or with ``online``
+    (None, a function of face images run per batch). Records the teacher in ``extra``.
+
+    ``routed`` maps a domain to (its rows' slice, its teacher files): those rows learn from that
+    teacher instead (its own cache over the slice, the same views the student reads)."""
+    teacher = _target_teacher(teachers, labels, trust_code, mirror)
+    others = {d: (rows, _target_teacher(files, labels, trust_code, mirror))
+              for d, (rows, files) in (routed or {}).items()}
+    name = teacher.name + "".join(f"; {d}: {t.name}" for d, (_, t) in others.items())
+    extra["provenance"]["teacher"] = name
+    if others:
+        extra["provenance"]["domain_teachers"] = {d: t.name for d, (_, t) in others.items()}
+    terms = licence_terms([teacher.license, *(t.license for _, t in others.values())])
+    extra["license"] = {"teacher": terms, "note": "students distilled from a teacher may carry its licence terms"}
+    if online:
+        return None, lambda images: teacher_logprobs(teacher, images, labels)
+    cache = build_cache(teacher, train_set, cache_dir, labels=labels, views=views, seed=seed, progress=progress)
+    logits = load_cached(cache, len(train_set), views)
+    for rows, t in others.values():
+        part = train_set.subset(np.arange(rows.start, rows.stop))
+        sub = build_cache(t, part, cache_dir, labels=labels, views=views, seed=seed, progress=progress,
+                          index_offset=rows.start)
+        logits[rows] = load_cached(sub, len(part), views)
+    return logits, None
+
+
+def check_domain_teachers(domain_teachers, teachers, domains, online: bool) -> None:
+    """Per-domain teachers route the rows of a --domains mix; they replace the main teacher's targets there."""
+    from .domains import DOMAINS
+
+    if domains is None:
+        raise MotivnetError("a domain teacher routes one domain's rows of --domains training: add --domains SHARED "
+                            "(or --pack FILE)")
+    if not teachers:
+        raise MotivnetError("a domain teacher replaces the main teacher on its domain's rows: add --teacher FILE "
+                            "for the other domains")
+    if online:
+        raise MotivnetError("domain teachers are cached per domain: drop --online-teacher")
+    unknown = [d for d in domain_teachers if d not in DOMAINS]
+    if unknown:
+        raise MotivnetError(f"unknown domain {unknown[0]!r} for a domain teacher; domains: {', '.join(DOMAINS)}")
+
+
+__all__ = ["check_domain_teachers", "licence_terms", "teacher_targets"]
