@@ -39,36 +39,32 @@ def parse_maps(maps: tuple[str, ...]) -> dict[str, str | None] | None:
     return mapping or None
 
 
-def _domain_powers(items, domains) -> dict[str, float]:
-    """``--domain-class-power DOMAIN=POWER`` items as a mapping, names and ranges checked."""
+def _per_domain(items, domains, *, option: str, ok, value_words: str, example: str) -> dict[str, float]:
+    """``DOMAIN=NUMBER`` items of ``option`` as a mapping; names checked, and each number by ``ok``."""
     out = {}
     for item in items:
         name, sep, value = item.partition("=")
         try:
-            power = float(value)
+            number = float(value)
         except ValueError:
-            power = None
-        if not sep or name not in domains or power is None or not 0 <= power <= 1:
-            raise UsageFailure(f"--domain-class-power {item}: write DOMAIN=POWER with a domain of "
-                               f"{', '.join(domains)} and a power from 0 to 1, e.g. ferplus=1")
-        out[name] = power
+            number = None
+        if not sep or name not in domains or number is None or not ok(number):
+            raise UsageFailure(f"{option} {item}: write DOMAIN={value_words.split()[0].upper()} with a domain of "
+                               f"{', '.join(domains)} and a {value_words}, e.g. {example}")
+        out[name] = number
     return out
+
+
+def _domain_powers(items, domains) -> dict[str, float]:
+    """``--domain-class-power DOMAIN=POWER`` items (a power from 0 to 1)."""
+    return _per_domain(items, domains, option="--domain-class-power", ok=lambda p: 0 <= p <= 1,
+                       value_words="power from 0 to 1", example="ferplus=1")
 
 
 def _domain_scales(items, domains) -> dict[str, float]:
-    """``--domain-scale DOMAIN=FACTOR`` items as a mapping, names and ranges checked."""
-    out = {}
-    for item in items:
-        name, sep, value = item.partition("=")
-        try:
-            factor = float(value)
-        except ValueError:
-            factor = None
-        if not sep or name not in domains or factor is None or not 0 < factor <= 100:
-            raise UsageFailure(f"--domain-scale {item}: write DOMAIN=FACTOR with a domain of {', '.join(domains)} "
-                               "and a factor above 0 and at most 100, e.g. ferplus=2")
-        out[name] = factor
-    return out
+    """``--domain-scale DOMAIN=FACTOR`` items (a factor above 0, at most 100)."""
+    return _per_domain(items, domains, option="--domain-scale", ok=lambda f: 0 < f <= 100,
+                       value_words="factor above 0 and at most 100", example="ferplus=2")
 
 
 def _kept_domains(without, domains) -> tuple[str, ...]:
