@@ -22,13 +22,21 @@ DOMAIN_COLUMNS = (("affectnet96", "AffectNet96 test_"), ("sfew", "SFEW val_"), (
                   ("facial_expressions", "facial_expressions val"))
 
 
+#: Scoreboards other than the main one (domains.py --out FILE), by file name: what their rows compare.
+TITLES = {
+    "domain_ablations.json": "**Ablations across domains** (run folders scored as trained: torch forward, no prior "
+                             "correction; each row a 4-epoch continuation of the FER-era default unless named otherwise; ",
+    "fer_share.json": "**FER+'s share of training** (the default, one more round of its own recipe (rd2) and the same "
+                      "round with FER+ drawn twice as often (`distill --domain-scale ferplus=2`: 50 instead of 33.5 % "
+                      "of each epoch), each packaged with its prior correction fitted on validation; ",
+}
+
+
 def domains_section(path: Path) -> list[str]:
     """The cross-domain scoreboard (benchmarks/domains.py): every test set, every model."""
     r = json.loads(path.read_text())
     cols = [(k, h) for k, h in DOMAIN_COLUMNS if k in r["sets"]]
-    title = ("**Ablations across domains** (run folders scored as trained: torch forward, no prior correction; "
-             "each row a 4-epoch continuation of the FER-era default unless named otherwise; "
-             if path.name == "domain_ablations.json" else "**Cross-domain scoreboard** (")
+    title = TITLES.get(path.name, "**Cross-domain scoreboard** (")
     out = [f"{title}`python benchmarks/domains.py`, {_stamp(r['machine'])}; accuracy / "
            "mean per-class recall (UAR), %; " + r["protocol"] + "; cross-domain = mean accuracy over "
            + ", ".join(r["cross_domain_sets"]) + ")", "",
