@@ -26,9 +26,10 @@ DOMAIN_COLUMNS = (("affectnet96", "AffectNet96 test_"), ("sfew", "SFEW val_"), (
 TITLES = {
     "domain_ablations.json": "**Ablations across domains** (run folders scored as trained: torch forward, no prior "
                              "correction; each row a 4-epoch continuation of the FER-era default unless named otherwise; ",
-    "fer_share.json": "**FER+'s share of training** (the default, one more round of its own recipe (rd2) and the same "
+    "fer_share.json": "**FER+'s share of training** (the default, one more round of its own recipe (rd2), the same "
                       "round with FER+ drawn twice as often (`distill --domain-scale ferplus=2`: 50 instead of 33.5 % "
-                      "of each epoch), each packaged with its prior correction fitted on validation; ",
+                      "of each epoch) and the mean of those two rounds' weights (`python -m motivnet_distill.soup`), "
+                      "each packaged with its prior correction fitted on validation; ",
 }
 
 
