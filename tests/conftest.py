@@ -25,6 +25,14 @@ def edit_manifest(root: Path, edit) -> None:
     (root / "manifest.json").write_text(json.dumps(m))
 
 
+def random_batch(pkg, n: int = 5) -> np.ndarray:
+    """``n`` seeded random face crops as the package's input tensor."""
+    from motivnet_edge.preprocess import to_tensor
+
+    crops = np.random.default_rng(1).integers(0, 255, (n, *pkg.preprocessing.input_size), dtype=np.uint8)
+    return to_tensor(crops, pkg.preprocessing)
+
+
 def load_benchmark(name: str):
     """A script from benchmarks/ as a module (the folder holds scripts, not a package)."""
     import importlib.util
