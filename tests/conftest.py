@@ -25,6 +25,15 @@ def edit_manifest(root: Path, edit) -> None:
     (root / "manifest.json").write_text(json.dumps(m))
 
 
+def cli(*args, **kw):
+    """``motivnet-edge ARGS`` in a subprocess, as a user runs it (stdout and stderr captured as text)."""
+    import subprocess
+    import sys
+
+    return subprocess.run([sys.executable, "-m", "motivnet_edge.cli", *map(str, args)],
+                          capture_output=True, text=True, timeout=300, **kw)
+
+
 def random_batch(pkg, n: int = 5) -> np.ndarray:
     """``n`` seeded random face crops as the package's input tensor."""
     from motivnet_edge.preprocess import to_tensor
