@@ -34,6 +34,22 @@ def cli(*args, **kw):
                           capture_output=True, text=True, timeout=300, **kw)
 
 
+def face_crops(folder: Path, n: int, seed: int = 0) -> Path:
+    """Face-like 48x48 crops: a bright oval with darker eyes and mouth, jittered."""
+    import cv2
+
+    folder.mkdir(parents=True, exist_ok=True)
+    r = np.random.default_rng(seed)
+    for i in range(n):
+        img = np.full((48, 48), r.integers(20, 60), np.uint8)
+        cv2.ellipse(img, (24 + int(r.integers(-3, 4)), 26), (16, 20), 0, 0, 360, int(r.integers(150, 230)), -1)
+        for x in (17, 31):
+            cv2.circle(img, (x, 20), 3, 40, -1)
+        cv2.ellipse(img, (24, 36), (7, int(r.integers(1, 5))), 0, 0, 360, 60, -1)
+        cv2.imwrite(str(folder / f"f{i:04d}.png"), img + r.integers(0, 20, img.shape, dtype=np.uint8))
+    return folder
+
+
 def random_batch(pkg, n: int = 5) -> np.ndarray:
     """``n`` seeded random face crops as the package's input tensor."""
     from motivnet_edge.preprocess import to_tensor

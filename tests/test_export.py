@@ -1,12 +1,5 @@
-"""Export -> reload -> predict for every format and precision; INT8; misuse; kill mid-export."""
+"""Export -> reload -> predict for every format and precision; INT8 and what it records."""
 
-import json
-import signal
-import subprocess
-import sys
-import time
-
-import cv2
 import numpy as np
 import pytest
 
@@ -17,31 +10,17 @@ from motivnet_edge import EmotionRecognizer  # noqa: E402
 from motivnet_edge.errors import MotivnetError  # noqa: E402
 from motivnet_edge.package import load_package  # noqa: E402
 from motivnet_export.exporter import export  # noqa: E402
-from motivnet_export.int8 import QuantizationError  # noqa: E402
-from motivnet_export.sources import SourceError  # noqa: E402
 
-
-def _faces(folder, n, seed=0):
-    """Face-like 48x48 crops: a bright oval with darker eyes and mouth, jittered."""
-    folder.mkdir(parents=True, exist_ok=True)
-    r = np.random.default_rng(seed)
-    for i in range(n):
-        img = np.full((48, 48), r.integers(20, 60), np.uint8)
-        cv2.ellipse(img, (24 + int(r.integers(-3, 4)), 26), (16, 20), 0, 0, 360, int(r.integers(150, 230)), -1)
-        for x in (17, 31):
-            cv2.circle(img, (x, 20), 3, 40, -1)
-        cv2.ellipse(img, (24, 36), (7, int(r.integers(1, 5))), 0, 0, 360, 60, -1)
-        cv2.imwrite(str(folder / f"f{i:04d}.png"), img + r.integers(0, 20, img.shape, dtype=np.uint8))
-    return folder
+from conftest import face_crops  # noqa: E402
 
 
 @pytest.fixture(scope="module")
 def int8_package(tiny_checkpoint, tmp_path_factory):
     root = tmp_path_factory.mktemp("int8")
-    calib = _faces(root / "calib", 300)
+    calib = face_crops(root / "calib", 300)
     val = root / "val"
     for k, cls in enumerate(("happy", "sad", "neutral")):
-        _faces(val / cls, 20, seed=k + 1)
+        face_crops(val / cls, 20, seed=k + 1)
     return export(tiny_checkpoint, root / "pkg", int8=True, calib=calib, val=val, latency_rounds=1)
 
 
@@ -87,7 +66,7 @@ def test_int8_metrics_and_tensorrt_table(int8_package):
     assert sizes["model.int8.onnx"] < sizes["model.onnx"]
 
 
-def test_accuracy_control_scores_real_validation_faces(int8_package):
+def test_accuracy_control_scores_real_validationface_crops(int8_package):
     """NNCF's accuracy control must judge candidates on the labelled validation faces it is given."""
     from motivnet_distill.data import read_dataset
     from motivnet_export.int8 import prepare_data
@@ -162,90 +141,6 @@ def test_onnx_metadata_survives_quantization(int8_package):
         assert json.loads(meta["preprocessing"]) == manifest["preprocessing"], name
 
 
-def test_too_few_calibration_faces_refused(tiny_checkpoint, tmp_path):
-    with pytest.raises(QuantizationError, match="at least 300"):
-        export(tiny_checkpoint, tmp_path / "p", int8=True, calib=_faces(tmp_path / "c", 299), latency=False)
-    assert not (tmp_path / "p").exists()
-    with pytest.raises(SourceError, match="needs --calib"):
-        export(tiny_checkpoint, tmp_path / "p", int8=True, latency=False)
-
-
-def test_corrupted_calibration_folder(tiny_checkpoint, tmp_path):
-    calib = _faces(tmp_path / "c", 300)
-    (calib / "f0007.png").write_bytes(b"\x89PNG\r\n\x1a\nbroken")
-    with pytest.raises(MotivnetError, match="f0007.png is not a JPEG, PNG"):
-        export(tiny_checkpoint, tmp_path / "p", int8=True, calib=calib, latency=False)
-
-
-def test_mislabelled_validation_set(tiny_checkpoint, tmp_path):
-    calib = _faces(tmp_path / "c", 300)
-    for cls in ("cat", "dog"):
-        _faces(tmp_path / "v" / cls, 3)
-    with pytest.raises(MotivnetError, match="'cat'"):
-        export(tiny_checkpoint, tmp_path / "p", int8=True, calib=calib, val=tmp_path / "v", latency=False)
-    with pytest.raises(SourceError, match="--max-drop needs"):
-        export(tiny_checkpoint, tmp_path / "p", max_drop=0.01, latency=False)
-
-
-def test_source_that_is_not_a_model(tmp_path):
-    bad = tmp_path / "notes.pt"
-    bad.write_text("hello")
-    with pytest.raises(SourceError, match="not a motivnet-edge student checkpoint"):
-        export(bad, tmp_path / "p", latency=False)
-    import torch
-    torch.save({"weights": torch.zeros(2)}, tmp_path / "other.pt")
-    with pytest.raises(SourceError, match="not a motivnet-edge student checkpoint"):
-        export(tmp_path / "other.pt", tmp_path / "p", latency=False)
-    with pytest.raises(SourceError, match="does not exist"):
-        export(tmp_path / "nothing", tmp_path / "p", latency=False)
-
-
-def test_pickled_code_in_a_checkpoint_is_refused(tmp_path):
-    import torch
-
-    class Evil:
-        def __reduce__(self):
-            return (print, ("pwned",))
-    torch.save({"model": Evil()}, tmp_path / "evil.pt")
-    with pytest.raises(SourceError, match="pickled code, which is never executed"):
-        export(tmp_path / "evil.pt", tmp_path / "p", latency=False)
-
-
-def test_unwritable_output_cli(tiny_checkpoint, tmp_path):
-    blocker = tmp_path / "file"
-    blocker.write_text("x")
-    r = subprocess.run([sys.executable, "-m", "motivnet_edge.cli", "export", str(tiny_checkpoint), "--out",
-                        str(blocker / "pkg"), "--no-latency"], capture_output=True, text=True)
-    assert r.returncode == 2 and "cannot write" in r.stderr and "Traceback" not in r.stderr
-
-
-def test_export_cli_refuses_a_users_folder_before_any_work(tiny_checkpoint, tmp_path):
-    home = tmp_path / "Documents"
-    home.mkdir()
-    (home / "thesis.tex").write_text("years of work")
-    r = subprocess.run([sys.executable, "-m", "motivnet_edge.cli", "export", str(tiny_checkpoint), "--out",
-                        str(home), "--no-latency"], capture_output=True, text=True)
-    assert r.returncode == 2 and "holds files but no model package" in r.stderr and "Traceback" not in r.stderr
-    assert [p.name for p in tmp_path.iterdir()] == ["Documents"] and [p.name for p in home.iterdir()] == ["thesis.tex"]
-
-
-def test_kill_mid_export_leaves_previous_package(tiny_checkpoint, tiny_package, tmp_path):
-    import shutil
-    dest = tmp_path / "pkg"
-    shutil.copytree(tiny_package, dest)
-    before = (dest / "manifest.json").read_text()
-    proc = subprocess.Popen([sys.executable, "-m", "motivnet_edge.cli", "export", str(tiny_checkpoint),
-                             "--out", str(dest)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    deadline = time.time() + 120
-    while time.time() < deadline and not list(tmp_path.glob(".pkg.*.tmp/model.onnx")):
-        time.sleep(0.02)
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
-    assert (dest / "manifest.json").read_text() == before
-    load_package(dest)
-    assert json.loads(before)["schema_version"] == 1
-
-
 def test_package_with_embedded_yunet_uses_it(tiny_checkpoint, yunet_path, astronaut, tmp_path):
     pkg = export(tiny_checkpoint, tmp_path / "p", formats=("onnx",), latency=False, yunet=yunet_path)
     with EmotionRecognizer.from_pretrained(pkg) as rec:
@@ -305,7 +200,7 @@ def test_int8_export_of_the_keras_peer_never_ends_in_a_traceback(tmp_path):
     rec = EmotionRecognizer.from_pretrained(tmp_path / "pkg", backend="onnxruntime", precision="int8", detector="none")
     fp32 = EmotionRecognizer.from_pretrained(tmp_path / "pkg", backend="onnxruntime", precision="fp32", detector="none")
     faces = sorted((FERPLUS / "FER2013Valid").glob("*.png"))[-40:]  # not among the calibration faces
-    q, f = ([list(p.scores.values()) for p in r.predict_faces(faces)] for r in (rec, fp32))
+    q, f = ([list(p.scores.values()) for p in r.predictface_crops(faces)] for r in (rec, fp32))
     q, f = np.array(q), np.array(f)
     assert q.shape == f.shape == (40, 7) and not np.allclose(q, f)  # a different file really ran
     assert (q.argmax(1) == f.argmax(1)).mean() >= 0.85
