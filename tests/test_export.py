@@ -66,7 +66,7 @@ def test_int8_metrics_and_tensorrt_table(int8_package):
     assert sizes["model.int8.onnx"] < sizes["model.onnx"]
 
 
-def test_accuracy_control_scores_real_validationface_crops(int8_package):
+def test_accuracy_control_scores_real_validation_faces(int8_package):
     """NNCF's accuracy control must judge candidates on the labelled validation faces it is given."""
     from motivnet_distill.data import read_dataset
     from motivnet_export.int8 import prepare_data
@@ -200,7 +200,7 @@ def test_int8_export_of_the_keras_peer_never_ends_in_a_traceback(tmp_path):
     rec = EmotionRecognizer.from_pretrained(tmp_path / "pkg", backend="onnxruntime", precision="int8", detector="none")
     fp32 = EmotionRecognizer.from_pretrained(tmp_path / "pkg", backend="onnxruntime", precision="fp32", detector="none")
     faces = sorted((FERPLUS / "FER2013Valid").glob("*.png"))[-40:]  # not among the calibration faces
-    q, f = ([list(p.scores.values()) for p in r.predictface_crops(faces)] for r in (rec, fp32))
+    q, f = ([list(p.scores.values()) for p in r.predict_faces(faces)] for r in (rec, fp32))
     q, f = np.array(q), np.array(f)
     assert q.shape == f.shape == (40, 7) and not np.allclose(q, f)  # a different file really ran
     assert (q.argmax(1) == f.argmax(1)).mean() >= 0.85
