@@ -13,14 +13,16 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import shlex
+import shutil
 import sys
+import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 
 import torch
 
-from motivnet_edge.atomic import write_bytes
 from motivnet_edge.errors import MotivnetError
 from motivnet_edge.preprocess import Preprocessing
 
@@ -33,7 +35,7 @@ class SoupError(MotivnetError, ValueError):
 
 
 def _checkpoint(run: Path) -> tuple[Path, dict]:
-    path = run / "best.pt" if run.is_dir() else run
+    path = run / "best.pt" if run.is_dir() else run  # load_student's rule: a folder means its best.pt
     return path, read_checkpoint(path)
 
 
@@ -76,24 +78,38 @@ def average(runs: Sequence[str | Path], weights: Sequence[float] | None = None) 
 
 def write_soup(runs: Sequence[str | Path], out: str | Path, weights: Sequence[float] | None = None,
                command: str | None = None) -> Path:
-    """Averages ``runs`` into the run folder ``out`` (refused when it already holds a run)."""
+    """Averages ``runs`` into the new run folder ``out``, all at once: a killed soup leaves no folder.
+
+    Raises:
+        SoupError: see ``average``, or ``out`` already holds a run or other files.
+    """
     out = Path(out)
     if (out / "best.pt").exists() or (out / "log.jsonl").exists():
         raise SoupError(f"{out} already holds a run: choose a new --out")
+    if out.exists() and (not out.is_dir() or any(out.iterdir())):
+        raise SoupError(f"{out} exists and is not an empty folder: choose a new --out")
     ck, soup = average(runs, weights)
     teachers = sorted({m["teacher"] for m in soup["members"] if m["teacher"]})
     provenance = {**ck.get("provenance", {}), "soup": soup, "teacher": " + ".join(teachers) or None}
     config_path = Path(runs[0]) / "config.json"
     config = json.loads(config_path.read_text()) if config_path.is_file() else {}
     config["provenance"] = {**config.get("provenance", {}), **provenance}
-    out.mkdir(parents=True, exist_ok=True)
-    save_student(out / "best.pt", _model(ck), StudentConfig.from_dict(ck["student"]),
-                 Preprocessing.from_dict(ck["preprocessing"]), metrics=None, provenance=provenance,
-                 license=ck.get("license", {}))
-    write_bytes(out / "config.json", json.dumps(config, indent=1).encode())
-    write_bytes(out / "log.jsonl", b"")  # no epochs of its own: make_default records none
-    if command:
-        write_bytes(out / "commands.txt", (command + "\n").encode())
+    out.parent.mkdir(parents=True, exist_ok=True)
+    # Built in a hidden folder beside ``out`` and renamed onto it, so that a run folder never lacks
+    # its config (make_default would then package a student without its recipe).
+    tmp = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}.", suffix=".tmp"))
+    try:
+        save_student(tmp / "best.pt", _model(ck), StudentConfig.from_dict(ck["student"]),
+                     Preprocessing.from_dict(ck["preprocessing"]), metrics=None, provenance=provenance,
+                     license=ck.get("license", {}))
+        (tmp / "config.json").write_text(json.dumps(config, indent=1))
+        (tmp / "log.jsonl").write_bytes(b"")  # no epochs of its own: make_default records none
+        if command:
+            (tmp / "commands.txt").write_text(command + "\n")
+        os.replace(tmp, out)  # an empty ``out`` is replaced; a folder that filled meanwhile is refused by the OS
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
     return out
 
 
