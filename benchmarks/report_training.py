@@ -74,6 +74,15 @@ def ablation_section(path: Path) -> list[str]:
     return out + [""]
 
 
+#: Selections other than the default's own (selection.json): their title, before the command.
+SELECTION_TITLES = {
+    "soup_selection.json": "**Domain shares and soups on validation data** (the default's run; one more round of its "
+                           "recipe (rd2); that round with FER+ (fer2) or AffectNet96 (aff2) drawn twice as often "
+                           "(`distill --domain-scale`); weight means of rd2 + fer2 (soup), fer2 + aff2 (soup_fa) "
+                           "and all three (soup3) by `python -m motivnet_distill.soup`; ",
+}
+
+
 def selection_section(path: Path) -> list[str]:
     r = json.loads(path.read_text())
     sets = [k for k, v in r["rows"][0].items() if isinstance(v, dict) and "accuracy" in v]
@@ -91,7 +100,8 @@ def selection_section(path: Path) -> list[str]:
                    "is embedded only when it also beats the default's cross-domain mean on the scoreboard, or stays "
                    "within half a point of it and scores 5 points higher under poorer captures (README, "
                    "\"When a new default is committed\").")
-    return [f"**Default candidates on validation data** (`python benchmarks/select_default.py`, {r['rule']}; "
+    title = SELECTION_TITLES.get(path.name, "**Default candidates on validation data** (")
+    return [f"{title}`python benchmarks/select_default.py`, {_stamp(r['machine'])}; {r['rule']}; "
             f"{' / '.join(sets)}, %): {rows}; {verdict}", ""]
 
 
