@@ -129,6 +129,7 @@ def render() -> str:
     for name, render in (("domains.json", domains_section), ("prior_tradeoff.json", prior_section),
                          ("domain_ablations.json", domains_section), ("fer_share.json", domains_section),
                          ("selection.json", selection_section), ("soup_selection.json", selection_section),
+                         ("lite_selection.json", selection_section),
                          ("ablations.json", ablation_section), ("robustness.json", robustness_section),
                          ("latency_ratio.json", ratio_section), ("classify_profile.json", profile_section),
                          ("isa_agreement.json", isa_section), ("frame_pipeline.json", frame_section),
