@@ -99,6 +99,7 @@ def write_soup(runs: Sequence[str | Path], out: str | Path, weights: Sequence[fl
     # its config (make_default would then package a student without its recipe).
     tmp = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}.", suffix=".tmp"))
     try:
+        tmp.chmod(0o755)  # mkdtemp's 0700 would make the soup the one run folder others cannot read
         save_student(tmp / "best.pt", _model(ck), StudentConfig.from_dict(ck["student"]),
                      Preprocessing.from_dict(ck["preprocessing"]), metrics=None, provenance=provenance,
                      license=ck.get("license", {}))
