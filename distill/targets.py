@@ -7,11 +7,12 @@ rows. The run records every teacher's name (a resume compares it) and their lice
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 
 import numpy as np
 
 from motivnet_edge.errors import MotivnetError
+from motivnet_edge.package import licence_terms
 
 from .teacher_cache import build_cache, load_cached, teacher_logprobs
 from .teachers import EnsembleTeacher, MirroredTeacher, load_teacher
@@ -22,20 +23,6 @@ def _target_teacher(files, labels, trust_code: bool, mirror: bool):
     members = [load_teacher(t, trust_code=trust_code) for t in files]
     teacher = members[0] if len(members) == 1 else EnsembleTeacher(members, labels=labels)
     return MirroredTeacher(teacher) if mirror else teacher
-
-
-def licence_terms(texts: Sequence[str]) -> str:
-    """The teachers' licence terms as one flat list: a package's ONNX metadata carries its own teacher's
-    terms as "teacher: ...; note: ..." and a student of a student would nest them once per generation."""
-    terms = []
-    for text in texts:
-        for part in (text or "").split("; "):
-            while part.startswith("teacher: "):
-                part = part[len("teacher: "):]
-            if part and not part.startswith("note: ") and part not in terms:
-                terms.append(part)
-    known = [t for t in terms if t != "unknown"]
-    return "; ".join(known) if known else "unknown"
 
 
 def teacher_targets(teachers, train_set, labels, cache_dir, views: int, seed: int, trust_code: bool,

@@ -12,6 +12,7 @@ import json
 import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
+from collections.abc import Sequence
 from typing import Any
 
 from .errors import PackageError
@@ -80,6 +81,20 @@ class ModelPackage:
 
 #: A manifest is a few KB; one larger than this is not read (a small zip can hold a huge one).
 MAX_MANIFEST_BYTES = 4 * 2**20
+
+
+def licence_terms(texts: Sequence[str]) -> str:
+    """The teachers' licence terms as one flat list: a package's ONNX metadata carries its own teacher's
+    terms as "teacher: ...; note: ..." and a student of a student would nest them once per generation."""
+    terms = []
+    for text in texts:
+        for part in (text or "").split("; "):
+            while part.startswith("teacher: "):
+                part = part[len("teacher: "):]
+            if part and not part.startswith("note: ") and part not in terms:
+                terms.append(part)
+    known = [t for t in terms if t != "unknown"]
+    return "; ".join(known) if known else "unknown"
 
 
 def _read_manifest(manifest_path: Path) -> dict:

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from .package import ModelPackage
+from .package import ModelPackage, licence_terms
 
 
 def describe_package(pkg: ModelPackage) -> list[str]:
@@ -75,5 +75,7 @@ def _info_provenance(pkg) -> list[str]:
     for role, rel in pkg.manifest.get("assets_roles", {}).items():
         out.append(f"asset:         {role}: {rel}")
     for key, val in pkg.license.items():
+        if key == "teacher" and isinstance(val, str):
+            val = licence_terms([val])  # packages made before distill flattened them nest one "teacher: " per round
         out.append(f"licence:       {key}: {val}")
     return out

@@ -6,7 +6,7 @@ import shutil
 
 import pytest
 
-from conftest import edit_manifest
+from conftest import cli, edit_manifest
 from motivnet_edge.errors import PackageError
 from motivnet_edge.package import load_package
 
@@ -190,3 +190,15 @@ def test_describe_names_every_file_and_what_an_unshipped_int8_file_lacks(package
     assert len(files) == len(pkg.files) and all(f.sha256[:12] in line for f, line in zip(pkg.files, files))
     assert "int8:          openvino: not shipped (drop 2.0 % above --max-drop); fp32 IR" in lines
 
+
+def test_licence_terms_do_not_nest_across_generations():
+    from motivnet_edge.package import licence_terms
+
+    student_of_student = ("teacher: teacher: unknown; note: students distilled from a teacher may carry its licence "
+                          "terms; note: students distilled from a teacher may carry its licence terms")
+    assert licence_terms([student_of_student, "unknown"]) == "unknown"
+    assert licence_terms(["teacher: CC BY-NC 4.0 (Sapiens weights); note: x", "MIT (FER2013 Xception)"]) == \
+        "CC BY-NC 4.0 (Sapiens weights); MIT (FER2013 Xception)"
+    # and a package made before distill flattened them shows them flat: the embedded default is one
+    lines = [x for x in cli("info").stdout.splitlines() if x.startswith("licence:")]
+    assert "licence:       teacher: unknown" in lines and not any("teacher: teacher:" in x for x in lines), lines

@@ -200,16 +200,6 @@ def test_cache_of_a_slice_reads_the_students_views_of_those_rows(tmp_path):
     assert not np.array_equal(unshifted, part)  # another key, other views
 
 
-def test_licence_terms_do_not_nest_across_generations():
-    from motivnet_distill.targets import licence_terms
-
-    student_of_student = ("teacher: teacher: unknown; note: students distilled from a teacher may carry its licence "
-                          "terms; note: students distilled from a teacher may carry its licence terms")
-    assert licence_terms([student_of_student, "unknown"]) == "unknown"
-    assert licence_terms(["teacher: CC BY-NC 4.0 (Sapiens weights); note: x", "MIT (FER2013 Xception)"]) == \
-        "CC BY-NC 4.0 (Sapiens weights); MIT (FER2013 Xception)"
-
-
 def test_a_domain_teacher_replaces_the_main_teachers_targets_on_its_rows_only(tmp_path):
     from motivnet_distill.targets import teacher_targets
     from motivnet_distill.teacher_cache import teacher_logprobs
