@@ -27,7 +27,7 @@ from motivnet_edge.errors import MotivnetError
 from motivnet_edge.preprocess import Preprocessing
 
 from .student import StudentConfig, create_student
-from .student_io import read_checkpoint, save_student
+from .student_io import checkpoint_file, read_checkpoint, save_student
 
 
 class SoupError(MotivnetError, ValueError):
@@ -35,7 +35,7 @@ class SoupError(MotivnetError, ValueError):
 
 
 def _checkpoint(run: Path) -> tuple[Path, dict]:
-    path = run / "best.pt" if run.is_dir() else run  # load_student's rule: a folder means its best.pt
+    path = checkpoint_file(run)
     return path, read_checkpoint(path)
 
 

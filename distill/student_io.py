@@ -68,15 +68,19 @@ def read_checkpoint(path: str | Path) -> dict:
     return ck
 
 
+def checkpoint_file(path: str | Path) -> Path:
+    """The checkpoint a user names: a run folder means its ``best.pt``, anything else the file itself."""
+    path = Path(path)
+    return path / "best.pt" if path.is_dir() else path
+
+
 def load_student(path: str | Path) -> StudentCheckpoint:
     """A run folder (its best.pt) or a student checkpoint file, as a ready model.
 
     Raises:
         StudentCheckpointError: see ``read_checkpoint``, or weights that do not fit the saved shape.
     """
-    path = Path(path)
-    if path.is_dir():
-        path = path / "best.pt"
+    path = checkpoint_file(path)
     ck = read_checkpoint(path)
     cfg = StudentConfig.from_dict(ck["student"])
     model = create_student(cfg)
