@@ -23,15 +23,11 @@ from pathlib import Path
 
 import numpy as np
 
-from motivnet_distill.domains import KDEF_POSES, crops_for, kdef_pose, shared_yunet, test_sets
+from motivnet_distill.domains import CROSS_DOMAIN, KDEF_POSES, crops_for, kdef_pose, shared_yunet, test_sets
 from motivnet_distill.evaluate import evaluate_probs, model_preprocessing, model_probs, plot_confusion
 from motivnet_edge.timing import machine_info
 from motivnet_edge.detectors import YuNetDetector
 from common import ROOT, board_arguments, scored_models, write_result  # noqa: E402  (benchmarks/ is the script folder)
-
-#: The sets whose mean is the headline cross-domain score (the issue's five).
-CROSS_DOMAIN = ("affectnet96", "sfew", "kdef", "ckplus", "ferplus_majority")
-
 
 def score(model: str, sets: dict) -> tuple[dict, dict]:
     """Per-set metrics rows and Metrics objects of one model."""

@@ -11,15 +11,14 @@ import json
 from pathlib import Path
 
 from common import pct as _pct, stamp as _stamp  # noqa: E402  (benchmarks/ is the script folder)
+from motivnet_distill.domains import SCOREBOARD
 
 #: Image links in RESULTS.md are relative to docs/.
 IMG = "../benchmarks/results/"
 
 
 #: Scoreboard columns: (key in domains.json, header).
-DOMAIN_COLUMNS = (("affectnet96", "AffectNet96 test_"), ("sfew", "SFEW val_"), ("kdef", "KDEF people 01-07"),
-                  ("ckplus", "CK+48"), ("ferplus_majority", "FER2013Test FER+"), ("fer2013", "FER2013 labels"),
-                  ("facial_expressions", "facial_expressions val"))
+DOMAIN_COLUMNS = tuple((s.key, s.title) for s in SCOREBOARD)
 
 
 #: Scoreboards other than the main one (domains.py --out FILE), by file name: what their rows compare.

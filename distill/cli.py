@@ -13,7 +13,7 @@ from pathlib import Path
 
 import click
 
-from motivnet_edge.cli_options import BACKEND_OPTIONS, CLASS_WEIGHT, MIRROR, UsageFailure, friendly, list_option
+from motivnet_edge.cli_options import BACKEND_OPTIONS, CLASS_WEIGHT, MIRROR, UsageFailure, friendly, list_option, say
 from motivnet_edge.errors import LabelError
 
 from .data import LABEL_SOURCES
@@ -230,7 +230,7 @@ def pack_cmd(domains, out, without, size, quality, cache_dir) -> None:
                           recipe=MixRecipe(domains=kept),
                           cache_dir=cache_dir or Path(out).parent / "cache", size=size, quality=quality)
     rows = sum(s["rows"] for s in manifest["sources"].values())
-    click.echo(f"{out}: {rows} train rows, selection {manifest['selection']}, "
+    say(f"{out}: {rows} train rows, selection {manifest['selection']}, "
                f"{Path(out).stat().st_size / 2**20:.1f} MiB")
 
 
@@ -250,7 +250,7 @@ def train_head_cmd(backbone, data, out, epochs, batch_size, lr, num_heads) -> No
 
     path = train_head(backbone, read_dataset(data), out, num_heads=num_heads,
                       recipe=HeadRecipe(epochs=epochs, batch_size=batch_size, lr=lr))
-    click.echo(f"wrote {path}")
+    say(f"wrote {path}")
 
 
 @click.command(name="eval")
@@ -270,8 +270,11 @@ def train_head_cmd(backbone, data, out, epochs, batch_size, lr, num_heads) -> No
 def eval_cmd(model, data, teacher, plots, backend, precision, maps, class_weights, mirror, as_json,
              trust_code) -> None:
     """Evaluate a package, checkpoint or teacher: accuracy, UAR, macro-F1, confusion."""
-    from .evaluate import evaluate_model, plot_confusion, summary
+    from .evaluate import evaluate_model, plot_confusion, runs_on, summary
 
+    if not Path(data).exists():
+        raise UsageFailure(f"--data {data} does not exist; give a dataset folder or the shared/ folder")
+    say(f"eval: scoring {model} on {data} (reading and cutting the faces first)", err=True)
     try:
         results = evaluate_model(model, data, teacher=teacher, backend=backend, precision=precision,
                                  mapping=parse_maps(maps), trust_code=trust_code, class_weights=class_weights,
@@ -283,4 +286,8 @@ def eval_cmd(model, data, teacher, plots, backend, precision, maps, class_weight
     if plots:
         for name, m in results.items():
             plot_confusion(m, Path(plots) / f"confusion_{name}.png", f"{Path(model).name} on {name}")
-    click.echo(json.dumps({k: v.to_dict() for k, v in results.items()}) if as_json else summary(results))
+    if as_json:
+        click.echo(json.dumps({k: v.to_dict() for k, v in results.items()}))
+    else:
+        for line in summary(results, runs_on=runs_on(model, backend=backend, precision=precision)).splitlines():
+            say(line)

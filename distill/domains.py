@@ -90,6 +90,8 @@ DOMAINS: dict[str, Domain] = {d.name: d for d in (
     Domain("kdef", "kdef", ("train", "val", "test"), splitter=kdef_part, eval_crop="aligned"),
     Domain("affectnet96", "affectnet96", ("train", "val", "test"), splitter=prefix_part),
     Domain("sfew", "sfew", ("train", "test"), splitter=prefix_part),
+    # ExpW: web faces of many origins; noisy labels; its test part is kept out of shared/.
+    Domain("expw", "expw", ("train", "val"), splitter=prefix_part, eval_crop="aligned"),
 )}
 _FERPLUS_SPLIT = {"train": "FER2013Train", "val": "FER2013Valid", "test": "FER2013Test"}
 
@@ -192,9 +194,42 @@ class TestSet:
         return sum(d is None for d in self.detections) if self.detections is not None else 0
 
 
-#: The cross-domain scoreboard's sets: name -> (domain, part). FER+ majority, FER2013 labels,
-#: CK+48 and facial_expressions come from ``evaluate.standard_protocols``.
-DOMAIN_TESTS = {"affectnet96": ("affectnet96", "test"), "sfew": ("sfew", "test"), "kdef": ("kdef", "test")}
+@dataclass(frozen=True)
+class ScoreSet:
+    """A set on the scoreboard (``eval``, ``benchmarks/domains.py``, RESULTS.md): declared once, here.
+
+    Attributes:
+        key: its name in results files.
+        title: its column title.
+        domain: the DOMAINS entry whose ``part`` it is; None for a standard protocol
+            (FER+ majority, FER2013 labels, CK+48, facial_expressions: ``standard_protocols``).
+        part: "test", or "val" for a validation part shown for reference.
+        cross_domain: counted in the headline cross-domain mean.
+    """
+
+    key: str
+    title: str
+    domain: str | None = None
+    part: str = "test"
+    cross_domain: bool = False
+
+
+#: Adding a set to the scoreboard is one entry here (and its Domain above, if it is a new domain).
+SCOREBOARD: tuple[ScoreSet, ...] = (
+    ScoreSet("affectnet96", "AffectNet96 test_", "affectnet96", cross_domain=True),
+    ScoreSet("sfew", "SFEW val_", "sfew", cross_domain=True),
+    ScoreSet("kdef", "KDEF people 01-07", "kdef", cross_domain=True),
+    ScoreSet("ckplus", "CK+48", cross_domain=True),
+    ScoreSet("ferplus_majority", "FER2013Test FER+", cross_domain=True),
+    ScoreSet("fer2013", "FER2013 labels"),
+    ScoreSet("facial_expressions", "facial_expressions val"),
+    # ExpW's test part is kept out of shared/: its validation part is shown, never chosen on here.
+    ScoreSet("expw", "ExpW valid_ (validation part)", "expw", part="val"),
+)
+#: The scoreboard's sets read from a domain: name -> (domain, part).
+DOMAIN_TESTS = {s.key: (s.domain, s.part) for s in SCOREBOARD if s.domain}
+#: The sets whose mean is the headline cross-domain score.
+CROSS_DOMAIN = tuple(s.key for s in SCOREBOARD if s.cross_domain)
 
 
 def test_sets(shared: str | Path, detector, *, labels=MOTIVNET_LABELS) -> dict[str, TestSet]:
@@ -232,5 +267,5 @@ def crops_for(ts: TestSet, pp: Preprocessing) -> FaceSet:
     return FaceSet(crops, ts.faces.soft, ts.faces.hard, ts.faces.labels, ts.faces.files)
 
 
-__all__ = ["DOMAINS", "shared_yunet", "DOMAIN_TESTS", "Domain", "TestSet", "read_part", "aligned_variants", "crops_for",
+__all__ = ["DOMAINS", "shared_yunet", "DOMAIN_TESTS", "SCOREBOARD", "CROSS_DOMAIN", "ScoreSet", "Domain", "TestSet", "read_part", "aligned_variants", "crops_for",
            "kdef_part", "prefix_part", "test_sets", "concat"]

@@ -125,19 +125,44 @@ def low_recall(m: Metrics, floor: float = RECALL_FLOOR) -> dict[str, float]:
     return {k: v for k, v in m.per_class_recall.items() if v < floor}
 
 
-def summary(results: dict[str, Metrics]) -> str:
-    """One line of scores per set, a line of per-class recall, and a flag for every class under the floor."""
-    rows = []
+def summary(results: dict[str, Metrics], *, runs_on: str | None = None) -> str:
+    """One line of scores per set, a line of per-class recall, and a flag for every class under the
+    floor; then the cross-domain mean when every set of it was scored. ``runs_on``: the backend and
+    precision that answered (``auto`` picks INT8 on some CPUs, which moves figures by tenths)."""
+    from .domains import CROSS_DOMAIN, SCOREBOARD
+
+    validation = {s.key for s in SCOREBOARD if s.part == "val"}
+    rows = [f"ran on {runs_on}"] if runs_on else []
     for name, m in results.items():
         rows.append(f"{name:18s} n={m.n:5d} acc={m.accuracy:.4f} uar={m.uar:.4f} f1={m.macro_f1:.4f}"
-                    + (f" agree={m.agreement:.4f}" if m.agreement is not None else ""))
+                    + (f" agree={m.agreement:.4f}" if m.agreement is not None else "")
+                    + ("  (a validation part, not a test set)" if name in validation else ""))
         rows.append("  recall: " + ", ".join(f"{k} {v:.1%}" + (" (!)" if v < RECALL_FLOOR else "")
                                              for k, v in m.per_class_recall.items()))
         low = low_recall(m)
         if low:
             rows.append(f"  WARNING: recall under {RECALL_FLOOR:.0%} for {', '.join(low)}: the model folds these "
                         "into other classes on this set")
+    if all(k in results for k in CROSS_DOMAIN):
+        mean = float(np.mean([results[k].accuracy for k in CROSS_DOMAIN]))
+        rows.append(f"cross-domain mean {mean:.4f} (accuracy over {', '.join(CROSS_DOMAIN)}; README's headline)")
     return "\n".join(rows)
+
+
+def runs_on(model, *, backend: str = "auto", precision: str = "auto") -> str | None:
+    """What answers for a package under these choices, e.g. "onnxruntime CPUExecutionProvider fp32";
+    None for checkpoints and teachers (torch runs those)."""
+    path = _package_path(model)
+    if path is None:
+        return None
+    from motivnet_edge.backends import create_backend
+    from motivnet_edge.package import load_package
+
+    b = create_backend(load_package(path), backend=backend, precision=precision)
+    try:
+        return f"{b.describe()} {b.precision}"
+    finally:
+        b.close()
 
 
 __all__ = ["Metrics", "RECALL_FLOOR", "low_recall", "compute_metrics", "standard_protocols", "package_probs", "evaluate_probs",

@@ -211,6 +211,18 @@ class KerasGraph(nn.Module):
         self.layers = layers
         self.order = list(self.inputs)
         self.output = cfg["config"]["output_layers"][0][0]
+        # A layer may read only layers defined before it, and the output must be one of them:
+        # otherwise the graph names a layer that is not there (or a cycle), found now, not mid-run.
+        seen: set[str] = set()
+        for name in self.order:
+            missing = [i for i in self.inputs[name] if i not in seen]
+            if missing:
+                raise KerasFormatError(f"{path}: layer {name!r} reads {missing[0]!r}, which is not a layer defined "
+                                       "before it; re-save the model with Keras (model.save('x.h5'))")
+            seen.add(name)
+        if self.output not in seen:
+            raise KerasFormatError(f"{path}: the output layer {self.output!r} is not one of its layers; re-save the "
+                                   "model with Keras (model.save('x.h5'))")
         first = cfg["config"]["layers"][0]["config"].get("batch_input_shape")
         self.input_shape = tuple(first[1:]) if first else None  # (H, W, C)
 

@@ -25,7 +25,7 @@ from .domains import DOMAINS, aligned_variants, read_part
 log = logging.getLogger(__name__)
 
 #: The domains whose validation parts select a model (SFEW has none: its val_ part is its test set).
-SELECTION_DOMAINS = ("ferplus", "affectnet96", "kdef", "facial_expressions")
+SELECTION_DOMAINS = ("ferplus", "affectnet96", "kdef", "facial_expressions", "expw")
 
 
 @dataclass(frozen=True)

@@ -10,7 +10,7 @@ import click
 
 from motivnet_distill.data import LABEL_SOURCES
 from motivnet_distill.cli import TRUST_CODE
-from motivnet_edge.cli_options import friendly, list_option
+from motivnet_edge.cli_options import friendly, list_option, say
 
 @click.command(name="export")
 @click.argument("source", type=click.Path())
@@ -43,31 +43,31 @@ def export_cmd(source, out, formats, int8, calib, val, val_labels, max_drop, no_
 
     def progress(stage: str) -> None:
         if sys.stderr.isatty():
-            click.echo(f"export [{time.perf_counter() - t0:5.0f} s] {stage}", err=True)
+            say(f"export [{time.perf_counter() - t0:5.0f} s] {stage}", err=True)
 
     path = export(source, out, formats=formats, int8=int8,
                   calib=calib, val=val, val_label_source=val_labels, max_drop=max_drop, latency=not no_latency,
                   yunet=yunet, teacher_options={"trust_code": True} if trust_code else None,
                   prior_correction=prior_correction, progress=progress)
     m = load_package(path).metrics
-    click.echo(f"wrote {path}")
+    say(f"wrote {path}")
     sizes = m.get("file_sizes", {})
     for f in sizes:
-        click.echo(f"  {f}: {sizes[f] / 1e6:.2f} MB")
+        say(f"  {f}: {sizes[f] / 1e6:.2f} MB")
     for runtime, q in m.get("int8", {}).items():
         if "error" in q:
-            click.echo(f"  int8 {runtime}: not shipped ({q['error']}); {q['fallback']}")
+            say(f"  int8 {runtime}: not shipped ({q['error']}); {q['fallback']}")
             continue
         line = f"  int8 {runtime} ({q['file']}{'' if q['shipped'] else ', not shipped'}): "
         if "val_accuracy_fp32" in q:
             line += (f"accuracy fp32 {q['val_accuracy_fp32']:.2%}, int8 {q['val_accuracy_int8']:.2%}, "
                      f"drop {q['val_accuracy_drop']:.2%}; ")
-        click.echo(line + f"top-1 agreement with fp32 {q['agreement_int8_vs_fp32']:.2%} on {q['agreement_faces']} faces"
+        say(line + f"top-1 agreement with fp32 {q['agreement_int8_vs_fp32']:.2%} on {q['agreement_faces']} faces"
                    + (f"; {q['method']}" if "method" in q else ""))
     if "model.onnx" in sizes and "model.int8.onnx" in sizes:
-        click.echo(f"  compression {sizes['model.onnx'] / sizes['model.int8.onnx']:.2f}x (ONNX file size)")
+        say(f"  compression {sizes['model.onnx'] / sizes['model.int8.onnx']:.2f}x (ONNX file size)")
     for backend, lat in m.get("latency", {}).items():
         line = f"  {backend}: fp32 {lat.get('fp32_ms', float('nan')):.3f} ms"
         if "int8_ms" in lat:
             line += f", int8 {lat['int8_ms']:.3f} ms, speed-up {lat['fp32_ms'] / lat['int8_ms']:.2f}x"
-        click.echo(line + f" (batch 1, {lat['threads']} thread, {lat['cpu']})")
+        say(line + f" (batch 1, {lat['threads']} thread, {lat['cpu']})")

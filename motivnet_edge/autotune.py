@@ -20,7 +20,7 @@ import os
 from pathlib import Path
 
 from .atomic import write_json
-from .cache import user_cache
+from .cache import read_entry, user_cache
 from .cpu import cpu_info
 
 log = logging.getLogger(__name__)
@@ -86,7 +86,7 @@ def choose(package, candidates: list[tuple[str, str]], *, threads: int) -> tuple
         return candidates[0]
     path = cache_path(package, threads, candidates)
     try:
-        saved = json.loads(path.read_text())
+        saved = json.loads(read_entry(path))
         choice = tuple(saved["choice"])
         if choice in {tuple(c) for c in candidates}:
             log.info("auto choice from %s: %s %s", path, *choice)

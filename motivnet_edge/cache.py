@@ -8,6 +8,7 @@ second load reuses the first's work instead of leaving another copy behind.
 from __future__ import annotations
 
 import os
+import stat
 from pathlib import Path
 
 
@@ -18,3 +19,22 @@ def user_cache(*parts: str) -> Path:
         return Path(base).joinpath(*parts)
     xdg = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
     return Path(xdg, "motivnet-edge").joinpath(*parts)
+
+
+def read_entry(path: Path, *, limit: int = 1 << 16) -> bytes:
+    """A cache entry's bytes: a regular file of at most ``limit`` bytes, opened without following
+    a link and without blocking (a shared cache may hold a planted link to /dev/zero, or a FIFO).
+
+    Raises:
+        FileNotFoundError: there is no entry.
+        OSError: the entry is a link, not a regular file, or larger than ``limit``.
+    """
+    fd = os.open(path, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_NONBLOCK", 0))
+    try:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode) or st.st_size > limit:
+            raise OSError(f"{path} is not a regular file of at most {limit} bytes")
+        with os.fdopen(fd, "rb", closefd=False) as fh:
+            return fh.read(limit + 1)[:limit]
+    finally:
+        os.close(fd)

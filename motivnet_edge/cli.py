@@ -15,7 +15,7 @@ from pathlib import Path
 
 import click
 
-from .cli_options import BACKEND_OPTIONS, CLASS_WEIGHT, MIRROR, UsageFailure, friendly, list_option
+from .cli_options import BACKEND_OPTIONS, CLASS_WEIGHT, MIRROR, UsageFailure, friendly, list_option, say
 from .detectors import DETECTORS
 from .errors import MotivnetError
 
@@ -143,11 +143,11 @@ def predict(inputs, model, backend, precision, detector, yunet, threads, provide
             else:
                 where = name if frame is None else f"{name}#{frame}"
                 if not faces:
-                    click.echo(f"{where}: no face")
+                    say(f"{where}: no face")
                 for f in faces:
                     x, y, w, h = (round(v) for v in f.box)
                     tid = f" track {f.track_id}" if f.track_id is not None else ""
-                    click.echo(f"{where}: face at x={x} y={y} w={w} h={h}{tid}: {f.label} ({f.confidence:.0%})")
+                    say(f"{where}: face at x={x} y={y} w={w} h={h}{tid}: {f.label} ({f.confidence:.0%})")
 
         failed, used = 0, set()
         for path in bar:
@@ -157,7 +157,7 @@ def predict(inputs, model, backend, precision, detector, yunet, threads, provide
                              max_frames=max_frames, quiet=not sys.stderr.isatty())
             except MotivnetError as exc:
                 failed += 1
-                click.echo(f"motivnet-edge: error: {exc}", err=True)
+                say(f"motivnet-edge: error: {exc}", err=True)
         if failed:
             sys.exit(UsageFailure.exit_code)  # each failure already has its line on stderr
 
@@ -207,7 +207,7 @@ def _predict_one(path: Path | int, rec, emit, save: Path | None, max_frames: int
             if sink:
                 sink.close(ok)
         seconds = time.perf_counter() - t0
-        click.echo(f"{name}: {n} frames in {seconds:.1f} s, {n / max(seconds, 1e-9):.1f} fps "
+        say(f"{name}: {n} frames in {seconds:.1f} s, {n / max(seconds, 1e-9):.1f} fps "
                    f"(detect every {rec.options.detect_every})", err=True)
         return
     image = load_image(path)
@@ -231,15 +231,15 @@ def info(package, as_json) -> None:
         click.echo(json.dumps(pkg.manifest, indent=1))
         return
     for line in describe_package(pkg):
-        click.echo(line)
+        say(line)
 
 
 @main.command()
 @click.argument("package", required=False, type=click.Path())
 @list_option("--threads", item=click.IntRange(0, 256), default=("1", "2"), show_default=True,
              help="Thread counts (repeat or comma list; 0: the runtime's default).")
-@list_option("--batch", item=click.IntRange(1, 65536), default=("1", "8"), show_default=True,
-             help="Batch sizes (repeat or comma list).")
+@list_option("--batch", item=click.IntRange(1, 256), default=("1", "8"), show_default=True,
+             help="Batch sizes, 1-256 (repeat or comma list; the runtime classifies larger batches 256 at a time).")
 @click.option("--rounds", type=click.IntRange(1, 100), default=3, show_default=True,
               help="Interleaved rounds per configuration (each in its own process).")
 @click.option("--seconds", type=click.FloatRange(0.1, 600), default=2.0, show_default=True,
@@ -267,19 +267,19 @@ def benchmark(package, threads, batch, rounds, seconds, providers, as_json) -> N
         click.echo(json.dumps({"machine": machine_info(), "rows": rows}))
         return
     width = max(len(r["runtime"]) for r in rows) if rows else 8
-    click.echo(f"{'runtime':{width}s} {'prec':5s} {'batch':>5s} {'thr':>3s} {'p50 ms':>8s} {'spread':>17s} "
+    say(f"{'runtime':{width}s} {'prec':5s} {'batch':>5s} {'thr':>3s} {'p50 ms':>8s} {'spread':>17s} "
                f"{'p99 ms':>8s} {'faces/s':>8s}")
     for r in rows:
         lo, hi = r["p50_spread_ms"]
-        click.echo(f"{r['runtime']:{width}s} {r['precision']:5s} {r['batch']:5d} {r['threads']:3d} {r['p50_ms']:8.3f} "
+        say(f"{r['runtime']:{width}s} {r['precision']:5s} {r['batch']:5d} {r['threads']:3d} {r['p50_ms']:8.3f} "
                    f"{lo:8.3f}-{hi:8.3f} {r['p99_ms']:8.3f} {r['throughput_fps']:8.0f}")
     m = machine_info()
     single = [r for r in rows if r["batch"] == 1]
     if single:
         best = min(single, key=lambda r: r["p50_ms"])
-        click.echo(f"fastest at batch 1: {best['backend']} {best['precision']}, {best['threads']} thread(s), "
+        say(f"fastest at batch 1: {best['backend']} {best['precision']}, {best['threads']} thread(s), "
                    f"{best['p50_ms']:.3f} ms ({1e3 / best['p50_ms']:.0f} faces/s)")
-    click.echo(f"CPU: {m['cpu']}, {m['cores']} cores, flags {', '.join(m['flags']) or 'none of note'}")
+    say(f"CPU: {m['cpu']}, {m['cores']} cores, flags {', '.join(m['flags']) or 'none of note'}")
 
 
 if __name__ == "__main__":

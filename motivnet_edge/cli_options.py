@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import functools
 import os
+import re
 import sys
 from collections.abc import Sequence
 
@@ -18,11 +19,28 @@ from .backends import BACKENDS, PRECISIONS
 from .errors import MotivnetError
 
 
+#: Characters that steer a terminal instead of printing: C0 and C1 controls (newline and CR forge
+#: a result line, ESC starts colour and OSC sequences), DEL, and the bidirectional overrides that
+#: reorder what is shown.
+_STEERING = re.compile("[\x00-\x1f\x7f-\x9f\u200e\u200f\u202a-\u202e\u2066-\u2069]")
+
+
+def shown(text: object) -> str:
+    """``text`` as one printable line: every steering character becomes its escape (\\n, \\x1b, \\u202e)."""
+    return _STEERING.sub(lambda m: m.group().encode("unicode_escape").decode("ascii"), str(text))
+
+
+def say(text: object, *, err: bool = False) -> None:
+    """Prints one line for a person. Every string a file, a model or a manifest supplied passes
+    through here, escaped (``shown``); JSON output is printed as it is (json.dumps escapes)."""
+    click.echo(shown(text), err=err)
+
+
 class UsageFailure(click.ClickException):
     exit_code = 2
 
     def show(self, file=None) -> None:
-        click.echo(f"motivnet-edge: error: {self.format_message()}", err=True)
+        say(f"motivnet-edge: error: {self.format_message()}", err=True)
 
 
 #: Modules that only the optional extras install.

@@ -10,7 +10,8 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from .errors import BackendUnavailableError, MotivnetError, OptionError
+from .errors import BackendUnavailableError, MotivnetError, OptionError, PackageError
+from .onnx_refs import DETECTOR_OPS, check_operators
 from .tracking import iou
 
 log = logging.getLogger(__name__)
@@ -113,24 +114,41 @@ class YuNetDetector(FaceDetector):
     max_side = 1920  # a 1920 px copy: faces from ~1 % of a big photo's side (peak memory: see tests)
 
     def __init__(self, model_path: str | Path, *, score_threshold: float = 0.7,
-                 nms_threshold: float = 0.3, max_side: int = 1920, min_face: int = 20) -> None:
+                 nms_threshold: float = 0.3, max_side: int = 1920, min_face: int = 20,
+                 model_bytes: bytes | None = None) -> None:
+        """``model_bytes``: the model's verified bytes (a package's asset); without them the file
+        is read once, here. Every thread's OpenCV net is built from these bytes, never from the
+        path again, so replacing the file after load changes nothing."""
         super().__init__(min_face=min_face)
         self.model_path = Path(model_path)
-        if not self.model_path.is_file():
-            raise MotivnetError(f"YuNet model {self.model_path} not found; pass the path of "
-                                "face_detection_yunet_2023mar.onnx or use detector='haar'")
+        if model_bytes is None:
+            if not self.model_path.is_file():
+                raise MotivnetError(f"YuNet model {self.model_path} not found; pass the path of "
+                                    "face_detection_yunet_2023mar.onnx or use detector='haar'")
+            if self.model_path.stat().st_size > self.max_model_bytes:
+                raise MotivnetError(f"{self.model_path} is {self.model_path.stat().st_size >> 20} MB; YuNet is "
+                                    "under 1 MB: pass the path of face_detection_yunet_2023mar.onnx")
+            model_bytes = self.model_path.read_bytes()
         if not hasattr(cv2, "FaceDetectorYN"):
             raise BackendUnavailableError("this OpenCV build has no FaceDetectorYN; "
                                           "pip install 'opencv-python-headless>=4.8,<5'")
+        try:
+            check_operators(model_bytes, self.model_path.name, DETECTOR_OPS)
+        except PackageError as exc:
+            raise MotivnetError(f"{self.model_path} is not a YuNet ONNX model: {exc}") from None
+        self._buffer = np.frombuffer(model_bytes, np.uint8)
         self.score_threshold, self.nms_threshold, self.max_side = score_threshold, nms_threshold, max_side
         self._local = threading.local()
         self._net()  # fail now, not on the first frame, if the file is not a YuNet model
+
+    #: A YuNet file is 228 KB; anything this big is another file.
+    max_model_bytes = 64 * 2**20
 
     def _net(self):
         net = getattr(self._local, "net", None)
         if net is None:
             try:
-                net = cv2.FaceDetectorYN.create(str(self.model_path), "", (320, 320),
+                net = cv2.FaceDetectorYN.create("onnx", self._buffer, np.zeros(0, np.uint8), (320, 320),
                                                 self.score_threshold, self.nms_threshold, 5000)
                 # Any ONNX file loads; only a forward pass shows whether it has YuNet's outputs.
                 net.setInputSize((64, 64))
@@ -229,7 +247,7 @@ DETECTORS = ("auto", "yunet", "haar", "none")
 
 
 def create_detector(name: str = "auto", *, yunet_model: str | Path | None = None,
-                    min_face: int = 20) -> FaceDetector:
+                    min_face: int = 20, yunet_bytes: bytes | None = None) -> FaceDetector:
     """Builds a detector by name: "auto", "yunet", "haar" or "none".
 
     "auto" is YuNet when a YuNet model path is known, else the Haar cascade. ``min_face``
@@ -247,7 +265,7 @@ def create_detector(name: str = "auto", *, yunet_model: str | Path | None = None
         if yunet_model is None:
             raise MotivnetError("detector 'yunet' needs a model file: pass yunet_model=PATH "
                                 "(CLI: --yunet PATH) or set MOTIVNET_YUNET")
-        return YuNetDetector(yunet_model, min_face=min_face)
+        return YuNetDetector(yunet_model, min_face=min_face, model_bytes=yunet_bytes)
     if name == "auto":
         log.info("no YuNet model given: using the Haar cascade (no landmarks, margin crops)")
         return HaarDetector(min_face=min_face)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import queue
 import threading
@@ -11,7 +12,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from .atomic import write_bytes
+from .atomic import atomic_path, write_bytes
 from .errors import InvalidImageError
 from .image_io import IMAGE_SUFFIXES, MAX_PIXELS
 
@@ -58,6 +59,9 @@ def open_capture(source: int | str | os.PathLike) -> cv2.VideoCapture:
     Raises:
         InvalidImageError: the camera or file cannot be opened.
     """
+    if isinstance(source, bool) or (isinstance(source, int) and source < 0):
+        # cv2.VideoCapture(-1) picks "any camera" and crashes the process where there is none.
+        raise InvalidImageError(f"camera index {source!r}: cameras are numbered from 0 (the first camera)")
     if isinstance(source, int) or (isinstance(source, str) and source.isdigit()):
         with _quiet_opencv():  # OpenCV prints [ WARN ] lines for a missing camera; our error says it
             cap = cv2.VideoCapture(int(source))
@@ -165,11 +169,6 @@ def read_frames(source, *, max_frames: int | None = None, prefetch: int = 4) -> 
         thread.join(timeout=5)
 
 
-def read_video(path: Path) -> Iterator[np.ndarray]:
-    """Frames of a video file, BGR (decoded ahead on a background thread)."""
-    return read_frames(path)
-
-
 def video_fps(path: Path) -> float:
     cap = cv2.VideoCapture(str(path))
     fps = cap.get(cv2.CAP_PROP_FPS) or 25.0
@@ -198,15 +197,17 @@ def write_image_atomic(path: Path, image: np.ndarray) -> None:
 
 
 class VideoSink:
-    """Writes annotated frames to a temp file, renamed into place on ``close``."""
+    """Writes annotated frames to a temp file created exclusively beside ``path`` (a planted link
+    is never followed, two saves of one video never share it), renamed into place on ``close``."""
 
     def __init__(self, path: Path, fps: float) -> None:
         self.path, self.fps, self.writer = path, fps, None
-        self.tmp = path.with_name(f".{path.stem}.tmp{path.suffix}")
+        self._target = None
 
     def write(self, frame: np.ndarray) -> None:
         if self.writer is None:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self._target = atomic_path(self.path, suffix=self.path.suffix)
+            self.tmp = self._target.__enter__()
             h, w = frame.shape[:2]
             self.writer = cv2.VideoWriter(str(self.tmp), cv2.VideoWriter_fourcc(*"mp4v"), self.fps, (w, h))
         self.writer.write(frame)
@@ -214,7 +215,9 @@ class VideoSink:
     def close(self, ok: bool = True) -> None:
         if self.writer is not None:
             self.writer.release()
+            self.writer = None
             if ok:
-                os.replace(self.tmp, self.path)
+                self._target.__exit__(None, None, None)
             else:
-                self.tmp.unlink(missing_ok=True)
+                with contextlib.suppress(InvalidImageError):
+                    self._target.__exit__(InvalidImageError, InvalidImageError("stopped"), None)

@@ -141,3 +141,70 @@ def check_beside(path: Path) -> bytes:
             raise PackageError(f"{path.name} reads external data from {loc!r}: only plain files beside the model "
                                "(same folder, no links or dot-files) are read; move its data files there")
     return data
+
+
+#: The operators a classifier graph may use (default domain, then ONNX Runtime's own). Each one's
+#: output is bounded by its inputs and the file's own tensors; what is left out can allocate
+#: from a value computed at run time (ConstantOfShape, Expand, Tile, Range, Pad, Resize, OneHot)
+#: or loop (Loop, If, Scan: their subgraphs are refused with them). Broadcasting can still
+#: multiply sizes, so the backends also bound what a graph allocates (see the backends).
+CLASSIFIER_OPS = frozenset("""
+Abs Add And ArgMax AveragePool BatchNormalization Cast Ceil Clip Concat Constant Conv ConvInteger
+DequantizeLinear Div Dropout DynamicQuantizeLinear Einsum Elu Equal Erf Exp Flatten Floor Gather Gelu
+Gemm GlobalAveragePool GlobalMaxPool Greater HardSigmoid HardSwish Identity InstanceNormalization
+LayerNormalization LeakyRelu Less Log LogSoftmax MatMul MatMulInteger Max MaxPool Mean Min Mul Neg Not
+Or Pad PRelu Pow QLinearConv QLinearMatMul QuantizeLinear Reciprocal ReduceL2 ReduceMax ReduceMean
+ReduceMin ReduceSum Relu Reshape Shape Sigmoid Sign Slice Softmax Split Sqrt Squeeze Sub Sum Tanh
+Transpose Unsqueeze Where
+""".split())
+MICROSOFT_OPS = frozenset("""
+Attention BiasAdd BiasGelu DynamicQuantizeMatMul FastGelu FusedConv FusedGemm FusedMatMul Gelu
+MatMulIntegerToFloat QGemm QLinearAdd QLinearAveragePool QLinearConcat QLinearGlobalAveragePool
+QLinearMul QLinearSigmoid QLinearSoftmax QuickGelu SkipLayerNormalization
+""".split())
+#: YuNet's graph also upsamples (Resize) its feature maps.
+DETECTOR_OPS = CLASSIFIER_OPS | {"Resize"}
+_NODE_OP, _NODE_DOMAIN, _NODE_ATTR, _ATTR_G, _ATTR_GS = 4, 7, 5, 6, 11
+
+
+def graph_operators(data: bytes) -> list[tuple[str, str]]:
+    """(domain, op_type) of every node in the ONNX model in ``data``, functions and subgraphs included.
+
+    Raises:
+        ValueError: ``data`` is not a well-formed protobuf message.
+    """
+    found: list[tuple[str, str]] = []
+    stack = [("model", memoryview(data))]
+    while stack:
+        kind, buf = stack.pop()
+        op = domain = ""
+        for field, value in _fields(buf):
+            if kind == "node" and isinstance(value, memoryview) and field in (_NODE_OP, _NODE_DOMAIN):
+                text = bytes(value).decode("utf-8", "replace")
+                op, domain = (text, domain) if field == _NODE_OP else (op, text)
+            if isinstance(value, memoryview) and field in _CHILDREN.get(kind, {}):
+                stack.append((_CHILDREN[kind][field], value))
+        if kind == "node":
+            found.append((domain, op))
+        if kind == "attribute" and any(f in (_ATTR_G, _ATTR_GS) for f, _ in _fields(buf)):
+            found.append(("", "<subgraph>"))
+    return found
+
+
+def check_operators(data: bytes, name: str, allowed: frozenset = CLASSIFIER_OPS) -> None:
+    """Refuses an ONNX model using an operator outside ``allowed`` (ONNX Runtime's com.microsoft
+    operators are allowed too), or any subgraph (Loop, If, Scan bodies).
+
+    Raises:
+        PackageError: names the first operators that are not allowed, or a malformed file.
+    """
+    try:
+        ops = graph_operators(data)
+    except ValueError as exc:
+        raise PackageError(f"{name} is not an ONNX model ({exc}); re-export it") from None
+    bad = sorted({f"{d + '.' if d else ''}{op}" for d, op in ops
+                  if not ((d in ("", "ai.onnx") and op in allowed) or (d == "com.microsoft" and op in MICROSOFT_OPS))})
+    if bad:
+        raise PackageError(f"{name} uses operators a face model has no need of ({', '.join(bad[:5])}): such a "
+                           "graph can allocate without bound, so it is not loaded; re-export the model "
+                           "with `motivnet-edge export`")

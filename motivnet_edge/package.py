@@ -17,6 +17,7 @@ from typing import Any
 
 from .errors import PackageError
 from .package_files import copy_verified, read_verified, sha256_file, verify  # noqa: F401  (public here too)
+from .package_labels import check_labels
 from .package_zip import extract_zip
 from .preprocess import Preprocessing
 
@@ -117,7 +118,16 @@ def load_package(path: str | Path | None) -> ModelPackage:
     """
     path = resolve_model(path)
     if path.is_file() and zipfile.is_zipfile(path):
-        path = extract_zip(path)
+        unpacked = extract_zip(path)
+        try:
+            return _load_folder(unpacked)
+        except PackageError as exc:  # name the user's zip, not the private folder it was unpacked to
+            text = str(exc).replace(f"{unpacked}/", f"{path}:").replace(str(unpacked), str(path))
+            raise PackageError(text if str(path) in text else f"{path}: {text}") from None
+    return _load_folder(path)
+
+
+def _load_folder(path: Path) -> ModelPackage:
     if path.is_file() and path.name == "manifest.json":
         path = path.parent
     manifest_path = path / "manifest.json"
@@ -160,7 +170,7 @@ def load_package(path: str | Path | None) -> ModelPackage:
         if f.backend not in BACKENDS or f.precision not in PRECISIONS:
             raise PackageError(f"{manifest_path}: file {f.path} has backend {f.backend!r} / precision "
                                f"{f.precision!r}; known: {BACKENDS} / {PRECISIONS}")
-        verify(path, f.path, f.sha256)
+        check_labels(read_verified(path, f.path, f.sha256), f.path, labels)  # bound to the hashed bytes
         for rel, digest in f.extra_files.items():
             verify(path, rel, digest)
         files.append(f)

@@ -49,6 +49,8 @@ def read_verified(root: Path, rel: str, expected: str) -> bytes:
         PackageError: the path leaves the package, the file is missing, or its sha256 differs.
     """
     full = inside(root, rel)
+    if not full.is_file():
+        raise PackageError(f"package file {rel} is missing from {root}")
     try:
         with open(full, "rb") as fh:
             data = fh.read()

@@ -76,7 +76,7 @@ def _leftovers(dest: Path) -> list[tuple[Path, int, str]]:
             continue
         if m["tmp"] and (p / _MARKER).is_file():
             out.append((p, int(m["pid"]), "tmp"))
-        elif m["old"] and (p / "manifest.json").is_file():
+        elif m["old"] and (manifest := _read_own_manifest(p)) is not None and not _foreign_entries(p, manifest):
             out.append((p, int(m["old"]), "old"))
     return out
 
@@ -92,12 +92,51 @@ def _clean_leftovers(dest: Path) -> None:
             shutil.rmtree(p, ignore_errors=True)
 
 
+def _foreign_entries(folder: Path, manifest: dict) -> list[str]:
+    """What ``folder`` holds beyond its manifest and the files it lists (relative paths, sorted).
+
+    A folder is ours only if it leads to a listed file; links are never ours."""
+    listed = {"manifest.json"}
+    for entry in manifest.get("files", []) if isinstance(manifest.get("files"), list) else []:
+        if isinstance(entry, dict):
+            listed.add(str(entry.get("path")))
+            extra = entry.get("extra_files")
+            listed.update(str(k) for k in (extra if isinstance(extra, dict) else {}))
+    assets = manifest.get("assets")
+    listed.update(str(k) for k in (assets if isinstance(assets, dict) else {}))
+    folders = {str(Path(p).parent) for p in listed} | {str(q) for p in listed for q in Path(p).parents}
+    foreign = []
+    for root, dirs, names in os.walk(folder):
+        for name in dirs + names:
+            rel = (Path(root) / name).relative_to(folder).as_posix()
+            full = Path(root) / name
+            if full.is_symlink() or (name in dirs and rel not in folders) or (name in names and rel not in listed):
+                foreign.append(rel)
+        dirs[:] = [d for d in dirs if (Path(root) / d).relative_to(folder).as_posix() in folders
+                   and not (Path(root) / d).is_symlink()]
+    return sorted(foreign)
+
+
+def _read_own_manifest(folder: Path) -> dict | None:
+    try:
+        path = folder / "manifest.json"
+        if path.is_symlink() or path.stat().st_size > 4 * 2**20:
+            return None
+        manifest = json.loads(path.read_text())
+    except (OSError, ValueError, RecursionError):
+        return None
+    if isinstance(manifest, dict) and {"schema_version", "labels", "files"} <= manifest.keys():
+        return manifest
+    return None
+
+
 def check_replaceable(dest: Path) -> None:
-    """An export replaces the whole folder at ``dest``: only a package (a folder holding a
-    manifest.json with this schema's fields) or an empty folder may be there, never a user's files.
+    """An export replaces the whole folder at ``dest``: only an empty folder or a package holding
+    nothing but its manifest and the files it lists may be there, never a user's files.
 
     Raises:
-        PackageError: ``dest`` is a file, a link, or a folder that is not a package.
+        PackageError: ``dest`` is a file, a link, a folder that is not a package, or a package
+            with other files beside its own (they are named).
     """
     if not dest.exists() and not dest.is_symlink():
         return
@@ -106,14 +145,18 @@ def check_replaceable(dest: Path) -> None:
     try:
         if not any(dest.iterdir()):
             return
-        manifest = json.loads((dest / "manifest.json").read_text())
-        is_package = isinstance(manifest, dict) and {"schema_version", "labels", "files"} <= manifest.keys()
-    except (OSError, ValueError, RecursionError):
-        is_package = False
-    if not is_package:
+    except OSError as exc:
+        raise PackageError(f"--out {dest} cannot be read ({exc.strerror}); choose another --out") from None
+    manifest = _read_own_manifest(dest)
+    if manifest is None:
         raise PackageError(f"--out {dest} holds files but no model package (manifest.json); an export "
                            "replaces the whole folder, so it writes only into a new folder, an empty one or "
                            "an earlier package: choose another --out")
+    foreign = _foreign_entries(dest, manifest)
+    if foreign:
+        shown = ", ".join(foreign[:3]) + (f" and {len(foreign) - 3} more" if len(foreign) > 3 else "")
+        raise PackageError(f"--out {dest} is a package but also holds files its manifest does not list "
+                           f"({shown}); an export replaces the whole folder: move them out or choose another --out")
 
 
 def write_package(dest: str | Path, build) -> Path:

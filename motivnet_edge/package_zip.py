@@ -7,6 +7,7 @@ through the same path guard as a manifest path, and a zip without manifest.json 
 from __future__ import annotations
 
 import os
+import posixpath
 import shutil
 import tempfile
 import zipfile
@@ -83,6 +84,12 @@ def extract_zip(path: Path) -> Path:
             for info in infos:
                 inside(parent, info.filename.rstrip("/") or ".")  # zip-slip guard
             names = [i.filename for i in infos]
+            normal = [posixpath.normpath(n.rstrip("/")) for n in names]
+            twice = sorted({n for n in normal if normal.count(n) > 1})
+            if twice:
+                # zipfile would silently unpack the later entry over the earlier one.
+                raise PackageError(f"{path} holds {twice[0]!r} more than once; a package zip has one entry per "
+                                   "file: zip the package folder again")
             if not any(n == "manifest.json" or (n.count("/") == 1 and n.endswith("/manifest.json")) for n in names):
                 # A torch .pt/.pt2, an .npz or any other zip: not a package, and nothing is unpacked.
                 raise PackageError(f"{path} is a zip archive without manifest.json: not a model package "

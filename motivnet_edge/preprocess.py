@@ -79,8 +79,11 @@ class Preprocessing:
             problems.append(f"crop {self.crop!r} must be align5 or margin")
         if self.interpolation not in _INTERP:
             problems.append(f"interpolation {self.interpolation!r} must be one of {sorted(_INTERP)}")
-        if self.resize not in ("stretch", "letterbox") or not 0 <= self.pad_value <= 255:
-            problems.append(f"resize {self.resize!r} must be stretch or letterbox, pad_value 0..255")
+        if self.resize not in ("stretch", "letterbox"):
+            problems.append(f"resize {self.resize!r} must be stretch or letterbox")
+        if isinstance(self.pad_value, bool) or not isinstance(self.pad_value, (int, float)) \
+                or not (math.isfinite(self.pad_value) and 0 <= self.pad_value <= 255):
+            problems.append(f"pad_value {self.pad_value!r} must be a gray level 0..255")
         if len(self.template) != 5 or not all(
                 len(pt) == 2 and all(isinstance(v, (int, float)) and math.isfinite(v) and -4 <= v <= 5 for v in pt)
                 for pt in self.template):

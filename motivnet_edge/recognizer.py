@@ -6,6 +6,8 @@ import contextlib
 import dataclasses
 import itertools
 import logging
+import math
+import numbers
 import os
 import threading
 from collections.abc import Iterable, Iterator, Sequence
@@ -20,7 +22,7 @@ from .detectors import Detection, FaceDetector, create_detector
 from .errors import InvalidImageError, MotivnetError, OptionError
 from .image_io import IMAGE_SUFFIXES, load_image
 from .labels import class_log_weights, softmax
-from .package import DEFAULT_MODEL, ModelPackage, load_package  # noqa: F401  (DEFAULT_MODEL: public name)
+from .package import DEFAULT_MODEL, ModelPackage, load_package, read_verified  # noqa: F401  (DEFAULT_MODEL: public name)
 from .preprocess import face_crop, to_tensor
 from .recognizer_options import RecognizerOptions
 from .results import FacePrediction, FrameResult
@@ -30,6 +32,17 @@ log = logging.getLogger(__name__)
 
 #: Keyword options of ``from_pretrained`` that belong to the backend (``RecognizerOptions.runtime``).
 _RUNTIME_FIELDS = frozenset(f.name for f in dataclasses.fields(BackendOptions))
+
+
+#: The most threads a runtime is given (the CLI's --threads range too): more only costs memory.
+MAX_THREADS = 256
+#: Faces classified per backend call: a batch of any length runs in pieces this size.
+MAX_BATCH = 256
+
+
+def _check_int(name: str, value, low: int, high: int, what: str) -> None:
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or not low <= value <= high:
+        raise OptionError(f"{name} {value!r} must be a whole number in {low}..{high} ({what})")
 
 
 class EmotionRecognizer:
@@ -65,8 +78,13 @@ class EmotionRecognizer:
         """
         if not isinstance(options.runtime, BackendOptions):
             raise OptionError(f"runtime must be a BackendOptions, not {type(options.runtime).__name__}")
-        if options.runtime.threads < 0 or options.min_face < 0 or options.max_faces < 1:
-            raise OptionError("threads and min_face must be >= 0 and max_faces >= 1")
+        _check_int("threads", options.runtime.threads, 0, MAX_THREADS, "0 lets the runtime choose")
+        _check_int("min_face", options.min_face, 0, 1 << 16, "the smallest face side in pixels")
+        _check_int("max_faces", options.max_faces, 1, 1 << 16, "faces kept per image")
+        for name in ("smoothing", "redetect_change", "redetect_drop"):
+            value = getattr(options, name)
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+                raise OptionError(f"{name} {value!r} must be a finite number")
         if not 0.0 <= options.smoothing < 1.0:
             raise OptionError(f"smoothing {options.smoothing!r} must be in [0, 1): 0 = none, 0.9 = very smooth")
         if not isinstance(options.mirror, bool):
@@ -77,12 +95,16 @@ class EmotionRecognizer:
             raise OptionError(f"redetect_change {options.redetect_change!r} must be in [0, 255] and redetect_drop "
                               f"{options.redetect_drop!r} in [0, 1] (the largest values never re-detect)")
         package = load_package(options.model)  # None or "default": the embedded model
-        yunet = options.yunet_model
-        if yunet is None and "yunet" in package.manifest.get("assets_roles", {}):
-            yunet = package.root / package.manifest["assets_roles"]["yunet"]  # verified on load
+        yunet, yunet_bytes = options.yunet_model, None
+        if yunet is None and "yunet" in package.manifest.get("assets_roles", {}) and options.detector != "none":
+            rel = package.manifest["assets_roles"]["yunet"]
+            yunet = package.root / rel
+            # The detector is built from these verified bytes, in every thread: never the path again.
+            yunet_bytes = read_verified(package.root, rel, package.manifest["assets"][rel])
         if yunet is None and os.environ.get("MOTIVNET_YUNET"):
             yunet = os.environ["MOTIVNET_YUNET"]
-        detector = create_detector(options.detector, yunet_model=yunet, min_face=max(1, options.min_face))
+        detector = create_detector(options.detector, yunet_model=yunet, min_face=max(1, options.min_face),
+                                   yunet_bytes=yunet_bytes)
         return cls(package, detector, options)
 
     @classmethod
@@ -120,6 +142,8 @@ class EmotionRecognizer:
         if len(crops) == 0:
             self._check_open()
             return np.zeros((0, len(self.labels)), np.float32)
+        if len(crops) > MAX_BATCH:  # what a backend call may allocate grows with its batch
+            return np.concatenate([self.classify(crops[i:i + MAX_BATCH]) for i in range(0, len(crops), MAX_BATCH)])
         x = to_tensor(crops, self.package.preprocessing)
         with self._running():
             if not self.options.mirror:
@@ -184,6 +208,9 @@ class EmotionRecognizer:
                                     "pass [crop] for one face (or a batch array of shape (N, H, W[, C]))")
         if isinstance(crops, (str, os.PathLike, bytes)):
             raise InvalidImageError("predict_faces takes a list of face crops; pass [path] for one face")
+        if not isinstance(crops, Iterable):
+            raise InvalidImageError(f"predict_faces takes a list of face crops (arrays, paths or encoded bytes), "
+                                    f"not {type(crops).__name__}")
         imgs = [load_image(c) for c in crops]
         if not imgs:
             return []
@@ -208,6 +235,10 @@ class EmotionRecognizer:
         """
         from .media import read_frames
 
+        if isinstance(frames, bool) or (isinstance(frames, int) and frames < 0):
+            raise InvalidImageError(f"camera index {frames!r}: cameras are numbered from 0 (the first camera)")
+        if max_frames is not None and (isinstance(max_frames, bool) or not isinstance(max_frames, int) or max_frames < 0):
+            raise OptionError(f"max_frames {max_frames!r} must be None or a whole number >= 0")
         if isinstance(frames, (str, os.PathLike)) and Path(frames).suffix.lower() in IMAGE_SUFFIXES:
             frames = [Path(frames)]  # one photo: read (and refused when corrupt) as predict reads it
         elif isinstance(frames, (str, os.PathLike, int)):

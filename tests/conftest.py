@@ -81,6 +81,15 @@ def yunet_path() -> Path:
 
 
 @pytest.fixture(scope="session")
+def astronaut_path() -> str:
+    """The astronaut photo as a file (scikit-image ships it)."""
+    data = pytest.importorskip("skimage.data", reason="the astronaut photo comes with scikit-image (dev extra)")
+    import os
+
+    return os.path.join(os.path.dirname(data.__file__), "astronaut.png")
+
+
+@pytest.fixture(scope="session")
 def astronaut() -> np.ndarray:
     """A real photo with one frontal face (public domain, ships in scikit-image), BGR."""
     data = pytest.importorskip("skimage.data", reason="scikit-image (dev extra) provides the test photo")

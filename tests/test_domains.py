@@ -79,7 +79,7 @@ def test_domain_class_power_misuse_is_a_usage_error(tmp_path, args, message):
 
 
 @pytest.mark.parametrize("args, message", [
-    (["--without", "ferplus,facial_expressions,kdef,affectnet96,sfew"], "not all"),
+    (["--without", "ferplus,facial_expressions,kdef,affectnet96,sfew,expw"], "not all"),
     (["--without", "imagenet"], "name some of"),
     ([], "with the YuNet model in models/yunet"),
     (["--size", "4"], "Invalid value for '--size'"),

@@ -8,7 +8,7 @@ import pytest
 
 from conftest import cli, edit_manifest
 from motivnet_edge.errors import PackageError
-from motivnet_edge.package import load_package
+from motivnet_edge.package import load_package, sha256_file
 
 
 def test_loads_and_describes(tiny_package):
@@ -129,10 +129,22 @@ def test_deeply_nested_manifest_json_is_one_package_error(package_copy):
 
 @pytest.mark.parametrize("labels", [["a", "b", "c", "d", "e", "f"], [f"l{i}" for i in range(8)], ["x"]])
 def test_labels_must_name_every_output(package_copy, labels):
+    """The manifest's labels must be those the hashed model declares (issue 42, 3); a model that
+    declares a wrong count of its own is caught by the backend's output check."""
     from motivnet_edge.backends import create_backend, installed_backends
 
     edit_manifest(package_copy, lambda m: m.__setitem__("labels", labels))
-    for backend in installed_backends():
+    with pytest.raises(PackageError, match="are not those model.onnx declares"):
+        load_package(package_copy)
+    onnx = pytest.importorskip("onnx", reason="rewriting a model's metadata needs onnx")
+    model = onnx.load(str(package_copy / "model.onnx"))
+    for prop in model.metadata_props:
+        if prop.key == "labels":
+            prop.value = json.dumps(labels)
+    (package_copy / "model.onnx").write_bytes(model.SerializeToString())
+    edit_manifest(package_copy, lambda m: m.__setitem__("files", [
+        {**f, "sha256": sha256_file(package_copy / "model.onnx")} for f in m["files"] if f["path"] == "model.onnx"]))
+    for backend in [b for b in installed_backends() if b == "onnxruntime"]:
         with pytest.raises(PackageError, match=f"outputs 7 scores but the manifest lists {len(labels)} labels"):
             create_backend(load_package(package_copy), backend=backend, precision="fp32")
 

@@ -129,3 +129,26 @@ def test_export_writes_into_an_empty_folder_or_over_a_package(tiny_package, tmp_
     assert load_package(write_package(dest, build)).labels
     assert load_package(write_package(dest, build)).labels  # over the package it wrote
 
+
+
+def test_a_package_holding_the_users_files_is_not_replaced(package_copy):
+    """Issue 42 (1): a package folder that also holds a user's document or folder is refused,
+    not replaced wholesale; the message names what is in the way."""
+    (package_copy / "thesis.docx").write_text("years of work")
+    (package_copy / "photos").mkdir()
+    (package_copy / "photos" / "kid.jpg").write_bytes(b"\xff\xd8")
+    before = sorted(str(p.relative_to(package_copy)) for p in package_copy.rglob("*"))
+    with pytest.raises(PackageError, match=r"photos.*thesis\.docx|does not list"):
+        write_package(package_copy, lambda folder: (_ for _ in ()).throw(AssertionError("must not build")))
+    assert sorted(str(p.relative_to(package_copy)) for p in package_copy.rglob("*")) == before
+
+
+def test_a_users_old_named_folder_with_a_package_and_more_is_kept(package_copy):
+    """Issue 42 (1): ``.NAME.old-<digits>`` is removed only when it holds nothing but a package."""
+    dead = _dead_pid()
+    aside = package_copy.parent / f".{package_copy.name}.old-{dead}"
+    shutil.copytree(package_copy, aside)
+    (aside / "notes.txt").write_text("mine")
+    with pytest.raises(KeyboardInterrupt):
+        write_package(package_copy, lambda folder: (_ for _ in ()).throw(KeyboardInterrupt))
+    assert (aside / "notes.txt").read_text() == "mine"

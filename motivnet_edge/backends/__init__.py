@@ -124,7 +124,7 @@ def _package_trt_table(package, options: BackendOptions) -> BackendOptions:
 
 def _verified(package, f) -> VerifiedModel:
     """The model file's bytes (and its companions'), verified against the manifest as they are read."""
-    from ..onnx_refs import check_listed
+    from ..onnx_refs import check_listed, check_operators
     from ..package import copy_verified, read_verified
 
     if f.backend == "onnxruntime" and f.extra_files:
@@ -134,7 +134,9 @@ def _verified(package, f) -> VerifiedModel:
         try:
             for rel, digest in ((f.path, f.sha256), *f.extra_files.items()):
                 copy_verified(package.root, rel, digest, private)
-            check_listed((private / f.path).read_bytes(), f.path, f.extra_files)
+            data = (private / f.path).read_bytes()
+            check_listed(data, f.path, f.extra_files)
+            check_operators(data, f.path)
         except BaseException:
             shutil.rmtree(private, ignore_errors=True)
             raise
@@ -142,6 +144,7 @@ def _verified(package, f) -> VerifiedModel:
     data = read_verified(package.root, f.path, f.sha256)
     if f.backend == "onnxruntime":
         check_listed(data, f.path, ())  # from bytes, a runtime would look for external data in the working directory
+        check_operators(data, f.path)
     return VerifiedModel(f.path, data, {rel: read_verified(package.root, rel, d) for rel, d in f.extra_files.items()})
 
 

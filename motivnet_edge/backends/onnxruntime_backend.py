@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import threading
 from pathlib import Path
 
 import numpy as np
@@ -21,6 +22,30 @@ def _first_line(exc: Exception) -> str:
     """The cause of a runtime's load error in one line (its first non-empty line, trimmed)."""
     lines = [ln.strip() for ln in str(exc).splitlines() if ln.strip()]
     return (lines[0] if lines else type(exc).__name__)[:300]
+
+
+#: What this process's ONNX Runtime CPU sessions may allocate together while they run: far above
+#: what a face model needs (the pico at batch 256 takes about 40 MB), far below a device's memory.
+#: A crafted graph that broadcasts or loops its way to gigabytes fails instead (measured: 3 GB).
+ARENA_BYTES = 512 * 2**20
+_ARENA_LOCK = threading.Lock()
+_arena: list[bool] = []
+
+
+def _bounded_arena(ort) -> bool:
+    """Registers, once per process, the bounded CPU arena that sessions share; False if this
+    onnxruntime cannot (then sessions use their own unbounded arena)."""
+    with _ARENA_LOCK:
+        if not _arena:
+            try:
+                info = ort.OrtMemoryInfo("Cpu", ort.OrtAllocatorType.ORT_ARENA_ALLOCATOR, 0, ort.OrtMemType.DEFAULT)
+                ort.create_and_register_allocator(info, ort.OrtArenaCfg({"max_mem": ARENA_BYTES,
+                                                                          "arena_extend_strategy": 1}))
+                _arena.append(True)
+            except Exception as exc:  # an onnxruntime without shared allocators
+                log.warning("ONNX Runtime cannot bound its memory here (%s)", _first_line(exc))
+                _arena.append(False)
+        return _arena[0]
 
 
 def available_providers() -> list[str]:
@@ -86,6 +111,8 @@ class OnnxRuntimeBackend(Backend):
             so.inter_op_num_threads = 1
         so.add_session_config_entry("session.intra_op.allow_spinning", "0" if options.spin is False else "1")
         so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        if _bounded_arena(ort):
+            so.add_session_config_entry("session.use_env_allocators", "1")
         providers = resolve_providers(options, path.parent)
         try:
             # Verified bytes when there are any; a model with external data loads from the private
@@ -106,6 +133,25 @@ class OnnxRuntimeBackend(Backend):
             raise PackageError(f"{path.name} has outputs {list(outputs)}, the manifest says {output_name!r}")
         last = outputs[output_name][-1] if outputs[output_name] else None
         self.output_size = last if isinstance(last, int) else None
+        self._probe(path)
+
+    def _probe(self, path: Path) -> None:
+        """One face of zeros through the graph at load, inside the bounded arena: a graph that
+        would allocate without bound fails here, before a user's frame reaches it."""
+        import onnxruntime as ort
+
+        kind = next(i.type for i in self.session.get_inputs() if i.name == self.input_name)
+        if kind != "tensor(float)" or self.input_chw is None \
+                or not all(isinstance(d, int) and 0 < d <= 4096 for d in self.input_chw):
+            return
+        quiet = ort.RunOptions()
+        quiet.log_severity_level = 4
+        try:
+            self.session.run([self.output_name], {self.input_name: np.zeros((1, *self.input_chw), np.float32)}, quiet)
+        except Exception as exc:
+            self.session = None
+            raise PackageError(f"{path.name} fails on one face at load ({_first_line(exc)[:160]}); a face model "
+                               f"runs within {ARENA_BYTES >> 20} MB: re-export the package") from None
 
     def run(self, batch: np.ndarray) -> np.ndarray:
         # InferenceSession.run is thread-safe, so one session serves every caller.

@@ -17,6 +17,49 @@ def _cause(exc: Exception) -> str:
     return (lines[-1] if lines else str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__)[:300]
 
 
+#: The most elements one operation of a face model may produce per face (the pico's largest is
+#: 37 k; a 640x640 detector's about 1.6 M).
+MAX_ELEMENTS = 2**24
+#: Operations that loop or branch: their sizes are not known before they run.
+_UNBOUNDED = {"Loop", "If", "TensorIterator"}
+
+
+def _check_bounded(model, name: str) -> None:
+    """Every operation's output, for a batch of one face, has a known size under ``MAX_ELEMENTS``
+    (OpenVINO infers the shapes of a copy of the graph reshaped to batch 1).
+
+    Raises:
+        PackageError: a loop or branch, a size only known at run time, or an output too large.
+    """
+    one = model.clone()
+    try:
+        shapes = {}
+        for p in one.inputs:
+            dims = list(p.get_partial_shape())
+            if not dims or not all(d.is_static for d in dims[1:]):
+                raise PackageError(f"{name}: its input {p.get_partial_shape()} must have a fixed size per face; "
+                                   "re-export the package")
+            shapes[p] = [1, *(d.get_length() for d in dims[1:])]
+        one.reshape(shapes)
+    except PackageError:
+        raise
+    except Exception as exc:
+        raise PackageError(f"{name}: OpenVINO cannot size its graph for one face ({_cause(exc)}); "
+                           "re-export the package") from None
+    for op in one.get_ops():
+        kind = op.get_type_name()
+        if kind in _UNBOUNDED:
+            raise PackageError(f"{name} holds a {kind} operation, which a face model has no need of and whose size "
+                               "is unknown until it runs; re-export the package with `motivnet-edge export`")
+        for i in range(op.get_output_size()):
+            shape = op.get_output_partial_shape(i)
+            if shape.is_static and int(np.prod([d.get_length() for d in shape], dtype=np.float64)) <= MAX_ELEMENTS:
+                continue
+            raise PackageError(f"{name}: its {kind} operation makes {shape} values for one face (a face model's "
+                               f"largest is well under {MAX_ELEMENTS:,}); such a graph is not loaded: "
+                               "re-export the package with `motivnet-edge export`")
+
+
 class OpenVinoBackend(Backend):
     name = "openvino"
 
@@ -72,7 +115,9 @@ class OpenVinoBackend(Backend):
             raise PackageError(f"{verified.path}: an OpenVINO IR needs exactly one .bin listed in the manifest's "
                                f"extra_files (found {len(bins)}); re-export the package")
         weights = ov.Tensor(np.frombuffer(bins[0], dtype=np.uint8).copy()) if bins[0] else ov.Tensor(np.zeros(1, np.uint8))
-        return core.read_model(verified.data, weights)
+        model = core.read_model(verified.data, weights)
+        _check_bounded(model, verified.path)
+        return model
 
     def run(self, batch: np.ndarray) -> np.ndarray:
         req = getattr(self._local, "req", None)
