@@ -62,9 +62,27 @@ def _domain_powers(items, domains) -> dict[str, float]:
 
 
 def _domain_scales(items, domains) -> dict[str, float]:
-    """``--domain-scale DOMAIN=FACTOR`` items (a factor above 0, at most 100)."""
-    return _per_domain(items, domains, option="--domain-scale", ok=lambda f: 0 < f <= 100,
-                       value_words="factor above 0 and at most 100", example="ferplus=2")
+    """``--domain-scale DOMAIN=FACTOR`` items (0 to 100; 0 keeps the domain's rows, and so the
+    teacher cache, but never draws them: an ablation that costs no new cache)."""
+    return _per_domain(items, domains, option="--domain-scale", ok=lambda f: 0 <= f <= 100,
+                       value_words="factor from 0 (read and cached, never drawn) to 100", example="ferplus=2")
+
+
+def _meta_bars(items, domains) -> dict[str, dict[str, float]]:
+    """``--meta-min DOMAIN.COLUMN=VALUE`` items as {domain: {column: bar}}."""
+    out: dict[str, dict[str, float]] = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        domain, dot, column = key.partition(".")
+        try:
+            number = float(value)
+        except ValueError:
+            number = None
+        if not sep or not dot or not column or domain not in domains or number is None or number != number:
+            raise UsageFailure(f"--meta-min {item}: write DOMAIN.COLUMN=NUMBER with a domain of {', '.join(domains)} "
+                               "and a column of its meta.csv, e.g. expw.detector_confidence=30")
+        out.setdefault(domain, {})[column] = number
+    return out
 
 
 def _kept_domains(without, domains) -> tuple[str, ...]:
@@ -116,6 +134,11 @@ def missing_class_hint(exc: LabelError, data: str) -> UsageFailure:
 @list_option("--domain-scale", "domain_scale", metavar="DOMAIN=FACTOR",
              help="With --domains: multiply one domain's share of an epoch (repeatable; replaces that domain's "
                   "built-in factor, facial_expressions=0.5), e.g. ferplus=2.")
+@list_option("--meta-min", "meta_min", metavar="DOMAIN.COLUMN=VALUE",
+             help="A bar on a domain's meta.csv column, e.g. expw.detector_confidence=30: faces under it are noisy "
+                  "rows, drawn --meta-weight times as often (repeatable).")
+@click.option("--meta-weight", type=click.FloatRange(0, 1), default=0.0, show_default=True,
+              help="Draw weight of noisy rows next to clean ones of their class (0: filtered out).")
 @list_option("--extra-data", item=click.Path(), split=False,
               help="More labelled faces (repeatable); only the train part of their by-person split is used.")
 @MAP_OPTION
@@ -159,7 +182,8 @@ def missing_class_hint(exc: LabelError, data: str) -> UsageFailure:
 @click.option("--resume", is_flag=True, help="Continue the run in --out after an interruption.")
 @TRUST_CODE
 @friendly
-def distill(data, domains, pack, samples_per_epoch, without, no_balance, class_power, domain_class_power, domain_scale, extra_data, maps, out, teachers, domain_teacher, val, student, epochs, views, threads, kd_weight, label_weight, temperature,
+def distill(data, domains, pack, samples_per_epoch, without, no_balance, class_power, domain_class_power, domain_scale,
+            meta_min, meta_weight, extra_data, maps, out, teachers, domain_teacher, val, student, epochs, views, threads, kd_weight, label_weight, temperature,
             batch_size, lr, cache_dir, init, label_source, mirror_teacher, online_teacher, mixup, degrade,
             resume, trust_code) -> None:
     """Distil a teacher (or several) into a small ViT student."""
@@ -171,9 +195,12 @@ def distill(data, domains, pack, samples_per_epoch, without, no_balance, class_p
                            "--pack FILE (a training pack)")
     mixed = domains is not None or pack is not None
     if (without or no_balance or samples_per_epoch or class_power is not None or domain_class_power
-            or domain_scale or domain_teacher) and not mixed:
+            or domain_scale or domain_teacher or meta_min) and not mixed:
         raise UsageFailure("--without, --no-balance, --class-power, --domain-class-power, --domain-scale, "
-                           "--domain-teacher and --samples-per-epoch apply to --domains (or --pack) training")
+                           "--meta-min, --domain-teacher and --samples-per-epoch apply to --domains (or --pack) training")
+    if meta_min and pack is not None:
+        raise UsageFailure("--meta-min reads each domain's meta.csv beside its faces, which a pack does not hold: "
+                           "train with --domains")
     if no_balance and (class_power is not None or domain_class_power or domain_scale):
         raise UsageFailure("--no-balance draws every face as stored: drop --class-power / --domain-class-power / "
                            "--domain-scale")
@@ -184,7 +211,9 @@ def distill(data, domains, pack, samples_per_epoch, without, no_balance, class_p
         routed = _domain_teachers(domain_teacher, DOMAINS) or None
         per_domain = _domain_powers(domain_class_power, DOMAINS)
         scales = {} if no_balance else {**MixRecipe().domain_scale, **_domain_scales(domain_scale, DOMAINS)}
+        bars = _meta_bars(meta_min, DOMAINS)
         mix = MixRecipe(domains=_kept_domains(without, DOMAINS), domain_class_power=per_domain, domain_scale=scales,
+                        **({"meta_min": bars, "meta_weight": meta_weight} if bars else {}),
                         **({"samples_per_epoch": samples_per_epoch} if samples_per_epoch else {}),
                         **({"domain_power": 1.0, "class_power": 1.0} if no_balance else {}),
                         **({"class_power": class_power} if class_power is not None else {}))

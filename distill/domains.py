@@ -128,6 +128,29 @@ def read_part(shared: str | Path, domain: str, part: str, *, labels=MOTIVNET_LAB
     return faces.subset(idx)
 
 
+def read_meta(shared: str | Path, domain: str) -> dict[str, dict[str, float]]:
+    """A domain's ``meta.csv`` (ExpW: each face's box side in its photo and its detector's
+    confidence) as {file as FaceSet names it: {column: number}}; {} when the domain has none.
+
+    Raises:
+        DataError: the file is there but is not a CSV with a ``file`` column and numbers.
+    """
+    import csv
+
+    path = Path(shared) / "data" / DOMAINS[domain].folder / "meta.csv"
+    if not path.is_file():
+        return {}
+    out = {}
+    try:
+        with open(path, newline="") as fh:
+            for row in csv.DictReader(fh):
+                name = row.pop("file")
+                out[name] = {k: float(v) for k, v in row.items()}
+    except (KeyError, ValueError, TypeError, csv.Error) as exc:
+        raise DataError(f"{path} is not a meta.csv (file, then numeric columns): {exc}") from None
+    return out
+
+
 def aligned_variants(faces: FaceSet, detector, pp: Preprocessing, *, cache_dir: str | Path | None = None,
                      name: str = "") -> tuple[FaceSet, int]:
     """The faces the detector finds, aligned as the runtime aligns them; returns (set, misses).
@@ -268,4 +291,4 @@ def crops_for(ts: TestSet, pp: Preprocessing) -> FaceSet:
 
 
 __all__ = ["DOMAINS", "shared_yunet", "DOMAIN_TESTS", "SCOREBOARD", "CROSS_DOMAIN", "ScoreSet", "Domain", "TestSet", "read_part", "aligned_variants", "crops_for",
-           "kdef_part", "prefix_part", "test_sets", "concat"]
+           "kdef_part", "prefix_part", "read_meta", "test_sets", "concat"]

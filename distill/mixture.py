@@ -19,8 +19,8 @@ import numpy as np
 from motivnet_edge.labels import MOTIVNET_LABELS
 from motivnet_edge.preprocess import Preprocessing
 
-from .data import FaceSet, concat
-from .domains import DOMAINS, aligned_variants, read_part
+from .data import DataError, FaceSet, concat
+from .domains import DOMAINS, aligned_variants, read_meta, read_part
 
 log = logging.getLogger(__name__)
 
@@ -41,6 +41,11 @@ class MixRecipe:
         domain_class_power: ``class_power`` for named domains (FER+ at 1 draws its faces as stored,
             so the model can learn FER's neutral-heavy prior for faces that look like FER's).
         samples_per_epoch: draws per epoch.
+        meta_min: per domain, bars on its meta.csv columns (ExpW: {"detector_confidence": 30,
+            "box_side_px": 64}); a face under any bar is a *noisy* row.
+        meta_weight: how often a noisy row is drawn next to a clean one of its class (0: never,
+            i.e. filtered out; 0.3: down-weighted). Rows stay in the mix either way, so every
+            variant shares one teacher cache.
     """
 
     domains: tuple[str, ...] = tuple(DOMAINS)
@@ -49,16 +54,24 @@ class MixRecipe:
     domain_scale: Mapping[str, float] = field(default_factory=lambda: {"facial_expressions": 0.5})
     samples_per_epoch: int = 30000
     domain_class_power: Mapping[str, float] = field(default_factory=dict)
+    meta_min: Mapping[str, Mapping[str, float]] = field(default_factory=dict)
+    meta_weight: float = 0.0
 
     def to_dict(self) -> dict:
         d = asdict(self)
         d["domains"], d["domain_scale"] = list(self.domains), dict(self.domain_scale)
         d["domain_class_power"] = dict(self.domain_class_power)
+        if self.meta_min:
+            d["meta_min"] = {k: dict(v) for k, v in self.meta_min.items()}
+        else:  # recipes from before these fields compare equal on --resume
+            del d["meta_min"], d["meta_weight"]
         return d
 
 
-def sample_weights(domain: Sequence[str], hard: np.ndarray, recipe: MixRecipe) -> np.ndarray:
-    """Per-row draw probabilities (sum 1) for rows tagged with their domain and class."""
+def sample_weights(domain: Sequence[str], hard: np.ndarray, recipe: MixRecipe,
+                   row_factor: np.ndarray | None = None) -> np.ndarray:
+    """Per-row draw probabilities (sum 1) for rows tagged with their domain and class;
+    ``row_factor`` scales single rows inside their class (noisy rows: ``MixRecipe.meta_weight``)."""
     domain, hard = np.asarray(domain), np.asarray(hard)
     names = [d for d in recipe.domains if (domain == d).any()]
     share = np.array([(domain == d).sum() ** recipe.domain_power * recipe.domain_scale.get(d, 1.0) for d in names])
@@ -70,7 +83,14 @@ def sample_weights(domain: Sequence[str], hard: np.ndarray, recipe: MixRecipe) -
         mass = counts.astype(float) ** recipe.domain_class_power.get(d, recipe.class_power)
         mass /= mass.sum()
         for c, n, m in zip(classes, counts, mass):
-            w[rows & (hard == c)] = s * m / n
+            members = rows & (hard == c)
+            if row_factor is None:
+                w[members] = s * m / n
+            else:  # the class keeps its share; its clean rows take what its noisy rows give up
+                f = row_factor[members]
+                w[members] = s * m * f / max(f.sum(), 1e-12)
+    if not w.sum() > 0:
+        raise ValueError("no training row can be drawn: every domain's scale or every row's weight is 0")
     return w / w.sum()
 
 
@@ -80,7 +100,7 @@ def training_mix(shared: str | Path, pp: Preprocessing, detector, *, recipe: Mix
 
     The report says per domain how many faces, variants and detector misses went in.
     """
-    sets, tags, report = [], [], {}
+    sets, tags, report, factors = [], [], {}, []
     for name in recipe.domains:
         whole = read_part(shared, name, "train", labels=labels)
         parts = [whole]
@@ -92,17 +112,41 @@ def training_mix(shared: str | Path, pp: Preprocessing, detector, *, recipe: Mix
         sets.append(joined)
         tags += [name] * len(joined)
         report[name] = {"faces": len(whole), "rows": len(joined), "detector_misses": misses}
-        log.info("%s train part: %d faces, %d rows with variants, detector misses %s", name, len(whole),
-                 len(joined), misses)
+        noisy = noisy_rows(shared, name, joined.files, recipe)
+        factors.append(np.where(noisy, recipe.meta_weight, 1.0))
+        if noisy.any():
+            report[name]["noisy_rows"] = int(noisy.sum())
+        log.info("%s train part: %d faces, %d rows with variants, detector misses %s, noisy rows %d", name,
+                 len(whole), len(joined), misses, int(noisy.sum()))
     faces = concat(sets)
-    return faces, mix_weights(faces, tags, recipe), report
+    factor = np.concatenate(factors) if factors else None
+    return faces, mix_weights(faces, tags, recipe, row_factor=factor if recipe.meta_min else None), report
 
 
-def mix_weights(faces: FaceSet, domain: Sequence[str], recipe: MixRecipe) -> np.ndarray:
+def noisy_rows(shared: str | Path, domain: str, files: Sequence[str], recipe: MixRecipe) -> np.ndarray:
+    """Which rows of a domain fall under one of ``recipe.meta_min``'s bars (a file meta.csv does not
+    list is clean). Raises DataError for a bar on a column meta.csv does not have."""
+    bars = recipe.meta_min.get(domain, {})
+    if not bars:
+        return np.zeros(len(files), bool)
+    meta = read_meta(shared, domain)
+    columns = set(next(iter(meta.values()), {}))
+    unknown = [c for c in bars if c not in columns]
+    if unknown:
+        raise DataError(f"{domain}'s meta.csv has no column {unknown[0]!r} (it has {', '.join(sorted(columns)) or 'none'})")
+    out = np.zeros(len(files), bool)
+    for i, f in enumerate(files):
+        row = meta.get(f.split("#")[0])
+        out[i] = row is not None and any(row[c] < v for c, v in bars.items())
+    return out
+
+
+def mix_weights(faces: FaceSet, domain: Sequence[str], recipe: MixRecipe,
+                row_factor: np.ndarray | None = None) -> np.ndarray:
     """``sample_weights`` for a mix's rows; FER+ rows carry vote distributions and are balanced by
     their majority (or top) vote. Rows of domains outside ``recipe.domains`` are never drawn."""
     hard = np.where(faces.hard >= 0, faces.hard, faces.soft.argmax(1))
-    return sample_weights(domain, hard, recipe)
+    return sample_weights(domain, hard, recipe, row_factor)
 
 
 def domain_slices(report: Mapping[str, Mapping]) -> dict[str, slice]:

@@ -64,7 +64,8 @@ def friendly(fn):
             if exc.name not in OPTIONAL_MODULES:
                 raise  # a broken install, not a missing extra: the traceback is the useful answer
             raise UsageFailure(f"{exc.name} is not installed; this verb needs "
-                               "pip install torch==2.13.0, then pip install '.[distill,export]' in the motivnet-edge source") from None
+                               "pip install torch==2.13.0 --index-url https://download.pytorch.org/whl/cpu, "
+                               "then pip install '.[distill,export]' in the motivnet-edge source") from None
         except (FileNotFoundError, PermissionError, IsADirectoryError, NotADirectoryError) as exc:
             raise UsageFailure(f"{exc.filename or ''}: {exc.strerror or exc}") from None
     return wrapper

@@ -14,10 +14,14 @@ import numpy as np
 
 from .atomic import atomic_path, write_bytes
 from .errors import InvalidImageError
-from .image_io import IMAGE_SUFFIXES, MAX_PIXELS
+from .image_io import IMAGE_SUFFIXES
 
 #: Bytes of decoded frames allowed to wait in the decode-ahead queue (at least one frame).
 PREFETCH_BYTES = 256 * 2**20
+#: Video frames above this many pixels are refused from the container's header. 8K UHD is 33 MP;
+#: OpenCV's decoder alone holds about 2.5 frames while it decodes one (measured: 767 MB for a
+#: 100 MP MJPG frame), so the photo limit (100 MP) would put a video past 1 GB.
+MAX_VIDEO_PIXELS = 40_000_000
 
 VIDEO_SUFFIXES = (".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v")
 
@@ -77,9 +81,9 @@ def open_capture(source: int | str | os.PathLike) -> cv2.VideoCapture:
     if not cap.isOpened():
         raise InvalidImageError(f"cannot open video {path}; is it a video file OpenCV can decode?")
     w, h = int(cap.get(cv2.CAP_PROP_FRAME_WIDTH)), int(cap.get(cv2.CAP_PROP_FRAME_HEIGHT))
-    if w * h > MAX_PIXELS:
+    if w * h > MAX_VIDEO_PIXELS:
         cap.release()  # refused from the container's header, before any frame is decoded
-        raise InvalidImageError(f"{path}: frames of {w}x{h} pixels, above the limit of {MAX_PIXELS:,}; "
+        raise InvalidImageError(f"{path}: frames of {w}x{h} pixels, above the limit of {MAX_VIDEO_PIXELS:,}; "
                                 "downscale the video first")
     return cap
 
@@ -110,6 +114,26 @@ def frame_count(source) -> int | None:
     return n if n > 0 else None
 
 
+def _read_in_turn(cap, source, max_frames: int | None) -> Iterator[np.ndarray]:
+    """Frames decoded one at a time, on the caller's thread (no frame waits in memory)."""
+    try:
+        n = 0
+        while max_frames is None or n < max_frames:
+            ok, frame = cap.read()
+            if not ok:
+                break
+            if frame.shape[0] * frame.shape[1] > MAX_VIDEO_PIXELS:
+                raise InvalidImageError(f"{source}: frame {n} is {frame.shape[1]}x{frame.shape[0]} pixels, "
+                                        f"above the limit of {MAX_VIDEO_PIXELS:,}")
+            n += 1
+            yield frame
+            del frame
+        if n == 0:
+            raise InvalidImageError(f"no frame could be decoded from {source}; is it a video OpenCV can read?")
+    finally:
+        cap.release()
+
+
 def read_frames(source, *, max_frames: int | None = None, prefetch: int = 4) -> Iterator[np.ndarray]:
     """BGR frames of a camera or video file, decoded on a background thread.
 
@@ -120,8 +144,14 @@ def read_frames(source, *, max_frames: int | None = None, prefetch: int = 4) -> 
         InvalidImageError: the source cannot be opened (raised before the first frame).
     """
     cap = open_capture(source)
-    # Decoded frames waiting in memory are bounded in bytes too: big frames get a shorter queue.
+    # Decoded frames waiting in memory are bounded in bytes, not frames: big frames get a shorter
+    # queue, and frames so big that even one waiting frame exceeds the budget are not decoded
+    # ahead at all (a 100 MP frame is 300 MB: one in use, one waiting and one being decoded
+    # peaked at 1.7 GB).
     frame_bytes = 3 * max(1, int(cap.get(cv2.CAP_PROP_FRAME_WIDTH)) * int(cap.get(cv2.CAP_PROP_FRAME_HEIGHT)))
+    if frame_bytes > PREFETCH_BYTES:
+        yield from _read_in_turn(cap, source, max_frames)
+        return
     prefetch = max(1, min(prefetch, PREFETCH_BYTES // frame_bytes))
     frames: queue.Queue = queue.Queue(maxsize=prefetch)
     stop = threading.Event()
@@ -134,9 +164,9 @@ def read_frames(source, *, max_frames: int | None = None, prefetch: int = 4) -> 
                 ok, frame = cap.read()
                 if not ok:
                     break
-                if frame.shape[0] * frame.shape[1] > MAX_PIXELS:
+                if frame.shape[0] * frame.shape[1] > MAX_VIDEO_PIXELS:
                     frame = InvalidImageError(f"{source}: frame {n} is {frame.shape[1]}x{frame.shape[0]} pixels, "
-                                              f"above the limit of {MAX_PIXELS:,}")
+                                              f"above the limit of {MAX_VIDEO_PIXELS:,}")
                 n += 1
                 while not stop.is_set():
                     try:

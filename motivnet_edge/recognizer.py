@@ -14,6 +14,7 @@ from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 from types import MappingProxyType
 
+import cv2
 import numpy as np
 
 from . import autotune
@@ -61,6 +62,10 @@ class EmotionRecognizer:
             # spinning ORT worker takes a core from them (benchmarks/frame_pipeline.py, 2 cores:
             # 22 ms a frame spinning, 12 ms not). Without a detector, spinning makes batch 1 fast.
             runtime = dataclasses.replace(runtime, spin=detector.whole_image)
+        if runtime.threads:
+            # OpenCV (YuNet, resizing) has its own pool, sized to every core unless told: the app's
+            # thread budget is for all of the pipeline. OpenCV's setting is per process.
+            cv2.setNumThreads(runtime.threads)
         backend, precision = autotune.tuned_choice(package, options.backend, options.precision, runtime)
         self._backend = create_backend(package, backend=backend, precision=precision, options=runtime)
         self._closed = False

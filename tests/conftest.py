@@ -25,6 +25,27 @@ def edit_manifest(root: Path, edit) -> None:
     (root / "manifest.json").write_text(json.dumps(m))
 
 
+#: ``python -c PEAK_CLI ARGS``: runs ``motivnet-edge ARGS`` and prints "PEAK_MB <n>" to stderr, the
+#: process's own peak resident memory (VmHWM: ru_maxrss would carry over the forking parent's peak).
+PEAK_CLI = """
+import sys
+from motivnet_edge.cli import main
+code = 0
+try:
+    main(sys.argv[1:])
+except SystemExit as e:
+    code = e.code
+hwm = [ln for ln in open("/proc/self/status") if ln.startswith("VmHWM")][0].split()[1]
+print("PEAK_MB", int(hwm) // 1024, file=sys.stderr)
+sys.exit(code)
+"""
+
+
+def peak_mb(stderr: str) -> int:
+    """The figure PEAK_CLI printed."""
+    return int(stderr.split("PEAK_MB")[1].split()[0])
+
+
 def cli(*args, **kw):
     """``motivnet-edge ARGS`` in a subprocess, as a user runs it (stdout and stderr captured as text)."""
     import subprocess

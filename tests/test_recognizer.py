@@ -251,3 +251,16 @@ def test_predict_faces_refuses_one_bare_image(rec, astronaut):
         rec.predict_faces(astronaut[:, :, 0])
     assert len(rec.predict_faces(np.stack([astronaut[:100, :100, 0]] * 3))) == 3  # (N, H, W): a batch
 
+
+
+def test_threads_reach_opencv(tiny_package):
+    """Issue 43 (9): threads=1 runs YuNet and the resizes on one OpenCV thread too."""
+    import cv2
+
+    before = cv2.getNumThreads()
+    cv2.setNumThreads(4)  # as if OpenCV had sized its pool to a 4-core device
+    try:
+        with EmotionRecognizer.from_pretrained(tiny_package, detector="none", threads=1):
+            assert cv2.getNumThreads() == 1
+    finally:
+        cv2.setNumThreads(before)

@@ -15,7 +15,6 @@ import pytest
 
 from conftest import cli, edit_manifest
 from motivnet_edge import EmotionRecognizer
-from motivnet_edge.cache import read_entry
 from motivnet_edge.errors import PackageError
 from motivnet_edge.package import DEFAULT_MODEL, load_package, sha256_file
 
@@ -164,6 +163,8 @@ def test_saving_a_video_follows_no_planted_link_and_two_saves_do_not_collide(tin
 
 @pytest.mark.parametrize("kind", ["link_to_dev_zero", "fifo", "huge", "folder"])
 def test_cache_entries_are_small_regular_files_only(tmp_path, kind):
+    from motivnet_edge.cache import read_entry
+
     entry = tmp_path / "entry.json"
     if kind == "link_to_dev_zero":
         entry.symlink_to("/dev/zero")
@@ -197,3 +198,59 @@ def test_a_keras_graph_naming_a_missing_layer_is_one_error(tmp_path):
         g.create_dataset("bias:0", data=np.zeros(7, np.float32))
     with pytest.raises(KerasFormatError, match="reads 'ghost'"):
         load_teacher(path)
+
+
+@pytest.mark.parametrize("kind", ["fifo", "link_to_dev_zero"])
+def test_a_planted_autotune_entry_neither_hangs_nor_floods(tiny_package, tmp_path, monkeypatch, kind):
+    """A shared MOTIVNET_CACHE whose autotune entry is a FIFO hung the process; a link to
+    /dev/zero was read without limit (3 GB). Either is now measured again."""
+    from motivnet_edge import autotune
+    from motivnet_edge.backends import BackendOptions, auto_candidates, installed_backends
+
+    if len(installed_backends()) < 2:
+        pytest.skip("autotune needs two runtimes to choose between")
+    monkeypatch.setenv("MOTIVNET_CACHE", str(tmp_path / "cache"))
+    pkg = load_package(tiny_package)
+    candidates = auto_candidates(pkg, "auto", "auto", BackendOptions(threads=1, autotune=True))
+    path = autotune.cache_path(pkg, 1, candidates)
+    path.parent.mkdir(parents=True)
+    if kind == "fifo":
+        os.mkfifo(path)
+    else:
+        path.symlink_to("/dev/zero")
+    chosen = []
+    t = threading.Thread(target=lambda: chosen.append(autotune.choose(pkg, candidates, threads=1)), daemon=True)
+    t.start()
+    t.join(timeout=90)
+    assert chosen and tuple(chosen[0]) in {tuple(c) for c in candidates}, "autotune hung on its cache entry"
+
+
+@pytest.mark.slow
+def test_video_frames_stay_under_1_gb_and_bigger_ones_are_refused_from_the_header(tmp_path):
+    """Issue 42 (9): 100 MP video frames peaked at 1.7 GB. Frames up to MAX_VIDEO_PIXELS (above
+    8K) are decoded with a byte-bounded queue; above it the header is refused before decoding."""
+    import cv2
+
+    from motivnet_edge.media import MAX_VIDEO_PIXELS
+
+    def video(path, w, h):
+        out = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"MJPG"), 5, (w, h))
+        frame = np.full((h, w, 3), 128, np.uint8)
+        for i in range(3):
+            frame[:] = 60 * i
+            out.write(frame)
+        out.release()
+
+    from conftest import PEAK_CLI as peak, peak_mb
+
+    side = int(MAX_VIDEO_PIXELS ** 0.5) // 8 * 8
+    video(tmp_path / "big.avi", side, side)
+    r = subprocess.run([sys.executable, "-c", peak, "predict", str(tmp_path / "big.avi"), "--json"],
+                       capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0 and len(r.stdout.splitlines()) == 3, r.stderr
+    assert peak_mb(r.stderr) < 1024, f"{peak_mb(r.stderr)} MB"
+    video(tmp_path / "huge.avi", 10000, 10000)
+    r = subprocess.run([sys.executable, "-c", peak, "predict", str(tmp_path / "huge.avi")], capture_output=True,
+                       text=True, timeout=600)
+    assert r.returncode == 2 and "above the limit" in r.stderr and "Traceback" not in r.stderr, r.stderr
+    assert peak_mb(r.stderr) < 1024, f"{peak_mb(r.stderr)} MB"
