@@ -1,10 +1,14 @@
 """How the face domains are split and mixed: by file name and person, never by a score."""
 
+import subprocess
+import sys
+
 import numpy as np
 import pytest
 
 pytest.importorskip("torch", reason="the domain readers live in the distill extra")
 
+from conftest import SHARED  # noqa: E402
 from motivnet_distill.data import DataError  # noqa: E402
 from motivnet_distill.domains import kdef_part, kdef_pose, prefix_part  # noqa: E402
 from motivnet_distill.mixture import MixRecipe, sample_weights  # noqa: E402
@@ -64,7 +68,7 @@ def test_one_domain_can_keep_its_stored_class_mix():
     (["--domains", ".", "--no-balance", "--domain-class-power", "ferplus=1"], "--no-balance draws"),
     (["--data", ".", "--domain-scale", "ferplus=2"], "apply to --domains (or --pack) training"),
     (["--domains", ".", "--domain-scale", "imagenet=2"], "DOMAIN=FACTOR"),
-    (["--domains", ".", "--domain-scale", "ferplus=0"], "DOMAIN=FACTOR"),
+    (["--domains", ".", "--domain-scale", "ferplus=-1"], "DOMAIN=FACTOR"),
     (["--domains", ".", "--domain-scale", "ferplus=nan"], "DOMAIN=FACTOR"),
     (["--domains", ".", "--no-balance", "--domain-scale", "ferplus=2"], "--no-balance draws"),
 ])
@@ -175,3 +179,44 @@ def test_a_resume_must_draw_the_same_domain_mix(tmp_path):
     train(run, synthetic(32), synthetic(16, seed=1), pp, replace(cfg, epochs=2), resume=True, progress=False,
           extra=extra(mix))
     assert len((run / "log.jsonl").read_text().splitlines()) == 2
+
+
+def test_noisy_rows_give_up_their_draws_to_clean_rows_of_their_class():
+    """Issue 45: a row under a meta.csv bar is drawn meta_weight times as often as a clean one;
+    its class keeps its share, so filtering ExpW does not shift its class mix."""
+    domain = np.array(["a"] * 6 + ["b"] * 4)
+    hard = np.array([0, 0, 0, 1, 1, 1, 0, 0, 1, 1])
+    recipe = MixRecipe(domains=("a", "b"), domain_scale={})
+    plain = sample_weights(domain, hard, recipe)
+    noisy = np.array([True, False, False, False, False, False, False, False, False, False])
+    for weight in (0.0, 0.3):
+        w = sample_weights(domain, hard, recipe, np.where(noisy, weight, 1.0))
+        assert w[0] == pytest.approx(weight * w[1])
+        assert w[:3].sum() == pytest.approx(plain[:3].sum())  # class 0 of domain a keeps its share
+        np.testing.assert_allclose(w[3:], plain[3:])
+    with pytest.raises(ValueError, match="no training row"):
+        sample_weights(domain, hard, MixRecipe(domains=("a", "b"), domain_scale={"a": 0, "b": 0}))
+
+
+def test_expw_meta_bars_mark_small_or_unsure_faces(tmp_path):
+    from motivnet_distill.domains import read_part
+    from motivnet_distill.mixture import noisy_rows
+
+    if not (SHARED / "data" / "expw" / "meta.csv").is_file():
+        pytest.skip(f"ExpW is not in {SHARED}/data/expw (../shared)")
+    faces = read_part(SHARED, "expw", "train")
+    files = faces.files + [f + "#aligned" for f in faces.files]
+    recipe = MixRecipe(meta_min={"expw": {"detector_confidence": 30, "box_side_px": 64}})
+    noisy = noisy_rows(SHARED, "expw", files, recipe)
+    assert 0.1 < noisy.mean() < 0.5 and (noisy[:len(faces)] == noisy[len(faces):]).all()
+
+    with pytest.raises(DataError, match="no column 'sharpness'"):
+        noisy_rows(SHARED, "expw", files, MixRecipe(meta_min={"expw": {"sharpness": 1}}))
+
+
+@pytest.mark.parametrize("item", ["expw=30", "expw.detector_confidence", "nowhere.size=3", "expw.box_side_px=big"])
+def test_meta_min_misuse_is_a_usage_error(tmp_path, item):
+    r = subprocess.run([sys.executable, "-m", "motivnet_edge.cli", "distill", "--out", str(tmp_path / "run"),
+                        "--domains", str(tmp_path), "--meta-min", item], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 2 and "DOMAIN.COLUMN=NUMBER" in r.stderr and "Traceback" not in r.stderr, r.stderr
+    assert not (tmp_path / "run").exists()
