@@ -88,17 +88,23 @@ def board_arguments(ap, results_file: str) -> None:
     """The options every accuracy board takes: --shared, --model (repeat), --no-peers, --out."""
     ap.add_argument("--shared", type=Path, default=SHARED)
     ap.add_argument("--model", action="append", default=[], help="NAME=PATH or PATH ('default': the embedded model)")
-    ap.add_argument("--no-peers", action="store_true", help="leave out the FER2013 Xception peers")
+    ap.add_argument("--no-peers", action="store_true", help="leave out the peers (FER2013 Xceptions, OpenCV Zoo)")
     ap.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / results_file)
 
 
 def scored_models(items: list[str], shared: Path, *, peers: bool = True) -> dict[str, str]:
-    """``--model`` options as {name: path} (the embedded default when none), then the FER2013
-    Xception peers of ``shared`` unless ``peers`` is off: the model list of every accuracy board."""
+    """``--model`` options as {name: path} (the embedded default when none), then the peers of
+    ``shared`` (the FER2013 Xceptions, OpenCV Zoo's model) unless ``peers`` is off: the model list
+    of every accuracy board."""
     models = named(items or ["default=default"])
     if peers:
         for f in sorted((shared / "models" / "xception_fer2013").glob("*.hdf5")):
             models["xception_" + f.name.split("_")[1]] = str(f)
+        from zoo_package import zoo_peer
+
+        zoo = zoo_peer(shared)  # OpenCV Zoo's model, packaged with its own preprocessing
+        if zoo:
+            models["opencv_zoo"] = zoo
     return models
 
 

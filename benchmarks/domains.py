@@ -71,6 +71,9 @@ def main() -> None:
     board_arguments(ap, "domains.json")
     ap.add_argument("--plots", default=str(ROOT / "benchmarks" / "results" / "domains"),
                     help="confusion PNGs of the first model go here ('' for none)")
+    ap.add_argument("--keep", action="store_true",
+                    help="keep the rows --out already holds for models this run does not score (a model whose "
+                         "files are gone keeps its last measured row; sets it was not scored on stay blank)")
     args = ap.parse_args()
 
     models = scored_models(args.model, args.shared, peers=not args.no_peers)
@@ -89,10 +92,15 @@ def main() -> None:
         if i == 0 and args.plots:
             for s, m in metrics.items():
                 plot_confusion(m, Path(args.plots) / f"confusion_{name}_{s}.png", f"{name} on {s}")
+    kept = {}
+    if args.keep and Path(args.out).is_file():
+        old = json.loads(Path(args.out).read_text())
+        kept = {n: {**row, "kept_from": old["machine"]["date"][:10]} for n, row in old["models"].items()
+                if n not in results}
     write_result(args.out, {
         "machine": machine_info(), "seconds": round(time.time() - t0, 1),
         "sets": {s: {"n": len(ts.faces), "crop": ts.crop, "misses": ts.misses} for s, ts in sets.items()},
-        "cross_domain_sets": list(CROSS_DOMAIN), "models": results,
+        "cross_domain_sets": list(CROSS_DOMAIN), "models": {**results, **kept},
         "protocol": "whole crops as predict --detector none; kdef through YuNet + align5 as predict, "
                     "a photo with no detected face scored wrong; ONNX Runtime fp32 for packages"})
     print(f"wrote {args.out}")

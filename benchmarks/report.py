@@ -16,7 +16,7 @@ from common import CPU_CLASSES, ROOT, per_cpu_result, results_dir, pct as _pct  
 from report_domains import (DOMAIN_COLUMNS, IMG, domains_section, pareto_section, prior_section,  # noqa: E402
                             robustness_section)
 from report_training import ablation_section, distill_section, selection_section  # noqa: E402
-from report_runtime import (class_weight_section, export_time_section, first_load_section,  # noqa: E402
+from report_runtime import (arm64_section, class_weight_section, export_time_section, first_load_section,  # noqa: E402
                             frame_section, int8_section, int8_sources_section, isa_section, mirror_section,
                             profile_section, ratio_section)
 
@@ -129,13 +129,14 @@ def render() -> str:
     for name, render in (("domains.json", domains_section), ("prior_tradeoff.json", prior_section),
                          ("domain_ablations.json", domains_section), ("fer_share.json", domains_section),
                          ("selection.json", selection_section), ("soup_selection.json", selection_section),
-                         ("lite_selection.json", selection_section),
+                         ("lite_selection.json", selection_section), ("expw_noise.json", selection_section),
                          ("ablations.json", ablation_section), ("robustness.json", robustness_section),
                          ("latency_ratio.json", ratio_section), ("classify_profile.json", profile_section),
                          ("isa_agreement.json", isa_section), ("frame_pipeline.json", frame_section),
                          ("first_load.json", first_load_section), ("export_time.json", export_time_section),
                          ("int8_agreement.json", int8_section), ("int8_error_sources.json", int8_sources_section),
-                         ("class_weights.json", class_weight_section), ("mirror.json", mirror_section)):
+                         ("class_weights.json", class_weight_section), ("mirror.json", mirror_section),
+                         ("arm64.json", arm64_section)):
         kinds = CPU_CLASSES if name in PER_CPU else ("avx512",)  # avx512: benchmarks/results/ itself
         for kind in kinds:
             path = per_cpu_result(name, kind)
@@ -169,8 +170,8 @@ def headline() -> str:
                 "measure it (KDEF photos through YuNet + alignment, the others as stored crops):", "",
                 "| model | " + " | ".join(h for _, h in cols) + " | cross-domain mean |", "|---|" + "---|" * (len(cols) + 1)]
         for name, m in r["models"].items():
-            if name in ("default", "fer_era_default") or name.startswith("xception"):
-                out.append(f"| {name} | " + " | ".join(_pct(m[k]["accuracy"]) for k, _ in cols)
+            if name in ("default", "accurate", "fer_era_default", "opencv_zoo") or name.startswith("xception"):
+                out.append(f"| {name} | " + " | ".join(_pct(m[k]["accuracy"]) if k in m else "" for k, _ in cols)
                            + f" | {_pct(m['cross_domain_mean'])} |")
         out.append("")
     ratio = ROOT / "benchmarks" / "results" / "latency_ratio.json"

@@ -43,7 +43,8 @@ def domains_section(path: Path) -> list[str]:
            "| model | " + " | ".join(f"{h} (n={r['sets'][k]['n']})" for k, h in cols) + " | cross-domain |",
            "|---|" + "---|" * (len(cols) + 1)]
     for name, m in r["models"].items():
-        out.append(f"| {name} | " + " | ".join(f"{_pct(m[k]['accuracy'])} / {_pct(m[k]['uar'])}" for k, _ in cols)
+        out.append(f"| {name}{' (row of ' + m['kept_from'] + ')' if m.get('kept_from') else ''} | "
+                   + " | ".join(f"{_pct(m[k]['accuracy'])} / {_pct(m[k]['uar'])}" if k in m else "" for k, _ in cols)
                    + f" | {_pct(m['cross_domain_mean'])} |")
     first = next(iter(r["models"]))
     out += ["", f"Per-class recall of {first} (%):", ""]

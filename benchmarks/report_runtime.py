@@ -189,3 +189,26 @@ def int8_sources_section(path: Path) -> list[str]:
             f"{x['file']} {_pct(x['arithmetic'])} as arithmetic, {_pct(x['kernels'])} on this CPU's INT8 kernels"
             for x in rows))
     return out + [""]
+
+
+def arm64_section(path: Path) -> list[str]:
+    """benchmarks/arm64_agreement.py: the device install on an emulated ARM64 CPU against x86-64."""
+    r = json.loads(path.read_text())
+    a, p = r["arm64"], r["photo"]
+    rows = ["| backend / precision / set | faces | same label | labels that differ | max prob. difference | p99 |",
+            "|---|---|---|---|---|---|"]
+    for key, v in r["agreement"].items():
+        rows.append(f"| {key} | {v['n']} | {v['label_agreement']:.2%} | {v['labels_differ']} | {v['max_prob_diff']:.2g} "
+                    f"| {v['p99_prob_diff']:.2g} |")
+    versions = ", ".join(f"{k} {v}" for k, v in a["versions"].items())
+    return [f"**ARM64** (`python benchmarks/arm64_agreement.py`: Debian bookworm's aarch64 Python {a['python']} under "
+            f"{a['emulator']}, {a['cpu']}, features {', '.join(a['flags']) or 'none of note'}; {versions}; "
+            f"against {_stamp(r['machine'])}). The device install there imports no torch "
+            f"({'torch importable!' if a['torch_importable'] else 'torch absent'}); `info default` exits "
+            f"{a['info_default']['returncode']} ({a['info_default']['lines']} lines); the astronaut comes out "
+            f"{', '.join(f['label'] for f in p['arm64'])} on ARM64 and {', '.join(f['label'] for f in p['x86_64'])} "
+            f"here, boxes within {p['largest_box_difference_px']} px. `precision=\"auto\"` picks "
+            f"{', '.join(f'{b} {v}' for b, v in a['auto_precision'].items())} there: the package's INT8 speed-up was "
+            f"measured with {', '.join(sorted({f for v in a['int8_latency_recorded_on'].values() for f in (v or [])})) or 'no INT8 instructions'}, "
+            f"which this CPU lacks (its INT8 dot-product features: {', '.join(a['int8_flags']) or 'none'}). Emulated: no "
+            "timings. Test faces (CK+48, AffectNet96 `test_`, `predict_faces`) against this machine:", "", *rows, ""]

@@ -83,6 +83,12 @@ SELECTION_TITLES = {
     "lite_selection.json": "**The lite stem from the default's weights, on validation data** (`vit_hybrid_pico_lite_relu`: "
                            "the pico without its stride-1 stem convolutions, ReLU fused into each; started from the "
                            "default's run and distilled with its recipe, `runs/md_lite_relu_rd_kd`; ",
+    "expw_noise.json": "**ExpW's noisy labels, on validation data** (issue 45: each run a 4-epoch continuation of the "
+                       "embedded default, its own package as the mirrored teacher, `--degrade 0.5`; expw_base draws "
+                       "no ExpW face (`--domain-scale expw=0`: same rows, same teacher cache), expw_plain draws ExpW "
+                       "as stored, expw_filtered never draws the faces under `--meta-min expw.detector_confidence=30 "
+                       "--meta-min expw.box_side_px=64` (31 % of them), expw_down draws those 0.3 times as often "
+                       "(`--meta-weight 0.3`); `bash benchmarks/expw_noise.sh`; ",
 }
 
 

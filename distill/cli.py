@@ -13,15 +13,12 @@ from pathlib import Path
 
 import click
 
-from motivnet_edge.cli_options import BACKEND_OPTIONS, CLASS_WEIGHT, MIRROR, UsageFailure, friendly, list_option, say
+from motivnet_edge.cli_options import (BACKEND_OPTIONS, CLASS_WEIGHT, MIRROR, TRUST_CODE, UsageFailure, friendly,
+                                       list_option, say)
 from motivnet_edge.errors import LabelError
 
 from .data import LABEL_SOURCES
 
-#: Tooling only: loading TorchScript / torch.export files runs code from them.
-TRUST_CODE = click.option("--trust-code", is_flag=True,
-                          help="Admit TorchScript / torch.export files: loading them runs code from the file. "
-                               "Only for files you trust.")
 
 MAP_OPTION = list_option(
     "--map", "maps", metavar="SRC=DST",
@@ -217,6 +214,12 @@ def distill(data, domains, pack, samples_per_epoch, without, no_balance, class_p
                         **({"samples_per_epoch": samples_per_epoch} if samples_per_epoch else {}),
                         **({"domain_power": 1.0, "class_power": 1.0} if no_balance else {}),
                         **({"class_power": class_power} if class_power is not None else {}))
+    if _finished_or_taken(Path(out), resume, epochs):
+        return
+    if not teachers:
+        say("distill: no --teacher: the student learns from the labels alone (no distillation)", err=True)
+    say(f"distill: reading the training faces{' and cutting their aligned variants (cached after the first run)' if domains else ''}",
+        err=True)
     try:
         best = run_distill(data=data, domains=domains, pack=pack, mix=mix, out=out, val=val, teachers=list(teachers), student=student, epochs=epochs,
                            views=views, kd_weight=kd_weight, label_weight=label_weight, temperature=temperature,
@@ -229,6 +232,28 @@ def distill(data, domains, pack, samples_per_epoch, without, no_balance, class_p
             raise
         raise missing_class_hint(exc, ", ".join([str(p) for p in (data, val, *extra_data) if p])) from None
     click.echo(json.dumps(best))
+    say(f"next: motivnet-edge export {out} --out PACKAGE --int8 --calib FACES/  (a device package)", err=True)
+
+
+def _finished_or_taken(run: Path, resume: bool, epochs: int) -> bool:
+    """Checks --out before any face is read: a run already there needs --resume; a resumed run that
+    has trained all its epochs says so and stops (True)."""
+    has_run = (run / "last.pt").is_file() or (run / "log.jsonl").is_file()
+    if has_run and not resume:
+        raise UsageFailure(f"{run} already holds a run: pass --resume to continue it, or choose a new --out")
+    if not (has_run and resume and (run / "log.jsonl").is_file()):
+        return False
+    try:
+        rows = [json.loads(line) for line in (run / "log.jsonl").read_text().splitlines() if line.strip()]
+    except (OSError, ValueError):
+        return False  # the resume itself reports an unreadable run
+    if rows and rows[-1].get("epoch", 0) >= epochs:
+        best = max(rows, key=lambda r: r.get("val_acc", 0))
+        say(f"{run} is complete: {rows[-1]['epoch']} of {epochs} epochs trained; best epoch {best.get('epoch')} "
+            f"(validation {best.get('val_acc', 0):.4f}) is {run / 'best.pt'}. Nothing to do", err=True)
+        say(f"next: motivnet-edge export {run} --out PACKAGE --int8 --calib FACES/", err=True)
+        return True
+    return False
 
 
 @click.command(name="pack")

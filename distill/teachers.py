@@ -111,7 +111,8 @@ def load_onnx_teacher(path: Path, *, labels: Sequence[str] | None = None,
 
 
 def load_teacher(path: str | Path, *, trust_code: bool = False, **kwargs) -> Teacher:
-    """Loads a teacher file by its format (.hdf5/.h5 Keras, .onnx, MotivNet/Sapiens checkpoints).
+    """Loads a teacher by its format (.hdf5/.h5 Keras, .onnx, MotivNet/Sapiens checkpoints, or a
+    model package folder, "default" for the embedded one).
 
     Args:
         trust_code: admit TorchScript / torch.export archives, whose loading runs code from the file.
@@ -120,9 +121,18 @@ def load_teacher(path: str | Path, *, trust_code: bool = False, **kwargs) -> Tea
         TeacherError: unknown format or missing file.
         CheckpointError: an unsafe checkpoint (pickled code, or a code archive without ``trust_code``).
     """
+    from motivnet_edge.package import load_package, resolve_model
+
     from .model_files import ModelFileError, model_kind
 
-    path = Path(path)
+    path = resolve_model(path)  # "default": the embedded model
+    if path.is_dir() and (path / "manifest.json").is_file():
+        # A model package teaches through its fp32 ONNX file (verified as the package loads).
+        pkg = load_package(path)
+        f = pkg.file_for("onnxruntime", "fp32")
+        if f is None:
+            raise TeacherError(f"package {path} has no fp32 ONNX model to teach with; export it again")
+        path = pkg.path_of(f)
     if not path.is_file():
         raise TeacherError(f"teacher {path} does not exist")
     try:

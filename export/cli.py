@@ -9,8 +9,8 @@ from __future__ import annotations
 import click
 
 from motivnet_distill.data import LABEL_SOURCES
-from motivnet_distill.cli import TRUST_CODE
-from motivnet_edge.cli_options import friendly, list_option, say
+from motivnet_edge.cli_options import TRUST_CODE, friendly, list_option, say
+
 
 @click.command(name="export")
 @click.argument("source", type=click.Path())
@@ -32,7 +32,6 @@ from motivnet_edge.cli_options import friendly, list_option, say
 def export_cmd(source, out, formats, int8, calib, val, val_labels, max_drop, no_latency, yunet, prior_correction,
                trust_code) -> None:
     """Export a student run/checkpoint or a teacher to a model package."""
-    import sys
     import time
 
     from motivnet_edge.package import load_package
@@ -42,8 +41,7 @@ def export_cmd(source, out, formats, int8, calib, val, val_labels, max_drop, no_
     t0 = time.perf_counter()
 
     def progress(stage: str) -> None:
-        if sys.stderr.isatty():
-            say(f"export [{time.perf_counter() - t0:5.0f} s] {stage}", err=True)
+        say(f"export [{time.perf_counter() - t0:5.0f} s] {stage}", err=True)
 
     path = export(source, out, formats=formats, int8=int8,
                   calib=calib, val=val, val_label_source=val_labels, max_drop=max_drop, latency=not no_latency,

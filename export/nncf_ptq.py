@@ -33,6 +33,16 @@ from .int8 import Int8Data, predictor, top1
 
 log = logging.getLogger(__name__)
 
+
+def _quiet_nncf():
+    """nncf, its INFO lines (about 70 per export) shown only with ``-v``: it sets its own logger's
+    level when imported, so ours is applied after."""
+    import nncf
+
+    if not logging.getLogger().isEnabledFor(logging.INFO):
+        nncf.set_log_level(logging.WARNING)
+    return nncf
+
 #: Top-1 agreement with fp32, on the validation faces, that stops the ladder. precision="auto"
 #: needs 99.5 % on each test set (INT8_AGREEMENT in motivnet_edge.backends); validation mixes the
 #: domains, and the hardest one agrees less than the mix: the multi-domain pico distilled from
@@ -126,7 +136,7 @@ def _copy(model):
 
 
 def _params(scheme: Scheme, convs: list[str], n_calib: int, *, qdq: bool, overflow_fix: bool) -> tuple[dict, object]:
-    import nncf
+    nncf = _quiet_nncf()
     from nncf.quantization.advanced_parameters import (AdvancedQuantizationParameters,
                                                        AdvancedSmoothQuantParameters, OverflowFix,
                                                        QuantizationParameters)
@@ -166,7 +176,7 @@ def _ladder(model, convs: list[str], calib, data: Int8Data, overflow_fix: bool) 
     cheapest that does. A pico whose top rung misses costs one NNCF pass instead of four
     (export on an AVX2 CPU: 257 s with all four, both formats).
     """
-    import nncf
+    nncf = _quiet_nncf()
 
     has_matmul = bool(_ops(model, ("MatMul", "Gemm"), ("MatMul",)))
     x = data.agree_x if data.agree_x is not None else data.val_x
@@ -199,7 +209,7 @@ def _ladder(model, convs: list[str], calib, data: Int8Data, overflow_fix: bool) 
 
 def _quantize(model, calib, data: Int8Data, max_drop: float | None, accuracy,
               overflow_fix: bool) -> tuple[object, dict]:
-    import nncf
+    nncf = _quiet_nncf()
 
     convs = _convs(model)
     scheme, quantized, report = _ladder(model, convs, calib, data, overflow_fix)
@@ -230,7 +240,7 @@ def quantize_onnx(fp32_path: Path, out_path: Path, data: Int8Data, *, max_drop: 
     ``accuracy(model, x, y)`` scores a candidate for accuracy control (default: ONNX Runtime top-1).
     ``overflow_fix``: 7-bit weights in every layer, for a file CPUs without VNNI run.
     """
-    import nncf
+    nncf = _quiet_nncf()
     import onnx
 
     calib = nncf.Dataset(data.calib, lambda x: {"input": x})  # ONNX feeds are dicts
@@ -241,7 +251,7 @@ def quantize_onnx(fp32_path: Path, out_path: Path, data: Int8Data, *, max_drop: 
 
 def quantize_openvino(fp32_xml: Path, out_xml: Path, data: Int8Data, *, max_drop: float | None = None) -> Quantized:
     """fp32 OpenVINO IR -> INT8 IR, by the ladder."""
-    import nncf
+    nncf = _quiet_nncf()
     import openvino as ov
 
     model, report = _quantize(ov.Core().read_model(str(fp32_xml)), nncf.Dataset(data.calib), data, max_drop,

@@ -43,6 +43,11 @@ class UsageFailure(click.ClickException):
         say(f"motivnet-edge: error: {self.format_message()}", err=True)
 
 
+#: Tooling verbs only (distill, eval, export): loading TorchScript / torch.export files runs code from them.
+TRUST_CODE = click.option("--trust-code", is_flag=True,
+                          help="Admit TorchScript / torch.export files: loading them runs code from the file. "
+                               "Only for files you trust.")
+
 #: Modules that only the optional extras install.
 OPTIONAL_MODULES = {"torch", "onnx", "onnxscript", "nncf", "openvino", "h5py", "matplotlib", "skimage"}
 

@@ -11,11 +11,13 @@ import platform
 from pathlib import Path
 
 #: INT8 dot-product instructions: without one of them INT8 inference is not faster than fp32.
-INT8_FLAGS = frozenset({"avx512_vnni", "avx_vnni", "amx_int8"})
+#: x86: VNNI, AMX; ARM64 (the ``Features`` line): SDOT/UDOT (asimddp) and the 8-bit matrix multiply (i8mm).
+INT8_FLAGS = frozenset({"avx512_vnni", "avx_vnni", "amx_int8", "asimddp", "i8mm"})
 #: Native bf16 arithmetic: OpenVINO's CPU plugin runs bf16 only where one of these exists.
 BF16_FLAGS = frozenset({"avx512_bf16", "amx_bf16"})
-#: The flags a results file records (vector width, INT8 and bf16 support).
-REPORTED_FLAGS = frozenset({"avx2", "fma", "avx512f", "avx512bw", "avx512vl"}) | INT8_FLAGS | BF16_FLAGS
+#: The flags a results file records (vector width, INT8 and bf16 support; ARM's NEON and SVE).
+REPORTED_FLAGS = (frozenset({"avx2", "fma", "avx512f", "avx512bw", "avx512vl", "asimd", "sve", "bf16"})
+                  | INT8_FLAGS | BF16_FLAGS)
 
 
 @functools.lru_cache(maxsize=1)
@@ -26,13 +28,22 @@ def cpu_info() -> tuple[str, frozenset[str]]:
         text = Path("/proc/cpuinfo").read_text()
     except OSError:
         return name, flags
+    part = None
     for line in text.splitlines():
         if line.startswith("model name"):
             name = line.split(":", 1)[1].strip()
-        elif line.startswith("flags"):
+        elif line.startswith("CPU part") and part is None:  # ARM: no model name, a part number
+            part = line.split(":", 1)[1].strip()
+            name = f"{platform.machine()} CPU part {part}" + (f" ({ARM_PARTS[part]})" if part in ARM_PARTS else "")
+        elif line.startswith(("flags", "Features")):  # x86, ARM
             flags = frozenset(line.split(":", 1)[1].split())
             break
     return name, flags
+
+
+#: Arm's own part numbers (CPU implementer 0x41) of the cores edge boards carry.
+ARM_PARTS = {"0xd03": "Cortex-A53", "0xd08": "Cortex-A72", "0xd0b": "Cortex-A76", "0xd0c": "Neoverse-N1",
+             "0xd42": "Cortex-A78AE", "0xd41": "Cortex-A78"}
 
 
 def cpu_flags() -> frozenset[str]:

@@ -68,7 +68,7 @@ def _info_provenance(pkg) -> list[str]:
         v = pc["validation"]
         key = "mean_accuracy" if "mean_accuracy" in v["uncorrected"] else "accuracy"
         where = str(pc.get("fitted_on", "?"))
-        out.append(f"calibration:   per-class logit offsets {pc['bias']} fitted on "
+        out.append(f"prior correction: per-class logit offsets {pc['bias']} fitted on "
                    f"{where if key == 'mean_accuracy' else Path(where).name} "
                    f"(lowest class recall {v['uncorrected']['min_recall']:.0%} -> {v['corrected']['min_recall']:.0%}, "
                    f"{key.replace('_', ' ')} {v['uncorrected'][key]:.2%} -> {v['corrected'][key]:.2%})")

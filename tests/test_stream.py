@@ -147,7 +147,7 @@ def test_video_frames_above_the_pixel_limit_are_refused_before_decoding(rec, tmp
     for _ in range(3):
         w.write(np.zeros((480, 640, 3), np.uint8))
     w.release()
-    monkeypatch.setattr(media, "MAX_PIXELS", 640 * 480 - 1)
+    monkeypatch.setattr(media, "MAX_VIDEO_PIXELS", 640 * 480 - 1)
     with pytest.raises(InvalidImageError, match="big.avi: frames of 640x480 pixels"):
         list(rec.stream(path))
 

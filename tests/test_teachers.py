@@ -135,3 +135,11 @@ def test_a_mirrored_teacher_reads_a_face_and_its_mirror_alike(tiny_package):
     assert np.allclose(t.probs(faces), (inner.probs(faces) + inner.probs(mirrors)) / 2, atol=1e-5)
     # A different identity keys a different teacher cache; labels and preprocessing are the model's.
     assert t.name == f"mirror({inner.name})" and t.labels == inner.labels and t.preprocessing == inner.preprocessing
+
+
+def test_a_package_or_default_is_a_teacher_through_its_fp32_onnx(tiny_package):
+    """README's recipe names `--teacher default`: a package folder teaches as its model.onnx does."""
+    from motivnet_distill.teachers import load_teacher
+
+    by_folder, by_file = load_teacher(tiny_package), load_teacher(tiny_package / "model.onnx")
+    assert by_folder.name == by_file.name and load_teacher("default").labels

@@ -288,3 +288,23 @@ def test_unreadable_init_and_unlabelled_selection_set_are_refused(tmp_path):
     with pytest.raises(TrainConfigError, match="no labelled faces"):
         train(tmp_path / "b", synthetic(32), unlabelled, pp, tiny_cfg(), progress=False)
     assert not (tmp_path / "b" / "log.jsonl").exists()
+
+
+def test_out_is_checked_before_any_face_is_read_and_a_finished_run_says_so(tmp_path):
+    """Issue 43 (17): a reused --out was refused only after 21 s of reading faces; --resume of a
+    finished run exited 0 without a word."""
+    import json
+    import time
+
+    from conftest import cli
+
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "log.jsonl").write_text("\n".join(json.dumps({"epoch": e, "val_acc": 0.5 + e / 10}) for e in (1, 2)) + "\n")
+    t0 = time.time()
+    taken = cli("distill", "--data", tmp_path / "nowhere", "--out", run)
+    assert taken.returncode == 2 and "already holds a run: pass --resume" in taken.stderr, taken.stderr
+    done = cli("distill", "--data", tmp_path / "nowhere", "--out", run, "--resume", "--epochs", "2")
+    assert done.returncode == 0 and "is complete: 2 of 2 epochs" in done.stderr and "best epoch 2" in done.stderr
+    assert "next: motivnet-edge export" in done.stderr
+    assert time.time() - t0 < 30  # two interpreter starts; no face was read

@@ -1,0 +1,25 @@
+#!/usr/bin/env bash
+# Issue 45: ExpW's noisy labels, four ways, each a 4-epoch continuation of the embedded default
+# (its package rebuilt as a checkpoint by from_package and used as the mirrored teacher), then
+# scored on every validation part:
+#
+#   bash benchmarks/expw_noise.sh        # about 10 min a run on two AVX2 cores
+#
+# expw_base never draws an ExpW face (--domain-scale expw=0 keeps its rows, so all four share one
+# teacher cache); expw_plain draws ExpW as stored; expw_filtered never draws the faces under the
+# meta.csv bars; expw_down draws them 0.3 times as often as the clean faces of their class.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+mkdir -p runs
+[ -f runs/default.pt ] || python -m motivnet_distill.from_package motivnet_edge/models/default --out runs/default.pt \
+    --faces ../shared/data/ferplus/FER2013Valid
+common="--domains ../shared --init runs/default.pt --cache-dir runs/cache_kd --student vit_hybrid_pico
+        --teacher motivnet_edge/models/default/model.onnx --mirror-teacher --degrade 0.5 --views 4 --epochs 4
+        --samples-per-epoch 24000 --lr 3e-4 --threads 2 --resume"
+bars="--meta-min expw.detector_confidence=30 --meta-min expw.box_side_px=64"
+motivnet-edge distill $common --out runs/expw_base --domain-scale expw=0
+motivnet-edge distill $common --out runs/expw_plain
+motivnet-edge distill $common --out runs/expw_filtered $bars --meta-weight 0
+motivnet-edge distill $common --out runs/expw_down $bars --meta-weight 0.3
+cd benchmarks && python select_default.py --run ../motivnet_edge/models/default --run ../runs/expw_base \
+    --run ../runs/expw_plain --run ../runs/expw_filtered --run ../runs/expw_down --out results/expw_noise.json
