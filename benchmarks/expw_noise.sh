@@ -17,9 +17,15 @@ common="--domains ../shared --init runs/default.pt --cache-dir runs/cache_kd --s
         --teacher motivnet_edge/models/default/model.onnx --mirror-teacher --degrade 0.5 --views 4 --epochs 4
         --samples-per-epoch 24000 --lr 3e-4 --threads 2 --resume"
 bars="--meta-min expw.detector_confidence=30 --meta-min expw.box_side_px=64"
-motivnet-edge distill $common --out runs/expw_base --domain-scale expw=0
-motivnet-edge distill $common --out runs/expw_plain
-motivnet-edge distill $common --out runs/expw_filtered $bars --meta-weight 0
-motivnet-edge distill $common --out runs/expw_down $bars --meta-weight 0.3
-cd benchmarks && python select_default.py --run ../motivnet_edge/models/default --run ../runs/expw_base \
-    --run ../runs/expw_plain --run ../runs/expw_filtered --run ../runs/expw_down --out results/expw_noise.json
+declare -A variant=(
+    [base]="--domain-scale expw=0"
+    [plain]=""
+    [filtered]="$bars --meta-weight 0"
+    [down]="$bars --meta-weight 0.3"
+)
+runs=(--run ../motivnet_edge/models/default)
+for name in ${VARIANTS:-base plain filtered down}; do      # e.g. VARIANTS="base plain filtered"
+    motivnet-edge distill $common --out "runs/expw_$name" ${variant[$name]}
+    runs+=(--run "../runs/expw_$name")
+done
+cd benchmarks && python select_default.py "${runs[@]}" --out results/expw_noise.json

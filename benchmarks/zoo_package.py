@@ -64,7 +64,9 @@ def zoo_package(shared: Path, dest: Path) -> Path:
         return build_manifest(labels=ZOO_LABELS, preprocessing=pp, files=files, provenance={
             "description": "OpenCV Zoo facial_expression_recognition_mobilefacenet_2022july_int8 (RAF-DB), "
                            "batch dimension freed, labels renamed; preprocessing as the Zoo's",
-            "source": {"file": str(ZOO_FILE), "sha256": ZOO_SHA256}},
+            "source": {"file": str(ZOO_FILE), "sha256": ZOO_SHA256},
+            # boards cut even stored face crops through YuNet + alignment for it, as its users do
+            "reads": "aligned faces"},
             license={"weights": "Apache-2.0 (OpenCV Zoo); trained on RAF-DB: research use"})
 
     return write_package(dest, build)

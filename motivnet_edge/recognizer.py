@@ -37,7 +37,9 @@ _RUNTIME_FIELDS = frozenset(f.name for f in dataclasses.fields(BackendOptions))
 
 #: The most threads a runtime is given (the CLI's --threads range too): more only costs memory.
 MAX_THREADS = 256
-#: Faces classified per backend call: a batch of any length runs in pieces this size.
+#: Faces classified per backend call at 48x48 px: a batch of any length runs in pieces this size
+#: (fewer faces for a larger input, the same number of pixels: a 112 px model's feature maps
+#: for 256 faces outgrow ONNX Runtime's bounded arena).
 MAX_BATCH = 256
 
 
@@ -147,8 +149,10 @@ class EmotionRecognizer:
         if len(crops) == 0:
             self._check_open()
             return np.zeros((0, len(self.labels)), np.float32)
-        if len(crops) > MAX_BATCH:  # what a backend call may allocate grows with its batch
-            return np.concatenate([self.classify(crops[i:i + MAX_BATCH]) for i in range(0, len(crops), MAX_BATCH)])
+        h, w = self.package.preprocessing.input_size
+        piece = max(1, MAX_BATCH * 48 * 48 // (h * w))
+        if len(crops) > piece:  # what a backend call may allocate grows with its batch
+            return np.concatenate([self.classify(crops[i:i + piece]) for i in range(0, len(crops), piece)])
         x = to_tensor(crops, self.package.preprocessing)
         with self._running():
             if not self.options.mirror:
