@@ -23,22 +23,33 @@ REPORTED_FLAGS = (frozenset({"avx2", "fma", "avx512f", "avx512bw", "avx512vl", "
 @functools.lru_cache(maxsize=1)
 def cpu_info() -> tuple[str, frozenset[str]]:
     """(model name, all flags) of the first CPU in /proc/cpuinfo; (platform name, empty) elsewhere."""
-    name, flags = platform.processor() or platform.machine(), frozenset()
     try:
         text = Path("/proc/cpuinfo").read_text()
     except OSError:
-        return name, flags
-    part = None
+        return platform.processor() or platform.machine(), frozenset()
+    return parse_cpuinfo(text)
+
+
+def parse_cpuinfo(text: str) -> tuple[str, frozenset[str]]:
+    """(model name, flags) of the first processor in a /proc/cpuinfo text: x86's "model name" and
+    "flags", or ARM's "CPU part" (named where ``ARM_PARTS`` knows it) and "Features"."""
+    name, flags, part = None, None, None
     for line in text.splitlines():
-        if line.startswith("model name"):
-            name = line.split(":", 1)[1].strip()
-        elif line.startswith("CPU part") and part is None:  # ARM: no model name, a part number
-            part = line.split(":", 1)[1].strip()
-            name = f"{platform.machine()} CPU part {part}" + (f" ({ARM_PARTS[part]})" if part in ARM_PARTS else "")
-        elif line.startswith(("flags", "Features")):  # x86, ARM
-            flags = frozenset(line.split(":", 1)[1].split())
-            break
-    return name, flags
+        key, _, value = line.partition(":")
+        key = key.strip()
+        if key == "model name" and name is None:
+            name = value.strip()
+        elif key == "CPU part" and part is None:
+            part = value.strip()
+        elif key in ("flags", "Features") and flags is None:
+            flags = frozenset(value.split())
+        if not line.strip() and flags is not None:
+            break  # the first processor's block ends
+    if name is None:
+        machine = platform.machine() or "cpu"
+        name = f"{machine} CPU part {part}" + (f" ({ARM_PARTS[part]})" if part in ARM_PARTS else "") if part \
+            else platform.processor() or machine
+    return name, flags or frozenset()
 
 
 #: Arm's own part numbers (CPU implementer 0x41) of the cores edge boards carry.

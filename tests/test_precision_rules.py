@@ -153,3 +153,19 @@ def test_a_corrupt_autotune_cache_entry_is_measured_again(tiny_package, tmp_path
         assert b.name in installed_backends() and (b.name, b.precision) != ("tensorflow", "fp64")
     assert json.loads(entry.read_text())["choice"] in ([first.name, first.precision], [b.name, b.precision])
     assert autotune.enabled(None) is False
+
+
+def test_an_arm_cpuinfo_names_its_core_and_int8_dot_products():
+    """Issue 44: ARM's /proc/cpuinfo has Features and CPU part, no flags or model name."""
+    from motivnet_edge.cpu import INT8_FLAGS, parse_cpuinfo
+
+    block = ("processor\t: {n}\nBogoMIPS\t: 108.00\nFeatures\t: fp asimd evtstrm crc32 cpuid{extra}\n"
+             "CPU implementer\t: 0x41\nCPU architecture: 8\nCPU part\t: {part}\n\n")
+    pi4 = "".join(block.format(n=n, extra="", part="0xd08") for n in range(4))
+    name, flags = parse_cpuinfo(pi4)
+    assert "Cortex-A72" in name and "asimd" in flags and not flags & INT8_FLAGS
+    orin = block.format(n=0, extra=" asimddp i8mm", part="0xd42")
+    name, flags = parse_cpuinfo(orin)
+    assert "Cortex-A78AE" in name and {"asimddp", "i8mm"} <= flags & INT8_FLAGS
+    x86 = "processor\t: 0\nmodel name\t: AMD EPYC\nflags\t\t: fpu avx2 fma avx512_vnni\n\n"
+    assert parse_cpuinfo(x86) == ("AMD EPYC", frozenset({"fpu", "avx2", "fma", "avx512_vnni"}))
