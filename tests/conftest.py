@@ -46,6 +46,24 @@ def peak_mb(stderr: str) -> int:
     return int(stderr.split("PEAK_MB")[1].split()[0])
 
 
+def relabel_onnx(root: Path, labels, **manifest_fields) -> None:
+    """Rewrites ``root``'s model.onnx to declare ``labels`` (ONNX metadata) and its manifest to list
+    only that file (new sha256) with those labels, plus ``manifest_fields``: a package whose hashed
+    model and manifest agree on labels a test chose."""
+    onnx = pytest.importorskip("onnx", reason="rewriting a model's metadata needs onnx")
+    import hashlib
+
+    model = onnx.load(str(root / "model.onnx"))
+    for prop in model.metadata_props:
+        if prop.key == "labels":
+            prop.value = json.dumps(list(labels))
+    data = model.SerializeToString()
+    (root / "model.onnx").write_bytes(data)
+    digest = hashlib.sha256(data).hexdigest()
+    edit_manifest(root, lambda m: m.update(labels=list(labels), files=[
+        {**f, "sha256": digest} for f in m["files"] if f["path"] == "model.onnx"], **manifest_fields))
+
+
 def cli(*args, **kw):
     """``motivnet-edge ARGS`` in a subprocess, as a user runs it (stdout and stderr captured as text)."""
     import subprocess

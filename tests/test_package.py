@@ -6,9 +6,9 @@ import shutil
 
 import pytest
 
-from conftest import cli, edit_manifest
+from conftest import cli, edit_manifest, relabel_onnx
 from motivnet_edge.errors import PackageError
-from motivnet_edge.package import load_package, sha256_file
+from motivnet_edge.package import load_package
 
 
 def test_loads_and_describes(tiny_package):
@@ -136,14 +136,7 @@ def test_labels_must_name_every_output(package_copy, labels):
     edit_manifest(package_copy, lambda m: m.__setitem__("labels", labels))
     with pytest.raises(PackageError, match="are not those model.onnx declares"):
         load_package(package_copy)
-    onnx = pytest.importorskip("onnx", reason="rewriting a model's metadata needs onnx")
-    model = onnx.load(str(package_copy / "model.onnx"))
-    for prop in model.metadata_props:
-        if prop.key == "labels":
-            prop.value = json.dumps(labels)
-    (package_copy / "model.onnx").write_bytes(model.SerializeToString())
-    edit_manifest(package_copy, lambda m: m.__setitem__("files", [
-        {**f, "sha256": sha256_file(package_copy / "model.onnx")} for f in m["files"] if f["path"] == "model.onnx"]))
+    relabel_onnx(package_copy, labels)
     for backend in [b for b in installed_backends() if b == "onnxruntime"]:
         with pytest.raises(PackageError, match=f"outputs 7 scores but the manifest lists {len(labels)} labels"):
             create_backend(load_package(package_copy), backend=backend, precision="fp32")

@@ -13,7 +13,7 @@ import zipfile
 import numpy as np
 import pytest
 
-from conftest import cli, edit_manifest
+from conftest import cli, edit_manifest, relabel_onnx
 from motivnet_edge import EmotionRecognizer
 from motivnet_edge.errors import PackageError
 from motivnet_edge.package import DEFAULT_MODEL, load_package, sha256_file
@@ -56,12 +56,19 @@ def test_openvino_ir_labels_are_checked_too(package_copy):
         load_package(package_copy)
 
 
+def _zip(folder, z, edit=lambda rel, data: data) -> zipfile.ZipFile:
+    """``folder`` zipped into ``z`` (each file's bytes through ``edit``); returned open for more entries."""
+    zf = zipfile.ZipFile(z, "w")
+    for f in folder.rglob("*"):
+        if f.is_file():
+            rel = f.relative_to(folder).as_posix()
+            zf.writestr(rel, edit(rel, f.read_bytes()))
+    return zf
+
+
 def test_a_zip_with_two_manifests_is_refused(tiny_package, tmp_path):
     z = tmp_path / "p.zip"
-    with zipfile.ZipFile(z, "w") as zf:
-        for f in tiny_package.rglob("*"):
-            if f.is_file():
-                zf.write(f, f.relative_to(tiny_package).as_posix())
+    with _zip(tiny_package, z) as zf:
         m = json.loads((tiny_package / "manifest.json").read_text())
         _swap(m["labels"], "happiness", "anger")
         with pytest.warns(UserWarning, match="Duplicate name"):
@@ -72,11 +79,7 @@ def test_a_zip_with_two_manifests_is_refused(tiny_package, tmp_path):
 
 def test_zip_errors_name_the_zip_not_the_private_folder(tiny_package, tmp_path):
     z = tmp_path / "p.zip"
-    with zipfile.ZipFile(z, "w") as zf:
-        for f in tiny_package.rglob("*"):
-            if f.is_file():
-                data = f.read_bytes() if f.name != "model.onnx" else f.read_bytes()[:-10]
-                zf.writestr(f.relative_to(tiny_package).as_posix(), data)
+    _zip(tiny_package, z, lambda rel, data: data[:-10] if rel == "model.onnx" else data).close()
     with pytest.raises(PackageError) as info:
         load_package(z)
     assert str(z) in str(info.value) and "unpacked-" not in str(info.value), info.value
@@ -96,22 +99,12 @@ def test_the_detector_is_built_from_the_verified_bytes_in_every_thread(tmp_path,
     assert len(seen) == 1 and [f.box for f in seen[0]] == [f.box for f in before] and len(before) == 1
 
 
-def _hostile_labels(package_copy, labels):
-    onnx = pytest.importorskip("onnx", reason="rewriting a model's metadata needs onnx")
-    model = onnx.load(str(package_copy / "model.onnx"))
-    for p in model.metadata_props:
-        if p.key == "labels":
-            p.value = json.dumps(labels)
-    (package_copy / "model.onnx").write_bytes(model.SerializeToString())
-    edit_manifest(package_copy, lambda m: (m.__setitem__("labels", labels), m.__setitem__("files", [
-        {**f, "sha256": sha256_file(package_copy / "model.onnx")} for f in m["files"] if f["path"] == "model.onnx"]),
-        m.__setitem__("provenance", {"description": "fine\x1b]0;owned\x07\r\x1b[2Kforged"})))
 
 
 def test_no_string_from_a_file_or_model_steers_the_terminal(package_copy, tmp_path):
     evil = ["neutral\nx.png: face at x=0 y=0 w=1 h=1: happiness (99%)", "happiness\x1b]0;title\x07",
             "sadness\r", "surprise\u202e", "fear", "disgust", "anger\x9b31m"]
-    _hostile_labels(package_copy, evil)
+    relabel_onnx(package_copy, evil, provenance={"description": "fine\x1b]0;owned\x07\r\x1b[2Kforged"})
     faces = tmp_path / "faces"
     faces.mkdir()
     crop = np.random.default_rng(0).integers(0, 256, (48, 48), np.uint8)
