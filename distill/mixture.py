@@ -83,12 +83,10 @@ def sample_weights(domain: Sequence[str], hard: np.ndarray, recipe: MixRecipe,
         mass = counts.astype(float) ** recipe.domain_class_power.get(d, recipe.class_power)
         mass /= mass.sum()
         for c, n, m in zip(classes, counts, mass):
+            # the class keeps its share; its clean rows take what its noisy rows give up
             members = rows & (hard == c)
-            if row_factor is None:
-                w[members] = s * m / n
-            else:  # the class keeps its share; its clean rows take what its noisy rows give up
-                f = row_factor[members]
-                w[members] = s * m * f / max(f.sum(), 1e-12)
+            f = row_factor[members] if row_factor is not None else np.ones(n)
+            w[members] = s * m * f / max(f.sum(), 1e-12)
     if not w.sum() > 0:
         raise ValueError("no training row can be drawn: every domain's scale or every row's weight is 0")
     return w / w.sum()

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
 import os
 import queue
 import threading
@@ -249,5 +248,4 @@ class VideoSink:
             if ok:
                 self._target.__exit__(None, None, None)
             else:
-                with contextlib.suppress(InvalidImageError):
-                    self._target.__exit__(InvalidImageError, InvalidImageError("stopped"), None)
+                self._target.__exit__(InvalidImageError, InvalidImageError("stopped"), None)  # removes the temp file

@@ -14,7 +14,7 @@ import tempfile
 from pathlib import Path
 
 from .errors import PackageError
-from .package import SCHEMA_VERSION, ModelFile, load_package
+from .package import SCHEMA_VERSION, ModelFile, _read_manifest, load_package
 from .preprocess import Preprocessing
 
 
@@ -104,7 +104,7 @@ def _foreign_entries(folder: Path, manifest: dict) -> list[str]:
             listed.update(str(k) for k in (extra if isinstance(extra, dict) else {}))
     assets = manifest.get("assets")
     listed.update(str(k) for k in (assets if isinstance(assets, dict) else {}))
-    folders = {str(Path(p).parent) for p in listed} | {str(q) for p in listed for q in Path(p).parents}
+    folders = {str(q) for p in listed for q in Path(p).parents}
     foreign = []
     for root, dirs, names in os.walk(folder):
         for name in dirs + names:
@@ -118,12 +118,10 @@ def _foreign_entries(folder: Path, manifest: dict) -> list[str]:
 
 
 def _read_own_manifest(folder: Path) -> dict | None:
+    """The folder's manifest if it is one of ours (a package's keys), else None."""
     try:
-        path = folder / "manifest.json"
-        if path.is_symlink() or path.stat().st_size > 4 * 2**20:
-            return None
-        manifest = json.loads(path.read_text())
-    except (OSError, ValueError, RecursionError):
+        manifest = _read_manifest(folder / "manifest.json")
+    except (PackageError, OSError):
         return None
     if isinstance(manifest, dict) and {"schema_version", "labels", "files"} <= manifest.keys():
         return manifest

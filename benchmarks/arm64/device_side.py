@@ -12,19 +12,17 @@ face in FACES.npz through ``EmotionRecognizer.predict_faces`` (whole crops, as `
 
 from __future__ import annotations
 
-import importlib.util
 import json
-import platform
 import sys
-from importlib import metadata
 
 import numpy as np
 
 from motivnet_edge import EmotionRecognizer
 from motivnet_edge.backends import choose_precision, installed_backends, int8_agrees
 from motivnet_edge.backends.base import BackendOptions
-from motivnet_edge.cpu import cpu_info, int8_flags, reported_flags
+from motivnet_edge.cpu import int8_flags
 from motivnet_edge.package import load_package
+from motivnet_edge.timing import machine_info
 
 
 def main(faces_npz: str, photo: str, out: str) -> None:
@@ -47,11 +45,7 @@ def main(faces_npz: str, photo: str, out: str) -> None:
     auto = {b: choose_precision(pkg, b, "auto", BackendOptions()) for b in installed_backends()}
     lat = pkg.metrics.get("latency", {})
     facts = {
-        "machine": platform.machine(), "cpu": cpu_info()[0], "flags": reported_flags(),
-        "int8_flags": sorted(int8_flags()), "python": platform.python_version(),
-        "versions": {d: metadata.version(d) for d in ("numpy", "opencv-python-headless", "onnxruntime", "openvino",
-                                                     "motivnet-edge") if _has(d)},
-        "torch_importable": importlib.util.find_spec("torch") is not None,
+        **machine_info(), "int8_flags": sorted(int8_flags()),
         "runs": runs, "photo": photo_faces, "as_shipped": shipped, "auto_precision": auto,
         "int8_agrees": {b: int8_agrees(pkg, b) for b in installed_backends()},
         "int8_latency_recorded_on": {b: lat.get(b, {}).get("cpu_int8_flags") for b in installed_backends()},
@@ -59,14 +53,6 @@ def main(faces_npz: str, photo: str, out: str) -> None:
     np.savez(out, **probs)
     with open(out + ".json", "w") as fh:
         json.dump(facts, fh, indent=1)
-
-
-def _has(dist: str) -> bool:
-    try:
-        metadata.version(dist)
-        return True
-    except metadata.PackageNotFoundError:
-        return False
 
 
 if __name__ == "__main__":
