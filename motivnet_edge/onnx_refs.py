@@ -75,6 +75,22 @@ def _location(entry: memoryview) -> str | None:
     return value.decode("utf-8", "replace") if key == b"location" and value is not None else None
 
 
+def _messages(data: bytes):
+    """(kind, bytes) of the model and every message below it that can hold a tensor or a node
+    (``_CHILDREN``), walked without recursion.
+
+    Raises:
+        ValueError: ``data`` is not a well-formed protobuf message (when the walk reaches the fault).
+    """
+    stack = [("model", memoryview(data))]
+    while stack:
+        kind, buf = stack.pop()
+        yield kind, buf
+        for field, value in _fields(buf):
+            if isinstance(value, memoryview) and field in _CHILDREN.get(kind, {}):
+                stack.append((_CHILDREN[kind][field], value))
+
+
 def external_locations(data: bytes) -> list[str]:
     """Every external-data location the ONNX model in ``data`` names (one per tensor, in no
     particular order); a tensor marked external without a location counts as ''.
@@ -83,20 +99,18 @@ def external_locations(data: bytes) -> list[str]:
         ValueError: ``data`` is not a well-formed protobuf message.
     """
     found: list[str] = []
-    stack = [("model", memoryview(data))]
-    while stack:
-        kind, buf = stack.pop()
+    for kind, buf in _messages(data):
+        if kind != "tensor":
+            continue
         external, locations = False, []
         for field, value in _fields(buf):
-            if kind == "tensor" and field == _DATA_LOCATION:
+            if field == _DATA_LOCATION:
                 external |= value == _EXTERNAL
-            elif kind == "tensor" and field == _EXTERNAL_DATA and isinstance(value, memoryview):
+            elif field == _EXTERNAL_DATA and isinstance(value, memoryview):
                 external = True  # an external_data entry is a reference whatever data_location says
                 loc = _location(value)
                 if loc is not None:
                     locations.append(loc)
-            elif isinstance(value, memoryview) and field in _CHILDREN.get(kind, {}):
-                stack.append((_CHILDREN[kind][field], value))
         if external:
             found += locations or [""]
     return found
@@ -164,29 +178,23 @@ QLinearMul QLinearSigmoid QLinearSoftmax QuickGelu SkipLayerNormalization
 """.split())
 #: YuNet's graph also upsamples (Resize) its feature maps.
 DETECTOR_OPS = CLASSIFIER_OPS | {"Resize"}
-_NODE_OP, _NODE_DOMAIN, _NODE_ATTR, _ATTR_G, _ATTR_GS = 4, 7, 5, 6, 11
+_NODE_OP, _NODE_DOMAIN, _ATTR_G, _ATTR_GS = 4, 7, 6, 11
 
 
 def graph_operators(data: bytes) -> list[tuple[str, str]]:
-    """(domain, op_type) of every node in the ONNX model in ``data``, functions and subgraphs included.
+    """(domain, op_type) of every node in the ONNX model in ``data``, functions and subgraphs
+    included; a subgraph itself counts as the operator "<subgraph>".
 
     Raises:
         ValueError: ``data`` is not a well-formed protobuf message.
     """
     found: list[tuple[str, str]] = []
-    stack = [("model", memoryview(data))]
-    while stack:
-        kind, buf = stack.pop()
-        op = domain = ""
-        for field, value in _fields(buf):
-            if kind == "node" and isinstance(value, memoryview) and field in (_NODE_OP, _NODE_DOMAIN):
-                text = bytes(value).decode("utf-8", "replace")
-                op, domain = (text, domain) if field == _NODE_OP else (op, text)
-            if isinstance(value, memoryview) and field in _CHILDREN.get(kind, {}):
-                stack.append((_CHILDREN[kind][field], value))
+    for kind, buf in _messages(data):
         if kind == "node":
-            found.append((domain, op))
-        if kind == "attribute" and any(f in (_ATTR_G, _ATTR_GS) for f, _ in _fields(buf)):
+            text = {f: bytes(v).decode("utf-8", "replace") for f, v in _fields(buf)
+                    if f in (_NODE_OP, _NODE_DOMAIN) and isinstance(v, memoryview)}
+            found.append((text.get(_NODE_DOMAIN, ""), text.get(_NODE_OP, "")))
+        elif kind == "attribute" and any(f in (_ATTR_G, _ATTR_GS) for f, _ in _fields(buf)):
             found.append(("", "<subgraph>"))
     return found
 
