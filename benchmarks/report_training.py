@@ -87,7 +87,7 @@ SELECTION_TITLES = {
                        "embedded default, its own package as the mirrored teacher, `--degrade 0.5`; expw_base draws "
                        "no ExpW face (`--domain-scale expw=0`: same rows, same teacher cache), expw_plain draws ExpW "
                        "as stored, expw_filtered never draws the faces under `--meta-min expw.detector_confidence=30 "
-                       "--meta-min expw.box_side_px=64` (31 % of them), expw_down draws those 0.3 times as often "
+                       "--meta-min expw.box_side_px=64` (30 % of its rows, runs/expw_filtered/config.json), expw_down draws those 0.3 times as often "
                        "(`--meta-weight 0.3`), where run; `bash benchmarks/expw_noise.sh`; ",
 }
 
