@@ -146,7 +146,7 @@ def missing_class_hint(exc: LabelError, data: str) -> UsageFailure:
                   "ensemble), e.g. ferplus=FER_SPECIALIST.onnx.")
 @click.option("--val", type=click.Path(), default=None, help="Selection set (default: FER2013Valid beside the data).")
 @click.option("--student", default="vit_hybrid_pico", show_default=True,
-              help="Student preset (vit_hybrid_femto/pico/pico_relu/pico_lite/pico_lite_relu/pico8/nano/small, vit_pico/nano/micro, vit_tiny/small); --init with a shallower student starts the extra blocks as identities, a pico_lite from a pico keeps its strided stem convs.")
+              help="Student preset (vit_hybrid_femto/pico/pico_relu/pico_lite/pico_lite_relu/pico8/nano/small, vit_pico/nano/micro, vit_tiny/small; convolutional: resnet_s, resnet_s64 at 64 px); --init with a shallower student starts the extra blocks as identities, a pico_lite from a pico keeps its strided stem convs.")
 @click.option("--epochs", type=click.IntRange(1, 10000), default=10, show_default=True)
 @click.option("--views", type=click.IntRange(1, 1_000_000), default=8, show_default=True,
               help="Seeded augmented views per image (each cached once per teacher: at most 64 unless the "
@@ -177,13 +177,16 @@ def missing_class_hint(exc: LabelError, data: str) -> UsageFailure:
               help="Fraction of the student's faces made smaller, blurred or JPEG-compressed (the teacher reads "
                    "them clean): robustness to poorer cameras and smaller faces.")
 @click.option("--resume", is_flag=True, help="Continue the run in --out after an interruption.")
+@click.option("--stop-after", type=click.IntRange(1, None), default=None,
+              help="End this sitting after N more epochs (the schedule stays --epochs long): a long run trained in "
+                   "bounded sittings, each continued with --resume.")
 @TRUST_CODE
 @friendly
 def distill(data, domains, pack, samples_per_epoch, without, no_balance, class_power, domain_class_power, domain_scale,
             meta_min, meta_weight, extra_data, maps, out, teachers, domain_teacher, val, student, epochs, views, threads, kd_weight, label_weight, temperature,
             batch_size, lr, cache_dir, init, label_source, mirror_teacher, online_teacher, mixup, degrade,
-            resume, trust_code) -> None:
-    """Distil a teacher (or several) into a small ViT student."""
+            resume, stop_after, trust_code) -> None:
+    """Distil a teacher (or several) into a small student (a ViT or a resnet)."""
     from .mixture import MixRecipe
     from .pipeline import distill as run_distill
 
@@ -226,13 +229,28 @@ def distill(data, domains, pack, samples_per_epoch, without, no_balance, class_p
                            resume=resume, batch_size=batch_size, lr=lr, cache_dir=cache_dir, init=init,
                            threads=threads, label_source=label_source, extra_data=list(extra_data),
                            mapping=parse_maps(maps), trust_code=trust_code, mirror_teacher=mirror_teacher,
-                           online_teacher=online_teacher, mixup=mixup, degrade_prob=degrade, domain_teachers=routed, command=shlex.join(["motivnet-edge", *sys.argv[1:]]))
+                           online_teacher=online_teacher, mixup=mixup, degrade_prob=degrade, domain_teachers=routed,
+                           stop_after=stop_after, command=shlex.join(["motivnet-edge", *sys.argv[1:]]))
     except LabelError as exc:
         if not exc.missing:
             raise
         raise missing_class_hint(exc, ", ".join([str(p) for p in (data, val, *extra_data) if p])) from None
     click.echo(json.dumps(best))
+    rows = _log_rows(Path(out))
+    done = rows[-1].get("epoch", 0) if rows else 0
+    if done < epochs:
+        say(f"distill: paused after epoch {done} of {epochs}; continue with the same command and --resume", err=True)
+        return
     say(f"next: motivnet-edge export {out} --out PACKAGE --int8 --calib FACES/  (a device package)", err=True)
+
+
+def _log_rows(run: Path) -> list[dict]:
+    """The epochs a run folder has logged; none when its log is absent or unreadable (the resume
+    itself reports an unreadable run)."""
+    try:
+        return [json.loads(line) for line in (run / "log.jsonl").read_text().splitlines() if line.strip()]
+    except (OSError, ValueError):
+        return []
 
 
 def _finished_or_taken(run: Path, resume: bool, epochs: int) -> bool:
@@ -243,10 +261,7 @@ def _finished_or_taken(run: Path, resume: bool, epochs: int) -> bool:
         raise UsageFailure(f"{run} already holds a run: pass --resume to continue it, or choose a new --out")
     if not (has_run and resume and (run / "log.jsonl").is_file()):
         return False
-    try:
-        rows = [json.loads(line) for line in (run / "log.jsonl").read_text().splitlines() if line.strip()]
-    except (OSError, ValueError):
-        return False  # the resume itself reports an unreadable run
+    rows = _log_rows(run)
     if rows and rows[-1].get("epoch", 0) >= epochs:
         best = max(rows, key=lambda r: r.get("val_acc", 0))
         say(f"{run} is complete: {rows[-1]['epoch']} of {epochs} epochs trained; best epoch {best.get('epoch')} "

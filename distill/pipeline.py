@@ -129,7 +129,7 @@ def distill(*, data: str | Path | None = None, out: str | Path, domains: str | P
             extra_data: Sequence[str | Path] = (), mapping: Mapping[str, str | None] | None = None,
             trust_code: bool = False, mirror_teacher: bool = False, online_teacher: bool = False,
             mixup: float = 0.0, domain_teachers: Mapping[str, Sequence[str | Path]] | None = None,
-            command: str | None = None, **overrides) -> dict:
+            command: str | None = None, stop_after: int | None = None, **overrides) -> dict:
     """Distils ``teachers`` (none: labels only) into a ``student`` preset on ``data``.
 
     Args:
@@ -237,4 +237,5 @@ def distill(*, data: str | Path | None = None, out: str | Path, domains: str | P
                                           cfg.seed, trust_code, progress, extra, mirror=mirror_teacher,
                                           online=online_teacher, routed=routed)
     return train(out, train_set, val_set, preprocessing, cfg, teacher_logits=logits, resume=resume,
-                 progress=progress, extra=extra, init=init, sample_weights=weights, online_teacher=online)
+                 progress=progress, extra=extra, init=init, sample_weights=weights, online_teacher=online,
+                 stop_after=stop_after)

@@ -228,11 +228,13 @@ def train(run: str | Path, train_set: FaceSet, val_set: FaceSet | Mapping[str, F
                  torch.as_tensor(np.asarray(sample_weights, np.float64)) if sample_weights is not None else None,
                  draws, math.ceil(draws / cfg.batch_size), rank, world, device, run)
     for epoch in range(start, cfg.epochs if stop_after is None else min(cfg.epochs, start + stop_after)):
-        t0 = time.time()
+        t0, c0 = time.time(), time.process_time()
         stats = _epoch(loop, epoch, net, model, ema, opt, progress)
         if rank != 0:
             continue
         metrics = {"epoch": epoch + 1, **stats, "seconds": round(time.time() - t0, 1),
+                   # CPU time of every thread of this process: what a run costs, whatever shares the machine
+                   "cpu_seconds": round(time.process_time() - c0, 1),
                    "device": f"{device.type} x{world}", **evaluate(ema, val_set, pp)}
         with open(run / "log.jsonl", "a") as logf:
             logf.write(json.dumps(metrics) + "\n")

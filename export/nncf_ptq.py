@@ -59,7 +59,7 @@ class Scheme:
 
     ``fp32_convs``: a count, -1 for all but the last convolution (a ViT's patch projection), or
     None for every convolution (only MatMuls are quantized); the last two only for graphs with
-    MatMuls. ``ranges``: NNCF's activation range estimator, "mean_minmax" (NNCF's default) or "minmax".
+    attention (``_has_attention``): in a convolutional net they would leave it all but fp32. ``ranges``: NNCF's activation range estimator, "mean_minmax" (NNCF's default) or "minmax".
     """
 
     fp32_convs: int | None
@@ -90,6 +90,13 @@ def _ops(model, onnx_types: tuple[str, ...], ov_types: tuple[str, ...]) -> list[
     if hasattr(model, "graph"):  # ONNX ModelProto
         return [n.name for n in model.graph.node if n.op_type in onnx_types]
     return [op.get_friendly_name() for op in model.get_ordered_ops() if op.get_type_name() in ov_types]
+
+
+def _has_attention(model) -> bool:
+    """A transformer's graph: MatMuls and a Softmax. A CNN's classifier head is a Gemm (ONNX) or
+    a MatMul (OpenVINO) with no Softmax; the Keras peers end in a Softmax after their MatMul and
+    were always quantized as this says."""
+    return bool(_ops(model, ("MatMul",), ("MatMul",))) and bool(_ops(model, ("Softmax",), ("SoftMax", "Softmax")))
 
 
 def _convs(model) -> list[str]:
@@ -135,7 +142,8 @@ def _copy(model):
     return model.clone()
 
 
-def _params(scheme: Scheme, convs: list[str], n_calib: int, *, qdq: bool, overflow_fix: bool) -> tuple[dict, object]:
+def _params(scheme: Scheme, convs: list[str], n_calib: int, *, qdq: bool, overflow_fix: bool,
+            transformer: bool) -> tuple[dict, object]:
     nncf = _quiet_nncf()
     from nncf.quantization.advanced_parameters import (AdvancedQuantizationParameters,
                                                        AdvancedSmoothQuantParameters, OverflowFix,
@@ -163,7 +171,8 @@ def _params(scheme: Scheme, convs: list[str], n_calib: int, *, qdq: bool, overfl
     advanced = AdvancedQuantizationParameters(
         smooth_quant_alphas=AdvancedSmoothQuantParameters(matmul=-1, convolution=-1), overflow_fix=overflow,
         activations_range_estimator_params=ranges[scheme.ranges], activations_quantization_params=per_tensor)
-    return dict(model_type=nncf.ModelType.TRANSFORMER, subset_size=min(n_calib, SUBSET),
+    # NNCF's transformer patterns (no quantizer between a MatMul and its Add, ...) only for attention.
+    return dict(model_type=nncf.ModelType.TRANSFORMER if transformer else None, subset_size=min(n_calib, SUBSET),
                 ignored_scope=nncf.IgnoredScope(names=scheme.kept(convs), validate=False)), advanced
 
 
@@ -178,7 +187,7 @@ def _ladder(model, convs: list[str], calib, data: Int8Data, overflow_fix: bool) 
     """
     nncf = _quiet_nncf()
 
-    has_matmul = bool(_ops(model, ("MatMul", "Gemm"), ("MatMul",)))
+    attention = _has_attention(model)
     x = data.agree_x if data.agree_x is not None else data.val_x
     if x is None:
         x = np.concatenate(data.calib[:AGREEMENT_FACES])
@@ -186,13 +195,13 @@ def _ladder(model, convs: list[str], calib, data: Int8Data, overflow_fix: bool) 
     rungs, seen, kept = [], set(), None
     for scheme in reversed(LADDER):
         key = (tuple(scheme.kept(convs)), scheme.ranges)
-        if key in seen or (scheme.fp32_convs in (-1, None) and not has_matmul):
-            # The same rung again; or, in a graph of convolutions only (the Keras peers), one that
-            # would leave at most one convolution INT8: an fp32 model under an INT8 name.
+        if key in seen or (scheme.fp32_convs in (-1, None) and not attention):
+            # The same rung again; or, in a convolutional net (the Keras peers, a resnet student),
+            # one that would leave at most one convolution INT8: an fp32 model under an INT8 name.
             continue
         seen.add(key)
         common, advanced = _params(scheme, convs, len(data.calib), qdq=hasattr(model, "graph"),
-                                   overflow_fix=overflow_fix)
+                                   overflow_fix=overflow_fix, transformer=attention)
         candidate = nncf.quantize(_copy(model), calib, advanced_parameters=advanced, **common)
         agreement = float((predictor(candidate)(x) == reference).mean())
         rungs.append({"scheme": scheme.describe(convs), "agreement": round(agreement, 4)})
@@ -226,7 +235,7 @@ def _quantize(model, calib, data: Int8Data, max_drop: float | None, accuracy,
         return accuracy(candidate, np.concatenate([x for x, _ in batch]), np.array([y for _, y in batch]))
 
     common, advanced = _params(scheme, convs, len(data.calib), qdq=hasattr(model, "graph"),
-                               overflow_fix=overflow_fix)
+                               overflow_fix=overflow_fix, transformer=_has_attention(model))
     report["accuracy_control"] = True
     return nncf.quantize_with_accuracy_control(
         model, calib, nncf.Dataset(items), validate, max_drop=max_drop, drop_type=nncf.DropType.ABSOLUTE,

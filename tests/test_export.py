@@ -234,3 +234,41 @@ def test_onnxruntime_files_run_fused_attention_and_tensorrt_gets_the_plain_graph
     assert ops["model.int8.onnx"].count("Attention") == 2
     assert "Attention" not in ops["tensorrt/model.int8.qdq.onnx"]  # TensorRT has no contrib ops
     assert not list(int8_package.glob("*fused*"))  # the build's temporary graph is not shipped
+
+
+def test_a_convolutional_student_exports_with_its_convolutions_in_int8(tmp_path, astronaut):
+    """A resnet student goes through the same exporter: every format reloads and agrees with
+    torch in fp32, and INT8 keeps at most a few leading convolutions fp32 (a CNN's Gemm head is
+    no attention: no rung may leave it an fp32 model under an INT8 name)."""
+    from dataclasses import asdict
+
+    import torch
+
+    from motivnet_distill.student import create_student
+    from motivnet_edge.labels import MOTIVNET_LABELS
+    from motivnet_edge.preprocess import Preprocessing, faces_to_tensor
+
+    torch.manual_seed(0)
+    model = create_student("resnet_s", widths=(8, 16, 16), stage_blocks=(1, 1, 1), labels=MOTIVNET_LABELS).eval()
+    pp = Preprocessing()
+    torch.save({"model": model.state_dict(), "student": asdict(model.cfg), "preprocessing": pp.to_dict()},
+               tmp_path / "cnn.pt")
+    out = export(tmp_path / "cnn.pt", tmp_path / "pkg", int8=True, calib=face_crops(tmp_path / "calib", 300),
+                 latency_rounds=1)
+    pkg = load_package(out)
+    assert {(f.backend, f.precision) for f in pkg.files} == {
+        ("onnxruntime", "fp32"), ("onnxruntime", "int8"), ("openvino", "fp32"), ("openvino", "int8")}
+    for runtime in ("openvino", "tensorrt"):
+        q = pkg.metrics["int8"][runtime]
+        for rung in q["ladder"]:
+            fp32, total = (int(w) for w in rung["scheme"].split(" convolutions")[0].split(" of "))
+            assert fp32 <= 4 < total, rung
+    import cv2
+
+    face = cv2.imread(str(next(face_crops(tmp_path / "one", 1).iterdir())))
+    with torch.no_grad():
+        want = torch.softmax(model(torch.from_numpy(faces_to_tensor([face], pp))), 1)[0].numpy()
+    for backend in ("onnxruntime", "openvino"):
+        with EmotionRecognizer.from_pretrained(out, backend=backend, precision="fp32", detector="haar") as rec:
+            got = rec.predict_faces([face])[0]
+            assert np.asarray([got.scores[k] for k in MOTIVNET_LABELS]) == pytest.approx(want, abs=1e-4), backend

@@ -43,6 +43,21 @@ def test_bad_student_configs():
         create_student("resnet50")
     with pytest.raises(ValueError, match="stem_act must be one of gelu, relu"):
         create_student("vit_hybrid_pico", stem_act="swish")
+    with pytest.raises(ValueError, match="one width and one block count"):
+        create_student("resnet_s", stage_blocks=(2, 2))
+    with pytest.raises(ValueError, match="stem_stride must be 1 or 2"):
+        create_student("resnet_s", stem_stride=4)
+    with pytest.raises(ValueError, match="arch must be one of vit, resnet"):
+        create_student("resnet_s", arch="mlp")
+
+
+def test_a_resnet_config_round_trips_and_old_configs_read_as_vits():
+    cnn = create_student("resnet_s64", labels=MOTIVNET_LABELS)
+    again = create_student(StudentConfig.from_dict(__import__("json").loads(cnn.cfg.to_json())))
+    assert again.cfg == cnn.cfg and type(again) is type(cnn)
+    old = {k: v for k, v in dataclasses.asdict(create_student("vit_hybrid_pico").cfg).items()
+           if k not in ("arch", "widths", "stage_blocks", "stem_stride")}
+    assert StudentConfig.from_dict(old).arch == "vit"
 
 
 def test_relu_stem_has_the_lite_stems_weights_and_fusable_activations():

@@ -308,3 +308,27 @@ def test_out_is_checked_before_any_face_is_read_and_a_finished_run_says_so(tmp_p
     assert done.returncode == 0 and "is complete: 2 of 2 epochs" in done.stderr and "best epoch 2" in done.stderr
     assert "next: motivnet-edge export" in done.stderr
     assert time.time() - t0 < 30  # two interpreter starts; no face was read
+
+
+def test_a_long_run_trains_in_sittings_of_stop_after_epochs(tmp_path):
+    """--stop-after N ends a sitting after N epochs of the --epochs schedule and says how to go
+    on; --resume takes the next sitting. A resnet student trains through the same command."""
+    import json
+
+    from conftest import cli
+    from distill_helpers import class_folder
+
+    classes, people = ("happiness", "sadness"), ["Person_A", "Person_B"]
+    data = class_folder(tmp_path / "main", classes, people, seed=0)
+    val = class_folder(tmp_path / "val", classes, people, seed=1)
+    args = ["distill", "--data", data, "--val", val, "--out", tmp_path / "run", "--student", "resnet_s",
+            "--epochs", "3", "--batch-size", "8", "--views", "1", "--threads", "1", "--stop-after", "1"]
+    first = cli(*args)
+    assert first.returncode == 0, first.stderr
+    assert "paused after epoch 1 of 3; continue with the same command and --resume" in first.stderr
+    second = cli(*args, "--resume")
+    assert second.returncode == 0 and "paused after epoch 2 of 3" in second.stderr, second.stderr
+    rows = [json.loads(r) for r in (tmp_path / "run" / "log.jsonl").read_text().splitlines()]
+    assert [r["epoch"] for r in rows] == [1, 2] and all(r["cpu_seconds"] > 0 for r in rows)
+    saved = json.loads((tmp_path / "run" / "config.json").read_text())
+    assert saved["student"]["arch"] == "resnet" and saved["student"]["widths"] == [32, 64, 128, 256]
