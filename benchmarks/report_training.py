@@ -124,3 +124,28 @@ def embedded_run() -> str:
     command = training.get("command", "")
     outs = re.findall(r"--out\s+\S*?([^/\s]+)/?(?:\s|$)", command)
     return outs[-1] if outs else "unknown"
+
+
+def teacher_candidates_section(path: Path) -> list[str]:
+    """Issue 41 step 1: candidate teachers per CPU-minute (benchmarks/teacher_candidates.py)."""
+    r = json.loads(path.read_text())
+    cands = r["candidates"]
+    budget = min(c["curve"][-1]["cpu_minutes"] for c in cands)  # the CPU time every candidate had
+    domains = list(cands[0]["curve"][-1]["domains"])
+    out = [f"**Candidate teachers per CPU-minute** (issue 41; `bash benchmarks/teacher_candidates.sh`, then "
+           f"`python benchmarks/teacher_candidates.py`; {_stamp(r['machine'])}; the same data, recipe and 40-epoch "
+           "schedule, each trained for a bounded sitting; validation parts only, %; *at the common budget*: the "
+           f"last epoch within {budget:.0f} CPU-minutes, the least any candidate had)", "",
+           "| run | student | input | params | GFLOPs | epochs | CPU-min | pooled | " + " | ".join(domains)
+           + f" | pooled at {budget:.0f} CPU-min |",
+           "|---|---|---|---|---|---|---|---|" + "---|" * len(domains) + "---|"]
+    for c in cands:
+        last = c["curve"][-1]
+        within = [p for p in c["curve"] if p["cpu_minutes"] <= budget + 1e-6]
+        at = f"{_pct(within[-1]['val_acc'])} (epoch {within[-1]['epoch']})" if within else ""
+        est = " (first epochs estimated)" if any(p["estimated"] for p in c["curve"]) else ""
+        out.append(f"| {c['run']} | {c['student']} | {c['input_px']} px | {c['params'] / 1e6:.2f} M | "
+                   f"{c['gflops']:.2f} | {last['epoch']} | {last['cpu_minutes']:.0f}{est} | {_pct(last['val_acc'])} | "
+                   + " | ".join(_pct(last["domains"].get(d)) for d in domains) + f" | {at} |")
+    out += ["", f"![teacher_candidates.png]({IMG}teacher_candidates.png)", ""]
+    return out
