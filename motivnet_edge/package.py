@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from .backends.registry import SPECS
 from .errors import PackageError
 from .package_files import copy_verified, read_verified, sha256_file, verify  # noqa: F401  (public here too)
 from .package_labels import check_labels
@@ -33,8 +34,6 @@ def resolve_model(path: str | Path | None) -> Path:
     if path is None or (str(path) == DEFAULT_NAME and not Path(path).exists()):
         return DEFAULT_MODEL
     return Path(path)
-BACKENDS = ("onnxruntime", "openvino")
-PRECISIONS = ("fp32", "fp16", "int8")
 
 
 @dataclass(frozen=True)
@@ -167,9 +166,10 @@ def _load_folder(path: Path) -> ModelPackage:
                 or not all(isinstance(k, str) and isinstance(v, str) for k, v in f.extra_files.items()):
             raise PackageError(f"{manifest_path}: files entry {entry.get('path')!r} needs string path, sha256, "
                                "input/output names and an extra_files object {path: sha256}")
-        if f.backend not in BACKENDS or f.precision not in PRECISIONS:
+        if f.backend not in SPECS or f.precision not in SPECS[f.backend].file_precisions:
             raise PackageError(f"{manifest_path}: file {f.path} has backend {f.backend!r} / precision "
-                               f"{f.precision!r}; known: {BACKENDS} / {PRECISIONS}")
+                               f"{f.precision!r}; known: " + "; ".join(
+                                   f"{s.name} {'/'.join(s.file_precisions)}" for s in SPECS.values()))
         check_labels(read_verified(path, f.path, f.sha256), f.path, labels)  # bound to the hashed bytes
         for rel, digest in f.extra_files.items():
             verify(path, rel, digest)

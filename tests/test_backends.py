@@ -228,3 +228,22 @@ def test_gemm_peaks_are_probed_per_precision():
     assert fp32 > 0 and int8 > 0
     with pytest.raises(Exception, match="fp32 or int8"):
         gemm_peak_gflops(1, precision="bf16")
+
+
+def test_one_backend_table_serves_the_reader_the_options_and_the_exporter():
+    """Issue 43 (1): a backend is one BackendSpec; the package reader, --backend / --precision and
+    the exporter's format table all read it."""
+    from motivnet_edge import cli_options
+    from motivnet_edge.backends import registry
+
+    assert registry.BACKENDS == ("auto", *(s.name for s in registry.BACKEND_SPECS))
+    assert set(registry.PRECISIONS) == {"auto", "fp32", "fp16", "int8", "bf16"}
+    choices = {o.name: o.type.choices for o in
+               (opt(lambda: None).__click_params__[0] for opt in cli_options.BACKEND_OPTIONS)}
+    assert tuple(choices["backend"]) == registry.BACKENDS and tuple(choices["precision"]) == registry.PRECISIONS
+    from motivnet_edge.backends import Backend
+
+    for name in installed_backends():
+        assert issubclass(registry.SPECS[name].backend_class(), Backend)
+    formats = pytest.importorskip("motivnet_export.formats", reason="the format table needs the export extra")
+    assert {f.backend for f in formats.FORMATS.values()} == set(registry.SPECS)

@@ -22,7 +22,6 @@ motivnet_edge.autotune), among files the rules above admit.
 from __future__ import annotations
 
 import dataclasses
-import importlib.util
 import shutil
 import tempfile
 from pathlib import Path
@@ -30,32 +29,12 @@ from pathlib import Path
 from ..cpu import INT8_FLAGS, has_bf16, int8_flags
 from ..errors import BackendUnavailableError, OptionError, PackageError
 from .base import Backend, BackendOptions, VerifiedModel
-
-#: Tried in this order by backend="auto" (measured: see benchmarks/results).
-AUTO_ORDER = ("onnxruntime", "openvino")
-#: Names ``create_backend`` (and the CLI's --backend) accepts.
-BACKENDS = ("auto", *AUTO_ORDER)
-_EXTRAS = {"onnxruntime": "pip install onnxruntime", "openvino": "pip install openvino"}
-_MODULE = {"onnxruntime": "onnxruntime", "openvino": "openvino"}
-
-
-def _findable(module: str) -> bool:
-    try:
-        return importlib.util.find_spec(module) is not None
-    except (ImportError, ValueError):  # a broken or blocked install counts as absent
-        return False
-
-
-def installed_backends() -> list[str]:
-    """Backends whose Python package is importable here, in AUTO_ORDER."""
-    return [b for b in AUTO_ORDER if _findable(_MODULE[b])]
-
+from .registry import AUTO_ORDER, BACKENDS, PRECISIONS, SPECS, installed_backends
 
 def _on_tensorrt(options: BackendOptions) -> bool:
     return any(p.lower() in ("tensorrt", "trt", "tensorrtexecutionprovider") for p in options.providers)
 
 
-PRECISIONS = ("auto", "fp32", "bf16", "int8", "fp16")
 #: Top-1 agreement with fp32 (lowest over the package's test sets) an INT8 file needs before
 #: precision="auto" may choose it.
 INT8_AGREEMENT = 0.995
@@ -81,7 +60,7 @@ def choose_precision(package, backend: str, precision: str, options: BackendOpti
     have = {f.precision for f in package.files if f.backend == backend}
     if precision == "bf16":
         # bf16 is a way to run the fp32 file (OpenVINO's inference precision), not a file of its own.
-        if backend != "openvino" or "fp32" not in have:
+        if "bf16" not in SPECS[backend].run_precisions or "fp32" not in have:
             raise OptionError("precision 'bf16' runs the fp32 OpenVINO model in bf16: use --backend openvino "
                                "with a package that has an OpenVINO fp32 model")
         if options.device.upper() == "CPU" and not has_bf16():
@@ -171,14 +150,14 @@ def create_backend(package, *, backend: str = "auto", precision: str = "auto",
     options = options or BackendOptions()
     installed = installed_backends()
     if precision == "bf16" and backend == "auto":
-        backend = "openvino"  # bf16 is an OpenVINO inference precision
+        backend = next(s.name for s in SPECS.values() if "bf16" in s.run_precisions)  # an inference precision
     if backend == "auto":
         offered = {f.backend for f in package.files}
         choices = [b for b in AUTO_ORDER if b in installed and b in offered]
         if not choices:
             raise BackendUnavailableError(
                 f"the package has models for {sorted(offered)} but none of those backends is installed; "
-                + "; ".join(_EXTRAS[b] for b in sorted(offered) if b in _EXTRAS))
+                + "; ".join(SPECS[b].install for b in sorted(offered) if b in SPECS))
         lat = package.metrics.get("latency", {})
         if options.providers and "onnxruntime" in choices:
             backend = "onnxruntime"
@@ -186,10 +165,10 @@ def create_backend(package, *, backend: str = "auto", precision: str = "auto",
             backend = min(choices, key=lambda b: lat[b]["fp32_ms"])
         else:
             backend = choices[0]
-    elif backend not in _MODULE:
+    elif backend not in SPECS:
         raise OptionError(f"unknown backend {backend!r}; choose {', '.join(BACKENDS)}")
     elif backend not in installed:
-        raise BackendUnavailableError(f"backend {backend!r} is not installed: {_EXTRAS[backend]}")
+        raise BackendUnavailableError(f"backend {backend!r} is not installed: {SPECS[backend].install}")
     prec = choose_precision(package, backend, precision, options)
     f = package.file_for(backend, "fp32" if prec == "bf16" else prec)
     qdq = package.manifest.get("assets_roles", {}).get("tensorrt_int8")
@@ -198,10 +177,7 @@ def create_backend(package, *, backend: str = "auto", precision: str = "auto",
         f = dataclasses.replace(f, path=qdq, sha256=package.manifest["assets"][qdq])
     if options.trt_int8_table == "package":
         options = _package_trt_table(package, options)
-    if backend == "onnxruntime":
-        from .onnxruntime_backend import OnnxRuntimeBackend as cls
-    else:
-        from .openvino_backend import OpenVinoBackend as cls
+    cls = SPECS[backend].backend_class()
     verified = _verified(package, f)
     try:
         inst = cls(package.path_of(f), input_name=f.input_name, output_name=f.output_name, options=options,
@@ -224,4 +200,4 @@ def create_backend(package, *, backend: str = "auto", precision: str = "auto",
     return inst
 
 
-__all__ = ["BACKENDS", "PRECISIONS", "Backend", "BackendOptions", "create_backend", "installed_backends", "AUTO_ORDER"]
+__all__ = ["BACKENDS", "PRECISIONS", "SPECS", "Backend", "BackendOptions", "create_backend", "installed_backends", "AUTO_ORDER"]
