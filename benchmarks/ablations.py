@@ -100,7 +100,7 @@ def main() -> None:
     from motivnet_distill.fer_data import read_ferplus
     from motivnet_distill.evaluate import package_probs, standard_protocols
     from motivnet_distill.train import predict_logits
-    from motivnet_edge.timing import machine_info
+    from motivnet_edge.machine import machine_info
     from motivnet_export.exporter import count_gflops
     from motivnet_export.sources import load_source
 

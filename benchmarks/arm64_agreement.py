@@ -27,7 +27,7 @@ from pathlib import Path
 import numpy as np
 
 from common import ROOT, SHARED, write_result  # noqa: E402  (benchmarks/ is the script folder)
-from motivnet_edge.timing import machine_info
+from motivnet_edge.machine import machine_info
 
 SIDE = ROOT / "benchmarks" / "arm64" / "device_side.py"
 SETS = {"ckplus": ("ckplus48", None), "affectnet96": ("affectnet96", "test")}

@@ -34,7 +34,7 @@ def main() -> None:
 
     from motivnet_distill.fer_data import read_ferplus
     from motivnet_distill.evaluate import evaluate_probs, package_probs, standard_protocols
-    from motivnet_edge.timing import machine_info
+    from motivnet_edge.machine import machine_info
 
     t0 = time.time()
     sets = {"valid_ferplus": read_ferplus(args.shared / "data" / "ferplus" / "FER2013Valid"),

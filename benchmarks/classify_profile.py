@@ -83,7 +83,7 @@ def main() -> None:
 
     from motivnet_edge.package import load_package
     from motivnet_edge.recognizer import DEFAULT_MODEL
-    from motivnet_edge.timing import machine_info
+    from motivnet_edge.machine import machine_info
     from motivnet_export.exporter import export
 
     students = {name: Path(path) if path != "default" else DEFAULT_MODEL

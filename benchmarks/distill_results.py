@@ -71,7 +71,7 @@ def main() -> None:
     from motivnet_edge.labels import remap_scores
     from motivnet_distill.teachers import EnsembleTeacher, load_teacher
     from motivnet_distill.train import predict_logits
-    from motivnet_edge.timing import machine_info
+    from motivnet_edge.machine import machine_info
     from motivnet_export.exporter import count_gflops
     from motivnet_export.sources import load_source
 

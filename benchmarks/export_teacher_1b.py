@@ -20,7 +20,7 @@ import torch
 
 from motivnet_distill.motivnet import MOTIVNET_PREPROCESSING, MotivNet, MotivNetConfig
 from motivnet_edge.backends import BackendOptions, create_backend
-from motivnet_edge.timing import machine_info
+from motivnet_edge.machine import machine_info
 from motivnet_edge.labels import MOTIVNET_LABELS
 from motivnet_edge.package import load_package
 from motivnet_export.exporter import export

@@ -28,7 +28,7 @@ BAR_SECONDS = 180
 
 def main() -> None:
     from motivnet_edge.package import resolve_model
-    from motivnet_edge.timing import machine_info
+    from motivnet_edge.machine import machine_info
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--package", default="default", help="package whose student is rebuilt and exported")

@@ -54,7 +54,7 @@ def main() -> None:
     import cv2
     from skimage import data
 
-    from motivnet_edge.timing import machine_info
+    from motivnet_edge.machine import machine_info
 
     with tempfile.TemporaryDirectory() as tmp:
         face = Path(tmp) / "face.png"  # skimage's astronaut, her face cut out at about 200 px

@@ -117,7 +117,7 @@ def main() -> None:
     per_cpu_out(ap, "frame_pipeline.json")
     args = ap.parse_args()
 
-    from motivnet_edge.timing import machine_info
+    from motivnet_edge.machine import machine_info
     from motivnet_edge.recognizer import DEFAULT_MODEL
 
     package = args.package or DEFAULT_MODEL

@@ -42,7 +42,7 @@ def main() -> None:
     from motivnet_edge.backends import installed_backends
     from motivnet_edge.detectors import YuNetDetector
     from motivnet_edge.package import load_package, resolve_model
-    from motivnet_edge.timing import machine_info
+    from motivnet_edge.machine import machine_info
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--package", action="append", default=[], help="NAME=PACKAGE or 'default'; repeat")

@@ -154,7 +154,7 @@ def main() -> None:
     from motivnet_distill.data import read_dataset
     from motivnet_edge.package import load_package
     from motivnet_edge.preprocess import faces_to_tensor
-    from motivnet_edge.timing import machine_info
+    from motivnet_edge.machine import machine_info
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--peer", action="append", choices=sorted(PEERS), help="default: both")

@@ -36,7 +36,8 @@ def main() -> None:
     import onnxruntime as ort
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
-    from motivnet_edge.timing import machine_info, time_interleaved
+    from motivnet_edge.machine import machine_info
+    from motivnet_edge.timing import time_interleaved
     from motivnet_edge.recognizer import DEFAULT_MODEL
 
     pkg = args.package or DEFAULT_MODEL

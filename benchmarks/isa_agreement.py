@@ -102,7 +102,7 @@ def main() -> None:
     from motivnet_edge.detectors import YuNetDetector
     from motivnet_edge.package import load_package, resolve_model
     from motivnet_edge.preprocess import face_crop
-    from motivnet_edge.timing import machine_info
+    from motivnet_edge.machine import machine_info
 
     package = str(resolve_model(args.package))
     pp = load_package(package).preprocessing

@@ -60,7 +60,7 @@ def main() -> None:
     per_cpu_out(ap, "latency_ratio.json")
     args = ap.parse_args()
 
-    from motivnet_edge.timing import machine_info
+    from motivnet_edge.machine import machine_info
     from motivnet_edge.recognizer import DEFAULT_MODEL
     from motivnet_export.exporter import export
 

@@ -58,7 +58,7 @@ def main() -> None:
 
     sys.path.insert(0, str(ROOT / "benchmarks"))
     from motivnet_distill.evaluate import standard_protocols
-    from motivnet_edge.timing import machine_info
+    from motivnet_edge.machine import machine_info
     from motivnet_edge.recognizer import DEFAULT_MODEL, EmotionRecognizer
     from motivnet_export.exporter import export
     from motivnet_distill.data import read_image_folder, split_by_person

@@ -26,7 +26,7 @@ from pathlib import Path
 
 import numpy as np
 
-from motivnet_edge.timing import machine_info
+from motivnet_edge.machine import machine_info
 from common import ROOT, SHARED, fer_calibration, write_result  # noqa: E402  (benchmarks/ is the script folder)
 
 PEERS = {"mini": "fer2013_mini_XCEPTION.102-0.66.hdf5", "big": "fer2013_big_XCEPTION.54-0.66.hdf5"}

@@ -78,7 +78,7 @@ def main() -> None:
     from motivnet_distill.prior_correction import fit_domain_prior
     from motivnet_edge.detectors import YuNetDetector
     from motivnet_edge.recognizer import DEFAULT_MODEL
-    from motivnet_edge.timing import machine_info
+    from motivnet_edge.machine import machine_info
 
     model = str(DEFAULT_MODEL if args.model == "default" else args.model)
     yunet = shared_yunet(args.shared)

@@ -30,7 +30,7 @@ from motivnet_distill.data import FaceSet
 from motivnet_distill.domains import shared_yunet, test_sets
 from motivnet_distill.evaluate import evaluate_probs, model_probs
 from motivnet_edge.detectors import YuNetDetector
-from motivnet_edge.timing import machine_info
+from motivnet_edge.machine import machine_info
 from common import board_arguments, scored_models, write_result  # noqa: E402  (benchmarks/ is the script folder)
 
 SETS = ("affectnet96", "sfew", "ckplus", "ferplus_majority", "facial_expressions")

@@ -24,8 +24,6 @@ OUT = ROOT / "benchmarks" / "results" / "teacher_candidates.json"
 
 def candidate(run: Path) -> dict:
     """One run's shape, cost and curve."""
-    import torch  # noqa: F401  (count_flops needs it; benchmarks run with the distill extra)
-
     from motivnet_distill.student import StudentConfig, count_flops, create_student
 
     config = json.loads((run / "config.json").read_text())
@@ -76,7 +74,7 @@ def plot(result: dict, path: Path) -> None:
 
 
 def main() -> None:
-    from motivnet_edge.timing import machine_info
+    from motivnet_edge.machine import machine_info
 
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--run", action="append", type=Path, required=True, help="a candidate's run folder (repeat)")

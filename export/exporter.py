@@ -14,7 +14,7 @@ import shutil
 from collections.abc import Mapping
 from pathlib import Path
 
-from motivnet_edge.timing import git_commit
+from motivnet_edge.machine import git_commit
 from motivnet_edge.package import ModelFile, sha256_file
 from motivnet_edge.package_write import build_manifest, check_replaceable, write_package
 
@@ -36,7 +36,8 @@ def count_gflops(src: ExportSource) -> float:
 def _latency(folder: Path, files: list[ModelFile], threads: int, rounds: int) -> dict:
     """fp32 vs int8 latency per backend on this machine, each in its own process, batch 1."""
     from motivnet_edge.cpu import int8_flags
-    from motivnet_edge.timing import BenchConfig, compare, machine_info
+    from motivnet_edge.machine import machine_info
+    from motivnet_edge.timing import BenchConfig, compare
 
     configs = [BenchConfig(f.backend, f.precision, threads, 1) for f in files]
     out: dict = {}

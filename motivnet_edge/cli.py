@@ -252,7 +252,8 @@ def benchmark(package, threads, batch, rounds, seconds, providers, as_json) -> N
     """Classify latency of a package on this device: every backend and precision, each in its own process."""
     from tqdm import tqdm
 
-    from .timing import BenchConfig, compare, machine_info, precisions_here
+    from .machine import machine_info
+    from .timing import BenchConfig, compare, precisions_here
     from .package import load_package, resolve_model
 
     ts, bs = threads, batch

@@ -8,10 +8,7 @@ results quote the median over rounds with the spread (min..max of round medians)
 
 from __future__ import annotations
 
-import datetime as _dt
 import json
-import os
-import platform
 import subprocess
 import sys
 import time
@@ -33,70 +30,6 @@ class BenchConfig:
     threads: int = 1
     batch: int = 1
     providers: tuple[str, ...] = ()
-
-
-def gemm_peak_gflops(threads: int, n: int = 1024, seconds: float = 2.0, *, precision: str = "fp32") -> float:
-    """GEMM peak with ``threads`` threads in a fresh process (ONNX Runtime, n x n): fp32 MatMul in
-    GFLOP/s, or int8 MatMulInteger (uint8 x int8, the kernels VNNI/AVX2 INT8 use) in GOP/s.
-    An INT8 model's throughput is compared with the int8 peak, an fp32 model's with fp32's."""
-    if precision not in ("fp32", "int8"):
-        raise MotivnetError(f"GEMM probe precision {precision!r}: fp32 or int8")
-    if precision == "fp32":
-        node, types, feeds = "helper.make_node('MatMul', ['a', 'b'], ['c'])", "(TensorProto.FLOAT, TensorProto.FLOAT, TensorProto.FLOAT)", \
-            "a = np.random.rand({n}, {n}).astype(np.float32); b = a"
-    else:
-        node, types, feeds = "helper.make_node('MatMulInteger', ['a', 'b'], ['c'])", \
-            "(TensorProto.UINT8, TensorProto.INT8, TensorProto.INT32)", \
-            "a = np.random.randint(0, 255, ({n}, {n})).astype(np.uint8); b = np.random.randint(-127, 127, ({n}, {n})).astype(np.int8)"
-    code = f"""
-import time, numpy as np, onnx, onnxruntime as ort
-from onnx import helper, TensorProto
-ta, tb, tc = {types}
-g = helper.make_graph([{node}], 'g',
-    [helper.make_tensor_value_info('a', ta, [{n}, {n}]), helper.make_tensor_value_info('b', tb, [{n}, {n}])],
-    [helper.make_tensor_value_info('c', tc, [{n}, {n}])])
-so = ort.SessionOptions(); so.intra_op_num_threads = {threads}
-s = ort.InferenceSession(helper.make_model(g).SerializeToString(), so, providers=['CPUExecutionProvider'])
-{feeds.format(n=n)}; feed = {{'a': a, 'b': b}}
-for _ in range(3): s.run(None, feed)
-best, t_end = 1e9, time.time() + {seconds}
-while time.time() < t_end:
-    t = time.perf_counter(); s.run(None, feed); best = min(best, time.perf_counter() - t)
-print(2 * {n} ** 3 / best / 1e9)
-"""
-    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
-    if r.returncode != 0:
-        raise MotivnetError(f"GEMM probe failed: {(r.stderr.strip().splitlines() or ['?'])[-1]}")
-    return float(r.stdout.strip().splitlines()[-1])
-
-
-def git_commit() -> str:
-    """The checkout's short commit (results files and manifests name the code that made them)."""
-    try:
-        commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
-                                timeout=5, cwd=Path(__file__).parent).stdout.strip()
-    except (OSError, subprocess.SubprocessError):
-        commit = ""
-    return commit or "unknown"
-
-
-def machine_info() -> dict:
-    """CPU model, INT8/AVX flags, cores, library versions, commit and date for a results file."""
-    from .cpu import cpu_info, reported_flags
-
-    cpu = cpu_info()[0]
-    from importlib import metadata
-
-    versions = {}
-    for dist in ("numpy", "opencv-python-headless", "onnxruntime", "openvino", "torch", "nncf", "motivnet-edge"):
-        try:
-            versions[dist] = metadata.version(dist)
-        except metadata.PackageNotFoundError:
-            continue
-    return {"cpu": cpu, "cores": os.cpu_count(), "machine": platform.machine(),
-            "flags": reported_flags(),
-            "python": platform.python_version(), "versions": versions, "commit": git_commit(),
-            "date": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")}
 
 
 def precisions_here(package, *, providers: tuple[str, ...] = ()) -> list[tuple[str, str]]:

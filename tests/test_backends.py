@@ -222,7 +222,9 @@ def test_onnx_with_unlisted_external_data_is_refused(package_copy, tmp_path):
 
 @pytest.mark.slow
 def test_gemm_peaks_are_probed_per_precision():
-    from motivnet_edge.timing import gemm_peak_gflops
+    from conftest import load_benchmark
+
+    gemm_peak_gflops = load_benchmark("gemm_peak").gemm_peak_gflops
 
     fp32, int8 = gemm_peak_gflops(1, n=256, seconds=0.3), gemm_peak_gflops(1, n=256, seconds=0.3, precision="int8")
     assert fp32 > 0 and int8 > 0

@@ -22,7 +22,7 @@ from motivnet_edge.backends import choose_precision, installed_backends, int8_ag
 from motivnet_edge.backends.base import BackendOptions
 from motivnet_edge.cpu import int8_flags
 from motivnet_edge.package import load_package
-from motivnet_edge.timing import machine_info
+from motivnet_edge.machine import machine_info
 
 
 def main(faces_npz: str, photo: str, out: str) -> None:
