@@ -99,6 +99,62 @@ def _prepare(src: ExportSource, *, val, calib, int8: bool, prior_correction: boo
                         labels=src.labels, min_calibration=min_calibration)
 
 
+def _write_models(b: Build, say) -> list[ModelFile]:
+    """Every format's fp32 file, then (with calibration data) its INT8 file, in the table's order;
+    ONNX Runtime's files get their fused graphs last."""
+    files = []
+    for name in b.formats:
+        say(f"writing {name} fp32")
+        files += FORMATS[name].fp32(b)
+    if b.data is not None:
+        for name in b.formats:
+            say(f"quantizing {name} to INT8 (NNCF)")
+            files += FORMATS[name].int8(b)
+    if "onnx" in b.formats:
+        files = finish_onnxruntime(b, files)
+    else:
+        (b.folder / "model.onnx").unlink(missing_ok=True)  # only the source of the other formats
+    (b.folder / ORT_TMP).unlink(missing_ok=True)
+    return files
+
+
+def _ship_detector(b: Build, yunet: Path) -> None:
+    """Copies a YuNet model into the package as an asset in the "yunet" role."""
+    if not yunet.is_file():
+        raise SourceError(f"YuNet model {yunet} does not exist")
+    (b.folder / "detector").mkdir(exist_ok=True)
+    shutil.copy(yunet, b.folder / "detector" / "yunet.onnx")
+    b.assets["detector/yunet.onnx"] = sha256_file(b.folder / "detector" / "yunet.onnx")
+    b.roles["yunet"] = "detector/yunet.onnx"
+
+
+def _provenance(b: Build, extra: dict | None) -> dict:
+    """The source's provenance, the caller's additions, and how this export was made."""
+    return {**b.src.provenance, **(extra or {}), "code_version": git_commit(),
+            "export": {"formats": list(b.formats), "onnx_opset": OPSET,
+                       "onnx_max_abs_diff_vs_torch": b.onnx_max_abs_diff,
+                       "onnxruntime_fusion": b.fused or None,
+                       "machine": platform.machine(), "python": platform.python_version()}}
+
+
+def _measured(b: Build, files: list[ModelFile], extra: dict | None) -> dict:
+    """File sizes, GFLOPs and each INT8 file's agreement with fp32 for the manifest's metrics.
+
+    Raises:
+        QuantizationError: INT8 was asked for and no runtime could run any INT8 file.
+    """
+    sizes = {f.path: (b.folder / f.path).stat().st_size + sum((b.folder / p).stat().st_size for p in f.extra_files)
+             for f in files}
+    measured = {**b.src.metrics, **(extra or {}), "file_sizes": sizes, "gflops": count_gflops(b.src)}
+    if b.int8:
+        measured["int8"] = {k: {"shipped": True, **v} for k, v in b.int8.items()}
+        if not any(v.get("shipped", True) for v in b.int8.values()):
+            raise QuantizationError("no runtime could run an INT8 version of this model: "
+                                    + "; ".join(f"{k}: {v['error']}" for k, v in b.int8.items())
+                                    + ". Export without --int8 (fp32 runs everywhere)")
+    return measured
+
+
 def export(source, out: str | Path, *, formats=("onnx", "openvino"), int8: bool = False,
            calib=None, val=None, val_label_source: str = "ferplus", max_drop: float | None = None,
            min_calibration: int = 300,
@@ -147,45 +203,17 @@ def export(source, out: str | Path, *, formats=("onnx", "openvino"), int8: bool 
     src = source if isinstance(source, ExportSource) else load_source(source, **(teacher_options or {}))
     data = _prepare(src, val=val, calib=calib, int8=int8, prior_correction=prior_correction,
                     val_label_source=val_label_source, min_calibration=min_calibration, say=say)
+    formats = tuple(name for name in FORMATS if name in formats)  # the table's order
+
     def build(folder: Path) -> dict:
-        b = Build(src, folder, tuple(formats), data=data, max_drop=max_drop)
-        rows = [FORMATS[name] for name in FORMATS if name in formats]
-        files = []
-        for name, row in zip([n for n in FORMATS if n in formats], rows):
-            say(f"writing {name} fp32")
-            files += row.fp32(b)
-        if data is not None:
-            for name, row in zip([n for n in FORMATS if n in formats], rows):
-                say(f"quantizing {name} to INT8 (NNCF)")
-                files += row.int8(b)
-        if "onnx" in formats:
-            files = finish_onnxruntime(b, files)
-        else:
-            (folder / "model.onnx").unlink(missing_ok=True)  # only the source of the other formats
-        (folder / ORT_TMP).unlink(missing_ok=True)
+        b = Build(src, folder, formats, data=data, max_drop=max_drop)
+        files = _write_models(b, say)
         if yunet is not None:
-            if not Path(yunet).is_file():
-                raise SourceError(f"YuNet model {yunet} does not exist")
-            (folder / "detector").mkdir(exist_ok=True)
-            shutil.copy(yunet, folder / "detector" / "yunet.onnx")
-            b.assets["detector/yunet.onnx"] = sha256_file(folder / "detector" / "yunet.onnx")
-            b.roles["yunet"] = "detector/yunet.onnx"
-        prov = {**src.provenance, **(provenance or {}), "code_version": git_commit(),
-                "export": {"formats": list(formats), "onnx_opset": OPSET,
-                           "onnx_max_abs_diff_vs_torch": b.onnx_max_abs_diff,
-                           "onnxruntime_fusion": b.fused or None,
-                           "machine": platform.machine(), "python": platform.python_version()}}
-        sizes = {f.path: (folder / f.path).stat().st_size + sum((folder / p).stat().st_size for p in f.extra_files)
-                 for f in files}
-        measured = {**src.metrics, **(metrics or {}), "file_sizes": sizes, "gflops": count_gflops(src)}
-        if b.int8:
-            measured["int8"] = {k: {"shipped": True, **v} for k, v in b.int8.items()}
-            if not any(v.get("shipped", True) for v in b.int8.values()):
-                raise QuantizationError("no runtime could run an INT8 version of this model: "
-                                        + "; ".join(f"{k}: {v['error']}" for k, v in b.int8.items())
-                                        + ". Export without --int8 (fp32 runs everywhere)")
-        kw = dict(labels=src.labels, preprocessing=src.preprocessing, files=files, provenance=prov,
-                  license={**src.license, **(license or {})}, assets=b.assets or None, roles=b.roles)
+            _ship_detector(b, Path(yunet))
+        kw = dict(labels=src.labels, preprocessing=src.preprocessing, files=files,
+                  provenance=_provenance(b, provenance), license={**src.license, **(license or {})},
+                  assets=b.assets or None, roles=b.roles)
+        measured = _measured(b, files, metrics)
         if latency:
             say("timing fp32 and INT8 on this machine")
             # The package must load to be timed: write a provisional manifest first.
