@@ -20,7 +20,7 @@ from pathlib import Path
 from motivnet_distill.domains import shared_yunet
 from motivnet_distill.evaluate import evaluate_probs, model_probs
 from motivnet_distill.mixture import validation_sets
-from motivnet_distill.pipeline import STUDENT_PREPROCESSING
+from motivnet_distill.distill_options import STUDENT_PREPROCESSING
 from motivnet_edge.machine import machine_info
 from motivnet_edge.detectors import YuNetDetector
 from common import ROOT, SHARED, write_result  # noqa: E402  (benchmarks/ is the script folder)

@@ -187,6 +187,7 @@ def distill(data, domains, pack, samples_per_epoch, without, no_balance, class_p
             batch_size, lr, cache_dir, init, label_source, mirror_teacher, online_teacher, mixup, degrade,
             resume, stop_after, trust_code) -> None:
     """Distil a teacher (or several) into a small student (a ViT or a resnet)."""
+    from .distill_options import DistillOptions
     from .mixture import MixRecipe
     from .pipeline import distill as run_distill
 
@@ -217,6 +218,15 @@ def distill(data, domains, pack, samples_per_epoch, without, no_balance, class_p
                         **({"samples_per_epoch": samples_per_epoch} if samples_per_epoch else {}),
                         **({"domain_power": 1.0, "class_power": 1.0} if no_balance else {}),
                         **({"class_power": class_power} if class_power is not None else {}))
+    options = DistillOptions(
+        out=out, data=data, domains=domains, pack=pack, mix=mix, val=val, teachers=tuple(teachers),
+        domain_teachers=routed, student=student, init=init, epochs=epochs, stop_after=stop_after, resume=resume,
+        views=views, kd_weight=kd_weight, label_weight=label_weight, temperature=temperature, cache_dir=cache_dir,
+        label_source=label_source, extra_data=tuple(extra_data), mapping=parse_maps(maps), trust_code=trust_code,
+        mirror_teacher=mirror_teacher, online_teacher=online_teacher, mixup=mixup,
+        train={"batch_size": batch_size, "lr": lr, "threads": threads, "degrade_prob": degrade},
+        command=shlex.join(["motivnet-edge", *sys.argv[1:]]))
+    options.check()
     if _finished_or_taken(Path(out), resume, epochs):
         return
     if not teachers:
@@ -224,13 +234,7 @@ def distill(data, domains, pack, samples_per_epoch, without, no_balance, class_p
     say(f"distill: reading the training faces{' and cutting their aligned variants (cached after the first run)' if domains else ''}",
         err=True)
     try:
-        best = run_distill(data=data, domains=domains, pack=pack, mix=mix, out=out, val=val, teachers=list(teachers), student=student, epochs=epochs,
-                           views=views, kd_weight=kd_weight, label_weight=label_weight, temperature=temperature,
-                           resume=resume, batch_size=batch_size, lr=lr, cache_dir=cache_dir, init=init,
-                           threads=threads, label_source=label_source, extra_data=list(extra_data),
-                           mapping=parse_maps(maps), trust_code=trust_code, mirror_teacher=mirror_teacher,
-                           online_teacher=online_teacher, mixup=mixup, degrade_prob=degrade, domain_teachers=routed,
-                           stop_after=stop_after, command=shlex.join(["motivnet-edge", *sys.argv[1:]]))
+        best = run_distill(options)
     except LabelError as exc:
         if not exc.missing:
             raise
@@ -289,7 +293,7 @@ def pack_cmd(domains, out, without, size, quality, cache_dir) -> None:
     from .domains import DOMAINS, shared_yunet
     from .mixture import MixRecipe
     from .pack import write_pack
-    from .pipeline import STUDENT_PREPROCESSING
+    from .distill_options import STUDENT_PREPROCESSING
 
     kept = _kept_domains(without, DOMAINS)
     yunet = shared_yunet(domains)

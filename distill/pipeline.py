@@ -1,4 +1,4 @@
-"""``distill()``: teacher(s) + data -> cached teacher outputs -> trained student run folder.
+"""``distill(DistillOptions)``: teacher(s) + data -> cached teacher outputs -> trained student run folder.
 
 The Python API behind ``motivnet-edge distill``; also runs unchanged under torchrun.
 """
@@ -8,27 +8,21 @@ from __future__ import annotations
 import json
 import logging
 from dataclasses import replace
-from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import numpy as np
 
 from motivnet_edge.errors import MotivnetError
-from motivnet_edge.labels import MOTIVNET_LABELS
 from motivnet_edge.preprocess import Preprocessing
 
 from .data import concat, read_dataset, split_by_person
+from .distill_options import DistillOptions, STUDENT_PREPROCESSING
 from .student import PRESETS
-from .targets import check_domain_teachers, teacher_targets
+from .targets import teacher_targets
 from .train import TrainConfig, train
 
 log = logging.getLogger(__name__)
 
-#: A cached teacher runs once per view of every image before training starts.
-MAX_CACHED_VIEWS = 64
-
-#: The students' input: 48x48 gray, the resolution of FER-style face crops.
-STUDENT_PREPROCESSING = Preprocessing(input_size=(48, 48), color="gray", mean=(127.5,), std=(64.0,))
 
 
 def student_preprocessing(student: str, preprocessing: Preprocessing = STUDENT_PREPROCESSING) -> Preprocessing:
@@ -118,124 +112,64 @@ def _one_set_data(data: Path, val, extra_data, labels, mapping, label_source: st
             val)
 
 
-def distill(*, data: str | Path | None = None, out: str | Path, domains: str | Path | None = None,
-            pack: str | Path | None = None,
-            mix=None, yunet: str | Path | None = None, val: str | Path | None = None,
-            teachers: list[str | Path] = (), student: str = "vit_hybrid_pico", epochs: int = 10,
-            kd_weight: float | None = None, label_weight: float = 1.0, temperature: float = 2.0,
-            views: int = 8, cache_dir: str | Path | None = None, resume: bool = False,
-            preprocessing: Preprocessing = STUDENT_PREPROCESSING, labels=MOTIVNET_LABELS,
-            init: str | Path | None = None, label_source: str = "ferplus", progress: bool = True,
-            extra_data: Sequence[str | Path] = (), mapping: Mapping[str, str | None] | None = None,
-            trust_code: bool = False, mirror_teacher: bool = False, online_teacher: bool = False,
-            mixup: float = 0.0, domain_teachers: Mapping[str, Sequence[str | Path]] | None = None,
-            command: str | None = None, stop_after: int | None = None, **overrides) -> dict:
-    """Distils ``teachers`` (none: labels only) into a ``student`` preset on ``data``.
+def distill(o: DistillOptions) -> dict:
+    """Distils ``o.teachers`` (none: labels only) into the ``o.student`` preset; see DistillOptions.
 
-    Args:
-        data: training set (FER+ split folder, FER2013 CSV, class folders, unlabelled folder).
-        domains: instead of ``data``, the shared/ folder: train on every domain's train part
-            (whole crops and YuNet-aligned crops, drawn by a domain- and class-balancing sampler,
-            see ``mixture.MixRecipe``) and select on the mean of the domains' validation parts.
-        pack: instead of ``data`` or ``domains``, a training pack (``motivnet-edge pack``): the same
-            mix and selection sets, read from one file (a GPU host without shared/).
-        mix: the ``MixRecipe`` for ``domains`` or ``pack`` (default: ``MixRecipe()``).
-        yunet: the YuNet model that aligns ``domains`` faces (default: shared/models/yunet).
-        out: run folder (config, best.pt, last.pt, log.jsonl).
-        val: selection set (default: a FER+ "FER2013Valid" beside a "FER2013Train").
-        teachers: teacher files; several are averaged as an ensemble.
-        kd_weight: weight of the distillation term (default 1 with a teacher, else 0).
-        views: seeded augmented views per image, each cached once per teacher.
-        cache_dir: where teacher outputs are cached (share it between runs to reuse them).
-        init: a timm/DeiT checkpoint (or a run's best.pt) to initialise the student from.
-        label_source: which labels of a FER+ split train and select: "ferplus" votes or "fer2013".
-        extra_data: more labelled sets (class folders, FER+ splits); only the "train" part of each
-            set's by-person split is used, so the part ``eval`` validates on stays unseen.
-        mapping: explicit renames/drops (None) of dataset classes, e.g. {"contempt": None}; applies to
-            ``data``, ``val`` and every ``extra_data`` set alike.
-        trust_code: admit TorchScript / torch.export teachers (loading them runs code from the file).
-        mirror_teacher: the teacher's target for a view is the mean of its readings of the view and
-            of its mirror image (``MirroredTeacher``): symmetric targets, a second cache.
-        online_teacher: the teacher reads every training batch as the student sees it instead of a
-            cache of ``views`` views per image: any number of views costs nothing up front, and
-            ``mixup`` becomes possible (the teacher pass is paid every epoch).
-        mixup: Beta(mixup, mixup) weights for mixing pairs of training faces and their labels
-            (``views.mix_faces``); 0 is off. With a teacher it needs ``online_teacher``.
-        domain_teachers: with ``domains``, a domain's train rows learn from these teacher files
-            (an ensemble when several) instead of ``teachers``, e.g. {"ferplus": [a FER+ specialist]}:
-            each domain keeps the teacher that reads it best. Cached only (not with ``online_teacher``).
-        command: the command line that started this, recorded in the run folder's commands.txt.
+    Returns:
+        The best epoch's metrics, with the student's GFLOPs and parameter count.
 
     Raises:
         MotivnetError: bad data, teacher or option (messages name the fix).
     """
-    if student not in PRESETS:
-        raise MotivnetError(f"unknown student {student!r}; presets: {', '.join(sorted(PRESETS))}")
-    if mirror_teacher and not teachers:
-        raise MotivnetError("--mirror-teacher averages a teacher's readings of a face and its mirror: add --teacher FILE")
-    if online_teacher and not teachers:
-        raise MotivnetError("--online-teacher runs a teacher on every training batch: add --teacher FILE")
-    if teachers and not online_teacher and views > MAX_CACHED_VIEWS:
-        raise MotivnetError(f"--views {views} would cache the teacher's outputs for {views} views of every image: "
-                            f"use at most {MAX_CACHED_VIEWS}, or add --online-teacher (no cache)")
-    if mixup and teachers and not online_teacher:
-        raise MotivnetError("--mixup makes new faces that cached teacher outputs never saw: add --online-teacher so "
-                            "the teacher reads the mixed faces")
-    if sum(x is not None for x in (data, domains, pack)) != 1:
-        raise MotivnetError("pass one of --data (one training set), --domains SHARED (every domain of shared/) or "
-                            "--pack FILE (those domains, packed by motivnet-edge pack)")
-    if domain_teachers:
-        check_domain_teachers(domain_teachers, teachers, domains or pack, online_teacher)
-    preprocessing = student_preprocessing(student, preprocessing)
+    o.check()
+    preprocessing = student_preprocessing(o.student, o.preprocessing)
+    overrides = dict(o.train)
     weights, mix_report = None, None
-    if domains is not None or pack is not None:
-        if val is not None or extra_data:
-            raise MotivnetError("--domains and --pack select on the domains' validation parts and train on their "
-                                "train parts: drop --val and --extra-data")
-        if pack is not None:
-            train_set, weights, val_set, mix_report = _pack_data(Path(pack), preprocessing, labels, mix)
+    if o.domains is not None or o.pack is not None:
+        if o.pack is not None:
+            train_set, weights, val_set, mix_report = _pack_data(Path(o.pack), preprocessing, o.labels, o.mix)
         else:
             train_set, weights, val_set, mix_report = _domain_data(
-                Path(domains), preprocessing, labels, yunet, Path(cache_dir or Path(out) / "cache"), mix)
-        data, val = Path(domains or pack), "validation parts of " + ", ".join(val_set)
+                Path(o.domains), preprocessing, o.labels, o.yunet, o.cache, o.mix)
+        data, val = Path(o.domains or o.pack), "validation parts of " + ", ".join(val_set)
         overrides.setdefault("samples_per_epoch", mix_report["mix"]["samples_per_epoch"])
     else:
-        data = Path(data)
-        train_set, val_set, val = _one_set_data(data, val, extra_data, labels, mapping, label_source)
+        data = Path(o.data)
+        train_set, val_set, val = _one_set_data(data, o.val, o.extra_data, o.labels, o.mapping, o.label_source)
     has_labels = (train_set.soft.sum(1) > 0).any()
-    if not teachers and not has_labels:
+    if not o.teachers and not has_labels:
         raise MotivnetError(f"{data} has no labels and no --teacher was given: nothing to learn from")
-    kd = (1.0 if teachers else 0.0) if kd_weight is None else kd_weight
-    cfg = TrainConfig(student={k: v for k, v in PRESETS[student].items() if k != "img_size"}, epochs=epochs,
-                      kd_weight=kd, label_weight=label_weight if has_labels else 0.0,
-                      temperature=temperature, views=views, online_teacher=online_teacher, mixup=mixup)
+    kd = (1.0 if o.teachers else 0.0) if o.kd_weight is None else o.kd_weight
+    cfg = TrainConfig(student={k: v for k, v in PRESETS[o.student].items() if k != "img_size"}, epochs=o.epochs,
+                      kd_weight=kd, label_weight=o.label_weight if has_labels else 0.0,
+                      temperature=o.temperature, views=o.views, online_teacher=o.online_teacher, mixup=o.mixup)
     cfg = replace(cfg, **overrides)
-    logits, extra = None, {"provenance": {"student_preset": student, "training_data": str(data),
+    logits, extra = None, {"provenance": {"student_preset": o.student, "training_data": str(data),
                                           "extra_training_data": [f"{p} (train part, split by person)"
-                                                                  for p in extra_data],
+                                                                  for p in o.extra_data],
                                           "selection_data": str(val),
-                                          "label_source": label_source}}
+                                          "label_source": o.label_source}}
     if mix_report is not None:
         extra["provenance"]["domains"] = mix_report
-    if command:
-        extra["command"] = command
-    if init is not None:
-        extra["provenance"]["init"] = _init_provenance(init)
+    if o.command:
+        extra["command"] = o.command
+    if o.init is not None:
+        extra["provenance"]["init"] = _init_provenance(o.init)
     online = None
-    if teachers:
+    if o.teachers:
         routed = {}
-        if domain_teachers:
+        if o.domain_teachers:
             from .mixture import domain_slices
 
             slices = domain_slices(mix_report["sources"])
-            missing = sorted(set(domain_teachers) - set(slices))
+            missing = sorted(set(o.domain_teachers) - set(slices))
             if missing:
                 raise MotivnetError(f"a domain teacher is given for {', '.join(missing)}, which this run does not train "
                                     "on (--without?): drop its --domain-teacher")
-            routed = {d: (slices[d], list(files)) for d, files in domain_teachers.items()}
-        logits, online = teacher_targets(teachers, train_set, labels, cache_dir or Path(out) / "cache", views,
-                                          cfg.seed, trust_code, progress, extra, mirror=mirror_teacher,
-                                          online=online_teacher, routed=routed)
-    return train(out, train_set, val_set, preprocessing, cfg, teacher_logits=logits, resume=resume,
-                 progress=progress, extra=extra, init=init, sample_weights=weights, online_teacher=online,
-                 stop_after=stop_after)
+            routed = {d: (slices[d], list(files)) for d, files in o.domain_teachers.items()}
+        logits, online = teacher_targets(list(o.teachers), train_set, o.labels, o.cache, o.views,
+                                          cfg.seed, o.trust_code, o.progress, extra, mirror=o.mirror_teacher,
+                                          online=o.online_teacher, routed=routed)
+    return train(o.out, train_set, val_set, preprocessing, cfg, teacher_logits=logits, resume=o.resume,
+                 progress=o.progress, extra=extra, init=o.init, sample_weights=weights, online_teacher=online,
+                 stop_after=o.stop_after)

@@ -24,7 +24,7 @@ def _write_synthetic_pack(path, size=56):
     report = {"ferplus": {"faces": 40, "rows": 40, "detector_misses": None},
               "affectnet96": {"faces": 24, "rows": 24, "detector_misses": 0}}
     val = {"ferplus": synthetic(16, seed=1), "affectnet96": synthetic(12, seed=2)}
-    from motivnet_distill.pipeline import STUDENT_PREPROCESSING
+    from motivnet_distill.distill_options import STUDENT_PREPROCESSING
 
     save_pack(path, train, val, report=report, recipe={}, preprocessing=STUDENT_PREPROCESSING, size=size)
     return train, val
@@ -77,15 +77,17 @@ def test_a_bad_pack_is_one_error_naming_the_fix(tmp_path, damage, message):
 
 
 def test_distill_trains_from_a_pack_with_its_domains_and_selection_sets(tmp_path):
+    from motivnet_distill.distill_options import DistillOptions
     from motivnet_distill.pipeline import distill
 
     _write_synthetic_pack(tmp_path / "p.npz")
-    best = distill(pack=tmp_path / "p.npz", out=tmp_path / "run", student="vit_hybrid_femto", epochs=1, views=2,
-                   progress=False, samples_per_epoch=48, batch_size=16, degrade_prob=0.3)
+    best = distill(DistillOptions(pack=tmp_path / "p.npz", out=tmp_path / "run", student="vit_hybrid_femto",
+                                  epochs=1, views=2, progress=False,
+                                  train={"samples_per_epoch": 48, "batch_size": 16, "degrade_prob": 0.3}))
     cfg = json.loads((tmp_path / "run" / "config.json").read_text())
     prov = cfg["provenance"]["domains"]
     assert prov["pack"]["encoding"]["codec"] == "webp" and prov["selection"] == {"ferplus": 16, "affectnet96": 12}
     log = json.loads((tmp_path / "run" / "log.jsonl").read_text().splitlines()[0])
     assert {"val_acc_ferplus", "val_acc_affectnet96"} <= set(log) and "val_acc" in best
     with pytest.raises(Exception, match="pass one of --data"):
-        distill(pack=tmp_path / "p.npz", domains=tmp_path, out=tmp_path / "run2", progress=False)
+        distill(DistillOptions(pack=tmp_path / "p.npz", domains=tmp_path, out=tmp_path / "run2", progress=False))

@@ -174,13 +174,14 @@ def test_a_preset_with_its_own_input_size_trains_at_that_size(tmp_path):
     import json
 
     from distill_helpers import class_folder
-    from motivnet_distill.pipeline import STUDENT_PREPROCESSING, distill, student_preprocessing
+    from motivnet_distill.distill_options import STUDENT_PREPROCESSING, DistillOptions
+    from motivnet_distill.pipeline import distill, student_preprocessing
 
     assert student_preprocessing("vit_hybrid_pico") == STUDENT_PREPROCESSING
     assert student_preprocessing("vit_tiny").input_size == (224, 224)
     classes, people = ("happiness", "sadness"), ["Person_A", "Person_B"]
-    distill(data=class_folder(tmp_path / "main", classes, people, seed=0),
-            val=class_folder(tmp_path / "val", classes, people, seed=1), out=tmp_path / "run",
-            student="vit_tiny", epochs=1, batch_size=8, views=1, progress=False)
+    distill(DistillOptions(data=class_folder(tmp_path / "main", classes, people, seed=0),
+                           val=class_folder(tmp_path / "val", classes, people, seed=1), out=tmp_path / "run",
+                           student="vit_tiny", epochs=1, views=1, progress=False, train={"batch_size": 8}))
     saved = json.loads((tmp_path / "run" / "config.json").read_text())
     assert saved["student"]["img_size"] == [224, 224] and saved["preprocessing"]["input_size"] == [224, 224]

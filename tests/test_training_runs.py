@@ -225,6 +225,7 @@ def test_a_non_finite_loss_stops_training_with_a_clear_error(tmp_path):
 
 def test_extra_data_adds_only_the_train_part_of_its_person_split(tmp_path, caplog):
     from motivnet_distill.data import read_image_folder, split_by_person
+    from motivnet_distill.distill_options import DistillOptions
     from motivnet_distill.pipeline import distill
 
     classes = ("happiness", "sadness", "anger")
@@ -238,11 +239,11 @@ def test_extra_data_adds_only_the_train_part_of_its_person_split(tmp_path, caplo
     assert not {f.split("/")[1].rsplit("_", 1)[0] for f in kept.files} & \
         {f.split("/")[1].rsplit("_", 1)[0] for f in held.files}
     with pytest.raises(Exception, match="contempt"):  # the extra set's classes are remapped explicitly
-        distill(data=main, val=val, extra_data=[extra], out=tmp_path / "bad", student="vit_hybrid_femto",
-                epochs=1, progress=False)
+        distill(DistillOptions(data=main, val=val, extra_data=[extra], out=tmp_path / "bad",
+                               student="vit_hybrid_femto", epochs=1, progress=False))
     caplog.set_level("INFO", logger="motivnet_distill.pipeline")
-    distill(data=main, val=val, extra_data=[extra], mapping={"contempt": None}, out=tmp_path / "run",
-            student="vit_hybrid_femto", epochs=1, batch_size=16, views=1, progress=False)
+    distill(DistillOptions(data=main, val=val, extra_data=[extra], mapping={"contempt": None}, out=tmp_path / "run",
+                           student="vit_hybrid_femto", epochs=1, views=1, progress=False, train={"batch_size": 16}))
     assert f"extra training faces: {len(kept)} from the train part of {extra}" in caplog.text
     prov = json.loads((tmp_path / "run" / "config.json").read_text())["provenance"]
     assert prov["extra_training_data"] == [f"{extra} (train part, split by person)"]
@@ -332,3 +333,22 @@ def test_a_long_run_trains_in_sittings_of_stop_after_epochs(tmp_path):
     assert [r["epoch"] for r in rows] == [1, 2] and all(r["cpu_seconds"] > 0 for r in rows)
     saved = json.loads((tmp_path / "run" / "config.json").read_text())
     assert saved["student"]["arch"] == "resnet" and saved["student"]["widths"] == [32, 64, 128, 256]
+
+
+def test_distill_options_refuse_what_cannot_train_before_any_face_is_read(tmp_path):
+    """Issue 43 (3): one frozen DistillOptions with check(), as RecognizerOptions has."""
+    from motivnet_distill.distill_options import DistillOptions
+    from motivnet_edge.errors import MotivnetError
+
+    nowhere = tmp_path / "nowhere"
+    cases = {"unknown student": dict(data=nowhere, student="vit_giant"),
+             "add --teacher FILE": dict(data=nowhere, mirror_teacher=True),
+             "use at most 64": dict(data=nowhere, teachers=("t.onnx",), views=65),
+             "pass one of --data": dict(data=nowhere, domains=nowhere),
+             "drop --val and --extra-data": dict(domains=nowhere, val=nowhere),
+             "unknown training settings lrr": dict(data=nowhere, train={"lrr": 0.1})}
+    for message, kw in cases.items():
+        with pytest.raises(MotivnetError, match=message):
+            DistillOptions(out=tmp_path / "run", **kw).check()
+    DistillOptions(out=tmp_path / "run", data=nowhere, train={"lr": 3e-4}).check()
+    assert not (tmp_path / "run").exists()
