@@ -22,6 +22,7 @@ declare -A variant=(
     [plain]=""
     [filtered]="$bars --meta-weight 0"
     [down]="$bars --meta-weight 0.3"
+    [labels]="--domain-teacher expw=none"   # ExpW rows learn from their labels alone (no KD term)
 )
 runs=(--run ../motivnet_edge/models/default)
 for name in ${VARIANTS:-base plain filtered down}; do      # e.g. VARIANTS="base plain filtered"

@@ -98,7 +98,7 @@ def _domain_teachers(items, domains) -> dict[str, list[str]]:
         name, sep, path = item.partition("=")
         if not sep or name not in domains or not path:
             raise UsageFailure(f"--domain-teacher {item}: write DOMAIN=FILE with a domain of {', '.join(domains)}, "
-                               "e.g. ferplus=runs/pkg/fer_teacher/model.onnx")
+                               "e.g. ferplus=runs/pkg/fer_teacher/model.onnx, or expw=none (labels only)")
         out.setdefault(name, []).append(path)
     return out
 
@@ -143,7 +143,8 @@ def missing_class_hint(exc: LabelError, data: str) -> UsageFailure:
 @list_option("--teacher", "teachers", item=click.Path(), split=False, help="Teacher file; repeat for an ensemble.")
 @list_option("--domain-teacher", "domain_teacher", metavar="DOMAIN=FILE", split=False,
              help="With --domains and --teacher: this domain's train rows learn from FILE instead (repeat for an "
-                  "ensemble), e.g. ferplus=FER_SPECIALIST.onnx.")
+                  "ensemble), e.g. ferplus=FER_SPECIALIST.onnx; FILE 'none': that domain learns from its labels "
+                  "alone, e.g. expw=none for noisy labels the teacher reads poorly.")
 @click.option("--val", type=click.Path(), default=None, help="Selection set (default: FER2013Valid beside the data).")
 @click.option("--student", default="vit_hybrid_pico", show_default=True,
               help="Student preset (vit_hybrid_femto/pico/pico_relu/pico_lite/pico_lite_relu/pico8/nano/small, vit_pico/nano/micro, vit_tiny/small; convolutional: resnet_s, resnet_s64 at 64 px); --init with a shallower student starts the extra blocks as identities, a pico_lite from a pico keeps its strided stem convs.")

@@ -18,6 +18,12 @@ from .teacher_cache import build_cache, load_cached, teacher_logprobs
 from .teachers import EnsembleTeacher, MirroredTeacher, load_teacher
 
 
+#: ``--domain-teacher DOMAIN=none``: that domain's rows learn from their labels alone (no KD
+#: term): for noisy-labelled domains the teacher reads poorly (ExpW: the pico default 35-37 %),
+#: where its soft targets would cap what the labels can teach.
+NO_TEACHER = "none"
+
+
 def _target_teacher(files, labels, trust_code: bool, mirror: bool):
     """One teacher (several files: their ensemble), mirrored when asked."""
     members = [load_teacher(t, trust_code=trust_code) for t in files]
@@ -34,12 +40,19 @@ def teacher_targets(teachers, train_set, labels, cache_dir, views: int, seed: in
     ``routed`` maps a domain to (its rows' slice, its teacher files): those rows learn from that
     teacher instead (its own cache over the slice, the same views the student reads)."""
     teacher = _target_teacher(teachers, labels, trust_code, mirror)
+    silent = {d: rows for d, (rows, files) in (routed or {}).items() if list(files) == [NO_TEACHER]}
+    for d, (_, files) in (routed or {}).items():
+        if NO_TEACHER in files and d not in silent:
+            raise MotivnetError(f"--domain-teacher {d}={NO_TEACHER} trains {d} on its labels alone: do not also give "
+                                f"{d} a teacher file")
     others = {d: (rows, _target_teacher(files, labels, trust_code, mirror))
-              for d, (rows, files) in (routed or {}).items()}
-    name = teacher.name + "".join(f"; {d}: {t.name}" for d, (_, t) in others.items())
+              for d, (rows, files) in (routed or {}).items() if d not in silent}
+    name = teacher.name + "".join(f"; {d}: {t.name}" for d, (_, t) in others.items()) \
+        + "".join(f"; {d}: none (labels only)" for d in silent)
     extra["provenance"]["teacher"] = name
-    if others:
-        extra["provenance"]["domain_teachers"] = {d: t.name for d, (_, t) in others.items()}
+    if others or silent:
+        extra["provenance"]["domain_teachers"] = {**{d: t.name for d, (_, t) in others.items()},
+                                                  **{d: NO_TEACHER for d in silent}}
     terms = licence_terms([teacher.license, *(t.license for _, t in others.values())])
     extra["license"] = {"teacher": terms, "note": "students distilled from a teacher may carry its licence terms"}
     if online:
@@ -51,6 +64,8 @@ def teacher_targets(teachers, train_set, labels, cache_dir, views: int, seed: in
         sub = build_cache(t, part, cache_dir, labels=labels, views=views, seed=seed, progress=progress,
                           index_offset=rows.start)
         logits[rows] = load_cached(sub, len(part), views)
+    for rows in silent.values():
+        logits[rows] = np.nan  # no target: distill_loss leaves these rows out of the KD term
     return logits, None
 
 

@@ -50,7 +50,8 @@ def erase(x: torch.Tensor, gen: torch.Generator, prob: float) -> torch.Tensor:
 
 def distill_loss(logits: torch.Tensor, soft: torch.Tensor | None, teacher: torch.Tensor | None,
                  cfg: TrainConfig) -> torch.Tensor:
-    """label_weight * CE(soft labels) + kd_weight * T^2 * KL(teacher_T || student_T)."""
+    """label_weight * CE(soft labels) + kd_weight * T^2 * KL(teacher_T || student_T); a row whose
+    teacher target is NaN (a domain trained on labels alone) has no KD term."""
     loss = logits.new_zeros(())
     if soft is not None and cfg.label_weight > 0:
         k = soft.shape[1]
@@ -60,10 +61,12 @@ def distill_loss(logits: torch.Tensor, soft: torch.Tensor | None, teacher: torch
             ce = -(target * F.log_softmax(logits, 1)).sum(1)
             loss = loss + cfg.label_weight * ce[has].mean()
     if teacher is not None and cfg.kd_weight > 0:
-        t = cfg.temperature
-        kl = F.kl_div(F.log_softmax(logits / t, 1), F.log_softmax(teacher.float() / t, 1),
-                      log_target=True, reduction="batchmean")
-        loss = loss + cfg.kd_weight * t * t * kl
+        taught = torch.isfinite(teacher).all(1)
+        if taught.any():
+            t = cfg.temperature
+            kl = F.kl_div(F.log_softmax(logits[taught] / t, 1), F.log_softmax(teacher[taught].float() / t, 1),
+                          log_target=True, reduction="batchmean")
+            loss = loss + cfg.kd_weight * t * t * kl
     return loss
 
 
@@ -131,7 +134,7 @@ def _epoch(loop: _Loop, epoch: int, net, model, ema, opt, progress: bool) -> dic
              else torch.randperm(n, generator=gen))
     views = torch.randint(cfg.views, (n,), generator=gen)
     net.train()
-    seen, loss_sum, correct, agree = 0, 0.0, 0, 0
+    seen, loss_sum, correct, agree, taught_seen = 0, 0.0, 0, 0, 0
     bar = tqdm(range(steps), desc=f"epoch {epoch + 1}/{cfg.epochs}", disable=not progress or loop.rank != 0)
     for i in bar:
         idx = order[i * bs:(i + 1) * bs]
@@ -175,11 +178,13 @@ def _epoch(loop: _Loop, epoch: int, net, model, ema, opt, progress: bool) -> dic
         loss_sum += loss.item() * len(pred)
         correct += (pred.cpu() == soft[part].argmax(1)).sum().item()
         if tb is not None:
-            agree += (pred == tb.argmax(1)).sum().item()
+            taught = torch.isfinite(tb).all(1)
+            agree += (pred == tb.argmax(1))[taught].sum().item()
+            taught_seen += int(taught.sum())
         bar.set_postfix(loss=f"{loss_sum / seen:.3f}", acc=f"{correct / seen:.3f}",
-                        **({"agree": f"{agree / seen:.3f}"} if tb is not None else {}))
+                        **({"agree": f"{agree / max(1, taught_seen):.3f}"} if tb is not None else {}))
     return {"train_loss": loss_sum / seen, "train_acc": correct / seen,
-            **({"train_agreement": agree / seen} if loop.teacher is not None or loop.online is not None else {})}
+            **({"train_agreement": agree / max(1, taught_seen)} if loop.teacher is not None or loop.online is not None else {})}
 
 
 def train(run: str | Path, train_set: FaceSet, val_set: FaceSet | Mapping[str, FaceSet], pp: Preprocessing,

@@ -29,6 +29,11 @@ def test_loss_terms():
     assert distill_loss(logits, soft, logits.clone(), kd).item() == pytest.approx(0.0, abs=1e-6)
     assert distill_loss(logits, soft, torch.tensor([[-1.0, 0.0, 2.0]]), kd).item() > 0.1
     assert distill_loss(logits, torch.zeros(1, 3), None, cfg).item() == 0.0  # unlabelled row
+    # a row without a teacher target (NaN: a domain trained on labels alone) has no KD term
+    both, far = torch.cat([logits, logits]), torch.tensor([[-1.0, 0.0, 2.0]])
+    assert distill_loss(both, None, torch.cat([far, torch.full((1, 3), float("nan"))]), kd).item() == \
+        pytest.approx(distill_loss(logits, None, far, kd).item())
+    assert distill_loss(logits, None, torch.full((1, 3), float("nan")), kd).item() == 0.0
 
 
 def test_views_are_seeded_and_view0_is_identity():
@@ -218,6 +223,16 @@ def test_a_domain_teacher_replaces_the_main_teachers_targets_on_its_rows_only(tm
             assert np.allclose(logits[i], want, atol=2e-3), (path.name, i)
     assert extra["provenance"]["domain_teachers"]["ferplus"].startswith("onnx:")
     assert "; ferplus: onnx:" in extra["provenance"]["teacher"]  # --resume compares this name
+    # DOMAIN=none: those rows keep no target (labels only); the others keep the main teacher's
+    extra = {"provenance": {}}
+    quiet, _ = teacher_targets([main], fs, MOTIVNET_LABELS, tmp_path / "cache", 2, 0, False, False, extra,
+                               routed={"expw": (slice(4, 10), ["none"])})
+    assert np.isnan(quiet[4:10]).all() and np.allclose(quiet[:4], logits[:4]) and np.isfinite(quiet[10:]).all()
+    assert extra["provenance"]["domain_teachers"] == {"expw": "none"}
+    assert extra["provenance"]["teacher"].endswith("; expw: none (labels only)")
+    with pytest.raises(Exception, match="do not also give expw a teacher file"):
+        teacher_targets([main], fs, MOTIVNET_LABELS, tmp_path / "cache", 2, 0, False, False, {"provenance": {}},
+                        routed={"expw": (slice(4, 10), ["none", fer])})
 
 
 @pytest.mark.parametrize("args, message", [
