@@ -7,7 +7,8 @@
 #
 # expw_base never draws an ExpW face (--domain-scale expw=0 keeps its rows, so all four share one
 # teacher cache); expw_plain draws ExpW as stored; expw_filtered never draws the faces under the
-# meta.csv bars; expw_down draws them 0.3 times as often as the clean faces of their class.
+# meta.csv bars; expw_down draws them 0.3 times as often as the clean faces of their class;
+# expw_labels draws ExpW as stored but learns it from its labels alone (--domain-teacher expw=none).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 mkdir -p runs
@@ -25,7 +26,7 @@ declare -A variant=(
     [labels]="--domain-teacher expw=none"   # ExpW rows learn from their labels alone (no KD term)
 )
 runs=(--run ../motivnet_edge/models/default)
-for name in ${VARIANTS:-base plain filtered down}; do      # e.g. VARIANTS="base plain filtered"
+for name in ${VARIANTS:-base plain filtered down labels}; do      # e.g. VARIANTS="base plain filtered"
     motivnet-edge distill $common --out "runs/expw_$name" ${variant[$name]}
     runs+=(--run "../runs/expw_$name")
 done
