@@ -41,7 +41,7 @@ def zoo_package(shared: Path, dest: Path) -> Path:
     import onnx
 
     from motivnet_edge.package import ModelFile
-    from motivnet_edge.package_write import build_manifest, write_package
+    from motivnet_edge.package.write import build_manifest, write_package
     from motivnet_edge.preprocess import Preprocessing
 
     src = shared / ZOO_FILE

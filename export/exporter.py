@@ -16,7 +16,7 @@ from pathlib import Path
 
 from motivnet_edge.machine import git_commit
 from motivnet_edge.package import ModelFile, sha256_file
-from motivnet_edge.package_write import build_manifest, check_replaceable, write_package
+from motivnet_edge.package.write import build_manifest, check_replaceable, write_package
 
 from .formats import FORMATS, ORT_TMP, Build, finish_onnxruntime
 from .int8 import Int8Data, QuantizationError

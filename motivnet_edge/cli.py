@@ -224,7 +224,7 @@ def _predict_one(path: Path | int, rec, emit, save: Path | None, max_frames: int
 def info(package, as_json) -> None:
     """Describe a model package (default: the embedded model, also named 'default')."""
     from .package import load_package
-    from .package_describe import describe_package
+    from .package.describe import describe_package
 
     pkg = load_package(package)
     if as_json:

@@ -184,7 +184,7 @@ def test_runtime_refuses_external_data_without_onnx_installed(package_copy, tmp_
 
 
 def test_describe_names_every_file_and_what_an_unshipped_int8_file_lacks(package_copy):
-    from motivnet_edge.package_describe import describe_package
+    from motivnet_edge.package.describe import describe_package
 
     edit_manifest(package_copy, lambda m: m.setdefault("metrics", {}).setdefault("int8", {}).update(
         openvino={"error": "drop 2.0 % above --max-drop", "fallback": "fp32 IR"}))

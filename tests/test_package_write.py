@@ -8,7 +8,7 @@ import pytest
 
 from motivnet_edge.errors import PackageError
 from motivnet_edge.package import load_package
-from motivnet_edge.package_write import write_package
+from motivnet_edge.package.write import write_package
 
 
 def test_failed_write_keeps_the_previous_package(package_copy):

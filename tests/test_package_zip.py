@@ -107,7 +107,7 @@ def test_huge_manifest_and_huge_entry_count_refused_cheaply(tiny_package, tmp_pa
 
 
 def test_zip_bomb_refused_from_its_directory(tmp_path, monkeypatch):
-    import motivnet_edge.package_zip as package_zip
+    import motivnet_edge.package.archive as package_zip
 
     monkeypatch.setenv("MOTIVNET_CACHE", str(tmp_path / "cache"))
     monkeypatch.setattr(package_zip, "MAX_ZIP_BYTES", 2**20)

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from .package import ModelPackage, licence_terms
+from .manifest import ModelPackage, licence_terms
 
 
 def describe_package(pkg: ModelPackage) -> list[str]:

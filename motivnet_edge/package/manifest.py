@@ -2,7 +2,7 @@
 
 Loading verifies every file's sha256 and refuses any path that leaves the folder, so a
 package that was edited, truncated or crafted to read elsewhere fails with a message
-that names the file (``package_files``; zips: ``package_zip``). ``package_write`` builds a
+that names the file (``package.files``; zips: ``package.archive``). ``package.write`` builds a
 package beside its destination and renames it into place.
 """
 
@@ -15,16 +15,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .backends.registry import SPECS
-from .errors import PackageError
-from .package_files import copy_verified, read_verified, sha256_file, verify  # noqa: F401  (public here too)
-from .package_labels import check_labels
-from .package_zip import extract_zip
-from .preprocess import Preprocessing
+from ..backends.registry import SPECS
+from ..errors import PackageError
+from ..preprocess import Preprocessing
+from .archive import extract_zip
+from .files import read_verified, verify
+from .labels import check_labels
 
 SCHEMA_VERSION = 1
 #: The model embedded in the wheel; the name "default" (or None) means it everywhere.
-DEFAULT_MODEL = Path(__file__).parent / "models" / "default"
+DEFAULT_MODEL = Path(__file__).parents[1] / "models" / "default"
 DEFAULT_NAME = "default"
 
 

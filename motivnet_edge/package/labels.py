@@ -13,8 +13,8 @@ import html
 import json
 import re
 
-from .errors import PackageError
-from .onnx_refs import _fields
+from ..errors import PackageError
+from ..onnx_refs import _fields
 
 _METADATA_PROPS = 14  # ModelProto.metadata_props (StringStringEntryProto: key 1, value 2)
 # The IR's own rt_info is the last element of <net>, after its edges; its framework section holds

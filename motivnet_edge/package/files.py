@@ -9,7 +9,7 @@ from __future__ import annotations
 import hashlib
 from pathlib import Path, PurePosixPath
 
-from .errors import PackageError
+from ..errors import PackageError
 
 
 def sha256_file(path: Path) -> str:

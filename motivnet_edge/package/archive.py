@@ -13,8 +13,8 @@ import tempfile
 import zipfile
 from pathlib import Path
 
-from .errors import PackageError
-from .package_files import inside
+from ..errors import PackageError
+from .files import inside
 
 #: A zip package may unpack to at most this many bytes and entries (a package is ~10 files
 #: of a few MB); a zip bomb is refused from its directory, before anything is written.
@@ -62,7 +62,7 @@ def extract_zip(path: Path) -> Path:
     """
     import atexit
 
-    from .cache import user_cache
+    from ..cache import user_cache
 
     st = path.stat()
     key = (str(path.resolve()), st.st_size, st.st_mtime_ns)

@@ -13,9 +13,9 @@ import shutil
 import tempfile
 from pathlib import Path
 
-from .errors import PackageError
-from .package import SCHEMA_VERSION, ModelFile, _read_manifest, load_package
-from .preprocess import Preprocessing
+from ..errors import PackageError
+from ..preprocess import Preprocessing
+from .manifest import SCHEMA_VERSION, ModelFile, _read_manifest, load_package
 
 
 def build_manifest(*, labels, preprocessing: Preprocessing, files: list[ModelFile],
