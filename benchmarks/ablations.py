@@ -97,7 +97,7 @@ def main() -> None:
     import torch
 
     from motivnet_distill.prior_correction import apply_bias, fit_prior_correction
-    from motivnet_distill.fer_data import read_ferplus
+    from motivnet_edge.datasets.fer import read_ferplus
     from motivnet_distill.evaluate import package_probs, standard_protocols
     from motivnet_distill.train import predict_logits
     from motivnet_edge.machine import machine_info

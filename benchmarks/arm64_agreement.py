@@ -36,8 +36,8 @@ SETS = {"ckplus": ("ckplus48", None), "affectnet96": ("affectnet96", "test")}
 def test_faces(shared: Path, per_set: int) -> dict[str, np.ndarray]:
     """The stored crops of CK+48 (it has no split) and AffectNet96 ``test_``, gray uint8: a seeded
     sample of ``per_set`` faces of each, every class in proportion (0: all). Emulated Python is slow."""
-    from motivnet_distill.data import read_image_folder
-    from motivnet_distill.domains import read_part
+    from motivnet_edge.datasets.readers import read_image_folder
+    from motivnet_edge.datasets.domains import read_part
 
     out = {"ckplus": read_image_folder(shared / "data" / "ckplus48", mapping={"contempt": None}),
            "affectnet96": read_part(shared, "affectnet96", "test")}

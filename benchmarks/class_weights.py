@@ -32,7 +32,7 @@ def main() -> None:
     ap.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "class_weights.json")
     args = ap.parse_args()
 
-    from motivnet_distill.fer_data import read_ferplus
+    from motivnet_edge.datasets.fer import read_ferplus
     from motivnet_distill.evaluate import evaluate_probs, package_probs, standard_protocols
     from motivnet_edge.machine import machine_info
 

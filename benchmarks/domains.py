@@ -23,7 +23,7 @@ from pathlib import Path
 
 import numpy as np
 
-from motivnet_distill.domains import CROSS_DOMAIN, KDEF_POSES, crops_for, kdef_pose, shared_yunet, test_sets
+from motivnet_edge.datasets.domains import CROSS_DOMAIN, KDEF_POSES, crops_for, kdef_pose, shared_yunet, test_sets
 from motivnet_distill.evaluate import evaluate_probs, model_preprocessing, model_probs, plot_confusion
 from motivnet_edge.machine import machine_info
 from motivnet_edge.detectors import YuNetDetector

@@ -31,7 +31,7 @@ W, H = 640, 480
 
 def faces(shared: Path, per_set: int, seed: int = 0):
     """(image, label index, set name) for a seeded sample of CK+48 and facial_expressions val."""
-    from motivnet_distill.data import read_image_folder, split_by_person
+    from motivnet_edge.datasets.readers import read_image_folder, split_by_person
 
     sets = {"ckplus": read_image_folder(shared / "data" / "ckplus48", mapping={"contempt": None}),
             "facial_expressions": split_by_person(read_image_folder(shared / "data" / "facial_expressions",
@@ -107,7 +107,7 @@ def crop_mode(package, samples, *, spin: bool | None, rounds: int = 3) -> dict:
 
 
 def main() -> None:
-    from motivnet_distill.domains import shared_yunet
+    from motivnet_edge.datasets.domains import shared_yunet
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--shared", type=Path, default=SHARED)

@@ -37,7 +37,7 @@ def peers(shared: Path, workdir: Path) -> dict[str, str]:
 
 
 def main() -> None:
-    from motivnet_distill.domains import shared_yunet, test_sets
+    from motivnet_edge.datasets.domains import shared_yunet, test_sets
     from motivnet_distill.evaluate import evaluate_probs, package_probs
     from motivnet_edge.backends import installed_backends
     from motivnet_edge.detectors import YuNetDetector

@@ -151,7 +151,7 @@ def package_rows(pkg: Path, x: np.ndarray) -> list[dict]:
 
 
 def main() -> None:
-    from motivnet_distill.data import read_dataset
+    from motivnet_edge.datasets.readers import read_dataset
     from motivnet_edge.package import load_package
     from motivnet_edge.preprocess import faces_to_tensor
     from motivnet_edge.machine import machine_info

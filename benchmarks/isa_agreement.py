@@ -98,7 +98,7 @@ def main() -> None:
         _worker(*args.worker)
         return
 
-    from motivnet_distill.domains import crops_for, shared_yunet, test_sets
+    from motivnet_edge.datasets.domains import crops_for, shared_yunet, test_sets
     from motivnet_edge.detectors import YuNetDetector
     from motivnet_edge.package import load_package, resolve_model
     from motivnet_edge.preprocess import face_crop

@@ -22,8 +22,8 @@ from pathlib import Path
 
 import numpy as np
 
-from motivnet_distill.data import concat
-from motivnet_distill.domains import crops_for, read_part, shared_yunet, test_sets
+from motivnet_edge.datasets.readers import concat
+from motivnet_edge.datasets.domains import crops_for, read_part, shared_yunet, test_sets
 from motivnet_distill.evaluate import evaluate_probs, package_probs
 from motivnet_distill.mixture import SELECTION_DOMAINS, validation_sets
 from motivnet_edge.backends import installed_backends

@@ -61,8 +61,8 @@ def main() -> None:
     from motivnet_edge.machine import machine_info
     from motivnet_edge.recognizer import DEFAULT_MODEL, EmotionRecognizer
     from motivnet_export.exporter import export
-    from motivnet_distill.data import read_image_folder, split_by_person
-    from motivnet_distill.fer_data import read_ferplus
+    from motivnet_edge.datasets.readers import read_image_folder, split_by_person
+    from motivnet_edge.datasets.fer import read_ferplus
 
     mini = args.shared / "models" / "xception_fer2013" / "fer2013_mini_XCEPTION.102-0.66.hdf5"
     if not mini.is_file():

@@ -121,7 +121,7 @@ def main() -> None:
     import nncf
     import openvino as ov
 
-    from motivnet_distill.data import read_dataset
+    from motivnet_edge.datasets.readers import read_dataset
     from motivnet_export.exporter import export
     from motivnet_export.int8 import predictor, prepare_data, top1
     from motivnet_export.sources import load_source

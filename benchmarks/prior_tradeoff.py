@@ -72,7 +72,7 @@ def main() -> None:
     ap.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "prior_tradeoff.json")
     args = ap.parse_args()
 
-    from motivnet_distill.domains import crops_for, shared_yunet, test_sets
+    from motivnet_edge.datasets.domains import crops_for, shared_yunet, test_sets
     from motivnet_distill.evaluate import model_preprocessing, model_probs
     from motivnet_distill.mixture import validation_sets
     from motivnet_distill.prior_correction import fit_domain_prior

@@ -11,7 +11,7 @@ import json
 from pathlib import Path
 
 from common import pct as _pct, stamp as _stamp  # noqa: E402  (benchmarks/ is the script folder)
-from motivnet_distill.domains import SCOREBOARD
+from motivnet_edge.datasets.domains import SCOREBOARD
 
 #: Image links in RESULTS.md are relative to docs/.
 IMG = "../benchmarks/results/"

@@ -26,8 +26,8 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from motivnet_distill.data import FaceSet
-from motivnet_distill.domains import shared_yunet, test_sets
+from motivnet_edge.datasets.readers import FaceSet
+from motivnet_edge.datasets.domains import shared_yunet, test_sets
 from motivnet_distill.evaluate import evaluate_probs, model_probs
 from motivnet_edge.detectors import YuNetDetector
 from motivnet_edge.machine import machine_info

@@ -154,7 +154,7 @@ def plots(results: dict, out_dir: Path) -> None:
 
 
 def main() -> None:
-    from motivnet_distill.domains import shared_yunet
+    from motivnet_edge.datasets.domains import shared_yunet
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--shared", type=Path, default=SHARED)

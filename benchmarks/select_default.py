@@ -17,7 +17,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from motivnet_distill.domains import shared_yunet
+from motivnet_edge.datasets.domains import shared_yunet
 from motivnet_distill.evaluate import evaluate_probs, model_probs
 from motivnet_distill.mixture import validation_sets
 from motivnet_distill.distill_options import STUDENT_PREPROCESSING

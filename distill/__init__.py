@@ -1,1 +1,2 @@
-"""Distillation of MotivNet and other teachers into small ViT students (needs torch)."""
+"""Distillation of MotivNet and other teachers into small students, and their evaluation (needs torch;
+the torch-free dataset readers are the runtime's: motivnet_edge.datasets)."""

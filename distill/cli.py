@@ -17,7 +17,7 @@ from motivnet_edge.cli_options import (BACKEND_OPTIONS, CLASS_WEIGHT, MIRROR, TR
                                        list_option, say)
 from motivnet_edge.errors import LabelError
 
-from .data import LABEL_SOURCES
+from motivnet_edge.datasets.readers import LABEL_SOURCES
 
 
 MAP_OPTION = list_option(
@@ -208,7 +208,7 @@ def distill(data, domains, pack, samples_per_epoch, without, no_balance, class_p
                            "--domain-scale")
     mix, routed = None, None
     if mixed:
-        from .domains import DOMAINS
+        from motivnet_edge.datasets.domains import DOMAINS
 
         routed = _domain_teachers(domain_teacher, DOMAINS) or None
         per_domain = _domain_powers(domain_class_power, DOMAINS)
@@ -291,7 +291,7 @@ def pack_cmd(domains, out, without, size, quality, cache_dir) -> None:
     """Pack the multi-domain training mix and its validation parts into one file (for a GPU host)."""
     from motivnet_edge.detectors import YuNetDetector
 
-    from .domains import DOMAINS, shared_yunet
+    from motivnet_edge.datasets.domains import DOMAINS, shared_yunet
     from .mixture import MixRecipe
     from .pack import write_pack
     from .distill_options import STUDENT_PREPROCESSING
@@ -319,7 +319,7 @@ def pack_cmd(domains, out, without, size, quality, cache_dir) -> None:
 @friendly
 def train_head_cmd(backbone, data, out, epochs, batch_size, lr, num_heads) -> None:
     """Build a MotivNet teacher: train the ML-Decoder head on a frozen Sapiens backbone."""
-    from .data import read_dataset
+    from motivnet_edge.datasets.readers import read_dataset
     from .teacher_head import HeadRecipe, train_head
 
     path = train_head(backbone, read_dataset(data), out, num_heads=num_heads,

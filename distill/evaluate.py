@@ -24,8 +24,8 @@ import numpy as np
 from motivnet_edge.labels import apply_class_weights, remap_scores
 from motivnet_edge.preprocess import face_crop
 
-from .data import FaceSet
-from .domains import standard_protocols  # noqa: F401  (re-exported: the FER-style protocols)
+from motivnet_edge.datasets.readers import FaceSet
+from motivnet_edge.datasets.domains import standard_protocols  # noqa: F401  (re-exported: the FER-style protocols)
 
 #: Recall under this is flagged by ``summary`` (and by ``motivnet-edge eval``).
 RECALL_FLOOR = 0.30
@@ -129,7 +129,7 @@ def summary(results: dict[str, Metrics], *, runs_on: str | None = None) -> str:
     """One line of scores per set, a line of per-class recall, and a flag for every class under the
     floor; then the cross-domain mean when every set of it was scored. ``runs_on``: the backend and
     precision that answered (``auto`` picks INT8 on some CPUs, which moves figures by tenths)."""
-    from .domains import CROSS_DOMAIN, SCOREBOARD
+    from motivnet_edge.datasets.domains import CROSS_DOMAIN, SCOREBOARD
 
     validation = {s.key for s in SCOREBOARD if s.part == "val"}
     rows = [f"ran on {runs_on}"] if runs_on else []
@@ -239,13 +239,13 @@ def model_preprocessing(model: str | Path, *, trust_code: bool = False):
 def _sets_of(data: Path, model, mapping, trust_code: bool) -> dict:
     """{name: (faces cut for the model, unanswered mask or None)}: every test set of shared/, each cut
     as its users measure it (KDEF through YuNet), or one dataset's faces as stored."""
-    from .data import read_dataset
+    from motivnet_edge.datasets.readers import read_dataset
 
     if not (data / "data").is_dir():
         return {data.name: (read_dataset(data, mapping=mapping), None)}
     from motivnet_edge.detectors import YuNetDetector
 
-    from .domains import crops_for, shared_yunet, test_sets
+    from motivnet_edge.datasets.domains import crops_for, shared_yunet, test_sets
 
     yunet = shared_yunet(data)
     if not yunet.is_file():

@@ -102,7 +102,7 @@ def student_from_package(package: str | Path, faces: np.ndarray) -> tuple[torch.
 
 
 def main() -> None:
-    from .data import read_dataset
+    from motivnet_edge.datasets.readers import read_dataset
     from motivnet_edge.preprocess import faces_to_tensor
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])

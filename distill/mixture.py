@@ -19,8 +19,8 @@ import numpy as np
 from motivnet_edge.labels import MOTIVNET_LABELS
 from motivnet_edge.preprocess import Preprocessing
 
-from .data import DataError, FaceSet, concat
-from .domains import DOMAINS, aligned_variants, read_meta, read_part
+from motivnet_edge.datasets.readers import DataError, FaceSet, concat
+from motivnet_edge.datasets.domains import DOMAINS, aligned_variants, read_meta, read_part
 
 log = logging.getLogger(__name__)
 

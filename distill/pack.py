@@ -31,7 +31,7 @@ import numpy as np
 from motivnet_edge.atomic import atomic_path
 from motivnet_edge.errors import MotivnetError
 
-from .data import FaceSet
+from motivnet_edge.datasets.readers import FaceSet
 
 log = logging.getLogger(__name__)
 

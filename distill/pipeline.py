@@ -15,7 +15,7 @@ import numpy as np
 from motivnet_edge.errors import MotivnetError
 from motivnet_edge.preprocess import Preprocessing
 
-from .data import concat, read_dataset, split_by_person
+from motivnet_edge.datasets.readers import concat, read_dataset, split_by_person
 from .distill_options import DistillOptions, STUDENT_PREPROCESSING
 from .student import PRESETS
 from .targets import teacher_targets
@@ -57,7 +57,7 @@ def _domain_data(shared: Path, preprocessing: Preprocessing, labels, yunet: str 
     """The multi-domain train mix, its sample weights and the per-domain selection sets."""
     from motivnet_edge.detectors import YuNetDetector
 
-    from .domains import shared_yunet
+    from motivnet_edge.datasets.domains import shared_yunet
     from .mixture import MixRecipe, training_mix, validation_sets
 
     yunet = Path(yunet) if yunet else shared_yunet(shared)

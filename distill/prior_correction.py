@@ -19,7 +19,7 @@ import torch
 
 from motivnet_edge.errors import MotivnetError
 
-from .data import FaceSet
+from motivnet_edge.datasets.readers import FaceSet
 
 #: Validation recall every class should reach (above the 30 % the issue sets for test sets,
 #: to leave room for the validation/test gap).

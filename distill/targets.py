@@ -71,7 +71,7 @@ def teacher_targets(teachers, train_set, labels, cache_dir, views: int, seed: in
 
 def check_domain_teachers(domain_teachers, teachers, domains, online: bool) -> None:
     """Per-domain teachers route the rows of a --domains mix; they replace the main teacher's targets there."""
-    from .domains import DOMAINS
+    from motivnet_edge.datasets.domains import DOMAINS
 
     if domains is None:
         raise MotivnetError("a domain teacher routes one domain's rows of --domains training: add --domains SHARED "

@@ -20,7 +20,7 @@ import numpy as np
 
 from motivnet_edge.atomic import write_json
 
-from .data import FaceSet
+from motivnet_edge.datasets.readers import FaceSet
 from .teachers import Teacher
 from .views import view_image
 

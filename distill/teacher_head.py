@@ -21,7 +21,7 @@ from motivnet_edge.atomic import atomic_path
 from motivnet_edge.errors import MotivnetError
 
 from .checkpoints import load_motivnet
-from .data import FaceSet
+from motivnet_edge.datasets.readers import FaceSet
 from .motivnet import MOTIVNET_PREPROCESSING, MotivNet
 from .train import batch_of
 

@@ -25,7 +25,7 @@ import torch.nn.functional as F
 
 from motivnet_edge.preprocess import Preprocessing, faces_to_tensor
 
-from .data import FaceSet
+from motivnet_edge.datasets.readers import FaceSet
 from .run_folder import load_models, plot_curves, save_checkpoint, start_run
 from .student import StudentConfig, count_flops
 from .student_io import save_student

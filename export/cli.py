@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import click
 
-from motivnet_distill.data import LABEL_SOURCES
+from motivnet_edge.datasets.readers import LABEL_SOURCES
 from motivnet_edge.cli_options import TRUST_CODE, friendly, list_option, say
 
 

@@ -52,7 +52,7 @@ def _latency(folder: Path, files: list[ModelFile], threads: int, rounds: int) ->
 
 def _faces(data, labels, label_source: str):
     """A dataset path read in the model's label order, or a FaceSet the caller already read."""
-    from motivnet_distill.data import FaceSet, read_dataset
+    from motivnet_edge.datasets.readers import FaceSet, read_dataset
 
     if isinstance(data, FaceSet):
         if tuple(data.labels) != tuple(labels):
@@ -67,7 +67,7 @@ def _prepare(src: ExportSource, *, val, calib, int8: bool, prior_correction: boo
     calibration/validation tensors INT8 needs (None without ``int8``)."""
     by_domain = isinstance(val, Mapping)
     if by_domain:
-        from motivnet_distill.data import concat
+        from motivnet_edge.datasets.readers import concat
 
         domains = {name: _faces(faces, src.labels, val_label_source) for name, faces in val.items()}
         val_faces = concat(list(domains.values()))

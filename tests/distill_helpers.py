@@ -2,7 +2,7 @@
 
 import numpy as np
 
-from motivnet_distill.data import FaceSet
+from motivnet_edge.datasets.readers import FaceSet
 from motivnet_distill.teachers import Teacher
 from motivnet_distill.train import TrainConfig
 from motivnet_edge.labels import MOTIVNET_LABELS

@@ -4,8 +4,8 @@ import cv2
 import numpy as np
 import pytest
 
-from motivnet_distill.data import DataError, read_dataset, read_image_folder, read_unlabelled
-from motivnet_distill.fer_data import read_fer2013_csv, read_ferplus
+from motivnet_edge.datasets.readers import DataError, read_dataset, read_image_folder, read_unlabelled
+from motivnet_edge.datasets.fer import read_fer2013_csv, read_ferplus
 from motivnet_edge.errors import LabelError
 from motivnet_edge.labels import MOTIVNET_LABELS
 
@@ -67,8 +67,8 @@ def test_hostile_dataset_files(tmp_path):
 
     import cv2
 
-    from motivnet_distill.data import read_image_folder
-    from motivnet_distill.fer_data import read_fer2013_csv
+    from motivnet_edge.datasets.readers import read_image_folder
+    from motivnet_edge.datasets.fer import read_fer2013_csv
 
     face = np.random.default_rng(0).integers(0, 256, (48, 48)).astype(np.uint8)
     (tmp_path / "set" / "happy").mkdir(parents=True)
@@ -154,7 +154,7 @@ def test_map_applies_to_the_training_and_selection_sets_too(tmp_path):
     """--map is one mapping for --data, --val and --extra-data: the error never asks for the flag just given."""
     import cv2
 
-    from motivnet_distill.data import read_dataset
+    from motivnet_edge.datasets.readers import read_dataset
 
     for split in ("train", "val"):
         for cls in ("happy", "contempt"):

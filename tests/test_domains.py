@@ -9,8 +9,8 @@ import pytest
 pytest.importorskip("torch", reason="the domain readers live in the distill extra")
 
 from conftest import SHARED  # noqa: E402
-from motivnet_distill.data import DataError  # noqa: E402
-from motivnet_distill.domains import kdef_part, kdef_pose, prefix_part  # noqa: E402
+from motivnet_edge.datasets.readers import DataError  # noqa: E402
+from motivnet_edge.datasets.domains import kdef_part, kdef_pose, prefix_part  # noqa: E402
 from motivnet_distill.mixture import MixRecipe, sample_weights  # noqa: E402
 
 
@@ -199,7 +199,7 @@ def test_noisy_rows_give_up_their_draws_to_clean_rows_of_their_class():
 
 
 def test_expw_meta_bars_mark_small_or_unsure_faces(tmp_path):
-    from motivnet_distill.domains import read_part
+    from motivnet_edge.datasets.domains import read_part
     from motivnet_distill.mixture import noisy_rows
 
     if not (SHARED / "data" / "expw" / "meta.csv").is_file():

@@ -68,7 +68,7 @@ def test_int8_metrics_and_tensorrt_table(int8_package):
 
 def test_accuracy_control_scores_real_validation_faces(int8_package):
     """NNCF's accuracy control must judge candidates on the labelled validation faces it is given."""
-    from motivnet_distill.data import read_dataset
+    from motivnet_edge.datasets.readers import read_dataset
     from motivnet_export.int8 import prepare_data
     from motivnet_export.nncf_ptq import onnx_accuracy, quantize_onnx
 

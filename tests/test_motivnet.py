@@ -166,7 +166,7 @@ def test_teacher_interface_and_onnx_parity(small, tmp_path):
 
 
 def test_train_head_on_frozen_backbone_round_trips(small, tmp_path):
-    from motivnet_distill.data import FaceSet
+    from motivnet_edge.datasets.readers import FaceSet
     from motivnet_distill.teacher_head import HeadRecipe, train_head
     from motivnet_edge.labels import MOTIVNET_LABELS
 

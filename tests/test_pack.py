@@ -7,7 +7,7 @@ import pytest
 
 torch = pytest.importorskip("torch", reason="distillation needs the distill extra")
 
-from motivnet_distill.data import FaceSet  # noqa: E402
+from motivnet_edge.datasets.readers import FaceSet  # noqa: E402
 from motivnet_edge.labels import MOTIVNET_LABELS  # noqa: E402
 
 from distill_helpers import synthetic  # noqa: E402
@@ -18,7 +18,7 @@ def _write_synthetic_pack(path, size=56):
 
     a, b = synthetic(40), synthetic(24, seed=3)
     big = FaceSet([np.kron(im, np.ones((2, 2), np.uint8)) for im in b.images], b.soft, b.hard, b.labels, b.files)
-    from motivnet_distill.data import concat
+    from motivnet_edge.datasets.readers import concat
 
     train = concat([a, big])
     report = {"ferplus": {"faces": 40, "rows": 40, "detector_misses": None},

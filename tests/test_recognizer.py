@@ -209,7 +209,7 @@ def test_embedded_default_reproduces_the_accuracy_its_manifest_claims():
     from conftest import SHARED
 
     pytest.importorskip("motivnet_distill.evaluate")
-    from motivnet_distill.domains import crops_for, test_sets
+    from motivnet_edge.datasets.domains import crops_for, test_sets
     from motivnet_distill.evaluate import evaluate_probs, package_probs
     from motivnet_edge.detectors import YuNetDetector
     from motivnet_edge.recognizer import DEFAULT_MODEL

@@ -7,7 +7,7 @@ pytest.importorskip("torch", reason="teachers need the distill extra")
 pytest.importorskip("h5py", reason="Keras HDF5 teachers need h5py (distill extra)")
 
 from conftest import FERPLUS, SHARED  # noqa: E402
-from motivnet_distill.fer_data import read_fer2013_labels  # noqa: E402
+from motivnet_edge.datasets.fer import read_fer2013_labels  # noqa: E402
 from motivnet_distill.evaluate import evaluate_probs  # noqa: E402
 from motivnet_distill.teachers import EnsembleTeacher, MirroredTeacher, TeacherError, load_teacher  # noqa: E402
 from motivnet_edge.labels import FER2013_LABELS, MOTIVNET_LABELS  # noqa: E402

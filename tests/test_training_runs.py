@@ -15,7 +15,7 @@ import pytest
 torch = pytest.importorskip("torch", reason="distillation needs the distill extra")
 
 from conftest import load_benchmark  # noqa: E402
-from motivnet_distill.data import FaceSet  # noqa: E402
+from motivnet_edge.datasets.readers import FaceSet  # noqa: E402
 from motivnet_distill.train import TrainConfig  # noqa: E402
 from motivnet_edge.preprocess import Preprocessing  # noqa: E402
 
@@ -224,7 +224,7 @@ def test_a_non_finite_loss_stops_training_with_a_clear_error(tmp_path):
 
 
 def test_extra_data_adds_only_the_train_part_of_its_person_split(tmp_path, caplog):
-    from motivnet_distill.data import read_image_folder, split_by_person
+    from motivnet_edge.datasets.readers import read_image_folder, split_by_person
     from motivnet_distill.distill_options import DistillOptions
     from motivnet_distill.pipeline import distill
 

@@ -4,7 +4,7 @@ Every reader returns a ``FaceSet``: uint8 images as the dataset stores them (fac
 cropped), per-image soft labels and hard labels in the *target* label order, and the file
 names. Images go through ``motivnet_edge.preprocess.face_crop`` later, never here.
 Formats: one-folder-per-class image trees and unlabelled folders (teacher-only distillation)
-here; FER+ folders (label.csv vote counts) and the FER2013 CSV in ``fer_data``. ``read_dataset``
+here; FER+ folders (label.csv vote counts) and the FER2013 CSV in ``fer``. ``read_dataset``
 tells them apart.
 """
 
@@ -18,12 +18,12 @@ from pathlib import Path
 
 import numpy as np
 
-from motivnet_edge.errors import LabelError
-from motivnet_edge.image_io import IMAGE_SUFFIXES
-from motivnet_edge.labels import MOTIVNET_LABELS, remap_indices
+from ..errors import LabelError
+from ..image_io import IMAGE_SUFFIXES
+from ..labels import MOTIVNET_LABELS, remap_indices
 
 from .faces import DataError, FaceSet, read_face_image
-from .fer_data import read_fer2013_csv, read_ferplus, with_fer2013_labels
+from .fer import read_fer2013_csv, read_ferplus, with_fer2013_labels
 
 log = logging.getLogger(__name__)
 

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from motivnet_edge.labels import FER2013_LABELS, FERPLUS_COLUMNS, MOTIVNET_LABELS, remap_indices
+from ..labels import FER2013_LABELS, FERPLUS_COLUMNS, MOTIVNET_LABELS, remap_indices
 
 from .faces import DataError, FaceSet, read_face_image
 

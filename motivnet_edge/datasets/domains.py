@@ -25,12 +25,12 @@ from pathlib import Path
 
 import numpy as np
 
-from motivnet_edge.atomic import atomic_path
-from motivnet_edge.labels import MOTIVNET_LABELS
-from motivnet_edge.preprocess import Preprocessing, face_crop
+from ..atomic import atomic_path
+from ..labels import MOTIVNET_LABELS
+from ..preprocess import Preprocessing, face_crop
 
-from .data import DataError, FaceSet, concat, read_image_folder, split_by_person
-from .fer_data import read_fer2013_labels, read_ferplus
+from .readers import DataError, FaceSet, concat, read_image_folder, split_by_person
+from .fer import read_fer2013_labels, read_ferplus
 
 log = logging.getLogger(__name__)
 

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import numpy as np
 
-from motivnet_edge.errors import MotivnetError
+from ..errors import MotivnetError
 
 
 class DataError(MotivnetError, ValueError):
@@ -37,8 +37,8 @@ class FaceSet:
 def read_face_image(path: Path) -> np.ndarray:
     """A training or test image through the runtime's own loader: 8-bit gray or BGR whatever the
     file's depth (a 16-bit PNG becomes 0..255, as ``predict`` sees it), bombs and non-files refused."""
-    from motivnet_edge.errors import InvalidImageError
-    from motivnet_edge.image_io import load_image
+    from ..errors import InvalidImageError
+    from ..image_io import load_image
 
     try:
         return load_image(path)
