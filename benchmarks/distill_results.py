@@ -40,8 +40,8 @@ def teacher_key(name: str | None) -> str | None:
 
 
 def _lineage(prov: dict) -> list[dict]:
-    """The run's lineage (motivnet_distill.student_io.lineage) with teachers named as results rows."""
-    from motivnet_distill.student_io import lineage
+    """The run's lineage (motivnet_distill.students.io.lineage) with teachers named as results rows."""
+    from motivnet_distill.students.io import lineage
 
     return [dict(step, teacher=teacher_key(step["teacher"])) for step in lineage(prov)]
 
@@ -69,7 +69,7 @@ def main() -> None:
 
     from motivnet_distill.evaluate import evaluate_probs, standard_protocols
     from motivnet_edge.labels import remap_scores
-    from motivnet_distill.teachers import EnsembleTeacher, load_teacher
+    from motivnet_distill.teachers.load import EnsembleTeacher, load_teacher
     from motivnet_distill.train import predict_logits
     from motivnet_edge.machine import machine_info
     from motivnet_export.exporter import count_gflops

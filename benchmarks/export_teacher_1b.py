@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from motivnet_distill.motivnet import MOTIVNET_PREPROCESSING, MotivNet, MotivNetConfig
+from motivnet_distill.teachers.motivnet import MOTIVNET_PREPROCESSING, MotivNet, MotivNetConfig
 from motivnet_edge.backends import BackendOptions, create_backend
 from motivnet_edge.machine import machine_info
 from motivnet_edge.labels import MOTIVNET_LABELS

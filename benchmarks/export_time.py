@@ -2,7 +2,7 @@
 
     python benchmarks/export_time.py [--package default] [--max-drop 0.01]
 
-The student is the package's own network rebuilt as a checkpoint (``motivnet_distill.from_package``,
+The student is the package's own network rebuilt as a checkpoint (``motivnet_distill.students.from_package``,
 BatchNorm statistics from FER2013Valid faces), so the figure needs nothing outside the repository
 and ../shared. The export runs in a subprocess exactly as typed on a terminal: ONNX + OpenVINO,
 INT8 for ONNX Runtime, TensorRT and OpenVINO (NNCF's scheme ladder, then accuracy control),
@@ -43,7 +43,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
         ckpt = tmp / "student.pt"
-        subprocess.run([sys.executable, "-m", "motivnet_distill.from_package", str(resolve_model(args.package)),
+        subprocess.run([sys.executable, "-m", "motivnet_distill.students.from_package", str(resolve_model(args.package)),
                         "--out", str(ckpt), "--faces", str(fer / "FER2013Valid")], check=True)
         calib = fer_calibration(args.shared, tmp / "calib", args.calib_count)
         # The console script beside this interpreter: the one `pip install` put with the packages used here.

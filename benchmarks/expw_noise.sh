@@ -12,7 +12,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 mkdir -p runs
-[ -f runs/default.pt ] || python -m motivnet_distill.from_package motivnet_edge/models/default --out runs/default.pt \
+[ -f runs/default.pt ] || python -m motivnet_distill.students.from_package motivnet_edge/models/default --out runs/default.pt \
     --faces ../shared/data/ferplus/FER2013Valid
 common="--domains ../shared --init runs/default.pt --cache-dir runs/cache_kd --student vit_hybrid_pico
         --teacher motivnet_edge/models/default/model.onnx --mirror-teacher --degrade 0.5 --views 4 --epochs 4

@@ -96,7 +96,7 @@ def main() -> None:
     epochs = [json.loads(line) for line in (args.run / "log.jsonl").read_text().splitlines()]
     yunet = shared_yunet(args.shared)
     detector = YuNetDetector(yunet)
-    from motivnet_distill.student_io import load_student
+    from motivnet_distill.students.io import load_student
 
     pp = load_student(args.run).preprocessing
     val = validation_sets(args.shared, pp, detector)  # by domain: the prior is fitted to their mean

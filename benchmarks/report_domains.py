@@ -27,7 +27,7 @@ TITLES = {
                              "correction; each row a 4-epoch continuation of the FER-era default unless named otherwise; ",
     "fer_share.json": "**FER+'s share of training** (the default, one more round of its own recipe (rd2), the same "
                       "round with FER+ drawn twice as often (`distill --domain-scale ferplus=2`: 50 instead of 33.5 % "
-                      "of each epoch) and the mean of those two rounds' weights (`python -m motivnet_distill.soup`), "
+                      "of each epoch) and the mean of those two rounds' weights (`python -m motivnet_distill.students.soup`), "
                       "each packaged with its prior correction fitted on validation; ",
 }
 

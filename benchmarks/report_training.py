@@ -79,7 +79,7 @@ SELECTION_TITLES = {
     "soup_selection.json": "**Domain shares and soups on validation data** (the default's run; one more round of its "
                            "recipe (rd2); that round with FER+ (fer2) or AffectNet96 (aff2) drawn twice as often "
                            "(`distill --domain-scale`); weight means of rd2 + fer2 (soup), fer2 + aff2 (soup_fa) "
-                           "and all three (soup3) by `python -m motivnet_distill.soup`; ",
+                           "and all three (soup3) by `python -m motivnet_distill.students.soup`; ",
     "lite_selection.json": "**The lite stem from the default's weights, on validation data** (`vit_hybrid_pico_lite_relu`: "
                            "the pico without its stride-1 stem convolutions, ReLU fused into each; started from the "
                            "default's run and distilled with its recipe, `runs/md_lite_relu_rd_kd`; ",

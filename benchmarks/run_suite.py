@@ -60,7 +60,7 @@ def accuracy_rows(name: str, package: Path, protocols: dict, teacher_pred: dict)
 
 def teacher_predictions(shared: Path, protocols: dict) -> dict:
     """Top-1 of the Xception ensemble (the students' teacher) on each protocol, for agreement."""
-    from motivnet_distill.teachers import EnsembleTeacher, load_teacher
+    from motivnet_distill.teachers.load import EnsembleTeacher, load_teacher
 
     files = sorted((shared / "models" / "xception_fer2013").glob("*.hdf5"))
     if not files:
@@ -106,7 +106,7 @@ def pipeline_fps(package: Path, yunet: Path | None, *, seconds: float = 5.0) -> 
 def teacher_rows() -> list[dict]:
     """MotivNet-1B (random weights) in torch: CPU batch 1, and GPU fp32/bf16 batch 1/8/32 if present."""
     try:
-        from motivnet_distill.motivnet import benchmark_teacher
+        from motivnet_distill.teachers.motivnet import benchmark_teacher
     except ImportError:
         return [{"model": "motivnet_1b", "note": "teacher architecture not in this build: not measured"}]
     return benchmark_teacher()

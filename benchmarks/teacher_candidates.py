@@ -24,7 +24,7 @@ OUT = ROOT / "benchmarks" / "results" / "teacher_candidates.json"
 
 def candidate(run: Path) -> dict:
     """One run's shape, cost and curve."""
-    from motivnet_distill.student import StudentConfig, count_flops, create_student
+    from motivnet_distill.students.model import StudentConfig, count_flops, create_student
 
     config = json.loads((run / "config.json").read_text())
     rows = [json.loads(line) for line in (run / "log.jsonl").read_text().splitlines() if line.strip()]

@@ -320,7 +320,7 @@ def pack_cmd(domains, out, without, size, quality, cache_dir) -> None:
 def train_head_cmd(backbone, data, out, epochs, batch_size, lr, num_heads) -> None:
     """Build a MotivNet teacher: train the ML-Decoder head on a frozen Sapiens backbone."""
     from motivnet_edge.datasets.readers import read_dataset
-    from .teacher_head import HeadRecipe, train_head
+    from .teachers.head import HeadRecipe, train_head
 
     path = train_head(backbone, read_dataset(data), out, num_heads=num_heads,
                       recipe=HeadRecipe(epochs=epochs, batch_size=batch_size, lr=lr))

@@ -17,7 +17,7 @@ from motivnet_edge.errors import MotivnetError
 from motivnet_edge.labels import MOTIVNET_LABELS
 from motivnet_edge.preprocess import Preprocessing
 
-from .student import PRESETS
+from .students.model import PRESETS
 
 #: A cached teacher runs once per view of every image before training starts.
 MAX_CACHED_VIEWS = 64

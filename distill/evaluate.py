@@ -207,12 +207,12 @@ def model_probs(model: str | Path, faces: FaceSet, *, backend: str = "auto", pre
     if kind == "student":
         import torch
 
-        from .student_io import load_student
+        from .students.io import load_student
         from .train import predict_logits
 
         ck = load_student(model)
         return ck.labels, torch.softmax(predict_logits(ck.model, faces, ck.preprocessing), 1).numpy()
-    from .teachers import load_teacher
+    from .teachers.load import load_teacher
 
     t = load_teacher(model, trust_code=trust_code)
     return t.labels, t.probs(faces.images)
@@ -228,10 +228,10 @@ def model_preprocessing(model: str | Path, *, trust_code: bool = False):
 
         return load_package(model).preprocessing
     if kind == "student":
-        from .student_io import load_student
+        from .students.io import load_student
 
         return load_student(model).preprocessing
-    from .teachers import load_teacher
+    from .teachers.load import load_teacher
 
     return load_teacher(model, trust_code=trust_code).preprocessing
 

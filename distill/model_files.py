@@ -2,7 +2,7 @@
 
 Kinds: a model *package* (folder with manifest.json, a .zip of one, or "default"), a *student*
 (a distill run folder or its checkpoint), a *keras* HDF5 classifier, an *onnx* classifier, or a
-*motivnet* teacher checkpoint (any format ``motivnet_distill.checkpoints`` reads). A ``.pt`` is a
+*motivnet* teacher checkpoint (any format ``motivnet_distill.teachers.checkpoints`` reads). A ``.pt`` is a
 student when its pickle names a student's entries, else a teacher checkpoint; nothing is
 unpickled to tell (the zip's data.pkl is read as bytes).
 """

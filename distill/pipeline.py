@@ -17,7 +17,7 @@ from motivnet_edge.preprocess import Preprocessing
 
 from motivnet_edge.datasets.readers import concat, read_dataset, split_by_person
 from .distill_options import DistillOptions, STUDENT_PREPROCESSING
-from .student import PRESETS
+from .students.model import PRESETS
 from .targets import teacher_targets
 from .train import TrainConfig, train
 

@@ -16,7 +16,7 @@ import torch
 from motivnet_edge.atomic import atomic_path
 from motivnet_edge.preprocess import Preprocessing
 
-from .student import StudentConfig, create_student
+from .students.model import StudentConfig, create_student
 from .train_config import TrainConfig, TrainConfigError, check_run_folder
 
 log = logging.getLogger(__name__)
@@ -78,7 +78,7 @@ def load_models(run: Path, scfg: StudentConfig, cfg: TrainConfig, device, init, 
     torch.manual_seed(cfg.seed)
     model, ema = create_student(scfg), create_student(scfg)
     if init is not None:
-        from .student_init import load_timm_weights
+        from .students.init_weights import load_timm_weights
 
         try:
             skipped = load_timm_weights(model, init)
@@ -86,7 +86,7 @@ def load_models(run: Path, scfg: StudentConfig, cfg: TrainConfig, device, init, 
             raise TrainConfigError(f"--init {init} cannot be read as weights ({short_error(exc)}); pass a run's "
                                    "best.pt or a timm/DeiT checkpoint") from None
         log.info("initialised from %s; not loaded: %s", init, skipped)
-        from .student_init import identity_blocks
+        from .students.init_weights import identity_blocks
 
         deepened = identity_blocks(model, skipped)
         if deepened:

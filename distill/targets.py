@@ -14,8 +14,8 @@ import numpy as np
 from motivnet_edge.errors import MotivnetError
 from motivnet_edge.package import licence_terms
 
-from .teacher_cache import build_cache, load_cached, teacher_logprobs
-from .teachers import EnsembleTeacher, MirroredTeacher, load_teacher
+from .teachers.cache import build_cache, load_cached, teacher_logprobs
+from .teachers.load import EnsembleTeacher, MirroredTeacher, load_teacher
 
 
 #: ``--domain-teacher DOMAIN=none``: that domain's rows learn from their labels alone (no KD

@@ -27,8 +27,8 @@ from motivnet_edge.preprocess import Preprocessing, faces_to_tensor
 
 from motivnet_edge.datasets.readers import FaceSet
 from .run_folder import load_models, plot_curves, save_checkpoint, start_run
-from .student import StudentConfig, count_flops
-from .student_io import save_student
+from .students.model import StudentConfig, count_flops
+from .students.io import save_student
 from .train_config import RESUME_MUST_MATCH, TrainConfig, TrainConfigError  # noqa: F401  (public here too)
 from .views import degrade, mix_faces, view_image
 

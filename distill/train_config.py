@@ -10,7 +10,7 @@ from pathlib import Path
 
 from motivnet_edge.errors import MotivnetError
 
-from .student import StudentConfig
+from .students.model import StudentConfig
 
 
 class TrainConfigError(MotivnetError, ValueError):

@@ -28,7 +28,7 @@ log = logging.getLogger(__name__)
 
 def count_gflops(src: ExportSource) -> float:
     """GFLOPs of one face (batch 1) of the module being exported."""
-    from motivnet_distill.student import count_flops
+    from motivnet_distill.students.model import count_flops
 
     return round(count_flops(src.model, (1, src.preprocessing.channels, *src.preprocessing.input_size)) / 1e9, 5)
 

@@ -9,7 +9,7 @@ import torch
 
 from motivnet_edge.errors import MotivnetError
 from motivnet_edge.preprocess import Preprocessing
-from motivnet_distill.student_io import StudentCheckpointError, load_student
+from motivnet_distill.students.io import StudentCheckpointError, load_student
 
 
 class SourceError(MotivnetError, ValueError):
@@ -60,7 +60,7 @@ def load_source(path: str | Path, **teacher_options) -> ExportSource:
 
 def _teacher_source(path: Path, **teacher_options) -> ExportSource:
     """A Keras teacher (e.g. the FER2013 Xception peers) exported through the same path."""
-    from motivnet_distill.teachers import load_teacher
+    from motivnet_distill.teachers.load import load_teacher
 
     from motivnet_edge.errors import MotivnetError
 

@@ -3,7 +3,7 @@
 import numpy as np
 
 from motivnet_edge.datasets.readers import FaceSet
-from motivnet_distill.teachers import Teacher
+from motivnet_distill.teachers.load import Teacher
 from motivnet_distill.train import TrainConfig
 from motivnet_edge.labels import MOTIVNET_LABELS
 from motivnet_edge.preprocess import Preprocessing

@@ -244,7 +244,7 @@ def test_a_convolutional_student_exports_with_its_convolutions_in_int8(tmp_path,
 
     import torch
 
-    from motivnet_distill.student import create_student
+    from motivnet_distill.students.model import create_student
     from motivnet_edge.labels import MOTIVNET_LABELS
     from motivnet_edge.preprocess import Preprocessing, faces_to_tensor
 

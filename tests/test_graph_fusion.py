@@ -9,7 +9,7 @@ onnx = pytest.importorskip("onnx")
 import onnxruntime as ort  # noqa: E402
 from onnx import numpy_helper  # noqa: E402
 
-from motivnet_distill.student import create_student  # noqa: E402
+from motivnet_distill.students.model import create_student  # noqa: E402
 from motivnet_edge.preprocess import Preprocessing  # noqa: E402
 from motivnet_export.graph_fusion import fuse_attention, fuse_for_onnxruntime  # noqa: E402
 from motivnet_export.onnx_export import export_onnx  # noqa: E402

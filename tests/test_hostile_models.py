@@ -10,8 +10,8 @@ import pytest
 pytest.importorskip("torch", reason="teachers need the distill extra")
 h5py = pytest.importorskip("h5py", reason="Keras HDF5 teachers need h5py (distill extra)")
 
-from motivnet_distill.keras_graph import KerasFormatError  # noqa: E402
-from motivnet_distill.teachers import load_teacher  # noqa: E402
+from motivnet_distill.teachers.keras_graph import KerasFormatError  # noqa: E402
+from motivnet_distill.teachers.load import load_teacher  # noqa: E402
 
 SECRET = b"root:x:0:0:SECRET-PAYLOAD-1234567890:/root:/bin/sh\n"
 

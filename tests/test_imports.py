@@ -26,7 +26,7 @@ def test_wheel_carries_all_packages_and_default_model(tmp_path):
     assert r.returncode == 0, r.stderr[-2000:]
     wheel = next(tmp_path.glob("motivnet_edge-*.whl"))
     names = zipfile.ZipFile(wheel).namelist()
-    for must in ("motivnet_edge/cli.py", "motivnet_distill/student.py", "motivnet_export/exporter.py",
+    for must in ("motivnet_edge/cli.py", "motivnet_distill/students/model.py", "motivnet_export/exporter.py",
                  "motivnet_edge/models/default/manifest.json", "motivnet_edge/models/default/model.onnx"):
         assert must in names, f"{must} missing from the wheel"
     assert not any(n.startswith(("distill/", "export/")) for n in names), "generic top-level names leaked"

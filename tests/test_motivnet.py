@@ -8,8 +8,8 @@ import pytest
 
 torch = pytest.importorskip("torch", reason="the teacher needs the distill extra")
 
-from motivnet_distill.checkpoints import CheckpointError, load_motivnet  # noqa: E402
-from motivnet_distill.motivnet import MotivNet, MotivNetConfig, count_parameters  # noqa: E402
+from motivnet_distill.teachers.checkpoints import CheckpointError, load_motivnet  # noqa: E402
+from motivnet_distill.teachers.motivnet import MotivNet, MotivNetConfig, count_parameters  # noqa: E402
 
 HEADS = dict(num_heads=4, decoder_heads=4)
 SMALL = dict(embed_dim=64, depth=2, num_heads=4, img_size=(64, 48), decoder_dim=48, decoder_heads=4,
@@ -144,7 +144,7 @@ def test_unknown_width_needs_heads(tmp_path):
 
 
 def test_teacher_interface_and_onnx_parity(small, tmp_path):
-    from motivnet_distill.teachers import load_teacher
+    from motivnet_distill.teachers.load import load_teacher
     from motivnet_export.exporter import export
     from motivnet_edge.package import load_package
 
@@ -167,7 +167,7 @@ def test_teacher_interface_and_onnx_parity(small, tmp_path):
 
 def test_train_head_on_frozen_backbone_round_trips(small, tmp_path):
     from motivnet_edge.datasets.readers import FaceSet
-    from motivnet_distill.teacher_head import HeadRecipe, train_head
+    from motivnet_distill.teachers.head import HeadRecipe, train_head
     from motivnet_edge.labels import MOTIVNET_LABELS
 
     bb = {k: v for k, v in small.state_dict().items() if k.startswith("pose_encoder.")}
@@ -207,7 +207,7 @@ class _RunsOnLoad(torch.nn.Module):
 
 @pytest.mark.parametrize("name", ["teacher.pth", "teacher.pt", "teacher.ckpt", "teacher.bin", "teacher.pt2"])
 def test_torchscript_archive_runs_no_code_without_trust(tmp_path, capfd, name):
-    from motivnet_distill.teachers import load_teacher
+    from motivnet_distill.teachers.load import load_teacher
 
     torch.jit.script(_RunsOnLoad()).save(str(tmp_path / name))
     capfd.readouterr()

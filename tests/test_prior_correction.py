@@ -7,7 +7,7 @@ torch = pytest.importorskip("torch", reason="prior correction runs on torch stud
 
 from motivnet_distill.prior_correction import apply_bias, fit_prior_correction  # noqa: E402
 from motivnet_edge.datasets.readers import FaceSet  # noqa: E402
-from motivnet_distill.student import create_student  # noqa: E402
+from motivnet_distill.students.model import create_student  # noqa: E402
 from motivnet_edge.errors import MotivnetError  # noqa: E402
 from motivnet_edge.labels import MOTIVNET_LABELS  # noqa: E402
 

@@ -7,9 +7,9 @@ import pytest
 
 torch = pytest.importorskip("torch", reason="soups need the distill extra")
 
-from motivnet_distill.soup import average, write_soup  # noqa: E402
-from motivnet_distill.student import create_student  # noqa: E402
-from motivnet_distill.student_io import load_student, save_student  # noqa: E402
+from motivnet_distill.students.soup import average, write_soup  # noqa: E402
+from motivnet_distill.students.model import create_student  # noqa: E402
+from motivnet_distill.students.io import load_student, save_student  # noqa: E402
 from motivnet_edge.errors import MotivnetError  # noqa: E402
 from motivnet_edge.preprocess import Preprocessing  # noqa: E402
 
@@ -28,7 +28,7 @@ def _run(folder, seed, preset="vit_hybrid_femto", teacher="onnx:t.onnx:ab12", st
 
 def test_a_soup_is_the_weighted_mean_and_loads_as_a_run(tmp_path):
     (a, wa), (b, wb) = _run(tmp_path / "a", 0), _run(tmp_path / "b", 1, teacher="onnx:u.onnx:cd34", steps=7)
-    out = write_soup([a, b], tmp_path / "soup", weights=[3, 1], command="python -m motivnet_distill.soup ...")
+    out = write_soup([a, b], tmp_path / "soup", weights=[3, 1], command="python -m motivnet_distill.students.soup ...")
     soup = load_student(out)
     got = soup.model.state_dict()
     name = "blocks.0.attn.qkv.weight"
@@ -71,7 +71,7 @@ def test_soup_misuse_is_refused_with_the_fix(tmp_path, case, match):
 
 def test_soup_cli_refuses_an_existing_run_with_exit_code_2(tmp_path):
     (a, _), (b, _) = _run(tmp_path / "a", 0), _run(tmp_path / "b", 1)
-    cmd = [sys.executable, "-m", "motivnet_distill.soup", "--run", str(a), "--run", str(b), "--out", str(a)]
+    cmd = [sys.executable, "-m", "motivnet_distill.students.soup", "--run", str(a), "--run", str(b), "--out", str(a)]
     r = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
     assert r.returncode == 2 and "already holds a run" in r.stderr and "Traceback" not in r.stderr, r.stderr
     r = subprocess.run(cmd[:-1] + [str(tmp_path / "soup")], capture_output=True, text=True, timeout=120)
@@ -80,7 +80,7 @@ def test_soup_cli_refuses_an_existing_run_with_exit_code_2(tmp_path):
 
 
 def test_an_interrupted_soup_leaves_no_folder_and_an_empty_one_is_filled(tmp_path, monkeypatch):
-    import motivnet_distill.soup as soup_module
+    import motivnet_distill.students.soup as soup_module
 
     (a, _), (b, _) = _run(tmp_path / "a", 0), _run(tmp_path / "b", 1)
     real_save = soup_module.save_student

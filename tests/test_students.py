@@ -7,8 +7,8 @@ import pytest
 
 torch = pytest.importorskip("torch", reason="distillation needs the distill extra")
 
-from motivnet_distill.student import PRESETS, StudentConfig, count_flops, create_student  # noqa: E402
-from motivnet_distill.student_init import load_timm_weights  # noqa: E402
+from motivnet_distill.students.model import PRESETS, StudentConfig, count_flops, create_student  # noqa: E402
+from motivnet_distill.students.init_weights import load_timm_weights  # noqa: E402
 from motivnet_edge.labels import MOTIVNET_LABELS  # noqa: E402
 
 
@@ -102,7 +102,7 @@ def test_a_hybrid_run_initialises_the_same_preset_completely(tmp_path):
 
 def test_a_deeper_student_from_a_shallower_one_starts_with_the_same_function(tmp_path):
     """pico -> pico8: the four new blocks begin as identities, so the outputs are the pico's."""
-    from motivnet_distill.student_init import identity_blocks
+    from motivnet_distill.students.init_weights import identity_blocks
 
     pico = create_student("vit_hybrid_pico").eval()
     torch.nn.init.normal_(pico.head.weight)
@@ -118,7 +118,7 @@ def test_a_deeper_student_from_a_shallower_one_starts_with_the_same_function(tmp
 def test_a_lite_stem_from_a_pico_keeps_every_strided_conv(tmp_path):
     """pico -> pico_lite: the stride-1 stem convs are dropped, the strided ones (and their norms)
     keep their weights at their new places, and nothing is left at its random init."""
-    from motivnet_distill.student import count_flops
+    from motivnet_distill.students.model import count_flops
 
     pico = create_student("vit_hybrid_pico")
     torch.save({"model": pico.state_dict()}, tmp_path / "pico.pt")
@@ -140,7 +140,7 @@ def test_the_embedded_default_rebuilds_as_a_student_with_the_same_logits():
     import onnx
     import onnxruntime as ort
 
-    from motivnet_distill.from_package import student_from_package
+    from motivnet_distill.students.from_package import student_from_package
     from motivnet_edge.recognizer import DEFAULT_MODEL
 
     x = np.random.default_rng(0).normal(0, 1, (32, 1, 48, 48)).astype(np.float32)

@@ -11,7 +11,7 @@ import pytest
 
 torch = pytest.importorskip("torch", reason="distillation needs the distill extra")
 
-from motivnet_distill.teacher_cache import build_cache  # noqa: E402
+from motivnet_distill.teachers.cache import build_cache  # noqa: E402
 from motivnet_distill.train import TrainConfig, distill_loss  # noqa: E402
 from motivnet_distill.views import view_image, view_params  # noqa: E402
 from motivnet_edge.labels import MOTIVNET_LABELS  # noqa: E402
@@ -67,7 +67,7 @@ def test_mix_faces_mixes_pixels_and_labels_alike_across_sizes_and_channels():
 
 
 def test_online_teacher_targets_are_the_cached_ones_and_train_calls_it_per_batch(tmp_path):
-    from motivnet_distill.teacher_cache import teacher_logprobs
+    from motivnet_distill.teachers.cache import teacher_logprobs
     from motivnet_distill.train import train
 
     fs, t = synthetic(12), CountingTeacher()
@@ -154,7 +154,7 @@ def test_degrade_gives_a_poorer_capture_of_the_same_face():
 
 def test_degraded_faces_reach_the_student_and_the_teacher_reads_them_clean(tmp_path, monkeypatch):
     from motivnet_distill import train as train_mod
-    from motivnet_distill.teacher_cache import teacher_logprobs
+    from motivnet_distill.teachers.cache import teacher_logprobs
 
     fs, t, teacher_saw, student_saw = synthetic(32), CountingTeacher(), [], []
     real_batch = train_mod.batch_of
@@ -207,8 +207,8 @@ def test_cache_of_a_slice_reads_the_students_views_of_those_rows(tmp_path):
 
 def test_a_domain_teacher_replaces_the_main_teachers_targets_on_its_rows_only(tmp_path):
     from motivnet_distill.targets import teacher_targets
-    from motivnet_distill.teacher_cache import teacher_logprobs
-    from motivnet_distill.teachers import load_teacher
+    from motivnet_distill.teachers.cache import teacher_logprobs
+    from motivnet_distill.teachers.load import load_teacher
 
     main = _mean_teacher(tmp_path / "main.onnx", [0.0, 0.02, 0, 0, 0, 0, 0])
     fer = _mean_teacher(tmp_path / "fer.onnx", [0.03, 0, 0, 0, 0, 0, 0])

@@ -9,7 +9,7 @@ pytest.importorskip("h5py", reason="Keras HDF5 teachers need h5py (distill extra
 from conftest import FERPLUS, SHARED  # noqa: E402
 from motivnet_edge.datasets.fer import read_fer2013_labels  # noqa: E402
 from motivnet_distill.evaluate import evaluate_probs  # noqa: E402
-from motivnet_distill.teachers import EnsembleTeacher, MirroredTeacher, TeacherError, load_teacher  # noqa: E402
+from motivnet_distill.teachers.load import EnsembleTeacher, MirroredTeacher, TeacherError, load_teacher  # noqa: E402
 from motivnet_edge.labels import FER2013_LABELS, MOTIVNET_LABELS  # noqa: E402
 
 XCEPTION = SHARED / "models" / "xception_fer2013"
@@ -55,7 +55,7 @@ def test_keras_file_with_unwritten_weights_is_refused_without_allocating(tmp_pat
 
     import h5py
 
-    from motivnet_distill.keras_graph import KerasFormatError
+    from motivnet_distill.teachers.keras_graph import KerasFormatError
 
     cfg = {"class_name": "Model", "config": {"layers": [
         {"name": "dense", "class_name": "Dense", "config": {"batch_input_shape": [None, 4]}, "inbound_nodes": []}],
@@ -97,7 +97,7 @@ def test_keras_same_pooling_matches_tensorflow_and_stays_finite(size, pool, stri
     import torch
     import torch.nn.functional as F
 
-    from motivnet_distill.keras_graph import KerasLayer, _same_pad
+    from motivnet_distill.teachers.keras_graph import KerasLayer, _same_pad
 
     x = torch.randn(2, 3, size, size)
     cfg = {"pool_size": [pool, pool], "strides": [stride, stride], "padding": "same"}
@@ -139,7 +139,7 @@ def test_a_mirrored_teacher_reads_a_face_and_its_mirror_alike(tiny_package):
 
 def test_a_package_or_default_is_a_teacher_through_its_fp32_onnx(tiny_package):
     """README's recipe names `--teacher default`: a package folder teaches as its model.onnx does."""
-    from motivnet_distill.teachers import load_teacher
+    from motivnet_distill.teachers.load import load_teacher
 
     by_folder, by_file = load_teacher(tiny_package), load_teacher(tiny_package / "model.onnx")
     assert by_folder.name == by_file.name and load_teacher("default").labels

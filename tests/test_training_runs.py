@@ -127,7 +127,7 @@ def test_distill_cli_end_to_end_on_real_faces(tmp_path):
     # The second run records what it started from, so results can name every teacher along the chain.
     init = ck2["provenance"]["init"]
     assert init["path"] == str(tmp_path / "run" / "best.pt") and init["label_source"] == "ferplus"
-    from motivnet_distill.student_io import lineage
+    from motivnet_distill.students.io import lineage
 
     chain = lineage(ck2["provenance"])
     assert [(s["label_source"], s["init"]) for s in chain] == [

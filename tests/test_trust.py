@@ -177,8 +177,8 @@ def test_cache_entries_are_small_regular_files_only(tmp_path, kind):
 def test_a_keras_graph_naming_a_missing_layer_is_one_error(tmp_path):
     h5py = pytest.importorskip("h5py", reason="Keras HDF5 teachers need h5py (distill extra)")
     pytest.importorskip("torch", reason="teachers need the distill extra")
-    from motivnet_distill.keras_graph import KerasFormatError
-    from motivnet_distill.teachers import load_teacher
+    from motivnet_distill.teachers.keras_graph import KerasFormatError
+    from motivnet_distill.teachers.load import load_teacher
 
     cfg = {"class_name": "Model", "config": {"layers": [
         {"name": "dense", "class_name": "Dense", "config": {"batch_input_shape": [None, 4], "activation": "linear"},

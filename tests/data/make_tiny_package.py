@@ -16,7 +16,7 @@ from pathlib import Path
 
 import torch
 
-from motivnet_distill.student import create_student
+from motivnet_distill.students.model import create_student
 from motivnet_edge.labels import MOTIVNET_LABELS
 from motivnet_edge.preprocess import Preprocessing
 from motivnet_export.exporter import export

@@ -1,6 +1,6 @@
 """A student checkpoint rebuilt from an exported package's ONNX file, to continue training from it.
 
-    python -m motivnet_distill.from_package motivnet_edge/models/default --out runs/default.pt \
+    python -m motivnet_distill.students.from_package motivnet_edge/models/default --out runs/default.pt \
         --faces ../shared/data/ferplus/FER2013Valid
 
 A package holds the student's weights in its fp32 ONNX graph: named initializers for most
@@ -26,8 +26,8 @@ import torch
 from motivnet_edge.errors import MotivnetError
 from motivnet_edge.package import load_package, read_verified
 
-from .student import STEM_ACTS, StudentConfig, create_student
-from .student_io import save_student
+from .model import STEM_ACTS, StudentConfig, create_student
+from .io import save_student
 
 log = logging.getLogger(__name__)
 

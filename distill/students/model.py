@@ -1,11 +1,11 @@
 """The students: a compact Vision Transformer with timm's parameter names, and (``arch``
-"resnet", ``student_cnn``) a residual conv net. One settings dataclass and one factory serve both.
+"resnet", ``cnn``) a residual conv net. One settings dataclass and one factory serve both.
 
 One module covers every student: depth, width, heads, MLP ratio, patch size, input
 resolution and channels are settings. Names follow timm's VisionTransformer
 (patch_embed.proj, cls_token, pos_embed, blocks.N.{norm1,attn.qkv,attn.proj,norm2,
 mlp.fc1,mlp.fc2}, norm, head) so a timm/DeiT state_dict a user holds loads with
-``student_init.load_timm_weights``. Attention is written as plain matmul + softmax: it exports to
+``init_weights.load_timm_weights``. Attention is written as plain matmul + softmax: it exports to
 ONNX as MatMul nodes that NNCF and TensorRT quantize well.
 """
 
@@ -45,7 +45,7 @@ class StudentConfig:
     stem_act: str = "gelu"  # a conv stem's activation: "gelu" or "relu" (fused into the conv by the runtimes)
     drop_path: float = 0.05
     labels: tuple[str, ...] = field(default_factory=tuple)
-    arch: str = "vit"  # "vit", or "resnet" (student_cnn: the fields below; the ViT fields above are unused)
+    arch: str = "vit"  # "vit", or "resnet" (cnn.py: the fields below; the ViT fields above are unused)
     widths: tuple[int, ...] = ()  # resnet: channels of each stage
     stage_blocks: tuple[int, ...] = ()  # resnet: basic blocks in each stage
     stem_stride: int = 1  # resnet: 1 keeps the input resolution in the first stage, 2 halves it
@@ -109,7 +109,7 @@ PRESETS: dict[str, dict] = {
     "vit_hybrid_pico_relu": dict(embed_dim=96, depth=4, num_heads=3, mlp_ratio=3.0, patch_size=8, stem="conv",
                                  stem_act="relu"),
     # pico's width and stem with four more blocks: the blocks cost little next to the stem at 48 px,
-    # and a pico's weights start it (the new blocks begin as identities, see student_init.identity_blocks).
+    # and a pico's weights start it (the new blocks begin as identities, see init_weights.identity_blocks).
     "vit_hybrid_pico8": dict(embed_dim=96, depth=8, num_heads=3, mlp_ratio=3.0, patch_size=8, stem="conv"),
     # a teacher-sized hybrid for a GPU (about 6 M parameters, 0.9 GFLOPs at 48 px): not for a device.
     "vit_hybrid_small": dict(embed_dim=256, depth=8, num_heads=4, mlp_ratio=3.0, patch_size=8, stem="conv"),
@@ -250,7 +250,7 @@ def create_student(name: str | StudentConfig = "vit_hybrid_pico", **overrides) -
         raise ValueError(f"unknown student {name!r}; presets: {sorted(PRESETS)}")
     cfg = StudentConfig(**{**base, **overrides})
     if cfg.arch == "resnet":
-        from .student_cnn import ResNetStudent
+        from .cnn import ResNetStudent
 
         return ResNetStudent(cfg)
     return ViTStudent(cfg)

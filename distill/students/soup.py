@@ -6,7 +6,7 @@ a round that learnt FER+ better and one that kept AffectNet and CK+ can meet hal
 in latency. The soup is a run folder like any other (``best.pt``, ``config.json``, an empty
 ``log.jsonl``), so ``select_default.py``, ``make_default.py`` and ``domains.py`` take it as is.
 
-    python -m motivnet_distill.soup --run runs/md_pico_rd2_kd --run runs/md_pico_fer2_kd --out runs/soup
+    python -m motivnet_distill.students.soup --run runs/md_pico_rd2_kd --run runs/md_pico_fer2_kd --out runs/soup
 """
 
 from __future__ import annotations
@@ -26,8 +26,8 @@ import torch
 from motivnet_edge.errors import MotivnetError
 from motivnet_edge.preprocess import Preprocessing
 
-from .student import StudentConfig, create_student
-from .student_io import checkpoint_file, read_checkpoint, save_student
+from .model import StudentConfig, create_student
+from .io import checkpoint_file, read_checkpoint, save_student
 
 
 class SoupError(MotivnetError, ValueError):
@@ -128,7 +128,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = ap.parse_args(argv)
     try:
         out = write_soup(args.run, args.out, args.weight,
-                         command=shlex.join(["python", "-m", "motivnet_distill.soup", *(argv or sys.argv[1:])]))
+                         command=shlex.join(["python", "-m", "motivnet_distill.students.soup", *(argv or sys.argv[1:])]))
     except MotivnetError as exc:
         print(f"soup: error: {exc}", file=sys.stderr)
         return 2

@@ -23,7 +23,7 @@ from motivnet_edge.errors import MotivnetError
 from .checkpoints import load_motivnet
 from motivnet_edge.datasets.readers import FaceSet
 from .motivnet import MOTIVNET_PREPROCESSING, MotivNet
-from .train import batch_of
+from ..train import batch_of
 
 log = logging.getLogger(__name__)
 

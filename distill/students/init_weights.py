@@ -14,7 +14,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from .student import ViTStudent
+from .model import ViTStudent
 
 
 def identity_blocks(model: ViTStudent, names: list[str]) -> list[int]:
@@ -61,7 +61,7 @@ def load_timm_weights(model: ViTStudent, path: str | Path) -> list[str]:
     Raises:
         ValueError: the file holds no tensors with timm's names.
     """
-    from .checkpoints import resample_pos_embed
+    from ..teachers.checkpoints import resample_pos_embed
 
     sd = torch.load(path, map_location="cpu", weights_only=True)
     for key in ("model", "state_dict", "model_ema"):

@@ -21,8 +21,8 @@ import numpy as np
 from motivnet_edge.atomic import write_json
 
 from motivnet_edge.datasets.readers import FaceSet
-from .teachers import Teacher
-from .views import view_image
+from .load import Teacher
+from ..views import view_image
 
 log = logging.getLogger(__name__)
 

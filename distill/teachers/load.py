@@ -123,7 +123,7 @@ def load_teacher(path: str | Path, *, trust_code: bool = False, **kwargs) -> Tea
     """
     from motivnet_edge.package import load_package, resolve_model
 
-    from .model_files import ModelFileError, model_kind
+    from ..model_files import ModelFileError, model_kind
 
     path = resolve_model(path)  # "default": the embedded model
     if path.is_dir() and (path / "manifest.json").is_file():
@@ -190,7 +190,7 @@ class MirroredTeacher(Teacher):
     distilled without this read KDEF's full-left faces 7 points better than its full-right
     ones, and the same crops flipped swapped the gap. A student distilled from raw outputs inherits that bias
     through every flipped training view; from this teacher every target is symmetric.
-    It costs the teacher two passes per view, once, in the cache (``teacher_cache``).
+    It costs the teacher two passes per view, once, in the cache (``teachers.cache``).
     """
 
     def __init__(self, inner: Teacher) -> None:

@@ -15,7 +15,7 @@ from motivnet_edge.atomic import atomic_path
 from motivnet_edge.errors import MotivnetError
 from motivnet_edge.preprocess import Preprocessing
 
-from .student import StudentConfig, ViTStudent, create_student
+from .model import StudentConfig, ViTStudent, create_student
 
 #: The entries every student checkpoint has.
 REQUIRED = ("model", "student", "preprocessing")
