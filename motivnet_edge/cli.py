@@ -90,7 +90,7 @@ def _silence_native_stderr() -> None:
 def _runtime_options(f):
     for opt in reversed([
         click.option("--model", type=click.Path(), default=None,
-                     help="Package folder or .zip  [default: the embedded model, also named 'default']"),
+                     help="Package folder or .zip, or an embedded model's name  [default: the embedded 'default']"),
         *BACKEND_OPTIONS,
         click.option("--detector", type=click.Choice(DETECTORS), default="auto", show_default=True,
                      help="auto: YuNet when the package ships it (or --yunet), else Haar; none: the image is the face."),

@@ -207,3 +207,32 @@ def test_licence_terms_do_not_nest_across_generations():
     # and a package made before distill flattened them shows them flat: the embedded default is one
     lines = [x for x in cli("info").stdout.splitlines() if x.startswith("licence:")]
     assert "licence:       teacher: unknown" in lines and not any("teacher: teacher:" in x for x in lines), lines
+
+
+def test_an_embedded_model_is_named_by_its_folder_and_an_unknown_name_lists_them(tmp_path, monkeypatch,
+                                                                                   tiny_package, astronaut):
+    """Issue 41 (3): a second embedded model (``accurate``) is one more folder of models/; every
+    verb and from_pretrained take its name, and a name that is not embedded says which are."""
+    import shutil
+    from pathlib import Path
+
+    import motivnet_edge.package.manifest as manifest
+    from motivnet_edge import EmotionRecognizer
+    from motivnet_edge.errors import PackageError
+    from motivnet_edge.package import embedded_models, load_package, resolve_model
+
+    assert embedded_models() == sorted(p.name for p in manifest.MODELS_DIR.iterdir()
+                                       if (p / "manifest.json").is_file()) and "default" in embedded_models()
+    models = tmp_path / "models"
+    shutil.copytree(tiny_package, models / "accurate")
+    (models / "notes").mkdir()  # a folder without a manifest is no model
+    monkeypatch.setattr(manifest, "MODELS_DIR", models)
+    monkeypatch.chdir(tmp_path)
+    assert embedded_models() == ["accurate"] and resolve_model("accurate") == models / "accurate"
+    assert load_package("accurate").labels == load_package(tiny_package).labels
+    with EmotionRecognizer.from_pretrained("accurate", detector="haar") as rec:
+        assert len(rec.predict(astronaut)) == 1
+    with pytest.raises(PackageError, match="no model called 'fastest': embedded here are accurate"):
+        load_package("fastest")
+    (tmp_path / "accurate").mkdir()  # a folder of that name here wins, as for "default"
+    assert resolve_model("accurate") == Path("accurate")

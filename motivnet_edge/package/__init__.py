@@ -10,9 +10,9 @@ Where each part lives:
 """
 
 from .files import copy_verified, read_verified, sha256_file, verify
-from .manifest import (DEFAULT_MODEL, DEFAULT_NAME, MAX_MANIFEST_BYTES, SCHEMA_VERSION, ModelFile, ModelPackage,
-                       licence_terms, load_package, resolve_model)
+from .manifest import (DEFAULT_MODEL, DEFAULT_NAME, MAX_MANIFEST_BYTES, MODELS_DIR, SCHEMA_VERSION, ModelFile,
+                       ModelPackage, embedded_models, licence_terms, load_package, resolve_model)
 
-__all__ = ["DEFAULT_MODEL", "DEFAULT_NAME", "MAX_MANIFEST_BYTES", "SCHEMA_VERSION", "ModelFile", "ModelPackage",
-           "copy_verified", "licence_terms", "load_package", "read_verified", "resolve_model", "sha256_file",
-           "verify"]
+__all__ = ["DEFAULT_MODEL", "DEFAULT_NAME", "MAX_MANIFEST_BYTES", "MODELS_DIR", "SCHEMA_VERSION", "ModelFile",
+           "ModelPackage", "copy_verified", "embedded_models", "licence_terms", "load_package", "read_verified",
+           "resolve_model", "sha256_file", "verify"]

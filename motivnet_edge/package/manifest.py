@@ -23,16 +23,27 @@ from .files import read_verified, verify
 from .labels import check_labels
 
 SCHEMA_VERSION = 1
-#: The model embedded in the wheel; the name "default" (or None) means it everywhere.
-DEFAULT_MODEL = Path(__file__).parents[1] / "models" / "default"
+#: The models embedded in the wheel, one folder each; a bare name (``"default"``, or None for it)
+#: means one of them everywhere a package is asked for. Embedding another model is its folder
+#: here plus its package-data lines in pyproject.toml.
+MODELS_DIR = Path(__file__).parents[1] / "models"
 DEFAULT_NAME = "default"
+DEFAULT_MODEL = MODELS_DIR / DEFAULT_NAME
+
+
+def embedded_models() -> list[str]:
+    """Names of the models embedded in this install (folders of models/ holding a manifest)."""
+    return sorted(p.name for p in MODELS_DIR.iterdir() if (p / "manifest.json").is_file())
 
 
 def resolve_model(path: str | Path | None) -> Path:
-    """The package a user names: None or "default" is the embedded model (unless a file or
-    folder called "default" exists here, which then wins); anything else is a path."""
-    if path is None or (str(path) == DEFAULT_NAME and not Path(path).exists()):
+    """The package a user names: None is the default; an embedded model's name is that model
+    (unless a file or folder of that name exists here, which then wins); anything else is a path."""
+    if path is None:
         return DEFAULT_MODEL
+    name = str(path)
+    if not Path(path).exists() and name.isidentifier() and (MODELS_DIR / name / "manifest.json").is_file():
+        return MODELS_DIR / name
     return Path(path)
 
 
@@ -130,6 +141,9 @@ def _load_folder(path: Path) -> ModelPackage:
     if path.is_file() and path.name == "manifest.json":
         path = path.parent
     manifest_path = path / "manifest.json"
+    if not path.exists() and str(path).isidentifier():
+        raise PackageError(f"no model called {str(path)!r}: embedded here are {', '.join(embedded_models())}; "
+                           "or name a package folder or .zip")
     if not manifest_path.is_file():
         raise PackageError(f"{path} is not a model package: no manifest.json (export one with "
                            "`motivnet-edge export`)")
