@@ -92,7 +92,11 @@ def check_run_folder(run: Path, cfg: TrainConfig, scfg: StudentConfig, resume: b
     defaults = TrainConfig()
     was = {k: saved.get("train", {}).get(k, getattr(defaults, k)) for k in RESUME_MUST_MATCH}
     diffs = [f"{k}: run {was[k]!r}, now {getattr(cfg, k)!r}" for k in RESUME_MUST_MATCH if was[k] != getattr(cfg, k)]
-    old_student = {k: v for k, v in saved.get("student", {}).items() if k != "labels"}
+    try:  # through the dataclass, so a field older runs did not record reads as its default
+        old_student = {k: v for k, v in json.loads(StudentConfig.from_dict(saved.get("student", {})).to_json()).items()
+                       if k != "labels"}
+    except (TypeError, ValueError):  # a field this code does not know, or a shape it refuses
+        old_student = {k: v for k, v in saved.get("student", {}).items() if k != "labels"}
     new_student = {k: v for k, v in json.loads(scfg.to_json()).items() if k != "labels"}
     if old_student != new_student:
         diffs.append("student shape differs (a different --student)")

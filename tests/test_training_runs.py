@@ -352,3 +352,20 @@ def test_distill_options_refuse_what_cannot_train_before_any_face_is_read(tmp_pa
             DistillOptions(out=tmp_path / "run", **kw).check()
     DistillOptions(out=tmp_path / "run", data=nowhere, train={"lr": 3e-4}).check()
     assert not (tmp_path / "run").exists()
+
+
+def test_a_run_saved_before_a_student_field_existed_resumes(tmp_path):
+    """A run folder written before StudentConfig had arch/widths/stage_blocks/stem_stride resumes:
+    a field it did not record had its default then (the nano teacher run of session 24 was refused)."""
+    import json
+
+    from motivnet_distill.train import train
+
+    run, pp = tmp_path / "run", Preprocessing()
+    train(run, synthetic(32), synthetic(16, seed=1), pp, tiny_cfg(), progress=False)
+    config = json.loads((run / "config.json").read_text())
+    for key in ("arch", "widths", "stage_blocks", "stem_stride"):
+        config["student"].pop(key)
+    (run / "config.json").write_text(json.dumps(config))
+    train(run, synthetic(32), synthetic(16, seed=1), pp, replace(tiny_cfg(), epochs=2), resume=True, progress=False)
+    assert len((run / "log.jsonl").read_text().splitlines()) == 2
