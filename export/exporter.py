@@ -7,11 +7,15 @@ after every file was written, hashed, and the package reloaded and checked.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
+import os
 import platform
 import shutil
-from collections.abc import Mapping
+import sys
+import warnings
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 
 from motivnet_edge.machine import git_commit
@@ -97,6 +101,35 @@ def _prepare(src: ExportSource, *, val, calib, int8: bool, prior_correction: boo
         raise SourceError(f"--int8 needs --calib: at least {min_calibration} face images to set INT8 ranges")
     return prepare_data(_faces(calib, src.labels, "ferplus"), src.preprocessing, val_faces=val_faces,
                         labels=src.labels, min_calibration=min_calibration)
+
+
+@contextlib.contextmanager
+def _third_parties_contained() -> Iterator[None]:
+    """Standard output stays the command's result: what third parties print there while a
+    package is built (NNCF's progress bars and, with -v, its INFO lines) goes to stderr with
+    ``-v`` and nowhere without. Without -v (the root logger above INFO) an export shows its own
+    stage lines only: torch's exporter notes on the torchvision ops it skips, deprecation
+    warnings and ONNX Runtime's quantizer advice to the root logger all come back with -v."""
+    if logging.getLogger().isEnabledFor(logging.INFO):
+        with contextlib.redirect_stdout(sys.stderr):
+            yield
+        return
+    torch_onnx = logging.getLogger("torch.onnx")
+    level = torch_onnx.level
+    root = logging.getLogger()
+
+    def not_ort_advice(record: logging.LogRecord) -> bool:
+        return "onnxruntime" not in record.pathname
+
+    with warnings.catch_warnings(), open(os.devnull, "w") as null, contextlib.redirect_stdout(null):
+        warnings.simplefilter("ignore", FutureWarning)
+        torch_onnx.setLevel(logging.ERROR)
+        root.addFilter(not_ort_advice)
+        try:
+            yield
+        finally:
+            root.removeFilter(not_ort_advice)
+            torch_onnx.setLevel(level)
 
 
 def _write_models(b: Build, say) -> list[ModelFile]:
@@ -221,4 +254,5 @@ def export(source, out: str | Path, *, formats=("onnx", "openvino"), int8: bool 
             measured["latency"] = _latency(folder, files, latency_threads, latency_rounds)
         return build_manifest(**kw, metrics=measured)
 
-    return write_package(out, build)
+    with _third_parties_contained():
+        return write_package(out, build)

@@ -103,3 +103,23 @@ def test_kill_mid_export_leaves_previous_package(tiny_checkpoint, tiny_package, 
     assert (dest / "manifest.json").read_text() == before
     load_package(dest)
     assert json.loads(before)["schema_version"] == 1
+
+
+def test_export_prints_its_own_stage_lines_and_third_parties_only_with_v(tiny_checkpoint, tmp_path):
+    """Issue 43 (14): one line per stage with its time; NNCF's INFO lines and progress bars,
+    torch's exporter notes, deprecation warnings and ONNX Runtime's quantizer advice only with
+    -v, and then on stderr: stdout is the result alone."""
+    from conftest import cli, face_crops
+
+    calib = face_crops(tmp_path / "calib", 300)
+    quiet = cli("export", tiny_checkpoint, "--out", tmp_path / "a", "--int8", "--calib", calib, "--no-latency")
+    assert quiet.returncode == 0, quiet.stderr
+    lines = [line for line in quiet.stderr.replace("\r", "\n").splitlines() if line.strip()]
+    assert lines and all(line.startswith("export [") for line in lines), lines
+    assert any("quantizing onnx to INT8" in line for line in lines)
+    # the result alone on stdout: NNCF's progress bars wrote there before
+    assert quiet.stdout.startswith(f"wrote {tmp_path / 'a'}\n") and "Statistics collection" not in quiet.stdout
+    loud = cli("-v", "export", tiny_checkpoint, "--out", tmp_path / "b", "--int8", "--calib", calib, "--no-latency")
+    assert loud.returncode == 0 and loud.stdout.startswith(f"wrote {tmp_path / 'b'}\n"), loud.stdout[-2000:]
+    assert "INFO:nncf" not in loud.stdout and "Statistics collection" not in loud.stdout
+    assert "INFO:nncf" in loud.stderr and "torchvision" in loud.stderr and "Statistics collection" in loud.stderr
