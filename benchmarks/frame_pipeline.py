@@ -11,7 +11,9 @@ reports p50 ms per frame (2 threads, ONNX Runtime fp32 classify, YuNet) or frame
 second, and accuracy over the same faces, with its difference to the reference. Face crops
 alone (no detector) are timed with the recognizer's default spinning and with ``spin=False``.
 The reference runs once more with ONNX Runtime's workers spinning (``spin=True``; the recognizer
-turns spinning off when it runs a detector) to show what that setting costs. Writes
+turns spinning off when it runs a detector) to show what that setting costs. Peers (OpenCV
+Zoo's expression model by default, with its own 112x112 RGB preprocessing; ``--peer NAME=PACKAGE``)
+run the main mode, every frame at ``min_face=48``, on the same frames. Writes
 benchmarks/results/frame_pipeline.json (CPU flags, commit, date inside).
 """
 
@@ -54,13 +56,13 @@ def place(face: np.ndarray, size: int, x: int, y: int) -> np.ndarray:
 
 
 def run_mode(package, yunet, samples, labels, *, min_face: int, detect_every: int | None, clip: int,
-             spin: bool | None = None) -> dict:
+             spin: bool | None = None, precision: str = "fp32") -> dict:
     from motivnet_edge import EmotionRecognizer
 
     rng = np.random.default_rng(1)
     correct, times, n_frames = 0, [], 0
     with EmotionRecognizer.from_pretrained(package, detector="yunet", yunet_model=yunet, threads=2,
-                                           backend="onnxruntime", precision="fp32", min_face=min_face,
+                                           backend="onnxruntime", precision=precision, min_face=min_face,
                                            detect_every=detect_every or 1, spin=spin) as rec:
         names = list(rec.labels)
         for face, label, _ in samples:
@@ -106,6 +108,16 @@ def crop_mode(package, samples, *, spin: bool | None, rounds: int = 3) -> dict:
             "p90_ms_per_crop": round(1e3 * float(np.percentile(times, 90)), 4)}
 
 
+def _peers(args) -> dict[str, str]:
+    """NAME -> package of each peer run beside the model (``--peer``, else OpenCV Zoo's)."""
+    if args.peer is not None:
+        return dict(item.split("=", 1) for item in args.peer)
+    from zoo_package import zoo_peer
+
+    zoo = zoo_peer(args.shared)
+    return {"opencv_zoo": zoo} if zoo else {}
+
+
 def main() -> None:
     from motivnet_edge.datasets.domains import shared_yunet
 
@@ -114,6 +126,8 @@ def main() -> None:
     ap.add_argument("--package", type=Path, default=None, help="model package (default: the embedded one)")
     ap.add_argument("--per-set", type=int, default=150, help="faces drawn from each labelled set")
     ap.add_argument("--clip", type=int, default=10, help="frames per clip in stream modes")
+    ap.add_argument("--peer", action="append", default=None, metavar="NAME=PACKAGE",
+                    help="a peer package run in the main mode (default: OpenCV Zoo's, when shared/ has it)")
     per_cpu_out(ap, "frame_pipeline.json")
     args = ap.parse_args()
 
@@ -145,7 +159,12 @@ def main() -> None:
                "faces": {"n": len(samples), "sets": sorted({s for _, _, s in samples})},
                "settings": {"threads": 2, "classify": "onnxruntime fp32", "detector": "YuNet 2023mar",
                             "clip_frames": args.clip},
-               "package": str(package), "rows": rows, "crops": crops}
+               "package": str(package), "rows": rows, "crops": crops,
+               "peers": [{"name": name, "package": path,
+                          "precision": "as shipped (OpenCV Zoo's file is INT8)" if name == "opencv_zoo" else "auto",
+                          **run_mode(path, yunet, samples, labels, clip=args.clip, min_face=48, detect_every=None,
+                                     precision="auto")}
+                         for name, path in _peers(args).items()]}
     write_result(args.out, results)
     print(f"{'mode':48s} {'p50 ms':>8s} {'fps':>7s} {'accuracy':>9s} {'vs ref':>7s}")
     for r in rows:
@@ -154,6 +173,9 @@ def main() -> None:
         mode += ", ORT spinning" if r["spin"] else ""
         print(f"{mode:48s} {r['p50_ms_per_frame']:8.2f} {r['fps']:7.1f} {r['accuracy']:9.2%} "
               f"{100 * r['accuracy_vs_full_every_frame']:+6.1f}")
+    for p in results["peers"]:
+        print(f"{'peer ' + p['name'] + ', every frame, min_face 48':48s} {p['p50_ms_per_frame']:8.2f} {p['fps']:7.1f} "
+              f"{p['accuracy']:9.2%}")
     for r in crops:
         setting = "default (spins without a detector)" if r["spin"] is None else "spin=False"
         print(f"face crops only, {setting:36s} {r['p50_ms_per_crop']:8.3f} ms per crop")
