@@ -161,7 +161,7 @@ def main() -> None:
                             "clip_frames": args.clip},
                "package": str(package), "rows": rows, "crops": crops,
                "peers": [{"name": name, "package": path,
-                          "precision": "as shipped (OpenCV Zoo's file is INT8)" if name == "opencv_zoo" else "auto",
+                          "precision": "INT8 as OpenCV Zoo ships it" if name == "opencv_zoo" else "auto",
                           **run_mode(path, yunet, samples, labels, clip=args.clip, min_face=48, detect_every=None,
                                      precision="auto")}
                          for name, path in _peers(args).items()]}
