@@ -88,7 +88,8 @@ SELECTION_TITLES = {
                        "no ExpW face (`--domain-scale expw=0`: same rows, same teacher cache), expw_plain draws ExpW "
                        "as stored, expw_filtered never draws the faces under `--meta-min expw.detector_confidence=30 "
                        "--meta-min expw.box_side_px=64` (30 % of its rows, runs/expw_filtered/config.json), expw_down draws those 0.3 times as often "
-                       "(`--meta-weight 0.3`), where run; `bash benchmarks/expw_noise.sh`; ",
+                       "(`--meta-weight 0.3`), where run; expw_labels draws ExpW as stored and learns its rows from "
+                       "their labels alone (`--domain-teacher expw=none`: no KD term there); `bash benchmarks/expw_noise.sh`; ",
 }
 
 
