@@ -222,7 +222,7 @@ def _predict_one(path: Path | int, rec, emit, save: Path | None, max_frames: int
 @click.option("--json", "as_json", is_flag=True, help="Print the whole manifest as JSON.")
 @friendly
 def info(package, as_json) -> None:
-    """Describe a model package (default: the embedded model, also named 'default')."""
+    """Describe a model package: a folder, a .zip or an embedded model's name (default: 'default')."""
     from .package import load_package
     from .package.describe import describe_package
 
