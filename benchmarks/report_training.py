@@ -136,7 +136,9 @@ def teacher_candidates_section(path: Path) -> list[str]:
     out = [f"**Candidate teachers per CPU-minute** (issue 41; `bash benchmarks/teacher_candidates.sh`, then "
            f"`python benchmarks/teacher_candidates.py`; {_stamp(r['machine'])}; the same data, recipe and 40-epoch "
            "schedule, each trained for a bounded sitting; validation parts only, %; *at the common budget*: the "
-           f"last epoch within {budget:.0f} CPU-minutes, the least any candidate had)", "",
+           f"last epoch within {budget:.0f} CPU-minutes, the least any candidate had; the winner goes on as the long "
+           "teacher run, resumed with `--epochs 80`, so its row and curve show that run so far; its log: "
+           "`benchmarks/results/teacher_run/`)", "",
            "| run | student | input | params | GFLOPs | epochs | CPU-min | pooled | " + " | ".join(domains)
            + f" | pooled at {budget:.0f} CPU-min |",
            "|---|---|---|---|---|---|---|---|" + "---|" * len(domains) + "---|"]
