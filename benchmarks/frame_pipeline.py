@@ -25,7 +25,7 @@ import time
 from pathlib import Path
 
 import numpy as np
-from common import SHARED, per_cpu_out, write_result  # noqa: E402  (benchmarks/ is the script folder)
+from common import SHARED, named, per_cpu_out, write_result  # noqa: E402  (benchmarks/ is the script folder)
 
 
 W, H = 640, 480
@@ -83,7 +83,8 @@ def run_mode(package, yunet, samples, labels, *, min_face: int, detect_every: in
                 n_frames += 1
                 top = max(preds, key=lambda p: p.score) if preds else None
                 correct += top is not None and names.index(top.label) == names.index(labels[label])
-    return {"min_face": min_face, "detect_every": detect_every, "spin": spin, "frames": n_frames,
+        ran = rec.describe()
+    return {"min_face": min_face, "detect_every": detect_every, "spin": spin, "ran": ran, "frames": n_frames,
             "accuracy": round(correct / n_frames, 4), "p50_ms_per_frame": round(1e3 * float(np.median(times)), 3),
             "fps": round(1 / float(np.median(times)), 1)}
 
@@ -111,7 +112,7 @@ def crop_mode(package, samples, *, spin: bool | None, rounds: int = 3) -> dict:
 def _peers(args) -> dict[str, str]:
     """NAME -> package of each peer run beside the model (``--peer``, else OpenCV Zoo's)."""
     if args.peer is not None:
-        return dict(item.split("=", 1) for item in args.peer)
+        return named(args.peer)
     from zoo_package import zoo_peer
 
     zoo = zoo_peer(args.shared)
@@ -161,7 +162,6 @@ def main() -> None:
                             "clip_frames": args.clip},
                "package": str(package), "rows": rows, "crops": crops,
                "peers": [{"name": name, "package": path,
-                          "precision": "INT8 as OpenCV Zoo ships it" if name == "opencv_zoo" else "auto",
                           **run_mode(path, yunet, samples, labels, clip=args.clip, min_face=48, detect_every=None,
                                      precision="auto")}
                          for name, path in _peers(args).items()]}

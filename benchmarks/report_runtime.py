@@ -83,7 +83,8 @@ def frame_section(path: Path) -> list[str]:
         out.append(f"| {mode} | {x['min_face']} | {x['p50_ms_per_frame']:.2f} | {x['fps']:.0f} | "
                    f"{_pct(x['accuracy'])} | {100 * x['accuracy_vs_full_every_frame']:+.1f} pt |")
     for p in r.get("peers", []):
-        out.append(f"| peer **{p['name']}** ({p.get('precision', 'fp32')}), every frame | {p['min_face']} | {p['p50_ms_per_frame']:.2f} | "
+        ran = p["ran"].split(",")[0].split()  # recognizer.describe(): "BACKEND ... PRECISION, detector ..."
+        out.append(f"| peer **{p['name']}** ({ran[0]} {ran[-1]}), every frame | {p['min_face']} | {p['p50_ms_per_frame']:.2f} | "
                    f"{p['fps']:.0f} | {_pct(p['accuracy'])} | |")
     if r.get("crops"):
         out += ["", "Face crops alone (`detector=\"none\"`), p50 per crop: " + "; ".join(

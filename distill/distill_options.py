@@ -41,7 +41,7 @@ class DistillOptions:
         teachers: teacher files; several are averaged as an ensemble. None: labels only.
         domain_teachers: with ``domains``, a domain's train rows learn from these files instead,
             e.g. {"ferplus": [a FER+ specialist]}. Cached only.
-        student: a preset name of ``student.PRESETS``.
+        student: a preset name of ``students.model.PRESETS``.
         init: a timm/DeiT checkpoint or a run's best.pt to start the student from.
         epochs: the schedule's length; ``stop_after`` ends this sitting sooner (``resume`` goes on).
         views: seeded augmented views per image, each cached once per teacher.

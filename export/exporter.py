@@ -153,8 +153,6 @@ def _write_models(b: Build, say) -> list[ModelFile]:
 
 def _ship_detector(b: Build, yunet: Path) -> None:
     """Copies a YuNet model into the package as an asset in the "yunet" role."""
-    if not yunet.is_file():
-        raise SourceError(f"YuNet model {yunet} does not exist")
     (b.folder / "detector").mkdir(exist_ok=True)
     shutil.copy(yunet, b.folder / "detector" / "yunet.onnx")
     b.assets["detector/yunet.onnx"] = sha256_file(b.folder / "detector" / "yunet.onnx")
@@ -230,6 +228,8 @@ def export(source, out: str | Path, *, formats=("onnx", "openvino"), int8: bool 
         raise SourceError("--max-drop needs --int8 and a labelled --val set")
     if prior_correction and val is None:
         raise SourceError("--prior-correction needs a labelled --val set to fit the correction on")
+    if yunet is not None and not Path(yunet).is_file():
+        raise SourceError(f"YuNet model {yunet} does not exist")
     check_replaceable(Path(out).absolute())  # before minutes of work, not after
     say = progress or (lambda stage: None)
     say("loading the model")

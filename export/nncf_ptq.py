@@ -59,7 +59,8 @@ class Scheme:
 
     ``fp32_convs``: a count, -1 for all but the last convolution (a ViT's patch projection), or
     None for every convolution (only MatMuls are quantized); the last two only for graphs with
-    attention (``_has_attention``): in a convolutional net they would leave it all but fp32. ``ranges``: NNCF's activation range estimator, "mean_minmax" (NNCF's default) or "minmax".
+    attention (``_has_attention``): in a convolutional net they would leave it all but fp32.
+    ``ranges``: NNCF's activation range estimator, "mean_minmax" (NNCF's default) or "minmax".
     """
 
     fp32_convs: int | None
@@ -176,7 +177,8 @@ def _params(scheme: Scheme, convs: list[str], n_calib: int, *, qdq: bool, overfl
                 ignored_scope=nncf.IgnoredScope(names=scheme.kept(convs), validate=False)), advanced
 
 
-def _ladder(model, convs: list[str], calib, data: Int8Data, overflow_fix: bool) -> tuple[Scheme, object, dict]:
+def _ladder(model, convs: list[str], calib, data: Int8Data, overflow_fix: bool,
+            attention: bool) -> tuple[Scheme, object, dict]:
     """Quantizes rung by rung, most fp32 first; returns the kept scheme, its model and a report.
 
     Agreement falls as fewer convolutions stay fp32 (every measured ladder was monotone), so
@@ -187,7 +189,6 @@ def _ladder(model, convs: list[str], calib, data: Int8Data, overflow_fix: bool) 
     """
     nncf = _quiet_nncf()
 
-    attention = _has_attention(model)
     x = data.agree_x if data.agree_x is not None else data.val_x
     if x is None:
         x = np.concatenate(data.calib[:AGREEMENT_FACES])
@@ -220,8 +221,8 @@ def _quantize(model, calib, data: Int8Data, max_drop: float | None, accuracy,
               overflow_fix: bool) -> tuple[object, dict]:
     nncf = _quiet_nncf()
 
-    convs = _convs(model)
-    scheme, quantized, report = _ladder(model, convs, calib, data, overflow_fix)
+    convs, attention = _convs(model), _has_attention(model)
+    scheme, quantized, report = _ladder(model, convs, calib, data, overflow_fix, attention)
     report["weights"] = "7-bit weights (overflow fix, for CPUs without VNNI)" if overflow_fix else "8-bit weights"
     if max_drop is None or data.val_x is None:
         return quantized, report
@@ -235,7 +236,7 @@ def _quantize(model, calib, data: Int8Data, max_drop: float | None, accuracy,
         return accuracy(candidate, np.concatenate([x for x, _ in batch]), np.array([y for _, y in batch]))
 
     common, advanced = _params(scheme, convs, len(data.calib), qdq=hasattr(model, "graph"),
-                               overflow_fix=overflow_fix, transformer=_has_attention(model))
+                               overflow_fix=overflow_fix, transformer=attention)
     report["accuracy_control"] = True
     return nncf.quantize_with_accuracy_control(
         model, calib, nncf.Dataset(items), validate, max_drop=max_drop, drop_type=nncf.DropType.ABSOLUTE,

@@ -31,6 +31,7 @@ from ..errors import BackendUnavailableError, OptionError, PackageError
 from .base import Backend, BackendOptions, VerifiedModel
 from .registry import AUTO_ORDER, BACKENDS, PRECISIONS, SPECS, installed_backends
 
+
 def _on_tensorrt(options: BackendOptions) -> bool:
     return any(p.lower() in ("tensorrt", "trt", "tensorrtexecutionprovider") for p in options.providers)
 
