@@ -8,7 +8,9 @@
 # expw_base never draws an ExpW face (--domain-scale expw=0 keeps its rows, so all four share one
 # teacher cache); expw_plain draws ExpW as stored; expw_filtered never draws the faces under the
 # meta.csv bars; expw_down draws them 0.3 times as often as the clean faces of their class;
-# expw_labels draws ExpW as stored but learns it from its labels alone (--domain-teacher expw=none).
+# expw_labels draws ExpW as stored but learns it from its labels alone (--domain-teacher expw=none);
+# expw_specialist draws nothing but ExpW, from its labels alone, 6 short epochs: how far the pico's
+# capacity can follow ExpW's own labelling (not a candidate: it is meant to forget the other domains).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 mkdir -p runs
@@ -24,9 +26,11 @@ declare -A variant=(
     [filtered]="$bars --meta-weight 0"
     [down]="$bars --meta-weight 0.3"
     [labels]="--domain-teacher expw=none"   # ExpW rows learn from their labels alone (no KD term)
+    [specialist]="--without ferplus --without facial_expressions --without kdef --without affectnet96
+                  --without sfew --domain-teacher expw=none --epochs 6 --samples-per-epoch 8000"
 )
 runs=(--run ../motivnet_edge/models/default)
-for name in ${VARIANTS:-base plain filtered down labels}; do      # e.g. VARIANTS="base plain filtered"
+for name in ${VARIANTS:-base plain filtered down labels specialist}; do      # e.g. VARIANTS="base plain"
     motivnet-edge distill $common --out "runs/expw_$name" ${variant[$name]}
     runs+=(--run "../runs/expw_$name")
 done

@@ -34,12 +34,6 @@ from common import ROOT, SHARED  # noqa: E402  (benchmarks/ is the script folder
 
 DEST = ROOT / "motivnet_edge" / "models" / "default"
 MAX_BYTES = 15_000_000
-LICENSE = {
-    "faces": "trained on research-use-only faces: FER2013 (research use only), facial_expressions (LFW/IMFDB "
-             "images, research use), KDEF (non-commercial research use only), AffectNet (academic research use "
-             "only), SFEW 2.0 (academic research use only); the weights may carry these terms",
-    "detector": "YuNet (detector/yunet.onnx): Apache-2.0",
-}
 
 
 def calibration_faces(shared: Path, count: int):
@@ -119,7 +113,7 @@ def main() -> None:
                               + ", ".join(SELECTION_DOMAINS) + " (kdef people 08-12)"}
     with tempfile.TemporaryDirectory() as tmp:
         out = export(args.run, Path(tmp) / "pkg", int8=True, calib=calib, val=val, max_drop=args.max_drop,
-                     provenance=extra, prior_correction=not args.no_prior_correction, yunet=yunet, license=LICENSE)
+                     provenance=extra, prior_correction=not args.no_prior_correction, yunet=yunet)
         manifest = json.loads((out / "manifest.json").read_text())
         manifest["metrics"]["test"], agreement = test_metrics(out, args.shared, detector)
         for backend, per_set in agreement.items():

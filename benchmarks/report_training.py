@@ -89,7 +89,10 @@ SELECTION_TITLES = {
                        "as stored, expw_filtered never draws the faces under `--meta-min expw.detector_confidence=30 "
                        "--meta-min expw.box_side_px=64` (30 % of its rows, runs/expw_filtered/config.json), expw_down draws those 0.3 times as often "
                        "(`--meta-weight 0.3`), where run; expw_labels draws ExpW as stored and learns its rows from "
-                       "their labels alone (`--domain-teacher expw=none`: no KD term there); `bash benchmarks/expw_noise.sh`; ",
+                       "their labels alone (`--domain-teacher expw=none`: no KD term there); expw_specialist draws "
+                       "nothing but ExpW, from its labels alone, 6 epochs of 8,000 faces: how far the pico follows "
+                       "ExpW's own labelling when nothing else pulls (a probe, not a candidate); "
+                       "`bash benchmarks/expw_noise.sh`; ",
 }
 
 
@@ -152,3 +155,20 @@ def teacher_candidates_section(path: Path) -> list[str]:
                    + " | ".join(_pct(last["domains"].get(d)) for d in domains) + f" | {at} |")
     out += ["", f"![teacher_candidates.png]({IMG}teacher_candidates.png)", ""]
     return out
+
+
+def ensemble_teacher_section(path: Path) -> list[str]:
+    """Issue 41: candidate teachers and their mean read as distill reads them (benchmarks/ensemble_teacher.py)."""
+    r = json.loads(path.read_text())
+    domains = list(r["rows"][0]["domains"])
+    out = ["**Teachers and their ensemble, on validation data** (issue 41; `python benchmarks/ensemble_teacher.py "
+           + " ".join(f"--member {m}" for m in r["members"]) + f"`; {_stamp(r['machine'])}; {r['score']}; "
+           "mirrored: each face and its mirror image read and averaged, as `distill --mirror-teacher` does; "
+           + "; ".join(f"{m}: epoch {v['epoch']} of its run" for m, v in r["members"].items() if v.get("epoch") is not None)
+           + "; %)", "",
+           "| teacher | mirrored | pooled | " + " | ".join(domains) + " |",
+           "|---|---|---|" + "---|" * len(domains)]
+    for row in r["rows"]:
+        out.append(f"| {row['teacher']} | {'yes' if row['mirrored'] else 'no'} | {_pct(row['pooled'])} | "
+                   + " | ".join(_pct(row["domains"][d]) for d in domains) + " |")
+    return out + [""]

@@ -15,6 +15,7 @@ import numpy as np
 from motivnet_edge.errors import MotivnetError
 from motivnet_edge.preprocess import Preprocessing
 
+from motivnet_edge.datasets.domains import domain_of, faces_licence
 from motivnet_edge.datasets.readers import concat, read_dataset, split_by_person
 from .distill_options import DistillOptions, STUDENT_PREPROCESSING
 from .students.model import PRESETS
@@ -112,6 +113,15 @@ def _one_set_data(data: Path, val, extra_data, labels, mapping, label_source: st
             val)
 
 
+def _trained_domains(mix_report: dict | None, data: Path, extra_data) -> list[str]:
+    """The domains whose faces this run draws (a share of 0 draws none), or --data's and --extra-data's
+    folders (by domain where one is known, else by path: terms the user must check)."""
+    if mix_report is not None:
+        mix, sources = mix_report["mix"], mix_report["sources"]
+        return [d for d in mix["domains"] if d in sources and mix.get("domain_scale", {}).get(d, 1) > 0]
+    return [domain_of(p) or str(p) for p in (data, *extra_data)]
+
+
 def distill(o: DistillOptions) -> dict:
     """Distils ``o.teachers`` (none: labels only) into the ``o.student`` preset; see DistillOptions.
 
@@ -151,6 +161,7 @@ def distill(o: DistillOptions) -> dict:
                                           "label_source": o.label_source}}
     if mix_report is not None:
         extra["provenance"]["domains"] = mix_report
+    extra["license"] = {"faces": faces_licence(_trained_domains(mix_report, data, o.extra_data))}
     if o.command:
         extra["command"] = o.command
     if o.init is not None:

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import torch
 
-from motivnet_edge.atomic import atomic_path
+from motivnet_edge.atomic import atomic_path, write_json
 from motivnet_edge.preprocess import Preprocessing
 
 from .students.model import StudentConfig, create_student
@@ -69,8 +69,8 @@ def start_run(run: Path, cfg: TrainConfig, scfg: StudentConfig, pp: Preprocessin
         # Every invocation (the first and each --resume) is kept, so the run can be reproduced.
         with open(run / "commands.txt", "a") as fh:
             fh.write(f"{time.strftime('%Y-%m-%dT%H:%M:%S%z')} {extra['command']}\n")
-    (run / "config.json").write_text(json.dumps({"train": asdict(cfg), "student": json.loads(scfg.to_json()),
-                                                 "preprocessing": pp.to_dict(), **(extra or {})}, indent=1))
+    write_json(run / "config.json", {"train": asdict(cfg), "student": json.loads(scfg.to_json()),
+                                     "preprocessing": pp.to_dict(), **(extra or {})})
 
 
 def load_models(run: Path, scfg: StudentConfig, cfg: TrainConfig, device, init, resume: bool):

@@ -54,7 +54,8 @@ def teacher_targets(teachers, train_set, labels, cache_dir, views: int, seed: in
         extra["provenance"]["domain_teachers"] = {**{d: t.name for d, (_, t) in others.items()},
                                                   **{d: NO_TEACHER for d in silent}}
     terms = licence_terms([teacher.license, *(t.license for _, t in others.values())])
-    extra["license"] = {"teacher": terms, "note": "students distilled from a teacher may carry its licence terms"}
+    extra.setdefault("license", {}).update(teacher=terms,
+                                           note="students distilled from a teacher may carry its licence terms")
     if online:
         return None, lambda images: teacher_logprobs(teacher, images, labels)
     cache = build_cache(teacher, train_set, cache_dir, labels=labels, views=views, seed=seed, progress=progress)

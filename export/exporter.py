@@ -159,6 +159,13 @@ def _ship_detector(b: Build, yunet: Path) -> None:
     b.roles["yunet"] = "detector/yunet.onnx"
 
 
+def _detector_licence(yunet: Path | None) -> dict:
+    """A shipped detector's terms, beside the classifier's, in the package's licence."""
+    from motivnet_edge.detectors import YUNET_LICENCE
+
+    return {} if yunet is None else {"detector": YUNET_LICENCE}
+
+
 def _provenance(b: Build, extra: dict | None) -> dict:
     """The source's provenance, the caller's additions, and how this export was made."""
     return {**b.src.provenance, **(extra or {}), "code_version": git_commit(),
@@ -244,7 +251,7 @@ def export(source, out: str | Path, *, formats=("onnx", "openvino"), int8: bool 
         if yunet is not None:
             _ship_detector(b, Path(yunet))
         kw = dict(labels=src.labels, preprocessing=src.preprocessing, files=files,
-                  provenance=_provenance(b, provenance), license={**src.license, **(license or {})},
+                  provenance=_provenance(b, provenance), license={**src.license, **(_detector_licence(yunet)), **(license or {})},
                   assets=b.assets or None, roles=b.roles)
         measured = _measured(b, files, metrics)
         if latency:

@@ -103,6 +103,10 @@ class NoDetector(FaceDetector):
         return self.detect(image)[0]
 
 
+#: What a package that ships YuNet says of it (OpenCV Zoo publishes the model under Apache-2.0).
+YUNET_LICENCE = "YuNet face detector (OpenCV Zoo), shipped as detector/yunet.onnx: Apache-2.0"
+
+
 class YuNetDetector(FaceDetector):
     """YuNet through ``cv2.FaceDetectorYN``; thread-safe (one OpenCV net per thread)."""
 

@@ -10,7 +10,7 @@ pytest.importorskip("torch", reason="the domain readers live in the distill extr
 
 from conftest import SHARED  # noqa: E402
 from motivnet_edge.datasets.readers import DataError  # noqa: E402
-from motivnet_edge.datasets.domains import kdef_part, kdef_pose, prefix_part  # noqa: E402
+from motivnet_edge.datasets.domains import DOMAINS, domain_of, faces_licence, kdef_part, kdef_pose, prefix_part  # noqa: E402
 from motivnet_distill.mixture import MixRecipe, sample_weights  # noqa: E402
 
 
@@ -26,6 +26,16 @@ def test_kdef_pose_reads_the_camera_angle_and_ignores_variant_tags():
     assert [kdef_pose(f) for f in ("AF01ANFL.JPG", "x/BM20HAHR.jpg", "AF01AFS.JPG", "AF01DIFR.JPG#aligned")] == \
         ["FL", "HR", "S", "FR"]
     assert kdef_pose("AF01ANXX.JPG") is None and kdef_pose("face.png") is None
+
+
+def test_every_domain_names_its_faces_terms_and_an_unknown_folder_is_named_as_unknown():
+    assert all(d.licence != "unknown" for d in DOMAINS.values())
+    terms = faces_licence(["ferplus", "expw", "ferplus"])
+    assert "FER2013 images: research use only" in terms and "ExpW: non-commercial research use only" in terms
+    assert terms.count("FER2013") == 1
+    assert "/data/mine: unknown terms" in faces_licence(["/data/mine"])
+    assert domain_of("../shared/data/kdef") == "kdef" and domain_of("/tmp/x/fer/FER2013Valid") == "ferplus"
+    assert domain_of("/home/me/photos") is None
 
 
 def test_prefix_parts_and_missing_prefix():

@@ -145,6 +145,10 @@ def test_package_with_embedded_yunet_uses_it(tiny_checkpoint, yunet_path, astron
     pkg = export(tiny_checkpoint, tmp_path / "p", formats=("onnx",), latency=False, yunet=yunet_path)
     with EmotionRecognizer.from_pretrained(pkg) as rec:
         assert rec.detector.name == "yunet" and rec.predict(astronaut)[0].landmarks is not None
+    # The detector's terms travel with it; a package without one says nothing of a detector.
+    assert "Apache-2.0" in load_package(pkg).license["detector"]
+    assert "detector" not in load_package(export(tiny_checkpoint, tmp_path / "q", formats=("onnx",),
+                                                 latency=False)).license
     (pkg / "detector" / "yunet.onnx").write_bytes(b"swapped")
     with pytest.raises(MotivnetError, match="yunet.onnx does not match its sha256"):
         EmotionRecognizer.from_pretrained(pkg)

@@ -113,6 +113,8 @@ def test_distill_cli_end_to_end_on_real_faces(tmp_path):
     assert len(list((tmp_path / "cache").glob("teacher-*.npy"))) == 1
     ck = torch.load(tmp_path / "run" / "best.pt", weights_only=True)
     assert "keras:fer2013_mini" in ck["provenance"]["teacher"] and "MIT" in ck["license"]["teacher"]
+    # The faces' terms too: a FER2013Train folder is FER2013's images, wherever it was copied to.
+    assert "FER2013 images: research use only" in ck["license"]["faces"]
     cache = next((tmp_path / "cache").glob("teacher-*.npy"))
     stamp = cache.stat().st_mtime_ns
     # A second student on FER2013's labels, started from the first: same images, so the cache is reused.

@@ -19,7 +19,7 @@ import hashlib
 import json
 import logging
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -82,18 +82,46 @@ class Domain:
     test_as: str | None = None       # the part a test report uses when "test" is not separate
     aligned: bool = True             # detector-aligned variants (FER+'s 48 px crops are the template itself)
     eval_crop: str = "whole"         # how its validation/test faces reach the model (as users measured them)
+    licence: str = "unknown"         # the faces' terms (shared/README.md): weights trained on them may carry them
 
 
 DOMAINS: dict[str, Domain] = {d.name: d for d in (
-    Domain("ferplus", "ferplus", ("train", "val", "test"), kind="ferplus", aligned=False),
-    Domain("facial_expressions", "facial_expressions", ("train", "val")),
-    Domain("kdef", "kdef", ("train", "val", "test"), splitter=kdef_part, eval_crop="aligned"),
-    Domain("affectnet96", "affectnet96", ("train", "val", "test"), splitter=prefix_part),
-    Domain("sfew", "sfew", ("train", "test"), splitter=prefix_part),
+    Domain("ferplus", "ferplus", ("train", "val", "test"), kind="ferplus", aligned=False,
+           licence="FER2013 images: research use only; FER+ labels: MIT"),
+    Domain("facial_expressions", "facial_expressions", ("train", "val"),
+           licence="facial_expressions: LFW/IMFDB images, research use only"),
+    Domain("kdef", "kdef", ("train", "val", "test"), splitter=kdef_part, eval_crop="aligned",
+           licence="KDEF: non-commercial research use only"),
+    Domain("affectnet96", "affectnet96", ("train", "val", "test"), splitter=prefix_part,
+           licence="AffectNet: academic research use only"),
+    Domain("sfew", "sfew", ("train", "test"), splitter=prefix_part, licence="SFEW 2.0: academic research use only"),
     # ExpW: web faces of many origins; noisy labels; its test part is kept out of shared/.
-    Domain("expw", "expw", ("train", "val"), splitter=prefix_part, eval_crop="aligned"),
+    Domain("expw", "expw", ("train", "val"), splitter=prefix_part, eval_crop="aligned",
+           licence="ExpW: non-commercial research use only"),
 )}
 _FERPLUS_SPLIT = {"train": "FER2013Train", "val": "FER2013Valid", "test": "FER2013Test"}
+
+
+def faces_licence(domains: Sequence[str]) -> str:
+    """The terms of the faces a model was trained on, for its package's licence, e.g. "trained on
+    research-use faces: KDEF: non-commercial research use only; ...". Names not in ``DOMAINS`` (a
+    user's own folder) are named as unknown terms: a licence the user must check, never silence.
+
+    A model's weights are a product of its training faces, so a package says which terms may reach it.
+    """
+    terms = [DOMAINS[d].licence if d in DOMAINS else f"{d}: unknown terms (check them)" for d in dict.fromkeys(domains)]
+    return "trained on faces under these terms, which the weights may carry: " + "; ".join(terms) if terms else "unknown"
+
+
+def domain_of(path: str | Path) -> str | None:
+    """The domain a --data folder belongs to, by its shared/data folder or FER+ split name; None if none."""
+    folders = {d.folder: d.name for d in DOMAINS.values()}
+    for part in reversed(Path(path).parts):
+        if part in folders:
+            return folders[part]
+        if part in _FERPLUS_SPLIT.values():
+            return "ferplus"
+    return None
 
 
 def shared_yunet(shared: str | Path) -> Path:
@@ -290,5 +318,5 @@ def crops_for(ts: TestSet, pp: Preprocessing) -> FaceSet:
     return FaceSet(crops, ts.faces.soft, ts.faces.hard, ts.faces.labels, ts.faces.files)
 
 
-__all__ = ["DOMAINS", "shared_yunet", "DOMAIN_TESTS", "SCOREBOARD", "CROSS_DOMAIN", "ScoreSet", "Domain", "TestSet", "read_part", "aligned_variants", "crops_for",
+__all__ = ["DOMAINS", "domain_of", "faces_licence", "shared_yunet", "DOMAIN_TESTS", "SCOREBOARD", "CROSS_DOMAIN", "ScoreSet", "Domain", "TestSet", "read_part", "aligned_variants", "crops_for",
            "kdef_part", "prefix_part", "read_meta", "test_sets", "concat"]

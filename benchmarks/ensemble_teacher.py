@@ -1,0 +1,90 @@
+"""Issue 41: would an ensemble teach better than its best member? Scored on validation parts only.
+
+    python benchmarks/ensemble_teacher.py --member default --member runs/pkg/teacher_resnet48
+
+A distillation target is only as good as the teacher's reading of the face, so before a
+student is re-distilled from a new teacher, the candidates are read as ``distill`` would read
+them: each member alone and their mean probability (``EnsembleTeacher``), each through the
+mirrored reading ``--mirror-teacher`` trains with (``MirroredTeacher``), on the selection sets
+``distill --domains`` selects on (the same crops, cached with the same key). The score is
+``distill``'s: the mean of the domains' accuracies. Writes benchmarks/results/ensemble_teacher.json
+(members' sha256, commit, date inside). Test parts are never read.
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+import numpy as np
+
+from common import ROOT, SHARED, write_result  # noqa: E402  (benchmarks/ is the script folder)
+
+OUT = ROOT / "benchmarks" / "results" / "ensemble_teacher.json"
+
+
+def score(teacher, sets: dict) -> dict:
+    """``distill``'s selection score of one teacher: per-domain accuracy and their mean."""
+    per = {}
+    for name, faces in sets.items():
+        keep = faces.hard >= 0
+        pred = teacher.probs([faces.images[i] for i in np.flatnonzero(keep)], labels=faces.labels).argmax(1)
+        per[name] = round(float((pred == faces.hard[keep]).mean()), 4)
+    return {"pooled": round(float(np.mean(list(per.values()))), 4), "domains": per}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--member", action="append", required=True,
+                    help="a teacher: package folder, .onnx, or an embedded model's name (repeat)")
+    ap.add_argument("--shared", type=Path, default=SHARED)
+    ap.add_argument("--cache-dir", type=Path, default=ROOT / "runs" / "cache_kd",
+                    help="distill's cache folder: the aligned selection crops are reused from it")
+    ap.add_argument("--out", type=Path, default=OUT)
+    args = ap.parse_args()
+
+    from motivnet_distill.mixture import validation_sets
+    from motivnet_distill.teachers.load import EnsembleTeacher, MirroredTeacher, load_teacher
+    from motivnet_edge.datasets.domains import shared_yunet
+    from motivnet_edge.detectors import YuNetDetector
+    from motivnet_distill.distill_options import STUDENT_PREPROCESSING
+    from motivnet_edge.machine import machine_info
+
+    if not (args.shared / "data").is_dir():
+        raise SystemExit(f"{args.shared} has no data/: point --shared at the shared data folder")
+    sets = validation_sets(args.shared, STUDENT_PREPROCESSING, YuNetDetector(shared_yunet(args.shared)),
+                           cache_dir=args.cache_dir)
+    members = {m: load_teacher(m) for m in args.member}
+    rows = []
+    for mirror in (False, True):
+        wrap = MirroredTeacher if mirror else (lambda t: t)
+        read = {m: wrap(t) for m, t in members.items()}
+        candidates = dict(read)
+        if len(read) > 1:
+            candidates["+".join(read)] = EnsembleTeacher(list(read.values()))
+        for name, teacher in candidates.items():
+            rows.append({"teacher": name, "mirrored": mirror, **score(teacher, sets)})
+    write_result(args.out, {"members": {m: {"teacher": t.name, **_checkpoint(m)} for m, t in members.items()},
+                            "selection_sets": {k: len(v) for k, v in sets.items()},
+                            "score": "mean of the domains' validation accuracies (distill's val_acc)",
+                            "rows": rows, "machine": machine_info()})
+    for r in rows:
+        print(f"{r['teacher']:<50} mirrored={r['mirrored']!s:<5} pooled {100 * r['pooled']:.1f}  " +
+              " ".join(f"{k} {100 * v:.1f}" for k, v in r["domains"].items()))
+
+
+def _checkpoint(member: str) -> dict:
+    """Which epoch of which run a package member was exported from (its manifest's validation record)."""
+    import json
+
+    from motivnet_edge.package import resolve_model
+
+    manifest = resolve_model(member) / "manifest.json"
+    if not manifest.is_file():
+        return {}
+    validation = json.loads(manifest.read_text()).get("metrics", {}).get("validation", {})
+    return {"epoch": validation.get("epoch"), "val_acc": validation.get("val_acc")}
+
+
+if __name__ == "__main__":
+    main()
