@@ -1,7 +1,8 @@
-"""Exports the chosen student and embeds it in the wheel (motivnet_edge/models/default).
+"""Exports the chosen student and embeds it in the wheel (motivnet_edge/models/NAME: default, accurate).
 
     python benchmarks/make_default.py --run runs/md_pico_ft --shared ../shared --command "..."
     python benchmarks/make_default.py --run runs/md_pico_lite --out runs/pkg/md_pico_lite --command "..."  # a candidate
+    python benchmarks/make_default.py --run runs/teacher_resnet48 --name accurate --command "..."
 
 Everything that fits the package to data uses the multi-domain *validation* parts (FER2013Valid,
 affectnet96 ``valid_``, KDEF people 08-12 aligned by YuNet, facial_expressions val): the prior
@@ -25,20 +26,23 @@ import numpy as np
 from motivnet_edge.datasets.readers import concat
 from motivnet_edge.datasets.domains import crops_for, read_part, shared_yunet, test_sets
 from motivnet_distill.evaluate import evaluate_probs, package_probs
-from motivnet_distill.mixture import SELECTION_DOMAINS, validation_sets
+from motivnet_distill.mixture import SELECTION_DOMAINS, trained_domains, validation_sets
+from motivnet_distill.students.model import StudentConfig
+from motivnet_edge.atomic import write_json
 from motivnet_edge.backends import installed_backends
 from motivnet_edge.detectors import YuNetDetector
 from motivnet_edge.package import load_package
 from motivnet_export.exporter import export
 from common import ROOT, SHARED  # noqa: E402  (benchmarks/ is the script folder)
 
-DEST = ROOT / "motivnet_edge" / "models" / "default"
-MAX_BYTES = 15_000_000
+MODELS = ROOT / "motivnet_edge" / "models"
+#: What each embedded model may weigh (every embedded binary stays in git history).
+BUDGET_BYTES = {"default": 15_000_000, "accurate": 20_000_000}
 
 
-def calibration_faces(shared: Path, count: int):
-    """``count`` train-part faces spread evenly over the domains (whole crops), for INT8 ranges."""
-    parts = [read_part(shared, d, "train") for d in ("ferplus", "affectnet96", "kdef", "sfew", "facial_expressions")]
+def calibration_faces(shared: Path, count: int, domains) -> object:
+    """``count`` train-part faces spread evenly over the run's domains (whole crops), for INT8 ranges."""
+    parts = [read_part(shared, d, "train") for d in domains]
     per = count // len(parts) + 1
     rng = np.random.default_rng(0)
     return concat([p.subset(np.sort(rng.choice(len(p), min(per, len(p)), replace=False))) for p in parts])
@@ -78,14 +82,18 @@ def main() -> None:
     ap.add_argument("--shared", type=Path, default=SHARED)
     ap.add_argument("--max-drop", type=float, default=0.01)
     ap.add_argument("--calib-count", type=int, default=1000)
-    ap.add_argument("--out", type=Path, default=DEST,
-                    help="where the package goes (default: embedded as the wheel's default); a candidate "
-                         "built elsewhere is what the scoreboard compares before anything is embedded")
+    ap.add_argument("--name", choices=sorted(BUDGET_BYTES), default="default",
+                    help="the embedded model it becomes (motivnet_edge/models/NAME), and so its size budget")
+    ap.add_argument("--out", type=Path, default=None,
+                    help="where the package goes (default: embedded as --name); a candidate built elsewhere "
+                         "is what the scoreboard compares before anything is embedded")
     ap.add_argument("--command", required=True, help="the distill command(s) that trained --run, for the manifest")
     ap.add_argument("--no-prior-correction", action="store_true",
                     help="ship the student's raw logits (default: fold a prior correction fitted on the "
                          "multi-domain validation parts)")
     args = ap.parse_args()
+    dest = MODELS / args.name
+    args.out = args.out or dest
     config = json.loads((args.run / "config.json").read_text())
     epochs = [json.loads(line) for line in (args.run / "log.jsonl").read_text().splitlines()]
     yunet = shared_yunet(args.shared)
@@ -94,23 +102,23 @@ def main() -> None:
 
     pp = load_student(args.run).preprocessing
     val = validation_sets(args.shared, pp, detector)  # by domain: the prior is fitted to their mean
-    calib = calibration_faces(args.shared, args.calib_count)
     prov = config["provenance"]
+    trained = trained_domains(prov["domains"])  # the domains this run drew (a share of 0 draws none)
+    calib = calibration_faces(args.shared, args.calib_count, trained)
     teacher = prov.get("teacher")
     learnt = f"distilled from {teacher} plus the datasets' labels" if teacher else "trained on the datasets' labels (no teacher)"
     description = (
-        f"ViT student '{prov['student_preset']}' (conv patch embedding, {config['student']['depth']} blocks, width "
-        f"{config['student']['embed_dim']}), 48x48 gray, {learnt} on five domains (FER+ votes, facial_expressions, "
-        "KDEF, AffectNet96, SFEW train parts; whole and YuNet-aligned crops, domain- and class-balanced), selected "
-        f"on the mean of {', '.join(SELECTION_DOMAINS)} validation accuracy"
+        f"{StudentConfig.from_dict(config['student']).describe()} ('{prov['student_preset']}'), {learnt} on "
+        f"{len(trained)} domains ({', '.join(trained)} train parts; whole and YuNet-aligned crops, domain- and "
+        f"class-balanced), selected on the mean of {', '.join(SELECTION_DOMAINS)} validation accuracy"
         + ("" if args.no_prior_correction else ", per-class prior correction fitted on those validation parts")
         + "; metrics.test holds every test set, measured after export")
     # "run": the run folder's name, which report.py names the embedded default by.
     extra = {"description": description, "training": {"run": args.run.resolve().name, "command": args.command,
                                                       "epochs": epochs, "config": config["train"]},
-             "training_data": "train parts of ferplus (FER+ votes), facial_expressions (by person), kdef (people "
-                              "13-35), affectnet96 (train_), sfew (train_); selection: validation parts of "
-                              + ", ".join(SELECTION_DOMAINS) + " (kdef people 08-12)"}
+             "training_data": "train parts of " + ", ".join(trained) + " (kdef people 13-35, the others by their "
+                              "own split); selection: validation parts of " + ", ".join(SELECTION_DOMAINS)
+                              + " (kdef people 08-12)"}
     with tempfile.TemporaryDirectory() as tmp:
         out = export(args.run, Path(tmp) / "pkg", int8=True, calib=calib, val=val, max_drop=args.max_drop,
                      provenance=extra, prior_correction=not args.no_prior_correction, yunet=yunet)
@@ -120,17 +128,18 @@ def main() -> None:
             rec = manifest["metrics"].setdefault("int8", {}).setdefault(backend, {})
             rec["test_agreement_per_set"] = per_set
             rec["test_agreement"] = min(per_set.values())  # precision="auto" needs >= 99.5 %
-        (out / "manifest.json").write_text(json.dumps(manifest, indent=1))
+        write_json(out / "manifest.json", manifest)
         load_package(out)
         size = sum(p.stat().st_size for p in out.rglob("*") if p.is_file())
-        if size > MAX_BYTES and args.out == DEST:  # the wheel's budget; a candidate elsewhere may be bigger
-            raise SystemExit(f"package is {size / 1e6:.1f} MB, above the embedded default's "
-                             f"{MAX_BYTES / 1e6:.0f} MB budget")
+        budget = BUDGET_BYTES[args.name]
+        if size > budget and args.out == dest:  # the wheel's budget; a candidate elsewhere may be bigger
+            raise SystemExit(f"package is {size / 1e6:.1f} MB, above the embedded {args.name}'s "
+                             f"{budget / 1e6:.0f} MB budget")
         if args.out.exists():
             shutil.rmtree(args.out)
         shutil.copytree(out, args.out)
     print(json.dumps({k: v["fp32"]["accuracy"] for k, v in manifest["metrics"]["test"].items()}, indent=1))
-    print(f"{'embedded' if args.out == DEST else 'wrote'} {args.out} ({size / 1e6:.1f} MB)")
+    print(f"{'embedded' if args.out == dest else 'wrote'} {args.out} ({size / 1e6:.1f} MB)")
 
 
 if __name__ == "__main__":

@@ -156,6 +156,13 @@ def domain_slices(report: Mapping[str, Mapping]) -> dict[str, slice]:
     return out
 
 
+def trained_domains(report: dict) -> list[str]:
+    """The domains a run's mix report (``provenance.domains``) drew faces from: those in its recipe and
+    its sources, less any whose share was scaled to 0 (its rows are there but never drawn)."""
+    mix, sources = report["mix"], report["sources"]
+    return [d for d in mix["domains"] if d in sources and mix.get("domain_scale", {}).get(d, 1) > 0]
+
+
 def validation_sets(shared: str | Path, pp: Preprocessing, detector, *, labels=MOTIVNET_LABELS,
                     domains: Sequence[str] = SELECTION_DOMAINS, cache_dir: str | Path | None = None) -> dict[str, FaceSet]:
     """The selection sets, each cut as its users measure it (KDEF: detector-aligned)."""
@@ -168,4 +175,5 @@ def validation_sets(shared: str | Path, pp: Preprocessing, detector, *, labels=M
     return out
 
 
-__all__ = ["MixRecipe", "SELECTION_DOMAINS", "domain_slices", "mix_weights", "sample_weights", "training_mix", "validation_sets"]
+__all__ = ["MixRecipe", "SELECTION_DOMAINS", "domain_slices", "mix_weights", "sample_weights", "trained_domains",
+           "training_mix", "validation_sets"]

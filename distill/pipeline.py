@@ -117,8 +117,9 @@ def _trained_domains(mix_report: dict | None, data: Path, extra_data) -> list[st
     """The domains whose faces this run draws (a share of 0 draws none), or --data's and --extra-data's
     folders (by domain where one is known, else by path: terms the user must check)."""
     if mix_report is not None:
-        mix, sources = mix_report["mix"], mix_report["sources"]
-        return [d for d in mix["domains"] if d in sources and mix.get("domain_scale", {}).get(d, 1) > 0]
+        from .mixture import trained_domains
+
+        return trained_domains(mix_report)
     return [domain_of(p) or str(p) for p in (data, *extra_data)]
 
 

@@ -58,6 +58,9 @@ def test_a_resnet_config_round_trips_and_old_configs_read_as_vits():
     old = {k: v for k, v in dataclasses.asdict(create_student("vit_hybrid_pico").cfg).items()
            if k not in ("arch", "widths", "stage_blocks", "stem_stride")}
     assert StudentConfig.from_dict(old).arch == "vit"
+    # A package's description names the shape it ships, whichever family it is.
+    assert cnn.cfg.describe().startswith("ResNet student") and "64x64 gray" in cnn.cfg.describe()
+    assert create_student("vit_hybrid_pico").cfg.describe().startswith("ViT student (conv stem")
 
 
 def test_relu_stem_has_the_lite_stems_weights_and_fusable_activations():

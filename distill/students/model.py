@@ -74,6 +74,15 @@ class StudentConfig:
         if self.pool not in ("avg", "cls"):
             raise ValueError(f"pool must be 'avg' or 'cls', not {self.pool!r}")
 
+    def describe(self) -> str:
+        """The shape in a few words, for a package's description."""
+        size = f"{self.img_size[0]}x{self.img_size[1]} {'gray' if self.in_chans == 1 else 'colour'}"
+        if self.arch == "resnet":
+            return (f"ResNet student (basic blocks {'-'.join(map(str, self.stage_blocks))}, widths "
+                    f"{'-'.join(map(str, self.widths))}, stem stride {self.stem_stride}), {size}")
+        return (f"ViT student ({self.stem} stem, {self.depth} blocks, width {self.embed_dim}, "
+                f"{self.num_heads} heads), {size}")
+
     @property
     def grid(self) -> tuple[int, int]:
         return self.img_size[0] // self.patch_size, self.img_size[1] // self.patch_size
