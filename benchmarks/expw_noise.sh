@@ -10,7 +10,8 @@
 # meta.csv bars; expw_down draws them 0.3 times as often as the clean faces of their class;
 # expw_labels draws ExpW as stored but learns it from its labels alone (--domain-teacher expw=none);
 # expw_specialist draws nothing but ExpW, from its labels alone, 6 short epochs: how far the pico's
-# capacity can follow ExpW's own labelling (not a candidate: it is meant to forget the other domains).
+# capacity can follow ExpW's own labelling (not a candidate: it is meant to forget the other domains);
+# expw_specialist_resnet the same from the long teacher run's resnet_s (issue 41): what capacity adds.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 mkdir -p runs
@@ -28,9 +29,12 @@ declare -A variant=(
     [labels]="--domain-teacher expw=none"   # ExpW rows learn from their labels alone (no KD term)
     [specialist]="--without ferplus --without facial_expressions --without kdef --without affectnet96
                   --without sfew --domain-teacher expw=none --epochs 6 --samples-per-epoch 8000"
+    [specialist_resnet]="--without ferplus --without facial_expressions --without kdef --without affectnet96
+                  --without sfew --domain-teacher expw=none --epochs 6 --samples-per-epoch 8000
+                  --student resnet_s --init runs/teacher_resnet48/best.pt"
 )
 runs=(--run ../motivnet_edge/models/default)
-for name in ${VARIANTS:-base plain filtered down labels specialist}; do      # e.g. VARIANTS="base plain"
+for name in ${VARIANTS:-base plain filtered down labels specialist specialist_resnet}; do      # e.g. VARIANTS="base plain"
     motivnet-edge distill $common --out "runs/expw_$name" ${variant[$name]}
     runs+=(--run "../runs/expw_$name")
 done

@@ -103,6 +103,20 @@ def test_a_hybrid_run_initialises_the_same_preset_completely(tmp_path):
         assert torch.equal(dst.state_dict()[k], v), k
 
 
+def test_a_resnet_run_starts_from_a_resnet_runs_weights(tmp_path):
+    """--init of a resnet from a resnet run's best.pt (e.g. a specialist from the teacher run) loads
+    every tensor; it once ended in a traceback looking for the ViT's transformer blocks."""
+    from motivnet_distill.run_folder import load_models
+    from motivnet_distill.train_config import TrainConfig
+
+    src = create_student("resnet_s", labels=MOTIVNET_LABELS)
+    torch.nn.init.normal_(src.head.weight)
+    torch.save({"model": src.state_dict()}, tmp_path / "best.pt")
+    model, *_ = load_models(tmp_path / "run", src.cfg, TrainConfig(), torch.device("cpu"), tmp_path / "best.pt", False)
+    for k, v in src.state_dict().items():
+        assert torch.equal(model.state_dict()[k], v), k
+
+
 def test_a_deeper_student_from_a_shallower_one_starts_with_the_same_function(tmp_path):
     """pico -> pico8: the four new blocks begin as identities, so the outputs are the pico's."""
     from motivnet_distill.students.init_weights import identity_blocks

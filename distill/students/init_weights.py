@@ -21,10 +21,10 @@ def identity_blocks(model: ViTStudent, names: list[str]) -> list[int]:
     """Makes every block none of whose weights were loaded (``names``: the not-loaded names) an
     identity: its attention and MLP outputs start at zero, so a deeper student initialised from a
     shallower one computes exactly what the shallower one did, then learns from there. Returns the
-    blocks it changed."""
+    blocks it changed (none for a student without transformer blocks: a resnet)."""
     missing = set(names)
     changed = []
-    for i, blk in enumerate(model.blocks):
+    for i, blk in enumerate(getattr(model, "blocks", ())):
         own = [f"blocks.{i}.{k}" for k, _ in blk.named_parameters()]
         if own and all(k in missing for k in own):
             with torch.no_grad():
