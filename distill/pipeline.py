@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 
 from motivnet_edge.errors import MotivnetError
+from motivnet_edge.package import licence_terms
 from motivnet_edge.preprocess import Preprocessing
 
 from motivnet_edge.datasets.domains import domain_of, faces_licence
@@ -50,7 +51,7 @@ def _init_provenance(init: str | Path) -> dict:
                             "or a timm/DeiT checkpoint") from None
     prov = ck.get("provenance", {}) if isinstance(ck, dict) else {}
     return {"path": str(init), "teacher": prov.get("teacher"), "label_source": prov.get("label_source"),
-            "init": prov.get("init")}
+            "init": prov.get("init"), "license": ck.get("license") if isinstance(ck, dict) else None}
 
 
 def _domain_data(shared: Path, preprocessing: Preprocessing, labels, yunet: str | Path | None, cache: Path,
@@ -167,6 +168,9 @@ def distill(o: DistillOptions) -> dict:
         extra["command"] = o.command
     if o.init is not None:
         extra["provenance"]["init"] = _init_provenance(o.init)
+        inherited = extra["provenance"]["init"].pop("license") or {}
+        if inherited:  # weights started from carry the terms of what made them
+            extra["license"]["init"] = licence_terms([f"{k}: {v}" for k, v in inherited.items()])
     online = None
     if o.teachers:
         routed = {}

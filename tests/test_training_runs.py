@@ -129,6 +129,8 @@ def test_distill_cli_end_to_end_on_real_faces(tmp_path):
     # The second run records what it started from, so results can name every teacher along the chain.
     init = ck2["provenance"]["init"]
     assert init["path"] == str(tmp_path / "run" / "best.pt") and init["label_source"] == "ferplus"
+    # ... and the terms its weights carry: its teacher's and its faces'.
+    assert "MIT" in ck2["license"]["init"] and "FER2013 images: research use only" in ck2["license"]["init"]
     from motivnet_distill.students.io import lineage
 
     chain = lineage(ck2["provenance"])
