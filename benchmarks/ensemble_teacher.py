@@ -47,14 +47,18 @@ def main() -> None:
     from motivnet_distill.teachers.load import EnsembleTeacher, MirroredTeacher, load_teacher
     from motivnet_edge.datasets.domains import shared_yunet
     from motivnet_edge.detectors import YuNetDetector
+    from motivnet_edge.errors import MotivnetError
     from motivnet_distill.distill_options import STUDENT_PREPROCESSING
     from motivnet_edge.machine import machine_info
 
     if not (args.shared / "data").is_dir():
         raise SystemExit(f"{args.shared} has no data/: point --shared at the shared data folder")
+    try:
+        members = {m: load_teacher(m) for m in args.member}
+    except MotivnetError as exc:  # a missing file, an unknown format: say which, no traceback
+        raise SystemExit(f"ensemble_teacher: {exc}") from None
     sets = validation_sets(args.shared, STUDENT_PREPROCESSING, YuNetDetector(shared_yunet(args.shared)),
                            cache_dir=args.cache_dir)
-    members = {m: load_teacher(m) for m in args.member}
     rows = []
     for mirror in (False, True):
         wrap = MirroredTeacher if mirror else (lambda t: t)
