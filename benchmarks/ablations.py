@@ -38,8 +38,10 @@ def _scores(labels, probs, faces) -> dict:
 
 
 def _run_info(run: Path) -> dict:
+    from motivnet_distill.run_folder import read_log
+
     config = json.loads((run / "config.json").read_text())
-    rows = [json.loads(line) for line in (run / "log.jsonl").read_text().splitlines()]
+    rows = read_log(run)
     cmd = run / "commands.txt"
     return {"command": cmd.read_text().strip().splitlines() if cmd.is_file() else None,
             "device": rows[-1].get("device"), "epochs_run": len(rows), "epochs_planned": config["train"]["epochs"],

@@ -48,7 +48,9 @@ def _lineage(prov: dict) -> list[dict]:
 
 def _training(run: Path) -> dict:
     """What the run's log says: epochs, best epoch, per-epoch curve, time, device, labels, lineage."""
-    rows = [json.loads(line) for line in (run / "log.jsonl").read_text().splitlines()]
+    from motivnet_distill.run_folder import read_log
+
+    rows = read_log(run)
     config = json.loads((run / "config.json").read_text())
     lineage = _lineage(config["provenance"])
     best = max(rows, key=lambda r: r["val_acc"])

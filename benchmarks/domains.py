@@ -89,7 +89,9 @@ def training(path: str) -> dict | None:
     run = Path(path)
     if not (run / "log.jsonl").is_file():
         return None
-    rows = [json.loads(line) for line in (run / "log.jsonl").read_text().splitlines()]
+    from motivnet_distill.run_folder import read_log
+
+    rows = read_log(run)
     best = max(rows, key=lambda r: r["val_acc"])
     cmds = (run / "commands.txt").read_text().splitlines() if (run / "commands.txt").is_file() else []
     return {"commands": [c.split(" ", 1)[1] for c in cmds], "device": rows[-1].get("device"),

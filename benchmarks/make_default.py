@@ -27,6 +27,7 @@ from motivnet_edge.datasets.readers import concat
 from motivnet_edge.datasets.domains import crops_for, read_part, shared_yunet, test_sets
 from motivnet_distill.evaluate import evaluate_probs, package_probs
 from motivnet_distill.mixture import SELECTION_DOMAINS, trained_domains, validation_sets
+from motivnet_distill.run_folder import read_log
 from motivnet_distill.students.model import StudentConfig
 from motivnet_edge.atomic import write_json
 from motivnet_edge.backends import installed_backends
@@ -95,7 +96,7 @@ def main() -> None:
     dest = MODELS / args.name
     args.out = args.out or dest
     config = json.loads((args.run / "config.json").read_text())
-    epochs = [json.loads(line) for line in (args.run / "log.jsonl").read_text().splitlines()]
+    epochs = read_log(args.run)
     yunet = shared_yunet(args.shared)
     detector = YuNetDetector(yunet)
     from motivnet_distill.students.io import load_student

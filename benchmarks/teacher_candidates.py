@@ -27,7 +27,9 @@ def candidate(run: Path) -> dict:
     from motivnet_distill.students.model import StudentConfig, count_flops, create_student
 
     config = json.loads((run / "config.json").read_text())
-    rows = [json.loads(line) for line in (run / "log.jsonl").read_text().splitlines() if line.strip()]
+    from motivnet_distill.run_folder import read_log
+
+    rows = read_log(run)
     if not rows:
         raise SystemExit(f"{run} has no finished epoch yet")
     scfg = StudentConfig.from_dict(config["student"])

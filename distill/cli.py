@@ -253,7 +253,9 @@ def _log_rows(run: Path) -> list[dict]:
     """The epochs a run folder has logged; none when its log is absent or unreadable (the resume
     itself reports an unreadable run)."""
     try:
-        return [json.loads(line) for line in (run / "log.jsonl").read_text().splitlines() if line.strip()]
+        from .run_folder import read_log
+
+        return read_log(run)
     except (OSError, ValueError):
         return []
 

@@ -27,13 +27,22 @@ def save_checkpoint(obj: dict, path: Path) -> None:
         torch.save(obj, tmp)
 
 
+def read_log(run: str | Path) -> list[dict]:
+    """The epochs a run folder has logged (log.jsonl: one JSON object per finished epoch, in order).
+
+    Raises:
+        OSError: the run has no log; ValueError: a line is not JSON (a damaged log).
+    """
+    return [json.loads(line) for line in (Path(run) / "log.jsonl").read_text().splitlines() if line.strip()]
+
+
 def plot_curves(run: Path) -> None:
     """Training curves (loss, train/val accuracy, teacher agreement) from log.jsonl to curves.png."""
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    rows = [json.loads(line) for line in (run / "log.jsonl").read_text().splitlines()]
+    rows = read_log(run)
     ep = [r["epoch"] for r in rows]
     fig, (a, b) = plt.subplots(1, 2, figsize=(9, 3.5))
     a.plot(ep, [r["train_loss"] for r in rows], marker="o")
