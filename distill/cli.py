@@ -192,9 +192,6 @@ def distill(data, domains, pack, samples_per_epoch, without, no_balance, class_p
     from .mixture import MixRecipe
     from .pipeline import distill as run_distill
 
-    if sum(x is not None for x in (data, domains, pack)) != 1:
-        raise UsageFailure("pass one of --data (one training set), --domains SHARED (every domain in shared/) or "
-                           "--pack FILE (a training pack)")
     mixed = domains is not None or pack is not None
     if (without or no_balance or samples_per_epoch or class_power is not None or domain_class_power
             or domain_scale or domain_teacher or meta_min) and not mixed:

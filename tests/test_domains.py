@@ -81,6 +81,8 @@ def test_one_domain_can_keep_its_stored_class_mix():
     (["--domains", ".", "--domain-scale", "ferplus=-1"], "DOMAIN=FACTOR"),
     (["--domains", ".", "--domain-scale", "ferplus=nan"], "DOMAIN=FACTOR"),
     (["--domains", ".", "--no-balance", "--domain-scale", "ferplus=2"], "--no-balance draws"),
+    ([], "pass one of --data"),
+    (["--data", ".", "--domains", "."], "pass one of --data"),
 ])
 def test_domain_class_power_misuse_is_a_usage_error(tmp_path, args, message):
     import subprocess
