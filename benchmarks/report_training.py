@@ -91,7 +91,9 @@ SELECTION_TITLES = {
                        "(`--meta-weight 0.3`), where run; expw_labels draws ExpW as stored and learns its rows from "
                        "their labels alone (`--domain-teacher expw=none`: no KD term there); expw_specialist draws "
                        "nothing but ExpW, from its labels alone, 6 epochs of 8,000 faces: how far the pico follows "
-                       "ExpW's own labelling when nothing else pulls (a probe, not a candidate); "
+                       "ExpW's own labelling when nothing else pulls (a probe, not a candidate; its row is the epoch "
+                       "the pooled score picks, its whole ExpW curve is in benchmarks/results/expw_specialists/), "
+                       "expw_specialist_resnet the same from the teacher run's resnet_s (best.pt of epoch 31); "
                        "`bash benchmarks/expw_noise.sh`; ",
 }
 
