@@ -28,7 +28,6 @@ from motivnet_edge.datasets.domains import crops_for, read_part, shared_yunet, t
 from motivnet_distill.evaluate import evaluate_probs, package_probs
 from motivnet_distill.mixture import SELECTION_DOMAINS, trained_domains, validation_sets
 from motivnet_distill.run_folder import read_log
-from motivnet_distill.students.model import StudentConfig
 from motivnet_edge.atomic import write_json
 from motivnet_edge.backends import installed_backends
 from motivnet_edge.detectors import YuNetDetector
@@ -101,19 +100,15 @@ def main() -> None:
     detector = YuNetDetector(yunet)
     from motivnet_distill.students.io import load_student
 
-    pp = load_student(args.run).preprocessing
+    student = load_student(args.run)
+    pp = student.preprocessing
     val = validation_sets(args.shared, pp, detector)  # by domain: the prior is fitted to their mean
     prov = config["provenance"]
     trained = trained_domains(prov["domains"])  # the domains this run drew (a share of 0 draws none)
     calib = calibration_faces(args.shared, args.calib_count, trained)
-    teacher = prov.get("teacher")
-    learnt = f"distilled from {teacher} plus the datasets' labels" if teacher else "trained on the datasets' labels (no teacher)"
-    description = (
-        f"{StudentConfig.from_dict(config['student']).describe()} ('{prov['student_preset']}'), {learnt} on "
-        f"{len(trained)} domains ({', '.join(trained)} train parts; whole and YuNet-aligned crops, domain- and "
-        f"class-balanced), selected on the mean of {', '.join(SELECTION_DOMAINS)} validation accuracy"
-        + ("" if args.no_prior_correction else ", per-class prior correction fitted on those validation parts")
-        + "; metrics.test holds every test set, measured after export")
+    description = (student.provenance["description"]  # the student's own (students.io.description)
+                   + ("" if args.no_prior_correction else ", per-class prior correction fitted on those validation parts")
+                   + "; metrics.test holds every test set, measured after export")
     # "run": the run folder's name, which report.py names the embedded default by.
     extra = {"description": description, "training": {"run": args.run.resolve().name, "command": args.command,
                                                       "epochs": epochs, "config": config["train"]},

@@ -147,6 +147,8 @@ def test_package_with_embedded_yunet_uses_it(tiny_checkpoint, yunet_path, astron
         assert rec.detector.name == "yunet" and rec.predict(astronaut)[0].landmarks is not None
     # The detector's terms travel with it; a package without one says nothing of a detector.
     assert "Apache-2.0" in load_package(pkg).license["detector"]
+    # A student's package says what it is (`info`'s first line) without a hand-written description.
+    assert load_package(pkg).provenance["description"].startswith("ViT student")
     assert "detector" not in load_package(export(tiny_checkpoint, tmp_path / "q", formats=("onnx",),
                                                  latency=False)).license
     (pkg / "detector" / "yunet.onnx").write_bytes(b"swapped")

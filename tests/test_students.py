@@ -63,6 +63,21 @@ def test_a_resnet_config_round_trips_and_old_configs_read_as_vits():
     assert create_student("vit_hybrid_pico").cfg.describe().startswith("ViT student (conv stem")
 
 
+def test_a_students_description_comes_from_its_shape_and_its_runs_record():
+    """The package's first line in `info`: a resnet says so, names its teacher and the domains it
+    drew (a share of 0 draws none), and a checkpoint without a record claims nothing."""
+    from motivnet_distill.students.io import description
+
+    cfg = create_student("resnet_s").cfg
+    prov = {"teacher": "mirror(onnx:default/model.onnx:ab12)", "student_preset": "resnet_s",
+            "domains": {"mix": {"domains": ["ferplus", "expw", "kdef"], "domain_scale": {"kdef": 0}},
+                        "sources": {"ferplus": {}, "expw": {}, "kdef": {}}, "selection": {"ferplus": 9, "expw": 9}}}
+    text = description(cfg, prov)
+    assert text.startswith("ResNet student") and "'resnet_s'" in text and "mirror(onnx:default" in text
+    assert "2 domains (ferplus, expw train parts" in text and "mean of ferplus, expw validation" in text
+    assert description(cfg, {}).endswith("not recorded in its checkpoint")
+
+
 def test_relu_stem_has_the_lite_stems_weights_and_fusable_activations():
     """pico_lite_relu differs from pico_lite only in its stem's activations (ReLU: the runtimes fuse
     it into the convolution), so a pico_lite's weights start it; configs saved before the setting

@@ -89,8 +89,30 @@ def load_student(path: str | Path) -> StudentCheckpoint:
     except RuntimeError as exc:
         raise StudentCheckpointError(f"{path}: weights do not fit the saved student config: {str(exc)[:300]}") from None
     prov = {"student": ck["student"], "checkpoint": path.name, **ck.get("provenance", {})}
+    prov.setdefault("description", description(cfg, prov))
     return StudentCheckpoint(model.eval(), Preprocessing.from_dict(ck["preprocessing"]), prov,
                              ck.get("license", {}), {"validation": ck.get("metrics", {})})
+
+
+def description(cfg: StudentConfig, provenance: dict) -> str:
+    """What a student is, in one sentence, from its shape and its run's own record: the package's
+    ``provenance.description``, which ``motivnet-edge info`` prints first."""
+    from ..mixture import trained_domains
+
+    if not any(k in provenance for k in ("teacher", "domains", "training_data")):
+        return f"{cfg.describe()}; how it was trained is not recorded in its checkpoint"
+    teacher = provenance.get("teacher")
+    learnt = (f"distilled from {teacher} plus the datasets' labels" if teacher
+              else "trained on the datasets' labels (no teacher)")
+    report = provenance.get("domains")
+    if report:
+        trained, selection = trained_domains(report), list(report.get("selection", {}))
+        data = (f"{len(trained)} domain{'s' if len(trained) != 1 else ''} ({', '.join(trained)} train parts; whole and YuNet-aligned crops, domain- "
+                f"and class-balanced), selected on the mean of {', '.join(selection)} validation accuracy")
+    else:
+        data = f"{provenance.get('training_data', 'unrecorded data')}, selected on {provenance.get('selection_data', '?')}"
+    preset = provenance.get("student_preset")
+    return f"{cfg.describe()}{f' ({preset!r})' if preset else ''}, {learnt} on {data}"
 
 
 def lineage(provenance: dict) -> list[dict]:
