@@ -78,6 +78,23 @@ def test_a_students_description_comes_from_its_shape_and_its_runs_record():
     assert description(cfg, {}).endswith("not recorded in its checkpoint")
 
 
+def test_a_run_recorded_before_faces_terms_gets_them_from_its_domains(tmp_path):
+    """Checkpoints written before distill recorded the faces' terms still export with them."""
+    import json
+
+    from motivnet_distill.distill_options import STUDENT_PREPROCESSING
+    from motivnet_distill.students.io import load_student
+
+    net = create_student("vit_hybrid_pico", labels=MOTIVNET_LABELS)
+    report = {"mix": {"domains": ["kdef", "expw"], "domain_scale": {}}, "sources": {"kdef": {}, "expw": {}},
+              "selection": {"kdef": 9}}
+    torch.save({"model": net.state_dict(), "student": json.loads(net.cfg.to_json()),
+                "preprocessing": STUDENT_PREPROCESSING.to_dict(), "provenance": {"domains": report},
+                "license": {"teacher": "MIT"}}, tmp_path / "best.pt")
+    terms = load_student(tmp_path / "best.pt").license
+    assert terms["teacher"] == "MIT" and "KDEF: non-commercial" in terms["faces"] and "ExpW" in terms["faces"]
+
+
 def test_relu_stem_has_the_lite_stems_weights_and_fusable_activations():
     """pico_lite_relu differs from pico_lite only in its stem's activations (ReLU: the runtimes fuse
     it into the convolution), so a pico_lite's weights start it; configs saved before the setting

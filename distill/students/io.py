@@ -90,8 +90,15 @@ def load_student(path: str | Path) -> StudentCheckpoint:
         raise StudentCheckpointError(f"{path}: weights do not fit the saved student config: {str(exc)[:300]}") from None
     prov = {"student": ck["student"], "checkpoint": path.name, **ck.get("provenance", {})}
     prov.setdefault("description", description(cfg, prov))
+    terms = dict(ck.get("license", {}))
+    if "faces" not in terms and prov.get("domains"):  # a run recorded before distill wrote its faces' terms
+        from motivnet_edge.datasets.domains import faces_licence
+
+        from ..mixture import trained_domains
+
+        terms["faces"] = faces_licence(trained_domains(prov["domains"]))
     return StudentCheckpoint(model.eval(), Preprocessing.from_dict(ck["preprocessing"]), prov,
-                             ck.get("license", {}), {"validation": ck.get("metrics", {})})
+                             terms, {"validation": ck.get("metrics", {})})
 
 
 def description(cfg: StudentConfig, provenance: dict) -> str:
