@@ -3,8 +3,8 @@
     python benchmarks/select_default.py --run runs/md_pico_ft --run runs/md_pico_ft_nokd
 
 The score is the mean over domains of validation accuracy: FER2013Valid (FER+ majority),
-affectnet96 ``valid_``, KDEF validation people 08-12 (YuNet-aligned, as ``predict`` sees them)
-and the facial_expressions validation part (people split off by name). A run qualifies only when
+affectnet96 ``valid_``, KDEF validation people 08-12 (YuNet-aligned, as ``predict`` sees them),
+the facial_expressions validation part (people split off by name) and ExpW ``valid_`` (YuNet-aligned). A run qualifies only when
 every class with at least 40 validation faces in a domain reaches ``--floor`` recall there (a
 model that folds fear into surprise does not win on accuracy). The test sets are not read here.
 With ``--robust`` the score is the mean of that and of the same accuracy on the validation faces

@@ -4,7 +4,7 @@
 A GPU host often has neither the data folder nor room for it: a device call carries at most
 64 MiB with the repository. A pack holds what training actually reads, already cut by the
 runtime's face pipeline: every train row of the mix (stored crop and YuNet-aligned variant),
-each row's labels and domain, and the four validation parts, as gray WebP images whose longer
+each row's labels and domain, and every selection domain's validation part, as gray WebP images whose longer
 side is at most ``size`` pixels (students read 48x48 gray; 56 px leaves room for the views'
 rotations and shifts). ``distill(pack=...)`` trains from it exactly as from ``domains``: the
 same sampler over the stored domain tags, the same selection, the same teacher routing.
