@@ -23,7 +23,7 @@ from pathlib import Path
 
 import numpy as np
 
-from motivnet_edge.datasets.readers import concat
+from motivnet_edge.datasets.readers import FaceSet, concat
 from motivnet_edge.datasets.domains import crops_for, read_part, shared_yunet, test_sets
 from motivnet_distill.evaluate import evaluate_probs, package_probs
 from motivnet_distill.mixture import SELECTION_DOMAINS, trained_domains, validation_sets
@@ -40,7 +40,7 @@ MODELS = ROOT / "motivnet_edge" / "models"
 BUDGET_BYTES = {"default": 15_000_000, "accurate": 20_000_000}
 
 
-def calibration_faces(shared: Path, count: int, domains) -> object:
+def calibration_faces(shared: Path, count: int, domains) -> FaceSet:
     """``count`` train-part faces spread evenly over the run's domains (whole crops), for INT8 ranges."""
     parts = [read_part(shared, d, "train") for d in domains]
     per = count // len(parts) + 1

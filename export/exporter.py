@@ -251,7 +251,7 @@ def export(source, out: str | Path, *, formats=("onnx", "openvino"), int8: bool 
         if yunet is not None:
             _ship_detector(b, Path(yunet))
         kw = dict(labels=src.labels, preprocessing=src.preprocessing, files=files,
-                  provenance=_provenance(b, provenance), license={**src.license, **(_detector_licence(yunet)), **(license or {})},
+                  provenance=_provenance(b, provenance), license={**src.license, **_detector_licence(yunet), **(license or {})},
                   assets=b.assets or None, roles=b.roles)
         measured = _measured(b, files, metrics)
         if latency:

@@ -114,10 +114,12 @@ def description(cfg: StudentConfig, provenance: dict) -> str:
     report = provenance.get("domains")
     if report:
         trained, selection = trained_domains(report), list(report.get("selection", {}))
-        data = (f"{len(trained)} domain{'s' if len(trained) != 1 else ''} ({', '.join(trained)} train parts; whole and YuNet-aligned crops, domain- "
-                f"and class-balanced), selected on the mean of {', '.join(selection)} validation accuracy")
+        domains = f"{len(trained)} domain{'s' if len(trained) != 1 else ''}"
+        data = (f"{domains} ({', '.join(trained)} train parts; whole and YuNet-aligned crops, domain- and "
+                f"class-balanced), selected on the mean of {', '.join(selection)} validation accuracy")
     else:
-        data = f"{provenance.get('training_data', 'unrecorded data')}, selected on {provenance.get('selection_data', '?')}"
+        data = (f"{provenance.get('training_data', 'unrecorded data')}, "
+                f"selected on {provenance.get('selection_data', '?')}")
     preset = provenance.get("student_preset")
     return f"{cfg.describe()}{f' ({preset!r})' if preset else ''}, {learnt} on {data}"
 

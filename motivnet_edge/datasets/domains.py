@@ -109,7 +109,8 @@ def faces_licence(domains: Sequence[str]) -> str:
 
     A model's weights are a product of its training faces, so a package says which terms may reach it.
     """
-    terms = [DOMAINS[d].licence if d in DOMAINS else f"{d}: unknown terms (check them)" for d in dict.fromkeys(domains)]
+    terms = [DOMAINS[d].licence if d in DOMAINS else f"{d}: unknown terms (check them)"
+             for d in dict.fromkeys(domains)]
     return "trained on faces under these terms, which the weights may carry: " + "; ".join(terms) if terms else "unknown"
 
 
