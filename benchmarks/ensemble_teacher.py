@@ -1,10 +1,13 @@
 """Issue 41: would an ensemble teach better than its best member? Scored on validation parts only.
 
     python benchmarks/ensemble_teacher.py --member default --member runs/pkg/teacher_resnet48
+    python benchmarks/ensemble_teacher.py --member default --member runs/pkg/teacher_resnet48 \
+        --member runs/pkg/accurate_resnet48     # the same run with its prior correction folded in
 
 A distillation target is only as good as the teacher's reading of the face, so before a
 student is re-distilled from a new teacher, the candidates are read as ``distill`` would read
-them: each member alone and their mean probability (``EnsembleTeacher``), each through the
+them: each member alone, every pair (and, with three or more, all of them) as their mean
+probability (``EnsembleTeacher``'s reading; each member is read once), each through the
 mirrored reading ``--mirror-teacher`` trains with (``MirroredTeacher``), on the selection sets
 ``distill --domains`` selects on (the same crops, cached with the same key). The score is
 ``distill``'s: the mean of the domains' accuracies. Writes benchmarks/results/ensemble_teacher.json
@@ -14,6 +17,7 @@ mirrored reading ``--mirror-teacher`` trains with (``MirroredTeacher``), on the 
 from __future__ import annotations
 
 import argparse
+import itertools
 from pathlib import Path
 
 import numpy as np
@@ -23,14 +27,29 @@ from common import ROOT, SHARED, write_result  # noqa: E402  (benchmarks/ is the
 OUT = ROOT / "benchmarks" / "results" / "ensemble_teacher.json"
 
 
-def score(teacher, sets: dict) -> dict:
-    """``distill``'s selection score of one teacher: per-domain accuracy and their mean."""
-    per = {}
+def member_probs(teacher, sets: dict) -> dict:
+    """One teacher's probabilities on each set's labelled faces (in the sets' label order)."""
+    out = {}
     for name, faces in sets.items():
         keep = faces.hard >= 0
-        pred = teacher.probs([faces.images[i] for i in np.flatnonzero(keep)], labels=faces.labels).argmax(1)
-        per[name] = round(float((pred == faces.hard[keep]).mean()), 4)
+        out[name] = teacher.probs([faces.images[i] for i in np.flatnonzero(keep)], labels=faces.labels)
+    return out
+
+
+def score(probs: list[dict], sets: dict) -> dict:
+    """``distill``'s selection score of the mean of ``probs`` (EnsembleTeacher's reading: the mean
+    member probability): per-domain accuracy and their mean."""
+    per = {}
+    for name, faces in sets.items():
+        pred = np.mean([p[name] for p in probs], axis=0).argmax(1)
+        per[name] = round(float((pred == faces.hard[faces.hard >= 0]).mean()), 4)
     return {"pooled": round(float(np.mean(list(per.values()))), 4), "domains": per}
+
+
+def candidates(names: list[str]) -> list[tuple[str, ...]]:
+    """Each member alone, every pair, and (three or more members) all of them together."""
+    out = [(n,) for n in names] + list(itertools.combinations(names, 2))
+    return out + ([tuple(names)] if len(names) > 2 else [])
 
 
 def main() -> None:
@@ -44,7 +63,7 @@ def main() -> None:
     args = ap.parse_args()
 
     from motivnet_distill.mixture import validation_sets
-    from motivnet_distill.teachers.load import EnsembleTeacher, MirroredTeacher, load_teacher
+    from motivnet_distill.teachers.load import MirroredTeacher, load_teacher
     from motivnet_edge.datasets.domains import shared_yunet
     from motivnet_edge.detectors import YuNetDetector
     from motivnet_edge.errors import MotivnetError
@@ -60,14 +79,11 @@ def main() -> None:
     sets = validation_sets(args.shared, STUDENT_PREPROCESSING, YuNetDetector(shared_yunet(args.shared)),
                            cache_dir=args.cache_dir)
     rows = []
-    for mirror in (False, True):
+    for mirror in (False, True):  # each member read once per mode; a candidate is the mean of its members'
         wrap = MirroredTeacher if mirror else (lambda t: t)
-        read = {m: wrap(t) for m, t in members.items()}
-        candidates = dict(read)
-        if len(read) > 1:
-            candidates["+".join(read)] = EnsembleTeacher(list(read.values()))
-        for name, teacher in candidates.items():
-            rows.append({"teacher": name, "mirrored": mirror, **score(teacher, sets)})
+        probs = {m: member_probs(wrap(t), sets) for m, t in members.items()}
+        for group in candidates(list(members)):
+            rows.append({"teacher": "+".join(group), "mirrored": mirror, **score([probs[m] for m in group], sets)})
     write_result(args.out, {"members": {m: {"teacher": t.name, **_checkpoint(m)} for m, t in members.items()},
                             "selection_sets": {k: len(v) for k, v in sets.items()},
                             "score": "mean of the domains' validation accuracies (distill's val_acc)",

@@ -174,3 +174,22 @@ def ensemble_teacher_section(path: Path) -> list[str]:
         out.append(f"| {row['teacher']} | {'yes' if row['mirrored'] else 'no'} | {_pct(row['pooled'])} | "
                    + " | ".join(_pct(row["domains"][d]) for d in domains) + " |")
     return out + [""]
+
+
+def fit_gap_section(path: Path) -> list[str]:
+    """Issue 41: each model on its own training faces against validation (benchmarks/fit_gap.py)."""
+    r = json.loads(path.read_text())
+    domains = list(r["sets"])
+    out = ["**Underfit or memorised: training faces against validation** (issue 41; `python benchmarks/fit_gap.py "
+           + " ".join(f"--model {n}={m['path']}" if n != m["path"] else f"--model {n}" for n, m in r["models"].items())
+           + f"`; {_stamp(r['machine'])}; {r['protocol']}; {r['train_faces']} train faces a domain; "
+           "train / validation accuracy, %; a small gap is a model short of capacity, a large one a model "
+           "that has memorised its faces)", "",
+           "| model | " + " | ".join(domains) + " |", "|---|" + "---|" * len(domains)]
+    for name, m in r["models"].items():
+        cells = []
+        for d in domains:
+            v = m["domains"][d]
+            cells.append(_pct(v["train"]) + ("" if v["val"] is None else f" / {_pct(v['val'])}"))
+        out.append(f"| {name} | " + " | ".join(cells) + " |")
+    return out + [""]
