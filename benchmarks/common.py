@@ -84,6 +84,12 @@ def named(items: list[str], default: dict[str, str] | None = None) -> dict[str, 
     return out
 
 
+def require_data(shared: Path) -> None:
+    """Ends a script with a one-line reason when ``shared`` holds no data/ folder."""
+    if not (shared / "data").is_dir():
+        raise SystemExit(f"{shared} has no data/: point --shared at the shared data folder")
+
+
 def board_arguments(ap, results_file: str) -> None:
     """The options every accuracy board takes: --shared, --model (repeat), --no-peers, --out."""
     ap.add_argument("--shared", type=Path, default=SHARED)

@@ -22,7 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
-from common import ROOT, SHARED, write_result  # noqa: E402  (benchmarks/ is the script folder)
+from common import ROOT, SHARED, require_data, write_result  # noqa: E402  (benchmarks/ is the script folder)
 
 OUT = ROOT / "benchmarks" / "results" / "ensemble_teacher.json"
 
@@ -70,8 +70,7 @@ def main() -> None:
     from motivnet_distill.distill_options import STUDENT_PREPROCESSING
     from motivnet_edge.machine import machine_info
 
-    if not (args.shared / "data").is_dir():
-        raise SystemExit(f"{args.shared} has no data/: point --shared at the shared data folder")
+    require_data(args.shared)
     try:
         members = {m: load_teacher(m) for m in args.member}
     except MotivnetError as exc:  # a missing file, an unknown format: say which, no traceback

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
-from common import ROOT, SHARED, write_result  # noqa: E402  (benchmarks/ is the script folder)
+from common import ROOT, SHARED, named, require_data, write_result  # noqa: E402  (benchmarks/ is the script folder)
 
 OUT = ROOT / "benchmarks" / "results" / "fit_gap.json"
 
@@ -40,7 +40,7 @@ def accuracy(model: str, faces) -> float:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--model", action="append", required=True,
-                    help="NAME=PATH or an embedded model's name: a package, run folder or checkpoint (repeat)")
+                    help="NAME=PATH or PATH ('default': the embedded model): a package, run folder or checkpoint (repeat)")
     ap.add_argument("--shared", type=Path, default=SHARED)
     ap.add_argument("--train-faces", type=int, default=3000, help="train faces sampled per domain")
     ap.add_argument("--cache-dir", type=Path, default=ROOT / "runs" / "cache_kd",
@@ -54,9 +54,8 @@ def main() -> None:
     from motivnet_edge.detectors import YuNetDetector
     from motivnet_edge.machine import machine_info
 
-    if not (args.shared / "data").is_dir():
-        raise SystemExit(f"{args.shared} has no data/: point --shared at the shared data folder")
-    models = dict(m.split("=", 1) if "=" in m else (m, m) for m in args.model)
+    require_data(args.shared)
+    models = named(args.model)
     detector = YuNetDetector(shared_yunet(args.shared))
 
     def cut(faces, domain: str, part: str):  # as validation_sets cuts a validation part: KDEF aligned
