@@ -131,6 +131,7 @@ def render() -> str:
                          ("domain_ablations.json", domains_section), ("fer_share.json", domains_section),
                          ("selection.json", selection_section), ("soup_selection.json", selection_section),
                          ("lite_selection.json", selection_section), ("expw_noise.json", selection_section),
+                         ("redistil_selection.json", selection_section),
                          ("teacher_candidates.json", teacher_candidates_section),
                          ("ensemble_teacher.json", ensemble_teacher_section), ("fit_gap.json", fit_gap_section),
                          ("ablations.json", ablation_section), ("robustness.json", robustness_section),

@@ -76,6 +76,11 @@ def ablation_section(path: Path) -> list[str]:
 
 #: Selections other than the default's own (selection.json): their title, before the command.
 SELECTION_TITLES = {
+    "redistil_selection.json": "**The default re-distilled beside the long teacher run, on validation data** (issue 41 "
+                               "step 4; `bash benchmarks/redistil_default.sh`: 6 epochs continuing the default with "
+                               "its own recipe, AffectNet96, KDEF and ExpW rows taught by the mean of the default and "
+                               "the teacher run, FER+ rows by the FER-era default; both rows are packages with their "
+                               "prior correction; ",
     "soup_selection.json": "**Domain shares and soups on validation data** (the default's run; one more round of its "
                            "recipe (rd2); that round with FER+ (fer2) or AffectNet96 (aff2) drawn twice as often "
                            "(`distill --domain-scale`); weight means of rd2 + fer2 (soup), fer2 + aff2 (soup_fa) "
