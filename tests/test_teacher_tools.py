@@ -1,0 +1,50 @@
+"""Issue 41's teacher tools: the ensemble's candidates and score, the fit-gap sample (benchmarks/)."""
+
+import numpy as np
+import pytest
+
+pytest.importorskip("torch", reason="the teacher tools read teachers through the distill extra")
+
+from conftest import load_benchmark  # noqa: E402
+from distill_helpers import CountingTeacher, synthetic  # noqa: E402
+
+
+def test_candidates_are_each_member_every_pair_and_all_of_three():
+    ens = load_benchmark("ensemble_teacher")
+    assert ens.candidates(["a", "b"]) == [("a",), ("b",), ("a", "b")]
+    assert ens.candidates(["a", "b", "c"]) == [("a",), ("b",), ("c",), ("a", "b"), ("a", "c"), ("b", "c"),
+                                               ("a", "b", "c")]
+
+
+def test_an_ensemble_scores_the_argmax_of_its_mean_probability_on_labelled_faces_only():
+    ens = load_benchmark("ensemble_teacher")
+    faces = synthetic(6)
+    faces.hard[:] = [0, 1, 2, 3, -1, 1]  # the unlabelled face is left out of every probability and score
+    sets = {"d": faces}
+    sure = np.eye(7)[[0, 1, 2, 0, 0]]           # right on 3 of the 5 labelled faces (0 1 2 3 1)
+    unsure = 0.3 * np.eye(7)[[1, 1, 2, 3, 1]]   # right on 4 of 5, but less sure than ``sure`` everywhere
+    assert ens.score([{"d": sure}], sets) == {"pooled": 0.6, "domains": {"d": 0.6}}
+    assert ens.score([{"d": unsure}], sets)["pooled"] == 0.8
+    # The mean follows the surer member where they disagree: faces 0, 3 and 4 go to class 0 (right, wrong, wrong).
+    assert ens.score([{"d": sure}, {"d": unsure}], sets)["pooled"] == 0.6
+
+
+def test_member_probabilities_skip_unlabelled_faces_and_follow_the_sets_label_order():
+    ens = load_benchmark("ensemble_teacher")
+    faces = synthetic(5)
+    faces.hard[1] = -1
+    teacher = CountingTeacher()  # its labels are the sets' in reverse: probs must come back remapped
+    probs = ens.member_probs(teacher, {"d": faces})["d"]
+    assert probs.shape == (4, 7) and teacher.calls == 4
+    own = teacher.probs([faces.images[i] for i in (0, 2, 3, 4)])  # in the teacher's own (reversed) order
+    np.testing.assert_allclose(probs, own[:, ::-1], atol=1e-6)
+
+
+def test_the_fit_gap_sample_is_seeded_labelled_and_bounded():
+    fit_gap = load_benchmark("fit_gap")
+    faces = synthetic(40)
+    faces.hard[:10] = -1
+    a, b = fit_gap.sample(faces, 12), fit_gap.sample(faces, 12)
+    assert len(a) == 12 and a.files == b.files and (a.hard >= 0).all()
+    assert a.files != fit_gap.sample(faces, 12, seed=1).files
+    assert len(fit_gap.sample(faces, 100)) == 30  # never more than the labelled faces there are
