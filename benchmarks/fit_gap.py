@@ -6,8 +6,8 @@ A model that scores about as well on the faces it was trained on as on held-out 
 capacity (a bigger model, a longer schedule or lighter augmentation pays); one far above on its
 training faces has memorised them (capacity alone will not help: more faces, stronger
 regularisation or a teacher's soft targets will). Per domain, a seeded sample of the train part
-(clean: no augmentation, cut as the validation part is cut: KDEF detector-aligned, the others
-as stored crops) is scored beside the whole validation part. SFEW has no validation part of its
+(clean: no augmentation, cut as the validation part is cut: KDEF and ExpW detector-aligned, the
+others as stored crops) is scored beside the whole validation part. SFEW has no validation part of its
 own (its ``val_`` is its test set, read only by the scoreboard), so only its train fit is given.
 Writes benchmarks/results/fit_gap.json (CPU flags, commit, date inside). Test parts are never read.
 """
@@ -49,32 +49,24 @@ def main() -> None:
     args = ap.parse_args()
 
     from motivnet_distill.distill_options import STUDENT_PREPROCESSING
-    from motivnet_distill.mixture import SELECTION_DOMAINS
-    from motivnet_edge.datasets.domains import DOMAINS, aligned_variants, read_part, shared_yunet
+    from motivnet_distill.mixture import SELECTION_DOMAINS, evaluation_cut, validation_sets
+    from motivnet_edge.datasets.domains import DOMAINS, read_part, shared_yunet
     from motivnet_edge.detectors import YuNetDetector
     from motivnet_edge.machine import machine_info
 
     require_data(args.shared)
     models = named(args.model)
     detector = YuNetDetector(shared_yunet(args.shared))
-
-    def cut(faces, domain: str, part: str):  # as validation_sets cuts a validation part: KDEF aligned
-        if DOMAINS[domain].eval_crop != "aligned":
-            return faces
-        return aligned_variants(faces, detector, STUDENT_PREPROCESSING, cache_dir=args.cache_dir,
-                                name=f"{domain}-{part}")[0]
-
-    sets = {}
-    for d in [*SELECTION_DOMAINS, "sfew"]:
-        train = cut(sample(read_part(args.shared, d, "train"), args.train_faces), d, "trainsample")
-        val = cut(read_part(args.shared, d, "val"), d, "val") if d in SELECTION_DOMAINS else None
-        sets[d] = (train, val)
+    val = validation_sets(args.shared, STUDENT_PREPROCESSING, detector, cache_dir=args.cache_dir)
+    sets = {d: (evaluation_cut(sample(read_part(args.shared, d, "train"), args.train_faces), d, STUDENT_PREPROCESSING,
+                               detector, cache_dir=args.cache_dir, part="trainsample"), val.get(d))
+            for d in [*SELECTION_DOMAINS, "sfew"]}
     rows = {}
     for name, path in models.items():
         rows[name] = {"path": path, "domains": {}}
-        for d, (train, val) in sets.items():
+        for d, (train, held_out) in sets.items():
             t = accuracy(path, train)
-            v = accuracy(path, val) if val is not None else None
+            v = accuracy(path, held_out) if held_out is not None else None
             rows[name]["domains"][d] = {"train": t, "val": v, "gap": None if v is None else round(t - v, 4)}
             print(f"{name:16s} {d:20s} train {100 * t:5.1f}" + ("" if v is None else f"  val {100 * v:5.1f}"),
                   flush=True)

@@ -166,14 +166,18 @@ def trained_domains(report: dict) -> list[str]:
 def validation_sets(shared: str | Path, pp: Preprocessing, detector, *, labels=MOTIVNET_LABELS,
                     domains: Sequence[str] = SELECTION_DOMAINS, cache_dir: str | Path | None = None) -> dict[str, FaceSet]:
     """The selection sets, each cut as its users measure it (KDEF: detector-aligned)."""
-    out = {}
-    for name in domains:
-        faces = read_part(shared, name, "val", labels=labels)
-        if DOMAINS[name].eval_crop == "aligned":
-            faces, _ = aligned_variants(faces, detector, pp, cache_dir=cache_dir, name=f"{name}-val")
-        out[name] = faces
-    return out
+    return {name: evaluation_cut(read_part(shared, name, "val", labels=labels), name, pp, detector,
+                                 cache_dir=cache_dir, part="val") for name in domains}
 
 
-__all__ = ["MixRecipe", "SELECTION_DOMAINS", "domain_slices", "mix_weights", "sample_weights", "trained_domains",
+def evaluation_cut(faces: FaceSet, domain: str, pp: Preprocessing, detector, *, cache_dir: str | Path | None = None,
+                   part: str = "val") -> FaceSet:
+    """``faces`` of ``domain`` as its validation and test faces reach a model: detector-aligned where the
+    domain is measured so (KDEF, ExpW), whole crops otherwise. ``part`` names the crops' cache file."""
+    if DOMAINS[domain].eval_crop != "aligned":
+        return faces
+    return aligned_variants(faces, detector, pp, cache_dir=cache_dir, name=f"{domain}-{part}")[0]
+
+
+__all__ = ["MixRecipe", "SELECTION_DOMAINS", "domain_slices", "evaluation_cut", "mix_weights", "sample_weights", "trained_domains",
            "training_mix", "validation_sets"]
