@@ -2,7 +2,7 @@
 
     python benchmarks/make_default.py --run runs/md_pico_ft --shared ../shared --command "..."
     python benchmarks/make_default.py --run runs/md_pico_lite --out runs/pkg/md_pico_lite --command "..."  # a candidate
-    python benchmarks/make_default.py --run runs/teacher_resnet48 --name accurate --command "..."
+    python benchmarks/make_default.py --run runs/accurate_ens --name accurate --lean --command "..."
 
 Everything that fits the package to data uses the multi-domain *validation* parts (FER2013Valid,
 affectnet96 ``valid_``, KDEF people 08-12 aligned by YuNet, facial_expressions val): the prior
@@ -88,6 +88,9 @@ def main() -> None:
                     help="where the package goes (default: embedded as --name); a candidate built elsewhere "
                          "is what the scoreboard compares before anything is embedded")
     ap.add_argument("--command", required=True, help="the distill command(s) that trained --run, for the manifest")
+    ap.add_argument("--lean", action="store_true",
+                    help="two weight files shared by every runtime (export --lean): how a convolutional "
+                         "student fits the embedded budget")
     ap.add_argument("--no-prior-correction", action="store_true",
                     help="ship the student's raw logits (default: fold a prior correction fitted on the "
                          "multi-domain validation parts)")
@@ -117,7 +120,7 @@ def main() -> None:
                               + " (kdef people 08-12)"}
     with tempfile.TemporaryDirectory() as tmp:
         out = export(args.run, Path(tmp) / "pkg", int8=True, calib=calib, val=val, max_drop=args.max_drop,
-                     provenance=extra, prior_correction=not args.no_prior_correction, yunet=yunet)
+                     provenance=extra, prior_correction=not args.no_prior_correction, yunet=yunet, lean=args.lean)
         manifest = json.loads((out / "manifest.json").read_text())
         manifest["metrics"]["test"], agreement = test_metrics(out, args.shared, detector)
         for backend, per_set in agreement.items():

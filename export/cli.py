@@ -27,10 +27,14 @@ from motivnet_edge.cli_options import TRUST_CODE, friendly, list_option, say
 @click.option("--yunet", type=click.Path(), default=None, help="Ship this YuNet .onnx inside the package.")
 @click.option("--prior-correction", is_flag=True,
               help="Fold a class-prior logit offset, fitted on --val, into the student (no class folded into neutral).")
+@click.option("--lean", is_flag=True,
+              help="Two copies of the weights, not five: OpenVINO reads model.onnx, and one static INT8 "
+                   "model.int8.onnx serves ONNX Runtime, OpenVINO and TensorRT (for convolutional students, "
+                   "whose fp32 weights make each copy large).")
 @TRUST_CODE
 @friendly
 def export_cmd(source, out, formats, int8, calib, val, val_labels, max_drop, no_latency, yunet, prior_correction,
-               trust_code) -> None:
+               lean, trust_code) -> None:
     """Export a student run/checkpoint or a teacher to a model package."""
     import time
 
@@ -46,7 +50,7 @@ def export_cmd(source, out, formats, int8, calib, val, val_labels, max_drop, no_
     path = export(source, out, formats=formats, int8=int8,
                   calib=calib, val=val, val_label_source=val_labels, max_drop=max_drop, latency=not no_latency,
                   yunet=yunet, teacher_options={"trust_code": True} if trust_code else None,
-                  prior_correction=prior_correction, progress=progress)
+                  prior_correction=prior_correction, lean=lean, progress=progress)
     m = load_package(path).metrics
     say(f"wrote {path}")
     sizes = m.get("file_sizes", {})

@@ -169,7 +169,7 @@ def _detector_licence(yunet: Path | None) -> dict:
 def _provenance(b: Build, extra: dict | None) -> dict:
     """The source's provenance, the caller's additions, and how this export was made."""
     return {**b.src.provenance, **(extra or {}), "code_version": git_commit(),
-            "export": {"formats": list(b.formats), "onnx_opset": OPSET,
+            "export": {"formats": list(b.formats), "lean": b.lean, "onnx_opset": OPSET,
                        "onnx_max_abs_diff_vs_torch": b.onnx_max_abs_diff,
                        "onnxruntime_fusion": b.fused or None,
                        "machine": platform.machine(), "python": platform.python_version()}}
@@ -199,7 +199,7 @@ def export(source, out: str | Path, *, formats=("onnx", "openvino"), int8: bool 
            latency: bool = True, latency_threads: int = 1, latency_rounds: int = 3,
            metrics: dict | None = None, provenance: dict | None = None, license: dict | None = None,
            teacher_options: dict | None = None, yunet: str | Path | None = None,
-           prior_correction: bool = False, progress=None) -> Path:
+           prior_correction: bool = False, lean: bool = False, progress=None) -> Path:
     """Exports a student, checkpoint or teacher to a model package (the CLI's one code path).
 
     Args:
@@ -220,6 +220,9 @@ def export(source, out: str | Path, *, formats=("onnx", "openvino"), int8: bool 
         yunet: a YuNet .onnx to ship inside the package (detector="auto" then uses it).
         prior_correction: fold a class-prior logit offset, fitted on ``val``, into the
             student's head before exporting (motivnet_distill.prior_correction).
+        lean: two weight files shared by every runtime (formats.py): OpenVINO reads
+            model.onnx, one static QDQ model.int8.onnx serves ONNX Runtime, OpenVINO and
+            TensorRT. Needs the onnx format.
         progress: called with a short text as each stage starts (the CLI prints it on a terminal).
 
     Raises:
@@ -235,6 +238,8 @@ def export(source, out: str | Path, *, formats=("onnx", "openvino"), int8: bool 
         raise SourceError("--max-drop needs --int8 and a labelled --val set")
     if prior_correction and val is None:
         raise SourceError("--prior-correction needs a labelled --val set to fit the correction on")
+    if lean and "onnx" not in formats:
+        raise SourceError("--lean shares model.onnx with the other runtimes: keep the onnx format in --formats")
     if yunet is not None and not Path(yunet).is_file():
         raise SourceError(f"YuNet model {yunet} does not exist")
     check_replaceable(Path(out).absolute())  # before minutes of work, not after
@@ -246,7 +251,7 @@ def export(source, out: str | Path, *, formats=("onnx", "openvino"), int8: bool 
     formats = tuple(name for name in FORMATS if name in formats)  # the table's order
 
     def build(folder: Path) -> dict:
-        b = Build(src, folder, formats, data=data, max_drop=max_drop)
+        b = Build(src, folder, formats, data=data, max_drop=max_drop, lean=lean)
         files = _write_models(b, say)
         if yunet is not None:
             _ship_detector(b, Path(yunet))

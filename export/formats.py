@@ -3,6 +3,12 @@
 Each writer gets the package folder under construction (``Build``) and returns its ModelFile
 entries; an INT8 file a runtime cannot build or run is left out with one line naming the
 runtime and its fallback. ``exporter.export`` runs the rows in order.
+
+A *lean* package (``Build.lean``) keeps two copies of the weights, not five: OpenVINO reads the
+fp32 ``model.onnx`` itself (no IR copy), and one static QDQ ``model.int8.onnx`` serves ONNX
+Runtime's CPU, OpenVINO and TensorRT. It is for students whose convolution weights make a
+package too big to embed (a resnet of 2.8 M parameters is 11 MB per fp32 copy); ONNX Runtime
+then runs the plain graph (no fused attention, which OpenVINO cannot read).
 """
 
 from __future__ import annotations
@@ -42,6 +48,7 @@ class Build:
     roles: dict[str, str] = field(default_factory=dict)    # role -> asset path
     int8: dict[str, dict] = field(default_factory=dict)    # runtime -> accuracy of its INT8 file vs fp32
     fused: dict = field(default_factory=dict)              # what fuse_attention did to ONNX Runtime's files
+    lean: bool = False                                     # two weight files shared by every runtime
 
     def fp32_onnx(self) -> Path:
         """The plain fp32 ONNX graph every other file is made from (exported once)."""
@@ -54,8 +61,10 @@ class Build:
         """The fp32 graph ONNX Runtime runs: the plain graph with its attention blocks fused into
         one ``Attention`` node each where that gives the same logits (made once; it replaces
         model.onnx when the build ends, after OpenVINO, NNCF and TensorRT read the plain graph)."""
-        if (self.folder / "model.onnx.data").exists():
-            return self.fp32_onnx()  # weights beside the graph (the 1B teacher): left as exported
+        if (self.folder / "model.onnx.data").exists() or self.lean:
+            # Weights beside the graph (the 1B teacher), or a lean package's graph that OpenVINO
+            # reads too: left as exported.
+            return self.fp32_onnx()
         path = self.folder / ORT_TMP
         if not path.exists():
             self.fused = fuse_for_onnxruntime(self.fp32_onnx(), path)
@@ -115,6 +124,8 @@ def _onnx_int8(b: Build) -> list[ModelFile]:
     trt.mkdir(exist_ok=True)
     # The calibration table needs only the fp32 graph, so it ships even when the QDQ file cannot.
     b.assets.update({f"tensorrt/{p.name}": sha256_file(p) for p in tensorrt_calibration(fp32, trt, b.data)})
+    if b.lean:
+        return _shared_int8(b, fp32)
     qdq = trt / "model.int8.qdq.onnx"
     try:
         made = quantize_onnx(fp32, qdq, b.data, max_drop=b.max_drop)
@@ -144,17 +155,55 @@ def _onnx_int8(b: Build) -> list[ModelFile]:
     return [ModelFile("onnxruntime", "int8", cpu.name, sha256_file(cpu), INPUT, OUTPUT)]
 
 
+def _shared_int8(b: Build, fp32: Path) -> list[ModelFile]:
+    """A lean package's one INT8 file: NNCF's static QDQ graph with 7-bit weights (CPUs without
+    VNNI run it too), ONNX Runtime's CPU file and TensorRT's QDQ source (OpenVINO's, next)."""
+    out = b.folder / "model.int8.onnx"
+    try:
+        made = quantize_onnx(fp32, out, b.data, max_drop=b.max_drop, overflow_fix=True)
+        report = {**accuracy_report(fp32, out, b.data), **made.report, "file": out.name}
+    except QuantizationError:
+        raise
+    except Exception as exc:  # NNCF and ORT raise their own types
+        out.unlink(missing_ok=True)
+        _runtime_failure(b, "onnxruntime", exc, "ONNX Runtime and OpenVINO run the fp32 model.onnx; TensorRT "
+                                                "builds its own INT8 with the shipped calibration table")
+        return []
+    b.int8["onnxruntime"] = {**report, "method": "static QDQ (NNCF), shared with OpenVINO and TensorRT"}
+    b.int8["tensorrt"] = {**report, "method": "static QDQ (NNCF) for TensorRT, which builds its engine from it; "
+                                              "the file ONNX Runtime's CPU runs"}
+    b.check_drop("onnxruntime", report)
+    b.assets[out.name] = sha256_file(out)
+    b.roles["tensorrt_int8"] = out.name
+    return [ModelFile("onnxruntime", "int8", out.name, sha256_file(out), INPUT, OUTPUT)]
+
+
+def _conv_weighted(path: Path) -> bool:
+    """Whether convolution weights outweigh MatMul/Gemm weights (a resnet, not a ViT)."""
+    import onnx
+
+    graph = onnx.load(str(path), load_external_data=False).graph
+    sizes = {t.name: int(np.prod(t.dims)) for t in graph.initializer}
+    by_op = {"Conv": 0, "MatMul": 0, "Gemm": 0}
+    for node in graph.node:
+        if node.op_type in by_op and len(node.input) > 1:
+            by_op[node.op_type] += sizes.get(node.input[1], 0)
+    return by_op["Conv"] > by_op["MatMul"] + by_op["Gemm"]
+
+
 def _onnxruntime_cpu_int8(b: Build) -> tuple[Path, dict]:
     """ONNX Runtime's CPU INT8 file and how it was made.
 
     A graph with MatMuls (the ViT students) gets dynamic INT8: ORT's CPU optimiser leaves static
     QDQ round trips around Add, Mul, Softmax and LayerNorm, which made it slower than fp32. A
-    graph of convolutions only (the Keras Xception peers) gives dynamic INT8 nothing to quantize;
-    there ORT fuses each static Quantize-Conv-Dequantize into one QLinearConv, so it gets NNCF's
+    graph of convolutions (the Keras Xception peers, the resnets: their weights are mostly
+    convolutions) gives dynamic INT8 little or nothing to quantize; there ORT fuses each static Quantize-Conv-Dequantize into one QLinearConv, so it gets NNCF's
     static QDQ graph, with 7-bit weights because it runs on CPUs without VNNI too.
     """
     out = b.folder / "model.int8.onnx"
     try:
+        if _conv_weighted(b.fp32_onnx()):  # dynamic INT8 would quantize a resnet's head and nothing else
+            raise NothingQuantized("convolutions hold most of the weights")
         return quantize_dynamic_onnx(b.ort_onnx(), out), {
             "method": "dynamic: MatMul/Gemm weights int8, activations quantized per call"}
     except NothingQuantized:
@@ -165,6 +214,9 @@ def _onnxruntime_cpu_int8(b: Build) -> tuple[Path, dict]:
 
 
 def _openvino_fp32(b: Build) -> list[ModelFile]:
+    if b.lean:  # OpenVINO reads the fp32 ONNX graph itself
+        path = b.fp32_onnx()
+        return [ModelFile("openvino", "fp32", path.name, sha256_file(path), INPUT, OUTPUT)]
     (b.folder / "openvino").mkdir(exist_ok=True)
     xml = onnx_to_openvino(b.fp32_onnx(), b.folder / "openvino" / "model.xml")
     return [ModelFile("openvino", "fp32", "openvino/model.xml", sha256_file(xml), INPUT, OUTPUT,
@@ -172,7 +224,10 @@ def _openvino_fp32(b: Build) -> list[ModelFile]:
 
 
 def _openvino_int8(b: Build) -> list[ModelFile]:
-    """NNCF INT8 IR; measured, and left out (recorded as not shipped) above ``max_drop``."""
+    """NNCF INT8 IR; measured, and left out (recorded as not shipped) above ``max_drop``. A lean
+    package's OpenVINO reads the shared QDQ ``model.int8.onnx`` instead."""
+    if b.lean:
+        return _openvino_reads_shared_int8(b)
     fp32 = b.folder / "openvino" / "model.xml"
     try:
         made = quantize_openvino(fp32, b.folder / "openvino" / "model.int8.xml", b.data, max_drop=b.max_drop)
@@ -196,6 +251,19 @@ def _openvino_int8(b: Build) -> list[ModelFile]:
         return []
     return [ModelFile("openvino", "int8", "openvino/model.int8.xml", sha256_file(xml), INPUT, OUTPUT,
                       {"openvino/model.int8.bin": sha256_file(xml.with_suffix(".bin"))})]
+
+
+def _openvino_reads_shared_int8(b: Build) -> list[ModelFile]:
+    shared = b.folder / "model.int8.onnx"
+    if not shared.exists():  # ONNX Runtime's writer recorded why
+        return []
+    import openvino as ov
+
+    core = ov.Core()
+    report = accuracy_report(core.read_model(str(b.fp32_onnx())), core.read_model(str(shared)), b.data)
+    b.int8["openvino"] = {**report, "method": "the shared static QDQ ONNX (NNCF), read by OpenVINO", "file": shared.name}
+    b.check_drop("openvino", report)
+    return [ModelFile("openvino", "int8", shared.name, sha256_file(shared), INPUT, OUTPUT)]
 
 
 @dataclass(frozen=True)

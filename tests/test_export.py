@@ -264,6 +264,8 @@ def test_a_convolutional_student_exports_with_its_convolutions_in_int8(tmp_path,
     pkg = load_package(out)
     assert {(f.backend, f.precision) for f in pkg.files} == {
         ("onnxruntime", "fp32"), ("onnxruntime", "int8"), ("openvino", "fp32"), ("openvino", "int8")}
+    # Dynamic INT8 would quantize the Gemm head alone: the resnet's ONNX Runtime file is static QDQ.
+    assert pkg.metrics["int8"]["onnxruntime"]["method"].startswith("static QDQ"), pkg.metrics["int8"]["onnxruntime"]
     for runtime in ("openvino", "tensorrt"):
         q = pkg.metrics["int8"][runtime]
         for rung in q["ladder"]:
@@ -278,3 +280,46 @@ def test_a_convolutional_student_exports_with_its_convolutions_in_int8(tmp_path,
         with EmotionRecognizer.from_pretrained(out, backend=backend, precision="fp32", detector="haar") as rec:
             got = rec.predict_faces([face])[0]
             assert np.asarray([got.scores[k] for k in MOTIVNET_LABELS]) == pytest.approx(want, abs=1e-4), backend
+
+
+def test_a_lean_package_keeps_two_weight_files_that_every_runtime_reads(tmp_path, astronaut):
+    """--lean: OpenVINO reads model.onnx and one static QDQ model.int8.onnx serves ONNX Runtime,
+    OpenVINO and TensorRT; each (runtime, precision) loads and agrees with torch or with fp32."""
+    from dataclasses import asdict
+
+    import cv2
+    import onnx
+    import torch
+
+    from motivnet_distill.students.model import create_student
+    from motivnet_edge.labels import MOTIVNET_LABELS
+    from motivnet_edge.preprocess import Preprocessing, faces_to_tensor
+
+    torch.manual_seed(0)
+    model = create_student("resnet_s", widths=(8, 16, 16), stage_blocks=(1, 1, 1), labels=MOTIVNET_LABELS).eval()
+    pp = Preprocessing()
+    torch.save({"model": model.state_dict(), "student": asdict(model.cfg), "preprocessing": pp.to_dict()},
+               tmp_path / "cnn.pt")
+    calib = face_crops(tmp_path / "calib", 300)
+    out = export(tmp_path / "cnn.pt", tmp_path / "pkg", int8=True, calib=calib, latency=False, lean=True)
+    pkg = load_package(out)
+    assert {(f.backend, f.precision, f.path) for f in pkg.files} == {
+        ("onnxruntime", "fp32", "model.onnx"), ("openvino", "fp32", "model.onnx"),
+        ("onnxruntime", "int8", "model.int8.onnx"), ("openvino", "int8", "model.int8.onnx")}
+    assert pkg.manifest["assets_roles"]["tensorrt_int8"] == "model.int8.onnx"
+    assert not (out / "openvino").exists() and not (out / "tensorrt" / "model.int8.qdq.onnx").exists()
+    ops = {n.op_type for n in onnx.load(str(out / "model.int8.onnx")).graph.node}
+    assert {"QuantizeLinear", "DequantizeLinear", "Conv"} <= ops  # static QDQ around the convolutions
+    assert pkg.provenance["export"]["lean"] is True
+    for runtime in ("onnxruntime", "openvino", "tensorrt"):
+        assert pkg.metrics["int8"][runtime]["agreement_int8_vs_fp32"] >= 0.8, runtime
+    faces = [cv2.imread(str(p)) for p in sorted(face_crops(tmp_path / "few", 8, seed=1).iterdir())]
+    with torch.no_grad():
+        want = torch.softmax(model(torch.from_numpy(faces_to_tensor(faces, pp))), 1).numpy()
+    for backend in ("onnxruntime", "openvino"):
+        for precision, tol in (("fp32", 1e-4), ("int8", 0.15)):
+            with EmotionRecognizer.from_pretrained(out, backend=backend, precision=precision, detector="none") as rec:
+                got = np.asarray([[p.scores[k] for k in MOTIVNET_LABELS] for p in rec.predict_faces(faces)])
+            np.testing.assert_allclose(got, want, atol=tol, err_msg=f"{backend} {precision}")
+    with pytest.raises(MotivnetError, match="keep the onnx format"):
+        export(tmp_path / "cnn.pt", tmp_path / "ov_only", formats=("openvino",), lean=True)

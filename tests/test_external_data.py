@@ -134,3 +134,24 @@ def test_a_teacher_reads_only_plain_files_beside_it(tmp_path, loc, ok):
     else:
         with pytest.raises(PackageError, match="only plain files beside the model"):
             check_beside(path)
+
+
+def test_openvino_reads_a_lean_packages_onnx_but_not_unlisted_external_data(tiny_checkpoint, tmp_path, monkeypatch):
+    """A lean package's OpenVINO entry names model.onnx (export --lean): it loads and agrees with
+    ONNX Runtime, and the same scan refuses it once the graph names an unlisted file."""
+    pytest.importorskip("openvino")
+    from motivnet_export.exporter import export
+
+    pkg = export(tiny_checkpoint, tmp_path / "lean", formats=("onnx", "openvino"), latency=False, lean=True)
+    faces = np.random.default_rng(0).integers(0, 255, (3, 48, 48, 1), dtype=np.uint8)
+    got = {}
+    for backend in ("onnxruntime", "openvino"):
+        with EmotionRecognizer.from_pretrained(pkg, backend=backend, precision="fp32", detector="none") as rec:
+            got[backend] = rec.classify(faces)
+    np.testing.assert_allclose(got["openvino"], got["onnxruntime"], atol=1e-4)
+    data, raw = _pointing_at(pkg / "model.onnx", "secret.bin")
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "secret.bin").write_bytes(raw)
+    _install(pkg, "model.onnx", data)  # both entries name this file: both hashes follow it
+    with pytest.raises(PackageError, match="'secret.bin', which its manifest does not list"):
+        EmotionRecognizer.from_pretrained(pkg, backend="openvino", precision="fp32", detector="none")

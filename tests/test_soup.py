@@ -80,20 +80,20 @@ def test_soup_cli_refuses_an_existing_run_with_exit_code_2(tmp_path):
 
 
 def test_an_interrupted_soup_leaves_no_folder_and_an_empty_one_is_filled(tmp_path, monkeypatch):
-    import motivnet_distill.students.soup as soup_module
+    import motivnet_distill.students.io as io_module  # where run folders (soups, ensembles) are written
 
     (a, _), (b, _) = _run(tmp_path / "a", 0), _run(tmp_path / "b", 1)
-    real_save = soup_module.save_student
+    real_save = io_module.save_student
 
     def save_then_interrupt(path, *args, **kwargs):
         real_save(path, *args, **kwargs)
         raise KeyboardInterrupt  # Ctrl-C after the weights, before the config
 
-    monkeypatch.setattr(soup_module, "save_student", save_then_interrupt)
+    monkeypatch.setattr(io_module, "save_student", save_then_interrupt)
     with pytest.raises(KeyboardInterrupt):
         write_soup([a, b], tmp_path / "soup")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["a", "b"]  # no half soup, no hidden temp folder
-    monkeypatch.setattr(soup_module, "save_student", real_save)
+    monkeypatch.setattr(io_module, "save_student", real_save)
     (tmp_path / "soup").mkdir()  # an empty folder made beforehand is fine
     write_soup([a, b], tmp_path / "soup")
     assert sorted(p.name for p in (tmp_path / "soup").iterdir()) == ["best.pt", "config.json", "log.jsonl"]

@@ -7,6 +7,8 @@
   io            a student checkpoint: save, read, load, lineage
   from_package  a model package's student rebuilt as a checkpoint, to train on from it
   soup          a weight mean of runs of one shape (``python -m motivnet_distill.students.soup``)
+  ensemble      students of any shape as one graph: the mean of their probabilities
+                (``python -m motivnet_distill.students.ensemble``)
 """
 
 from .model import ARCHS, PRESETS, STEM_ACTS, STEMS, StudentConfig, ViTStudent, count_flops, create_student

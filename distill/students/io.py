@@ -6,7 +6,7 @@ never disagree on its layout. Reading goes through ``torch.load(weights_only=Tru
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
@@ -15,7 +15,7 @@ from motivnet_edge.atomic import atomic_path
 from motivnet_edge.errors import MotivnetError
 from motivnet_edge.preprocess import Preprocessing
 
-from .model import StudentConfig, ViTStudent, create_student
+from .model import StudentConfig, ViTStudent, config_from_dict, create_student
 
 #: The entries every student checkpoint has.
 REQUIRED = ("model", "student", "preprocessing")
@@ -40,12 +40,55 @@ class StudentCheckpoint:
         return self.model.cfg.labels
 
 
-def save_student(path: str | Path, model: torch.nn.Module, cfg: StudentConfig, pp: Preprocessing, *,
+def save_student(path: str | Path, model: torch.nn.Module, cfg, pp: Preprocessing, *,
                  metrics: dict | None = None, **extra) -> None:
-    """Writes the checkpoint atomically (temp file + rename); ``extra``: provenance, license, ..."""
+    """Writes the checkpoint atomically (temp file + rename); ``cfg``: a StudentConfig or an
+    EnsembleConfig; ``extra``: provenance, license, ..."""
     with atomic_path(path) as tmp:
-        torch.save({"model": {k: v.cpu() for k, v in model.state_dict().items()}, "student": asdict(cfg),
+        torch.save({"model": {k: v.cpu() for k, v in model.state_dict().items()}, "student": cfg.to_dict(),
                     "preprocessing": pp.to_dict(), "metrics": metrics or {}, **extra}, tmp)
+
+
+def write_run_folder(out: str | Path, model: torch.nn.Module, cfg, pp: Preprocessing, *, provenance: dict,
+                     license: dict, config_from: Path | None, command: str | None = None) -> Path:
+    """A run folder for a model made of finished runs (a soup, an ensemble): best.pt, the
+    config.json of ``config_from`` with this provenance, an empty log.jsonl (no epochs of its
+    own) and commands.txt. Built in a hidden folder beside ``out`` and renamed onto it, so a
+    killed write leaves no folder and a run folder never lacks its config (make_default would
+    then package a student without its recipe).
+
+    Raises:
+        FileExistsError: ``out`` already holds a run, or is a file or a folder with files.
+    """
+    import json
+    import os
+    import shutil
+    import tempfile
+
+    out = Path(out)
+    if (out / "best.pt").exists() or (out / "log.jsonl").exists():
+        raise FileExistsError(f"{out} already holds a run: choose a new --out")
+    if out.exists() and (not out.is_dir() or any(out.iterdir())):
+        raise FileExistsError(f"{out} exists and is not an empty folder: choose a new --out")
+    config_path = Path(config_from or "") / "config.json"
+    config = json.loads(config_path.read_text()) if config_from is not None and config_path.is_file() else {}
+    config["provenance"] = {**config.get("provenance", {}), **provenance}
+    if config.get("student") is not None:
+        config["student"] = cfg.to_dict()  # the shape this folder's best.pt has
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}.", suffix=".tmp"))
+    try:
+        tmp.chmod(0o755)  # mkdtemp's 0700 would make it the one run folder others cannot read
+        save_student(tmp / "best.pt", model, cfg, pp, metrics=None, provenance=provenance, license=license)
+        (tmp / "config.json").write_text(json.dumps(config, indent=1))
+        (tmp / "log.jsonl").write_bytes(b"")
+        if command:
+            (tmp / "commands.txt").write_text(command + "\n")
+        os.replace(tmp, out)  # an empty ``out`` is replaced; a folder that filled meanwhile is refused by the OS
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return out
 
 
 def read_checkpoint(path: str | Path) -> dict:
@@ -82,7 +125,10 @@ def load_student(path: str | Path) -> StudentCheckpoint:
     """
     path = checkpoint_file(path)
     ck = read_checkpoint(path)
-    cfg = StudentConfig.from_dict(ck["student"])
+    try:
+        cfg = config_from_dict(ck["student"])
+    except (KeyError, TypeError, ValueError) as exc:
+        raise StudentCheckpointError(f"{path}: its student config cannot be read ({exc})") from None
     model = create_student(cfg)
     try:
         model.load_state_dict(ck["model"])

@@ -90,6 +90,9 @@ class StudentConfig:
     def to_json(self) -> str:
         return json.dumps(asdict(self), indent=1)
 
+    def to_dict(self) -> dict:
+        return asdict(self)
+
     @classmethod
     def from_dict(cls, d: dict) -> "StudentConfig":
         d = dict(d)
@@ -126,6 +129,9 @@ PRESETS: dict[str, dict] = {
     # the first stage runs at 24x24 from 48 px (0.16 GFLOPs), at 32x32 from 64 px (0.28).
     # (With stem_stride=1 it is 0.62 GFLOPs at 48 px and trains 3x slower on a CPU.)
     "resnet_s": dict(arch="resnet", widths=(32, 64, 128, 256), stage_blocks=(2, 2, 2, 2), stem_stride=2),
+    # resnet_s with a stride-1 stem: every stage at twice the resolution (48x48 first), 0.62 GFLOPs.
+    # Its weights have resnet_s's shapes, so a trained resnet_s starts it (a FixRes-style continuation).
+    "resnet_s1": dict(arch="resnet", widths=(32, 64, 128, 256), stage_blocks=(2, 2, 2, 2), stem_stride=1),
     "resnet_s64": dict(arch="resnet", widths=(32, 64, 128, 256), stage_blocks=(2, 2, 2, 2), stem_stride=2,
                        img_size=(64, 64)),
     "vit_tiny": dict(embed_dim=192, depth=12, num_heads=3, mlp_ratio=4.0, patch_size=16, img_size=(224, 224)),
@@ -244,13 +250,26 @@ class ViTStudent(nn.Module):
         return self.head(x)
 
 
-def create_student(name: str | StudentConfig = "vit_hybrid_pico", **overrides) -> nn.Module:
+def config_from_dict(d: dict):
+    """A checkpoint's saved shape: a StudentConfig, or an ensemble's (``arch`` "ensemble")."""
+    if d.get("arch") == "ensemble":
+        from .ensemble import EnsembleConfig
+
+        return EnsembleConfig.from_dict(d)
+    return StudentConfig.from_dict(d)
+
+
+def create_student(name="vit_hybrid_pico", **overrides) -> nn.Module:
     """The one factory: a preset name (or a saved StudentConfig) plus keyword overrides
-    (img_size, in_chans, labels, ...).
+    (img_size, in_chans, labels, ...), or a saved EnsembleConfig (its members built here too).
 
     Raises:
         ValueError: unknown preset or inconsistent shape.
     """
+    if getattr(name, "arch", None) == "ensemble":
+        from .ensemble import EnsembleStudent
+
+        return EnsembleStudent(name)
     if isinstance(name, StudentConfig):
         base = asdict(name)
     elif name in PRESETS:

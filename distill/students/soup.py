@@ -12,12 +12,8 @@ in latency. The soup is a run folder like any other (``best.pt``, ``config.json`
 from __future__ import annotations
 
 import argparse
-import json
-import os
 import shlex
-import shutil
 import sys
-import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -27,7 +23,7 @@ from motivnet_edge.errors import MotivnetError
 from motivnet_edge.preprocess import Preprocessing
 
 from .model import StudentConfig, create_student
-from .io import checkpoint_file, read_checkpoint, save_student
+from .io import checkpoint_file, read_checkpoint, write_run_folder
 
 
 class SoupError(MotivnetError, ValueError):
@@ -83,41 +79,17 @@ def write_soup(runs: Sequence[str | Path], out: str | Path, weights: Sequence[fl
     Raises:
         SoupError: see ``average``, or ``out`` already holds a run or other files.
     """
-    out = Path(out)
-    if (out / "best.pt").exists() or (out / "log.jsonl").exists():
-        raise SoupError(f"{out} already holds a run: choose a new --out")
-    if out.exists() and (not out.is_dir() or any(out.iterdir())):
-        raise SoupError(f"{out} exists and is not an empty folder: choose a new --out")
     ck, soup = average(runs, weights)
     teachers = sorted({m["teacher"] for m in soup["members"] if m["teacher"]})
     provenance = {**ck.get("provenance", {}), "soup": soup, "teacher": " + ".join(teachers) or None}
-    config_path = Path(runs[0]) / "config.json"
-    config = json.loads(config_path.read_text()) if config_path.is_file() else {}
-    config["provenance"] = {**config.get("provenance", {}), **provenance}
-    out.parent.mkdir(parents=True, exist_ok=True)
-    # Built in a hidden folder beside ``out`` and renamed onto it, so that a run folder never lacks
-    # its config (make_default would then package a student without its recipe).
-    tmp = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}.", suffix=".tmp"))
-    try:
-        tmp.chmod(0o755)  # mkdtemp's 0700 would make the soup the one run folder others cannot read
-        save_student(tmp / "best.pt", _model(ck), StudentConfig.from_dict(ck["student"]),
-                     Preprocessing.from_dict(ck["preprocessing"]), metrics=None, provenance=provenance,
-                     license=ck.get("license", {}))
-        (tmp / "config.json").write_text(json.dumps(config, indent=1))
-        (tmp / "log.jsonl").write_bytes(b"")  # no epochs of its own: make_default records none
-        if command:
-            (tmp / "commands.txt").write_text(command + "\n")
-        os.replace(tmp, out)  # an empty ``out`` is replaced; a folder that filled meanwhile is refused by the OS
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    return out
-
-
-def _model(ck: dict) -> torch.nn.Module:
-    model = create_student(StudentConfig.from_dict(ck["student"]))
+    cfg = StudentConfig.from_dict(ck["student"])
+    model = create_student(cfg)
     model.load_state_dict(ck["model"])
-    return model
+    try:
+        return write_run_folder(out, model, cfg, Preprocessing.from_dict(ck["preprocessing"]), provenance=provenance,
+                                license=ck.get("license", {}), config_from=Path(runs[0]), command=command)
+    except FileExistsError as exc:
+        raise SoupError(str(exc)) from None
 
 
 def main(argv: Sequence[str] | None = None) -> int:

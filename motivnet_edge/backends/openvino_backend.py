@@ -102,13 +102,20 @@ class OpenVinoBackend(Backend):
 
     @staticmethod
     def _read(ov, core, path: Path, verified: VerifiedModel | None):
-        """The IR from verified bytes: the .xml and the one .bin the manifest lists beside it
-        (an IR would otherwise open whatever .bin sits beside it, or a symlink's target)."""
+        """The model from verified bytes: an IR's .xml and the one .bin the manifest lists beside
+        it (an IR would otherwise open whatever .bin sits beside it, or a symlink's target), or a
+        lean package's ONNX file, which ``backends._verified`` has scanned: it names no external
+        data (from bytes, OpenVINO would look for that in the working directory)."""
         if verified is None:
             return core.read_model(str(path))
+        if verified.path.endswith(".onnx") and not verified.extra:
+            model = core.read_model(verified.data)
+            _check_bounded(model, verified.path)
+            return model
         if not verified.data.lstrip()[:5] in (b"<?xml", b"<net "):
             # read_model takes other formats from bytes too, and an ONNX file read that way
-            # opens external data in the working directory (measured): only an IR is accepted.
+            # opens external data in the working directory (measured): only an IR, or an ONNX
+            # file the manifest names as such (scanned above), is accepted.
             raise PackageError(f"{verified.path} is not an OpenVINO IR (.xml); re-export the package")
         bins = [data for rel, data in verified.extra.items() if rel.endswith(".bin")]
         if len(bins) != 1:

@@ -1,0 +1,173 @@
+"""An ensemble of students as one student: the mean of its members' class probabilities.
+
+Two students of different families (the pico ViT and the resnet teacher) err on different faces,
+so the mean of their probabilities beats either (benchmarks/results/ensemble_teacher.json). Put
+in one graph, the ensemble is a model like any other: one ONNX file, one prior correction, one
+INT8 path, one package. Its output is the log of the mean probability, so softmax, argmax and
+the prior correction's logit offsets mean what they mean for any student. Reading each face's
+mirror image too is the runtime's option (``EmotionRecognizer``'s ``mirror``), not the graph's.
+
+Members may declare their labels in other orders (labels are names): each member's probabilities
+are reordered into the ensemble's order by name, and a member without one of them is refused.
+
+    python -m motivnet_distill.students.ensemble --run runs/default.pt --run runs/teacher_resnet48_fresh --out runs/ens
+"""
+
+from __future__ import annotations
+
+import argparse
+import shlex
+import sys
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from motivnet_edge.errors import MotivnetError
+from motivnet_edge.preprocess import Preprocessing
+
+from .io import checkpoint_file, read_checkpoint, write_run_folder
+from .model import StudentConfig, create_student
+
+#: The smallest probability the log is taken of: an exported graph must never emit -inf.
+FLOOR = 1e-6
+
+
+class EnsembleError(MotivnetError, ValueError):
+    """The students cannot form an ensemble (one member, other preprocessing, missing labels)."""
+
+
+@dataclass(frozen=True)
+class EnsembleConfig:
+    """Shape of an ensemble: its members' shapes and its label order."""
+
+    members: tuple[StudentConfig, ...]
+    labels: tuple[str, ...] = ()
+    arch: str = "ensemble"
+
+    def __post_init__(self) -> None:
+        if len(self.members) < 2:
+            raise ValueError("an ensemble needs at least two members")
+        if not self.labels:
+            raise ValueError("an ensemble needs its label order (the first member declares none)")
+        for m in self.members:
+            missing = set(self.labels) - set(m.labels)
+            if missing:
+                raise ValueError(f"a member ({m.describe()}) has no output for {sorted(missing)}")
+
+    def describe(self) -> str:
+        """The shape in a few words, for a package's description."""
+        parts = "; ".join(m.describe() for m in self.members)
+        return f"ensemble of {len(self.members)} students ({parts}), the mean of their probabilities"
+
+    def to_dict(self) -> dict:
+        return {"arch": self.arch, "labels": list(self.labels),
+                "members": [asdict(m) for m in self.members]}
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "EnsembleConfig":
+        return cls(members=tuple(StudentConfig.from_dict(m) for m in d["members"]), labels=tuple(d.get("labels", ())))
+
+
+class EnsembleStudent(nn.Module):
+    """The members in one module; ``forward`` returns log mean probability (the ensemble's logits)."""
+
+    def __init__(self, cfg: EnsembleConfig) -> None:
+        super().__init__()
+        self.cfg = cfg
+        self.members = nn.ModuleList(create_student(m) for m in cfg.members)
+        for i, m in enumerate(cfg.members):  # not saved: it follows from the configs
+            self.register_buffer(f"order{i}", torch.tensor([m.labels.index(lab) for lab in cfg.labels]),
+                                 persistent=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        probs = [F.softmax(member(x), dim=-1).index_select(-1, getattr(self, f"order{i}"))
+                 for i, member in enumerate(self.members)]
+        return torch.log(torch.stack(probs).mean(0).clamp_min(FLOOR))
+
+
+def combine(runs: Sequence[str | Path]) -> tuple[EnsembleStudent, Preprocessing, dict]:
+    """The runs' best students as one ensemble (labels in the first member's order); returns
+    (model, preprocessing, record of its members).
+
+    Raises:
+        EnsembleError: fewer than two runs, an unreadable checkpoint, members with other
+            preprocessing, or a member without one of the first member's labels.
+    """
+    if len(runs) < 2:
+        raise EnsembleError("an ensemble needs at least two members: pass --run twice or more")
+    loaded = []
+    for run in runs:
+        path = checkpoint_file(run)
+        ck = read_checkpoint(path)
+        if ck["student"].get("arch") == "ensemble":
+            raise EnsembleError(f"{path} is an ensemble already: name its members instead")
+        loaded.append((path, ck))
+    first_path, first = loaded[0]
+    for path, ck in loaded[1:]:
+        if ck["preprocessing"] != first["preprocessing"]:
+            raise EnsembleError(f"{path} reads faces with other preprocessing than {first_path}: the members of one "
+                                "graph must share one input (crop, size, colour, normalisation)")
+    configs = tuple(StudentConfig.from_dict(ck["student"]) for _, ck in loaded)
+    try:
+        cfg = EnsembleConfig(configs, labels=configs[0].labels)
+    except ValueError as exc:
+        raise EnsembleError(str(exc)) from None
+    model = EnsembleStudent(cfg)
+    for member, (path, ck) in zip(model.members, loaded):
+        try:
+            member.load_state_dict(ck["model"])
+        except RuntimeError as exc:
+            raise EnsembleError(f"{path}: weights do not fit its saved student config: {str(exc)[:200]}") from None
+    record = {"members": [{"run": p.parent.name if p.name == "best.pt" else p.name,
+                           "teacher": ck.get("provenance", {}).get("teacher")} for p, ck in loaded]}
+    return model.eval(), Preprocessing.from_dict(first["preprocessing"]), record
+
+
+def write_ensemble(runs: Sequence[str | Path], out: str | Path, *, command: str | None = None) -> Path:
+    """The ensemble as a new run folder ``out`` (best.pt, an empty log, and the recipe of the
+    first member that is a run folder: its config.json, provenance and licence), written all at
+    once; ``make_default.py`` and ``domains.py`` take it as is.
+
+    Raises:
+        EnsembleError: see ``combine``; no member is a run folder; ``out`` already holds a run or
+            other files.
+    """
+    model, pp, record = combine(runs)
+    # A member given as a bare .pt (a package rebuilt by from_package) has no recipe of its own.
+    base = next((checkpoint_file(r) for r in runs if checkpoint_file(r).name == "best.pt"
+                 and (checkpoint_file(r).parent / "config.json").is_file()), None)
+    if base is None:
+        raise EnsembleError("no member is a distill run folder with a config.json: name at least one run folder, "
+                            "whose recipe (domains, training settings) the package records")
+    ck = read_checkpoint(base)
+    teachers = sorted({m["teacher"] for m in record["members"] if m["teacher"]})
+    provenance = {k: v for k, v in ck.get("provenance", {}).items() if k != "student_preset"}  # not one preset
+    provenance.update(ensemble=record, teacher=" + ".join(teachers) or None)
+    try:
+        return write_run_folder(out, model, model.cfg, pp, provenance=provenance, license=ck.get("license", {}),
+                                config_from=base.parent, command=command)
+    except FileExistsError as exc:
+        raise EnsembleError(str(exc)) from None
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--run", action="append", required=True, help="a run folder or student .pt (repeat)")
+    ap.add_argument("--out", type=Path, required=True, help="the ensemble's run folder")
+    args = ap.parse_args(argv)
+    try:
+        out = write_ensemble(args.run, args.out, command=shlex.join(
+            ["python", "-m", "motivnet_distill.students.ensemble", *(sys.argv[1:] if argv is None else argv)]))
+    except MotivnetError as exc:
+        print(f"ensemble: error: {exc}", file=sys.stderr)
+        return 2
+    print(out)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

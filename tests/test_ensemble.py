@@ -1,0 +1,108 @@
+"""Ensembles: students of any shape as one graph, the mean of their probabilities by label name."""
+
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch", reason="ensembles need the distill extra")
+
+from motivnet_distill.students.ensemble import combine, write_ensemble  # noqa: E402
+from motivnet_distill.students.io import load_student, save_student  # noqa: E402
+from motivnet_distill.students.model import create_student  # noqa: E402
+from motivnet_edge.errors import MotivnetError  # noqa: E402
+from motivnet_edge.preprocess import Preprocessing  # noqa: E402
+
+LABELS = ("neutral", "happiness", "sadness", "surprise", "fear", "disgust", "anger")
+TINY_RESNET = dict(arch="resnet", widths=(8, 16), stage_blocks=(1, 1), stem_stride=2)
+
+
+def _run(folder, seed, labels=LABELS, pp=None, config=True, **shape):
+    torch.manual_seed(seed)
+    model = create_student("vit_hybrid_femto", labels=labels, **shape).eval()
+    folder.mkdir(parents=True)
+    save_student(folder / "best.pt", model, model.cfg, pp or Preprocessing(), provenance={"teacher": f"t{seed}"},
+                 license={"faces": "test"})
+    if config:
+        (folder / "config.json").write_text('{"train": {"epochs": 3}, "provenance": {"domains": {}}}')
+    return folder, model
+
+
+def test_an_ensemble_is_the_mean_probability_by_label_name_and_loads_as_a_run(tmp_path):
+    a, ma = _run(tmp_path / "a", 0)
+    # The second member is another family and declares its labels in reverse order.
+    b, mb = _run(tmp_path / "b", 1, labels=LABELS[::-1], **TINY_RESNET)
+    out = write_ensemble([a, b], tmp_path / "ens", command="python -m motivnet_distill.students.ensemble ...")
+    ens = load_student(out)
+    assert ens.labels == LABELS and ens.model.cfg.arch == "ensemble"
+    x = torch.randn(5, 1, 48, 48)
+    with torch.no_grad():
+        pa = torch.softmax(ma(x), -1)
+        pb = torch.softmax(mb(x), -1).flip(-1)  # reversed labels back into LABELS' order
+        got = ens.model(x)
+    assert torch.allclose(got.exp(), (pa + pb) / 2, atol=1e-5)
+    assert not torch.allclose(got.exp(), pa, atol=1e-3)
+    assert [m["run"] for m in ens.provenance["ensemble"]["members"]] == ["a", "b"]
+    assert ens.provenance["teacher"] == "t0 + t1" and ens.license == {"faces": "test"}
+    assert "ensemble of 2 students" in ens.provenance["description"]
+    assert (out / "log.jsonl").read_text() == "" and "ensemble" in (out / "commands.txt").read_text()
+
+
+def test_an_ensemble_exports_to_one_onnx_graph_that_onnx_runtime_agrees_with(tmp_path):
+    ort = pytest.importorskip("onnxruntime")
+    from motivnet_export.exporter import export
+
+    a, _ = _run(tmp_path / "a", 0)
+    b, _ = _run(tmp_path / "b", 1, **TINY_RESNET)
+    model, _, _ = combine([a, b])
+    pkg = export(write_ensemble([a, b], tmp_path / "ens"), tmp_path / "pkg", formats=("onnx",), latency=False)
+    x = np.random.default_rng(0).normal(size=(3, 1, 48, 48)).astype(np.float32)
+    session = ort.InferenceSession(str(pkg / "model.onnx"), providers=["CPUExecutionProvider"])
+    got = session.run(None, {session.get_inputs()[0].name: x})[0]
+    with torch.no_grad():
+        want = model(torch.from_numpy(x)).numpy()
+    np.testing.assert_allclose(got, want, atol=1e-4)
+    assert np.isfinite(got).all()
+
+
+@pytest.mark.parametrize("case, match", [
+    ("one run", "at least two members"),
+    ("preprocessing", "other preprocessing"),
+    ("labels", "has no output for"),
+    ("no labels", "label order"),
+    ("nested", "an ensemble already"),
+    ("no run folder", "no member is a distill run folder"),
+    ("missing", "does not exist"),
+])
+def test_ensemble_misuse_is_refused_with_the_fix(tmp_path, case, match):
+    a, _ = _run(tmp_path / "a", 0)
+    runs = [a, _run(tmp_path / "b", 1)[0]]
+    if case == "one run":
+        runs = [a]
+    elif case == "preprocessing":
+        runs = [a, _run(tmp_path / "c", 2, pp=Preprocessing(input_size=(64, 64)), img_size=(64, 64))[0]]
+    elif case == "labels":
+        runs = [_run(tmp_path / "c", 2, labels=LABELS[:6] + ("contempt",))[0], a]
+    elif case == "no labels":
+        runs = [_run(tmp_path / "c", 2, labels=())[0], a]
+    elif case == "nested":
+        runs = [a, write_ensemble(runs, tmp_path / "ens")]
+    elif case == "no run folder":
+        runs = [_run(tmp_path / "c", 2, config=False)[0], _run(tmp_path / "d", 3, config=False)[0]]
+    elif case == "missing":
+        runs = [a, tmp_path / "nowhere"]
+    with pytest.raises(MotivnetError, match=match):  # EnsembleError, or the checkpoint reader's error
+        write_ensemble(runs, tmp_path / "out")
+    assert not (tmp_path / "out").exists()
+
+
+def test_ensemble_cli_refuses_an_existing_run_with_exit_code_2(tmp_path):
+    a, _ = _run(tmp_path / "a", 0)
+    b, _ = _run(tmp_path / "b", 1)
+    cmd = [sys.executable, "-m", "motivnet_distill.students.ensemble", "--run", str(a), "--run", str(b), "--out", str(a)]
+    r = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
+    assert r.returncode == 2 and "already holds a run" in r.stderr and "Traceback" not in r.stderr, r.stderr
+    r = subprocess.run(cmd[:-1] + [str(tmp_path / "ens")], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr
+    assert load_student(tmp_path / "ens").labels == LABELS
