@@ -68,11 +68,17 @@ def fit_prior_correction(logits: np.ndarray, faces: FaceSet, *, floor: float = F
 
 
 def apply_bias(model: torch.nn.Module, bias) -> None:
-    """Adds ``bias`` to the classifier head's bias in place (the head must be a Linear named ``head``).
+    """Adds ``bias`` to the classifier head's bias in place (the head must be a Linear named
+    ``head``), or to an ensemble's ``logit_bias`` (students.ensemble), which has no head of its own.
 
     Raises:
         MotivnetError: the model has no such head, or the sizes differ.
     """
+    offset = getattr(model, "logit_bias", None)
+    if isinstance(offset, torch.Tensor) and offset.numel() == len(bias):
+        with torch.no_grad():
+            offset.add_(torch.as_tensor(bias, dtype=offset.dtype))
+        return
     head = getattr(model, "head", None)
     if not isinstance(head, torch.nn.Linear) or head.bias is None or head.bias.numel() != len(bias):
         raise MotivnetError("prior correction needs a student whose classifier is a Linear 'head' with one "

@@ -106,3 +106,17 @@ def test_ensemble_cli_refuses_an_existing_run_with_exit_code_2(tmp_path):
     r = subprocess.run(cmd[:-1] + [str(tmp_path / "ens")], capture_output=True, text=True, timeout=120)
     assert r.returncode == 0, r.stderr
     assert load_student(tmp_path / "ens").labels == LABELS
+
+
+def test_a_prior_correction_folds_into_the_ensembles_logit_bias(tmp_path):
+    from motivnet_distill.prior_correction import apply_bias
+
+    a, _ = _run(tmp_path / "a", 0)
+    b, _ = _run(tmp_path / "b", 1, **TINY_RESNET)
+    model, _, _ = combine([a, b])
+    x = torch.randn(2, 1, 48, 48)
+    with torch.no_grad():
+        before = model(x)
+        apply_bias(model, [0, 0, 0, 0, 1.5, 0.5, 0])
+        after = model(x)
+    assert torch.allclose(after - before, torch.tensor([0, 0, 0, 0, 1.5, 0.5, 0.0]).expand(2, 7), atol=1e-6)

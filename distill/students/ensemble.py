@@ -73,12 +73,14 @@ class EnsembleConfig:
 
 
 class EnsembleStudent(nn.Module):
-    """The members in one module; ``forward`` returns log mean probability (the ensemble's logits)."""
+    """The members in one module; ``forward`` returns log mean probability (the ensemble's logits)
+    plus ``logit_bias``, where an export folds its prior correction (zero until then)."""
 
     def __init__(self, cfg: EnsembleConfig) -> None:
         super().__init__()
         self.cfg = cfg
         self.members = nn.ModuleList(create_student(m) for m in cfg.members)
+        self.register_buffer("logit_bias", torch.zeros(len(cfg.labels)))
         for i, m in enumerate(cfg.members):  # not saved: it follows from the configs
             self.register_buffer(f"order{i}", torch.tensor([m.labels.index(lab) for lab in cfg.labels]),
                                  persistent=False)
@@ -86,7 +88,7 @@ class EnsembleStudent(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         probs = [F.softmax(member(x), dim=-1).index_select(-1, getattr(self, f"order{i}"))
                  for i, member in enumerate(self.members)]
-        return torch.log(torch.stack(probs).mean(0).clamp_min(FLOOR))
+        return torch.log(torch.stack(probs).mean(0).clamp_min(FLOOR)) + self.logit_bias
 
 
 def combine(runs: Sequence[str | Path]) -> tuple[EnsembleStudent, Preprocessing, dict]:
