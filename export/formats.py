@@ -127,47 +127,59 @@ def _onnx_int8(b: Build) -> list[ModelFile]:
     if b.lean:
         return _shared_int8(b, fp32)
     qdq = trt / "model.int8.qdq.onnx"
-    try:
+
+    def tensorrt_file() -> dict:
         made = quantize_onnx(fp32, qdq, b.data, max_drop=b.max_drop)
-        b.int8["tensorrt"] = {**accuracy_report(fp32, qdq, b.data), **made.report,
-                              "method": "static QDQ (NNCF) for TensorRT, which builds its engine from it",
-                              "file": qdq.relative_to(b.folder).as_posix()}
+        return {**accuracy_report(fp32, qdq, b.data), **made.report, "file": qdq.relative_to(b.folder).as_posix(),
+                "method": "static QDQ (NNCF) for TensorRT, which builds its engine from it"}
+
+    report = _attempt(b, "tensorrt", qdq, tensorrt_file, "TensorRT builds its own INT8 from the fp32 ONNX with the "
+                                                         "shipped calibration table (tensorrt/calibration.*)")
+    if report is not None:
+        b.int8["tensorrt"] = report
+        b.check_drop("tensorrt", report)
+        b.assets[f"tensorrt/{qdq.name}"] = sha256_file(qdq)
+        b.roles["tensorrt_int8"] = f"tensorrt/{qdq.name}"
+
+    def cpu_file() -> dict:
+        cpu, method = _onnxruntime_cpu_int8(b)
+        return {**accuracy_report(fp32, cpu, b.data), **method, "file": cpu.name}
+
+    report = _attempt(b, "onnxruntime", b.folder / "model.int8.onnx", cpu_file, "ONNX Runtime runs the fp32 model.onnx")
+    if report is None:
+        return []
+    b.int8["onnxruntime"] = report
+    b.check_drop("onnxruntime", report)
+    cpu = b.folder / report["file"]
+    return [ModelFile("onnxruntime", "int8", cpu.name, sha256_file(cpu), INPUT, OUTPUT)]
+
+
+def _attempt(b: Build, runtime: str, out: Path, make, fallback: str) -> dict | None:
+    """``make()``'s report of an INT8 file, or None when NNCF or the runtime cannot build or run
+    it: the half-written ``out`` is removed and the runtime recorded as not shipped, with its
+    fallback (``_runtime_failure``). An accuracy-control failure stops the export."""
+    try:
+        return make()
     except QuantizationError:
         raise
     except Exception as exc:  # NNCF and ORT raise their own types
-        qdq.unlink(missing_ok=True)
-        _runtime_failure(b, "tensorrt", exc, "TensorRT builds its own INT8 from the fp32 ONNX with the shipped "
-                                             "calibration table (tensorrt/calibration.*)")
-    else:
-        b.check_drop("tensorrt", b.int8["tensorrt"])
-        b.assets[f"tensorrt/{qdq.name}"] = sha256_file(qdq)
-        b.roles["tensorrt_int8"] = f"tensorrt/{qdq.name}"
-    try:
-        cpu, method = _onnxruntime_cpu_int8(b)
-        b.int8["onnxruntime"] = {**accuracy_report(fp32, cpu, b.data), **method, "file": cpu.name}
-    except QuantizationError:
-        raise
-    except Exception as exc:
-        (b.folder / "model.int8.onnx").unlink(missing_ok=True)
-        _runtime_failure(b, "onnxruntime", exc, "ONNX Runtime runs the fp32 model.onnx")
-        return []
-    b.check_drop("onnxruntime", b.int8["onnxruntime"])
-    return [ModelFile("onnxruntime", "int8", cpu.name, sha256_file(cpu), INPUT, OUTPUT)]
+        out.unlink(missing_ok=True)
+        _runtime_failure(b, runtime, exc, fallback)
+        return None
 
 
 def _shared_int8(b: Build, fp32: Path) -> list[ModelFile]:
     """A lean package's one INT8 file: NNCF's static QDQ graph with 7-bit weights (CPUs without
     VNNI run it too), ONNX Runtime's CPU file and TensorRT's QDQ source (OpenVINO's, next)."""
     out = b.folder / "model.int8.onnx"
-    try:
+
+    def shared_file() -> dict:
         made = quantize_onnx(fp32, out, b.data, max_drop=b.max_drop, overflow_fix=True)
-        report = {**accuracy_report(fp32, out, b.data), **made.report, "file": out.name}
-    except QuantizationError:
-        raise
-    except Exception as exc:  # NNCF and ORT raise their own types
-        out.unlink(missing_ok=True)
-        _runtime_failure(b, "onnxruntime", exc, "ONNX Runtime and OpenVINO run the fp32 model.onnx; TensorRT "
-                                                "builds its own INT8 with the shipped calibration table")
+        return {**accuracy_report(fp32, out, b.data), **made.report, "file": out.name}
+
+    report = _attempt(b, "onnxruntime", out, shared_file, "ONNX Runtime and OpenVINO run the fp32 model.onnx; "
+                                                          "TensorRT builds its own INT8 with the shipped calibration table")
+    if report is None:
         return []
     b.int8["onnxruntime"] = {**report, "method": "static QDQ (NNCF), shared with OpenVINO and TensorRT"}
     b.int8["tensorrt"] = {**report, "method": "static QDQ (NNCF) for TensorRT, which builds its engine from it; "

@@ -16,7 +16,6 @@ are reordered into the ensemble's order by name, and a member without one of the
 from __future__ import annotations
 
 import argparse
-import shlex
 import sys
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
@@ -29,7 +28,7 @@ import torch.nn.functional as F
 from motivnet_edge.errors import MotivnetError
 from motivnet_edge.preprocess import Preprocessing
 
-from .io import checkpoint_file, read_checkpoint, write_run_folder
+from .io import checkpoint_file, read_checkpoint, run_folder_cli, write_run_folder
 from .model import StudentConfig, create_student
 
 #: The smallest probability the log is taken of: an exported graph must never emit -inf.
@@ -161,14 +160,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--run", action="append", required=True, help="a run folder or student .pt (repeat)")
     ap.add_argument("--out", type=Path, required=True, help="the ensemble's run folder")
     args = ap.parse_args(argv)
-    try:
-        out = write_ensemble(args.run, args.out, command=shlex.join(
-            ["python", "-m", "motivnet_distill.students.ensemble", *(sys.argv[1:] if argv is None else argv)]))
-    except MotivnetError as exc:
-        print(f"ensemble: error: {exc}", file=sys.stderr)
-        return 2
-    print(out)
-    return 0
+    return run_folder_cli("ensemble", lambda command: write_ensemble(args.run, args.out, command=command), argv)
 
 
 if __name__ == "__main__":

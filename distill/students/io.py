@@ -91,6 +91,23 @@ def write_run_folder(out: str | Path, model: torch.nn.Module, cfg, pp: Preproces
     return out
 
 
+def run_folder_cli(tool: str, write, argv) -> int:
+    """The CLI ending of a tool that writes a run folder (soup, ensemble): ``write(command)``
+    makes it (``command``: this invocation, for its commands.txt); an error is one line on
+    stderr and exit code 2, never a traceback."""
+    import shlex
+    import sys
+
+    command = shlex.join(["python", "-m", f"motivnet_distill.students.{tool}", *(sys.argv[1:] if argv is None else argv)])
+    try:
+        out = write(command)
+    except MotivnetError as exc:
+        print(f"{tool}: error: {exc}", file=sys.stderr)
+        return 2
+    print(out)
+    return 0
+
+
 def read_checkpoint(path: str | Path) -> dict:
     """The raw checkpoint dict (weights-only unpickling).
 

@@ -12,7 +12,6 @@ in latency. The soup is a run folder like any other (``best.pt``, ``config.json`
 from __future__ import annotations
 
 import argparse
-import shlex
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -23,7 +22,7 @@ from motivnet_edge.errors import MotivnetError
 from motivnet_edge.preprocess import Preprocessing
 
 from .model import StudentConfig, create_student
-from .io import checkpoint_file, read_checkpoint, write_run_folder
+from .io import checkpoint_file, read_checkpoint, run_folder_cli, write_run_folder
 
 
 class SoupError(MotivnetError, ValueError):
@@ -98,14 +97,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--weight", type=float, action="append", help="one per --run (default: equal)")
     ap.add_argument("--out", type=Path, required=True, help="the soup's run folder")
     args = ap.parse_args(argv)
-    try:
-        out = write_soup(args.run, args.out, args.weight,
-                         command=shlex.join(["python", "-m", "motivnet_distill.students.soup", *(argv or sys.argv[1:])]))
-    except MotivnetError as exc:
-        print(f"soup: error: {exc}", file=sys.stderr)
-        return 2
-    print(out)
-    return 0
+    return run_folder_cli("soup", lambda command: write_soup(args.run, args.out, args.weight, command=command), argv)
 
 
 if __name__ == "__main__":
