@@ -7,7 +7,8 @@
   io            a student checkpoint: save, read, load, lineage
   from_package  a model package's student rebuilt as a checkpoint, to train on from it
   soup          a weight mean of runs of one shape (``python -m motivnet_distill.students.soup``)
-  ensemble      students of any shape as one graph: the mean of their probabilities
+  ensemble_net  the ensemble student (arch "ensemble", EnsembleConfig): its members' mean probability
+  ensemble      finished runs of any shape as one ensemble run folder
                 (``python -m motivnet_distill.students.ensemble``)
 """
 

@@ -1,4 +1,4 @@
-"""An ensemble of students as one student: the mean of its members' class probabilities.
+"""An ensemble of finished runs as one run folder: the mean of their students' class probabilities.
 
 Two students of different families (the pico ViT and the resnet teacher) err on different faces,
 so the mean of their probabilities beats either (benchmarks/results/ensemble_teacher.json). Put
@@ -18,76 +18,17 @@ from __future__ import annotations
 import argparse
 import sys
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass
 from pathlib import Path
-
-import torch
-import torch.nn as nn
-import torch.nn.functional as F
 
 from motivnet_edge.errors import MotivnetError
 from motivnet_edge.preprocess import Preprocessing
 
 from .io import checkpoint_file, read_checkpoint, run_folder_cli, write_run_folder
+from .ensemble_net import EnsembleConfig, EnsembleStudent
 from .model import StudentConfig, create_student
-
-#: The smallest probability the log is taken of: an exported graph must never emit -inf.
-FLOOR = 1e-6
-
 
 class EnsembleError(MotivnetError, ValueError):
     """The students cannot form an ensemble (one member, other preprocessing, missing labels)."""
-
-
-@dataclass(frozen=True)
-class EnsembleConfig:
-    """Shape of an ensemble: its members' shapes and its label order."""
-
-    members: tuple[StudentConfig, ...]
-    labels: tuple[str, ...] = ()
-    arch: str = "ensemble"
-
-    def __post_init__(self) -> None:
-        if len(self.members) < 2:
-            raise ValueError("an ensemble needs at least two members")
-        if not self.labels:
-            raise ValueError("an ensemble needs its label order (the first member declares none)")
-        for m in self.members:
-            missing = set(self.labels) - set(m.labels)
-            if missing:
-                raise ValueError(f"a member ({m.describe()}) has no output for {sorted(missing)}")
-
-    def describe(self) -> str:
-        """The shape in a few words, for a package's description."""
-        parts = "; ".join(m.describe() for m in self.members)
-        return f"ensemble of {len(self.members)} students ({parts}), the mean of their probabilities"
-
-    def to_dict(self) -> dict:
-        return {"arch": self.arch, "labels": list(self.labels),
-                "members": [asdict(m) for m in self.members]}
-
-    @classmethod
-    def from_dict(cls, d: dict) -> "EnsembleConfig":
-        return cls(members=tuple(StudentConfig.from_dict(m) for m in d["members"]), labels=tuple(d.get("labels", ())))
-
-
-class EnsembleStudent(nn.Module):
-    """The members in one module; ``forward`` returns log mean probability (the ensemble's logits)
-    plus ``logit_bias``, where an export folds its prior correction (zero until then)."""
-
-    def __init__(self, cfg: EnsembleConfig) -> None:
-        super().__init__()
-        self.cfg = cfg
-        self.members = nn.ModuleList(create_student(m) for m in cfg.members)
-        self.register_buffer("logit_bias", torch.zeros(len(cfg.labels)))
-        for i, m in enumerate(cfg.members):  # not saved: it follows from the configs
-            self.register_buffer(f"order{i}", torch.tensor([m.labels.index(lab) for lab in cfg.labels]),
-                                 persistent=False)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        probs = [F.softmax(member(x), dim=-1).index_select(-1, getattr(self, f"order{i}"))
-                 for i, member in enumerate(self.members)]
-        return torch.log(torch.stack(probs).mean(0).clamp_min(FLOOR)) + self.logit_bias
 
 
 def combine(runs: Sequence[str | Path]) -> tuple[EnsembleStudent, Preprocessing, dict]:
@@ -117,7 +58,7 @@ def combine(runs: Sequence[str | Path]) -> tuple[EnsembleStudent, Preprocessing,
         cfg = EnsembleConfig(configs, labels=configs[0].labels)
     except ValueError as exc:
         raise EnsembleError(str(exc)) from None
-    model = EnsembleStudent(cfg)
+    model = create_student(cfg)
     for member, (path, ck) in zip(model.members, loaded):
         try:
             member.load_state_dict(ck["model"])

@@ -251,12 +251,14 @@ class ViTStudent(nn.Module):
 
 
 def config_from_dict(d: dict):
-    """A checkpoint's saved shape: a StudentConfig, or an ensemble's (``arch`` "ensemble")."""
-    if d.get("arch") == "ensemble":
-        from .ensemble import EnsembleConfig
+    """A checkpoint's saved shape: a StudentConfig, or an ensemble's (``arch`` "ensemble": an
+    ``ensemble_net.EnsembleConfig`` of StudentConfigs)."""
+    if d.get("arch") != "ensemble":
+        return StudentConfig.from_dict(d)
+    from .ensemble_net import EnsembleConfig
 
-        return EnsembleConfig.from_dict(d)
-    return StudentConfig.from_dict(d)
+    return EnsembleConfig(members=tuple(StudentConfig.from_dict(m) for m in d["members"]),
+                          labels=tuple(d.get("labels", ())))
 
 
 def create_student(name="vit_hybrid_pico", **overrides) -> nn.Module:
@@ -266,10 +268,10 @@ def create_student(name="vit_hybrid_pico", **overrides) -> nn.Module:
     Raises:
         ValueError: unknown preset or inconsistent shape.
     """
-    if getattr(name, "arch", None) == "ensemble":
-        from .ensemble import EnsembleStudent
+    if getattr(name, "arch", None) == "ensemble":  # an ensemble_net.EnsembleConfig
+        from .ensemble_net import EnsembleStudent
 
-        return EnsembleStudent(name)
+        return EnsembleStudent(name, [create_student(member) for member in name.members])
     if isinstance(name, StudentConfig):
         base = asdict(name)
     elif name in PRESETS:
