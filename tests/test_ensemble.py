@@ -46,6 +46,7 @@ def test_an_ensemble_is_the_mean_probability_by_label_name_and_loads_as_a_run(tm
     assert [m["run"] for m in ens.provenance["ensemble"]["members"]] == ["a", "b"]
     assert ens.provenance["teacher"] == "t0 + t1" and ens.license == {"faces": "test"}
     assert "ensemble of 2 students" in ens.provenance["description"]
+    assert "members a (distilled from t0); b (distilled from t1), trained on" in ens.provenance["description"]
     assert (out / "log.jsonl").read_text() == "" and "ensemble" in (out / "commands.txt").read_text()
 
 

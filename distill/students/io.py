@@ -174,6 +174,10 @@ def description(cfg: StudentConfig, provenance: dict) -> str:
     teacher = provenance.get("teacher")
     learnt = (f"distilled from {teacher} plus the datasets' labels" if teacher
               else "trained on the datasets' labels (no teacher)")
+    members = provenance.get("ensemble", {}).get("members")
+    if members:  # each member learnt its own way; the recipe recorded is the first run folder's
+        learnt = "members " + "; ".join(m["run"] + (f" (distilled from {m['teacher']})" if m.get("teacher") else "")
+                                        for m in members) + ", trained"
     report = provenance.get("domains")
     if report:
         trained, selection = trained_domains(report), list(report.get("selection", {}))
