@@ -39,6 +39,11 @@ def combine(runs: Sequence[str | Path]) -> tuple[EnsembleStudent, Preprocessing,
         EnsembleError: fewer than two runs, an unreadable checkpoint, members with other
             preprocessing, or a member without one of the first member's labels.
     """
+    return _combine(_read(runs))
+
+
+def _read(runs: Sequence[str | Path]) -> list[tuple[Path, dict]]:
+    """Each run's checkpoint file and its contents, read once."""
     if len(runs) < 2:
         raise EnsembleError("an ensemble needs at least two members: pass --run twice or more")
     loaded = []
@@ -48,6 +53,10 @@ def combine(runs: Sequence[str | Path]) -> tuple[EnsembleStudent, Preprocessing,
         if ck["student"].get("arch") == "ensemble":
             raise EnsembleError(f"{path} is an ensemble already: name its members instead")
         loaded.append((path, ck))
+    return loaded
+
+
+def _combine(loaded: list[tuple[Path, dict]]) -> tuple[EnsembleStudent, Preprocessing, dict]:
     first_path, first = loaded[0]
     for path, ck in loaded[1:]:
         if ck["preprocessing"] != first["preprocessing"]:
@@ -78,20 +87,20 @@ def write_ensemble(runs: Sequence[str | Path], out: str | Path, *, command: str 
         EnsembleError: see ``combine``; no member is a run folder; ``out`` already holds a run or
             other files.
     """
-    model, pp, record = combine(runs)
+    loaded = _read(runs)
+    model, pp, record = _combine(loaded)
     # A member given as a bare .pt (a package rebuilt by from_package) has no recipe of its own.
-    base = next((checkpoint_file(r) for r in runs if checkpoint_file(r).name == "best.pt"
-                 and (checkpoint_file(r).parent / "config.json").is_file()), None)
+    base = next(((p, ck) for p, ck in loaded if p.name == "best.pt" and (p.parent / "config.json").is_file()), None)
     if base is None:
         raise EnsembleError("no member is a distill run folder with a config.json: name at least one run folder, "
                             "whose recipe (domains, training settings) the package records")
-    ck = read_checkpoint(base)
+    path, ck = base
     teachers = sorted({m["teacher"] for m in record["members"] if m["teacher"]})
     provenance = {k: v for k, v in ck.get("provenance", {}).items() if k != "student_preset"}  # not one preset
     provenance.update(ensemble=record, teacher=" + ".join(teachers) or None)
     try:
         return write_run_folder(out, model, model.cfg, pp, provenance=provenance, license=ck.get("license", {}),
-                                config_from=base.parent, command=command)
+                                config_from=path.parent, command=command)
     except FileExistsError as exc:
         raise EnsembleError(str(exc)) from None
 

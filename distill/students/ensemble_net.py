@@ -9,7 +9,7 @@ from runs: ``ensemble``.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 
 import torch
 import torch.nn as nn
@@ -45,7 +45,7 @@ class EnsembleConfig:
 
     def to_dict(self) -> dict:
         return {"arch": self.arch, "labels": list(self.labels),
-                "members": [asdict(m) for m in self.members]}
+                "members": [m.to_dict() for m in self.members]}
 
 
 class EnsembleStudent(nn.Module):

@@ -70,8 +70,8 @@ def write_run_folder(out: str | Path, model: torch.nn.Module, cfg, pp: Preproces
         raise FileExistsError(f"{out} already holds a run: choose a new --out")
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
         raise FileExistsError(f"{out} exists and is not an empty folder: choose a new --out")
-    config_path = Path(config_from or "") / "config.json"
-    config = json.loads(config_path.read_text()) if config_from is not None and config_path.is_file() else {}
+    config_path = None if config_from is None else Path(config_from) / "config.json"
+    config = json.loads(config_path.read_text()) if config_path is not None and config_path.is_file() else {}
     config["provenance"] = {**config.get("provenance", {}), **provenance}
     if config.get("student") is not None:
         config["student"] = cfg.to_dict()  # the shape this folder's best.pt has
