@@ -67,6 +67,27 @@ def test_an_ensemble_exports_to_one_onnx_graph_that_onnx_runtime_agrees_with(tmp
     assert np.isfinite(got).all()
 
 
+def test_int8_rungs_that_leave_a_resnet_member_fp32_are_not_tried(tmp_path):
+    """An ensemble with a resnet member: a rung keeping most of the weights fp32 (here: every
+    convolution) would write an fp32 graph under an INT8 name, so the ladder skips it, in ONNX
+    and OpenVINO alike."""
+    onnx = pytest.importorskip("onnx")
+    ov = pytest.importorskip("openvino")
+    from motivnet_export.exporter import export
+    from motivnet_export.nncf_ptq import MAX_FP32_WEIGHTS, _convs, _rungs, _weights
+
+    a, _ = _run(tmp_path / "a", 0)
+    b, _ = _run(tmp_path / "b", 1, arch="resnet", widths=(32, 64, 128), stage_blocks=(1, 1, 1), stem_stride=2)
+    pkg = export(write_ensemble([a, b], tmp_path / "ens"), tmp_path / "pkg", formats=("onnx",), latency=False)
+    for model in (onnx.load(str(pkg / "model.onnx")), ov.Core().read_model(str(pkg / "model.onnx"))):
+        convs = _convs(model)
+        sizes, total = _weights(model)
+        assert set(sizes) == set(convs) and sum(sizes.values()) > MAX_FP32_WEIGHTS * total
+        rungs = _rungs(model, convs)
+        assert rungs and all(sum(sizes[c] for c in s.kept(convs)) <= MAX_FP32_WEIGHTS * total for s in rungs)
+        assert all(s.fp32_convs is not None for s in rungs), [s.describe(convs) for s in rungs]
+
+
 @pytest.mark.parametrize("case, match", [
     ("one run", "at least two members"),
     ("preprocessing", "other preprocessing"),

@@ -117,6 +117,18 @@ def test_ladder_schemes_keep_leading_convolutions():
     assert [len(s.kept(convs)) for s in LADDER] == sorted(len(s.kept(convs)) for s in LADDER)
 
 
+def test_the_default_pico_tries_every_rung_of_the_ladder():
+    """The pico's convolutions hold a third of its weights: its every-convolution-fp32 rung (the
+    MatMuls alone INT8) stays on the ladder, most fp32 first."""
+    import onnx
+
+    from motivnet_edge.package import DEFAULT_MODEL
+    from motivnet_export.nncf_ptq import LADDER, _convs, _rungs
+
+    model = onnx.load(str(DEFAULT_MODEL / "model.onnx"))
+    assert _rungs(model, _convs(model)) == list(reversed(LADDER))
+
+
 def test_int8_of_one_format_reports_only_that_format(tiny_checkpoint, int8_package, tmp_path):
     """--formats openvino --int8 writes and scores the OpenVINO INT8 IR alone (no ONNX INT8 metrics)."""
     root = int8_package.parent
@@ -244,8 +256,8 @@ def test_onnxruntime_files_run_fused_attention_and_tensorrt_gets_the_plain_graph
 
 def test_a_convolutional_student_exports_with_its_convolutions_in_int8(tmp_path, astronaut):
     """A resnet student goes through the same exporter: every format reloads and agrees with
-    torch in fp32, and INT8 keeps at most a few leading convolutions fp32 (a CNN's Gemm head is
-    no attention: no rung may leave it an fp32 model under an INT8 name)."""
+    torch in fp32, and INT8 keeps at most a few leading convolutions fp32 (its convolutions hold
+    nearly all its weights: no rung may leave it an fp32 model under an INT8 name)."""
     from dataclasses import asdict
 
     import torch
