@@ -141,25 +141,32 @@ def teacher_candidates_section(path: Path) -> list[str]:
     """Issue 41 step 1: candidate teachers per CPU-minute (benchmarks/teacher_candidates.py)."""
     r = json.loads(path.read_text())
     cands = r["candidates"]
-    budget = min(c["curve"][-1]["cpu_minutes"] for c in cands)  # the CPU time every candidate had
+    # The CPU time every side-by-side candidate had (a continuation starts where its parent ended).
+    budget = min(c["curve"][-1]["cpu_minutes"] for c in cands if not c.get("continues"))
     domains = list(cands[0]["curve"][-1]["domains"])
     out = [f"**Candidate teachers per CPU-minute** (issue 41; `bash benchmarks/teacher_candidates.sh`, then "
-           f"`python benchmarks/teacher_candidates.py`; {_stamp(r['machine'])}; the same data, recipe and 40-epoch "
+           f"`python benchmarks/teacher_candidates.py " + " ".join(f"--run runs/{c['run']}" for c in cands)
+           + f"`; {_stamp(r['machine'])}; the same data, recipe and 40-epoch "
            "schedule, each trained for a bounded sitting; validation parts only, %; *at the common budget*: the "
            f"last epoch within {budget:.0f} CPU-minutes, the least any candidate had; the winner goes on as the long "
-           "teacher run, resumed with `--epochs 80`, so its row and curve show that run so far; its log: "
-           "`benchmarks/results/teacher_run/`)", "",
+           "teacher run, resumed with `--epochs 80`; a continuation (started from another run's best epoch, "
+           "with its own recipe: its commands are in its log folder) counts from where that run's CPU time ended; "
+           "logs: `benchmarks/results/teacher_run/`, `teacher_run_fresh/`, `teacher_run_s1/`)", "",
            "| run | student | input | params | GFLOPs | epochs | CPU-min | pooled | " + " | ".join(domains)
-           + f" | pooled at {budget:.0f} CPU-min |",
-           "|---|---|---|---|---|---|---|---|" + "---|" * len(domains) + "---|"]
+           + f" | best (epoch) | pooled at {budget:.0f} CPU-min |",
+           "|---|---|---|---|---|---|---|---|" + "---|" * len(domains) + "---|---|"]
     for c in cands:
         last = c["curve"][-1]
+        best = max(c["curve"], key=lambda p: p["val_acc"])
         within = [p for p in c["curve"] if p["cpu_minutes"] <= budget + 1e-6]
         at = f"{_pct(within[-1]['val_acc'])} (epoch {within[-1]['epoch']})" if within else ""
+        if c.get("continues"):
+            at = f"continues {c['continues']}"
         est = " (first epochs estimated)" if any(p["estimated"] for p in c["curve"]) else ""
         out.append(f"| {c['run']} | {c['student']} | {c['input_px']} px | {c['params'] / 1e6:.2f} M | "
-                   f"{c['gflops']:.2f} | {last['epoch']} | {last['cpu_minutes']:.0f}{est} | {_pct(last['val_acc'])} | "
-                   + " | ".join(_pct(last["domains"].get(d)) for d in domains) + f" | {at} |")
+                   f"{c['gflops']:.2f} | {last['epoch']} of {c['epochs_of_schedule']} | {last['cpu_minutes']:.0f}{est} | "
+                   f"{_pct(last['val_acc'])} | " + " | ".join(_pct(last["domains"].get(d)) for d in domains)
+                   + f" | {_pct(best['val_acc'])} ({best['epoch']}) | {at} |")
     out += ["", f"![teacher_candidates.png]({IMG}teacher_candidates.png)", ""]
     return out
 

@@ -9,6 +9,12 @@ benchmarks/results/teacher_candidates.json (CPU flags, commit, date inside) and 
 teacher_candidates.png: pooled validation accuracy per CPU-minute, one line per candidate. Only
 validation parts are read (they are in the logs; no test part is touched). An epoch logged before
 ``cpu_seconds`` was recorded counts at the run's mean CPU time per epoch, and is marked "estimated".
+
+A continuation (a run started with ``--init`` from another listed run's checkpoint) is drawn
+where that run's CPU time ends, so the long teacher's lineage reads as one curve of spend:
+
+    python benchmarks/teacher_candidates.py --run runs/teacher_resnet48 --run runs/teacher_resnet64 \
+        --run runs/teacher_nano --run runs/teacher_resnet48_fresh --run runs/teacher_resnet_s1
 """
 
 from __future__ import annotations
@@ -22,8 +28,14 @@ from common import ROOT, write_result  # noqa: E402  (benchmarks/ is the script 
 OUT = ROOT / "benchmarks" / "results" / "teacher_candidates.json"
 
 
-def candidate(run: Path) -> dict:
-    """One run's shape, cost and curve."""
+def parent(run: Path) -> str | None:
+    """The run folder a continuation was initialised from (``--init RUN/best.pt``), else None."""
+    init = json.loads((run / "config.json").read_text()).get("provenance", {}).get("init") or {}
+    return Path(init["path"]).parent.name if init.get("path") else None
+
+
+def candidate(run: Path, start_minutes: float = 0.0) -> dict:
+    """One run's shape, cost and curve; ``start_minutes``: CPU time spent before it (its parent's)."""
     from motivnet_distill.students.model import StudentConfig, count_flops, create_student
 
     config = json.loads((run / "config.json").read_text())
@@ -38,7 +50,7 @@ def candidate(run: Path) -> dict:
     if not measured:
         raise SystemExit(f"{run}: no epoch records its cpu_seconds; train one more epoch with this code")
     mean_cpu = sum(measured) / len(measured)
-    curve, spent = [], 0.0
+    curve, spent = [], 60 * start_minutes
     for r in rows:
         spent += r.get("cpu_seconds", mean_cpu)
         domains = {k[len("val_acc_"):]: round(v, 4) for k, v in r.items() if k.startswith("val_acc_")}
@@ -50,7 +62,16 @@ def candidate(run: Path) -> dict:
             "input_px": side, "params": sum(p.numel() for p in model.parameters()),
             "gflops": round(count_flops(model, (1, scfg.in_chans, *scfg.img_size)) / 1e9, 3),
             "epochs_of_schedule": config["train"]["epochs"], "command": config.get("command", ""),
-            "curve": curve}
+            "continues": parent(run), "curve": curve}
+
+
+def candidates(runs: list[Path]) -> list[dict]:
+    """Each run's curve, a continuation's offset by its parent's CPU time (parents listed first)."""
+    out: dict[str, dict] = {}
+    for run in runs:
+        up = out.get(parent(run) or "")
+        out[run.name] = candidate(run, up["curve"][-1]["cpu_minutes"] if up else 0.0)
+    return list(out.values())
 
 
 def plot(result: dict, path: Path) -> None:
@@ -63,10 +84,10 @@ def plot(result: dict, path: Path) -> None:
     for c in result["candidates"]:
         xs = [p["cpu_minutes"] for p in c["curve"]]
         ax.plot(xs, [100 * p["val_acc"] for p in c["curve"]], marker="o",
-                label=f"{c['student']} {c['input_px']} px ({c['gflops']:.2f} GFLOPs)")
+                label=f"{c['run']}: {c['student']} {c['input_px']} px ({c['gflops']:.2f} GFLOPs)")
     ax.set_xlabel("CPU-minutes of training (all threads)")
     ax.set_ylabel("pooled validation accuracy, %")
-    ax.set_title("Candidate teachers, same data and recipe")
+    ax.set_title("Candidate teachers and the long run's continuations")
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
     fig.tight_layout()
@@ -83,7 +104,7 @@ def main() -> None:
     ap.add_argument("--out", type=Path, default=OUT)
     args = ap.parse_args()
     result = {"machine": machine_info(), "score": "pooled accuracy over the validation parts the runs select on",
-              "candidates": [candidate(run) for run in args.run]}
+              "candidates": candidates(args.run)}
     write_result(args.out, result)
     plot(result, args.out.with_suffix(".png"))
     for c in result["candidates"]:
