@@ -151,7 +151,8 @@ def teacher_candidates_section(path: Path) -> list[str]:
            f"last epoch within {budget:.0f} CPU-minutes, the least any candidate had; the winner goes on as the long "
            "teacher run, resumed with `--epochs 80`; a continuation (started from another run's best epoch, "
            "with its own recipe: its commands are in its log folder) counts from where that run's CPU time ended; "
-           "logs: `benchmarks/results/teacher_run/`, `teacher_run_fresh/`, `teacher_run_s1/`)", "",
+           "logs: " + ", ".join(f"`benchmarks/results/{d.name}/`" for d in sorted(path.parent.glob("teacher_run*"))
+                                 if d.is_dir()) + ")", "",
            "| run | student | input | params | GFLOPs | epochs | CPU-min | pooled | " + " | ".join(domains)
            + f" | best (epoch) | pooled at {budget:.0f} CPU-min |",
            "|---|---|---|---|---|---|---|---|" + "---|" * len(domains) + "---|---|"]
