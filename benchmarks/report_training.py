@@ -144,8 +144,8 @@ def teacher_candidates_section(path: Path) -> list[str]:
     # The CPU time every side-by-side candidate had (a continuation starts where its parent ended).
     budget = min(c["curve"][-1]["cpu_minutes"] for c in cands if not c.get("continues"))
     domains = list(cands[0]["curve"][-1]["domains"])
-    out = [f"**Candidate teachers per CPU-minute** (issue 41; `bash benchmarks/teacher_candidates.sh`, then "
-           f"`python benchmarks/teacher_candidates.py " + " ".join(f"--run runs/{c['run']}" for c in cands)
+    out = ["**Candidate teachers per CPU-minute** (issue 41; `bash benchmarks/teacher_candidates.sh`, then "
+           "`python benchmarks/teacher_candidates.py " + " ".join(f"--run runs/{c['run']}" for c in cands)
            + f"`; {_stamp(r['machine'])}; the same data, recipe and 40-epoch "
            "schedule, each trained for a bounded sitting; validation parts only, %; *at the common budget*: the "
            f"last epoch within {budget:.0f} CPU-minutes, the least any candidate had; the winner goes on as the long "
@@ -160,9 +160,8 @@ def teacher_candidates_section(path: Path) -> list[str]:
         last = c["curve"][-1]
         best = max(c["curve"], key=lambda p: p["val_acc"])
         within = [p for p in c["curve"] if p["cpu_minutes"] <= budget + 1e-6]
-        at = f"{_pct(within[-1]['val_acc'])} (epoch {within[-1]['epoch']})" if within else ""
-        if c.get("continues"):
-            at = f"continues {c['continues']}"
+        at = (f"continues {c['continues']}" if c.get("continues") else
+              f"{_pct(within[-1]['val_acc'])} (epoch {within[-1]['epoch']})" if within else "")
         est = " (first epochs estimated)" if any(p["estimated"] for p in c["curve"]) else ""
         out.append(f"| {c['run']} | {c['student']} | {c['input_px']} px | {c['params'] / 1e6:.2f} M | "
                    f"{c['gflops']:.2f} | {last['epoch']} of {c['epochs_of_schedule']} | {last['cpu_minutes']:.0f}{est} | "

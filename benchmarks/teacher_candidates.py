@@ -14,7 +14,8 @@ A continuation (a run started with ``--init`` from another listed run's checkpoi
 where that run's CPU time ends, so the long teacher's lineage reads as one curve of spend:
 
     python benchmarks/teacher_candidates.py --run runs/teacher_resnet48 --run runs/teacher_resnet64 \
-        --run runs/teacher_nano --run runs/teacher_resnet48_fresh --run runs/teacher_resnet_s1
+        --run runs/teacher_nano --run runs/teacher_resnet48_fresh --run runs/teacher_resnet_s1 \
+        --run runs/teacher_resnet48_ens
 """
 
 from __future__ import annotations
@@ -28,17 +29,13 @@ from common import ROOT, write_result  # noqa: E402  (benchmarks/ is the script 
 OUT = ROOT / "benchmarks" / "results" / "teacher_candidates.json"
 
 
-def parent(run: Path) -> str | None:
-    """The run folder a continuation was initialised from (``--init RUN/best.pt``), else None."""
-    init = json.loads((run / "config.json").read_text()).get("provenance", {}).get("init") or {}
-    return Path(init["path"]).parent.name if init.get("path") else None
-
-
-def candidate(run: Path, start_minutes: float = 0.0) -> dict:
-    """One run's shape, cost and curve; ``start_minutes``: CPU time spent before it (its parent's)."""
+def candidate(run: Path) -> dict:
+    """One run's shape, cost and curve (CPU time counted from its own start), and the run folder
+    it continues (``--init RUN/best.pt``), if any."""
     from motivnet_distill.students.model import StudentConfig, count_flops, create_student
 
     config = json.loads((run / "config.json").read_text())
+    init = config.get("provenance", {}).get("init") or {}
     from motivnet_distill.run_folder import read_log
 
     rows = read_log(run)
@@ -50,7 +47,7 @@ def candidate(run: Path, start_minutes: float = 0.0) -> dict:
     if not measured:
         raise SystemExit(f"{run}: no epoch records its cpu_seconds; train one more epoch with this code")
     mean_cpu = sum(measured) / len(measured)
-    curve, spent = [], 60 * start_minutes
+    curve, spent = [], 0.0
     for r in rows:
         spent += r.get("cpu_seconds", mean_cpu)
         domains = {k[len("val_acc_"):]: round(v, 4) for k, v in r.items() if k.startswith("val_acc_")}
@@ -62,15 +59,17 @@ def candidate(run: Path, start_minutes: float = 0.0) -> dict:
             "input_px": side, "params": sum(p.numel() for p in model.parameters()),
             "gflops": round(count_flops(model, (1, scfg.in_chans, *scfg.img_size)) / 1e9, 3),
             "epochs_of_schedule": config["train"]["epochs"], "command": config.get("command", ""),
-            "continues": parent(run), "curve": curve}
+            "continues": Path(init["path"]).parent.name if init.get("path") else None, "curve": curve}
 
 
 def candidates(runs: list[Path]) -> list[dict]:
-    """Each run's curve, a continuation's offset by its parent's CPU time (parents listed first)."""
+    """Each run's curve, a continuation's shifted by its parent's CPU time (parents listed first)."""
     out: dict[str, dict] = {}
     for run in runs:
-        up = out.get(parent(run) or "")
-        out[run.name] = candidate(run, up["curve"][-1]["cpu_minutes"] if up else 0.0)
+        c = out[run.name] = candidate(run)
+        up = out.get(c["continues"] or "")
+        for point in c["curve"] if up else ():
+            point["cpu_minutes"] = round(point["cpu_minutes"] + up["curve"][-1]["cpu_minutes"], 1)
     return list(out.values())
 
 

@@ -100,22 +100,26 @@ def _has_attention(model) -> bool:
     return bool(_ops(model, ("MatMul",), ("MatMul",))) and bool(_ops(model, ("Softmax",), ("SoftMax", "Softmax")))
 
 
+#: Convolution op types (depthwise ones included) in ONNX and in OpenVINO.
+ONNX_CONVS, OV_CONVS = ("Conv",), ("Convolution", "GroupConvolution")
+
+
 def _convs(model) -> list[str]:
-    """Convolutions in graph order (depthwise ones included) of an ONNX ModelProto or OpenVINO Model."""
-    return _ops(model, ("Conv",), ("Convolution", "GroupConvolution"))
+    """Convolutions in graph order of an ONNX ModelProto or OpenVINO Model."""
+    return _ops(model, ONNX_CONVS, OV_CONVS)
 
 
 def _weights(model) -> tuple[dict[str, int], int]:
     """Each convolution's weight count, and the graph's (every initializer or Constant)."""
     if hasattr(model, "graph"):  # ONNX ModelProto
         sizes = {i.name: int(np.prod(i.dims)) for i in model.graph.initializer}
-        convs = {n.name: sizes.get(n.input[1], 0) for n in model.graph.node if n.op_type == "Conv"}
+        convs = {n.name: sizes.get(n.input[1], 0) for n in model.graph.node if n.op_type in ONNX_CONVS}
         return convs, sum(sizes.values())
     ops = model.get_ordered_ops()
     total = sum(int(np.prod(list(op.get_output_shape(0)))) for op in ops if op.get_type_name() == "Constant")
     convs = {}
     for op in ops:
-        if op.get_type_name() in ("Convolution", "GroupConvolution"):
+        if op.get_type_name() in OV_CONVS:
             src = op.input_value(1).get_node()
             while src.get_type_name() != "Constant" and src.get_input_size():  # a Convert from fp16, ...
                 src = src.input_value(0).get_node()
@@ -209,8 +213,9 @@ def _rungs(model, convs: list[str]) -> list[Scheme]:
     sizes, total = _weights(model)
     out, seen = [], set()
     for scheme in reversed(LADDER):
-        key = (tuple(scheme.kept(convs)), scheme.ranges)
-        heavy = sum(sizes.get(c, 0) for c in scheme.kept(convs)) > MAX_FP32_WEIGHTS * total
+        kept = scheme.kept(convs)
+        key = (tuple(kept), scheme.ranges)
+        heavy = sum(sizes.get(c, 0) for c in kept) > MAX_FP32_WEIGHTS * total
         if key not in seen and not (heavy and scheme is not LADDER[0]):
             seen.add(key)
             out.append(scheme)
