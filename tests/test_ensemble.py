@@ -67,6 +67,32 @@ def test_an_ensemble_exports_to_one_onnx_graph_that_onnx_runtime_agrees_with(tmp
     assert np.isfinite(got).all()
 
 
+def test_a_mirrored_ensemble_averages_both_views_and_exports_as_one_graph(tmp_path):
+    """--mirror: the mean over every member and both views; a face and its mirror image then
+    score alike, the setting survives the run folder, and the ONNX graph computes the same."""
+    ort = pytest.importorskip("onnxruntime")
+    from motivnet_export.exporter import export
+
+    a, ma = _run(tmp_path / "a", 0)
+    b, mb = _run(tmp_path / "b", 1, **TINY_RESNET)
+    out = write_ensemble([a, b], tmp_path / "ens", mirror=True)
+    ens = load_student(out)
+    assert ens.model.cfg.mirror and "mirror image" in ens.provenance["description"]
+    x = torch.randn(3, 1, 48, 48)
+    with torch.no_grad():
+        views = [torch.softmax(m(v), -1) for m in (ma, mb) for v in (x, x.flip(-1))]
+        got = ens.model(x)
+        assert torch.allclose(got.exp(), torch.stack(views).mean(0), atol=1e-5)
+        assert torch.allclose(got, ens.model(x.flip(-1)), atol=1e-5)  # a view-symmetric model
+        plain = combine([a, b])[0](x)
+    assert not torch.allclose(got, plain, atol=1e-3)
+    pkg = export(out, tmp_path / "pkg", formats=("onnx",), latency=False)
+    session = ort.InferenceSession(str(pkg / "model.onnx"), providers=["CPUExecutionProvider"])
+    onnx_out = session.run(None, {session.get_inputs()[0].name: x.numpy()})[0]
+    with torch.no_grad():
+        np.testing.assert_allclose(onnx_out, ens.model(x).numpy(), atol=1e-4)
+
+
 def test_int8_rungs_that_leave_a_resnet_member_fp32_are_not_tried(tmp_path):
     """An ensemble with a resnet member: a rung keeping most of the weights fp32 (here: every
     convolution) would write an fp32 graph under an INT8 name, so the ladder skips it, in ONNX

@@ -4,8 +4,10 @@ Two students of different families (the pico ViT and the resnet teacher) err on 
 so the mean of their probabilities beats either (benchmarks/results/ensemble_teacher.json). Put
 in one graph, the ensemble is a model like any other: one ONNX file, one prior correction, one
 INT8 path, one package. Its output is the log of the mean probability, so softmax, argmax and
-the prior correction's logit offsets mean what they mean for any student. Reading each face's
-mirror image too is the runtime's option (``EmotionRecognizer``'s ``mirror``), not the graph's.
+the prior correction's logit offsets mean what they mean for any student. With ``--mirror`` the
+graph also reads each face's mirror image (twice the compute, no more weights), so a package that
+is meant to trade time for accuracy carries the trade itself; for any other package it stays the
+runtime's option (``EmotionRecognizer``'s ``mirror``).
 
 Members may declare their labels in other orders (labels are names): each member's probabilities
 are reordered into the ensemble's order by name, and a member without one of them is refused.
@@ -31,15 +33,15 @@ class EnsembleError(MotivnetError, ValueError):
     """The students cannot form an ensemble (one member, other preprocessing, missing labels)."""
 
 
-def combine(runs: Sequence[str | Path]) -> tuple[EnsembleStudent, Preprocessing, dict]:
-    """The runs' best students as one ensemble (labels in the first member's order); returns
-    (model, preprocessing, record of its members).
+def combine(runs: Sequence[str | Path], *, mirror: bool = False) -> tuple[EnsembleStudent, Preprocessing, dict]:
+    """The runs' best students as one ensemble (labels in the first member's order; with
+    ``mirror``, each face's mirror image read too); returns (model, preprocessing, record of its members).
 
     Raises:
         EnsembleError: fewer than two runs, an unreadable checkpoint, members with other
             preprocessing, or a member without one of the first member's labels.
     """
-    return _combine(_read(runs))
+    return _combine(_read(runs), mirror=mirror)
 
 
 def _read(runs: Sequence[str | Path]) -> list[tuple[Path, dict]]:
@@ -56,7 +58,7 @@ def _read(runs: Sequence[str | Path]) -> list[tuple[Path, dict]]:
     return loaded
 
 
-def _combine(loaded: list[tuple[Path, dict]]) -> tuple[EnsembleStudent, Preprocessing, dict]:
+def _combine(loaded: list[tuple[Path, dict]], *, mirror: bool) -> tuple[EnsembleStudent, Preprocessing, dict]:
     first_path, first = loaded[0]
     for path, ck in loaded[1:]:
         if ck["preprocessing"] != first["preprocessing"]:
@@ -64,7 +66,7 @@ def _combine(loaded: list[tuple[Path, dict]]) -> tuple[EnsembleStudent, Preproce
                                 "graph must share one input (crop, size, colour, normalisation)")
     configs = tuple(StudentConfig.from_dict(ck["student"]) for _, ck in loaded)
     try:
-        cfg = EnsembleConfig(configs, labels=configs[0].labels)
+        cfg = EnsembleConfig(configs, labels=configs[0].labels, mirror=mirror)
     except ValueError as exc:
         raise EnsembleError(str(exc)) from None
     model = create_student(cfg)
@@ -78,7 +80,8 @@ def _combine(loaded: list[tuple[Path, dict]]) -> tuple[EnsembleStudent, Preproce
     return model.eval(), Preprocessing.from_dict(first["preprocessing"]), record
 
 
-def write_ensemble(runs: Sequence[str | Path], out: str | Path, *, command: str | None = None) -> Path:
+def write_ensemble(runs: Sequence[str | Path], out: str | Path, *, mirror: bool = False,
+                   command: str | None = None) -> Path:
     """The ensemble as a new run folder ``out`` (best.pt, an empty log, and the recipe of the
     first member that is a run folder: its config.json, provenance and licence), written all at
     once; ``make_default.py`` and ``domains.py`` take it as is.
@@ -88,7 +91,7 @@ def write_ensemble(runs: Sequence[str | Path], out: str | Path, *, command: str 
             other files.
     """
     loaded = _read(runs)
-    model, pp, record = _combine(loaded)
+    model, pp, record = _combine(loaded, mirror=mirror)
     # A member given as a bare .pt (a package rebuilt by from_package) has no recipe of its own.
     base = next(((p, ck) for p, ck in loaded if p.name == "best.pt" and (p.parent / "config.json").is_file()), None)
     if base is None:
@@ -109,8 +112,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--run", action="append", required=True, help="a run folder or student .pt (repeat)")
     ap.add_argument("--out", type=Path, required=True, help="the ensemble's run folder")
+    ap.add_argument("--mirror", action="store_true", help="the graph reads each face's mirror image too and "
+                    "averages both views (twice the compute)")
     args = ap.parse_args(argv)
-    return run_folder_cli("ensemble", lambda command: write_ensemble(args.run, args.out, command=command), argv)
+    return run_folder_cli("ensemble", lambda command: write_ensemble(args.run, args.out, mirror=args.mirror,
+                                                                     command=command), argv)
 
 
 if __name__ == "__main__":

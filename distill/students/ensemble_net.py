@@ -1,5 +1,10 @@
 """The ensemble student (``arch`` "ensemble"): its members in one graph, the mean of their probabilities.
 
+With ``mirror`` the graph also reads each face's mirror image and averages those probabilities in:
+an expression reads the same in a mirror, so the mean of both views is a test-time ensemble that
+costs twice the compute and no weights (the `accurate` model's trade: benchmarks/ensemble_teacher.py
+measures it on validation). The runtime's own ``mirror`` option does the same for any package.
+
 Its settings (``EnsembleConfig``, read back by ``model.config_from_dict``) and its members are
 built by the one factory, ``model.create_student``; this module imports no other student module.
 The output is the log of the mean probability, so softmax, argmax and the prior correction's
@@ -26,6 +31,7 @@ class EnsembleConfig:
 
     members: tuple  # of model.StudentConfig (built by model.config_from_dict)
     labels: tuple[str, ...] = ()
+    mirror: bool = False
     arch: str = "ensemble"
 
     def __post_init__(self) -> None:
@@ -41,10 +47,11 @@ class EnsembleConfig:
     def describe(self) -> str:
         """The shape in a few words, for a package's description."""
         parts = "; ".join(m.describe() for m in self.members)
-        return f"ensemble of {len(self.members)} students ({parts}), the mean of their probabilities"
+        views = " on each face and its mirror image" if self.mirror else ""
+        return f"ensemble of {len(self.members)} students ({parts}), the mean of their probabilities{views}"
 
     def to_dict(self) -> dict:
-        return {"arch": self.arch, "labels": list(self.labels),
+        return {"arch": self.arch, "labels": list(self.labels), "mirror": self.mirror,
                 "members": [m.to_dict() for m in self.members]}
 
 
@@ -62,6 +69,11 @@ class EnsembleStudent(nn.Module):
                                  persistent=False)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        probs = [F.softmax(member(x), dim=-1).index_select(-1, getattr(self, f"order{i}"))
-                 for i, member in enumerate(self.members)]
-        return torch.log(torch.stack(probs).mean(0).clamp_min(FLOOR)) + self.logit_bias
+        n = x.shape[0]
+        if self.cfg.mirror:  # both views in one batch: one pass through each member
+            x = torch.cat([x, x.flip(-1)])
+        probs = torch.stack([F.softmax(member(x), dim=-1).index_select(-1, getattr(self, f"order{i}"))
+                             for i, member in enumerate(self.members)]).mean(0)
+        if self.cfg.mirror:
+            probs = (probs[:n] + probs[n:]) / 2
+        return torch.log(probs.clamp_min(FLOOR)) + self.logit_bias

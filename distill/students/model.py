@@ -258,7 +258,7 @@ def config_from_dict(d: dict):
     from .ensemble_net import EnsembleConfig
 
     return EnsembleConfig(members=tuple(StudentConfig.from_dict(m) for m in d["members"]),
-                          labels=tuple(d.get("labels", ())))
+                          labels=tuple(d.get("labels", ())), mirror=bool(d.get("mirror", False)))
 
 
 def create_student(name="vit_hybrid_pico", **overrides) -> nn.Module:
