@@ -72,7 +72,9 @@ def isa_section(path: Path) -> list[str]:
 
 def frame_section(path: Path) -> list[str]:
     r = json.loads(path.read_text())
-    out = [f"**Full frames with labelled faces** (`python benchmarks/frame_pipeline.py`, {r['frame']}, "
+    package = r.get("package")
+    command = "python benchmarks/frame_pipeline.py" + (f" --package {package}" if package and Path(package).name != "default" else "")
+    out = [f"**Full frames with labelled faces** (`{command}`, {r['frame']}, "
            f"{r['faces']['n']} faces from {' and '.join(r['faces']['sets'])}, {r['settings']['threads']} threads; "
            f"{_stamp(r['machine'])})", "",
            "| mode | min_face | p50 ms per frame | fps | accuracy | vs detecting every frame at full size |",

@@ -47,7 +47,7 @@ def test_readme_is_one_short_page_with_no_machine_paths():
     text = README.read_text()
     assert len(text.splitlines()) <= 150 and len(text) <= 12_000
     committed = [README, *README.parent.glob("docs/*.md"), *README.parent.glob("benchmarks/results/*.json"),
-                 README.parent / "motivnet_edge" / "models" / "default" / "manifest.json"]
+                 *README.parent.glob("motivnet_edge/models/*/manifest.json")]
     for path in committed:
         body = path.read_text()
         assert "/work/" not in body and "/home/" not in body and "/root/" not in body, path
@@ -73,10 +73,27 @@ def test_suite_rows_of_the_default_are_the_accuracy_its_manifest_claims():
         assert abs(board[protocol]["accuracy"] - by_precision["fp32"]["accuracy"]) < 6e-4, protocol
 
 
+def test_every_embedded_model_has_the_scoreboard_row_its_manifest_claims():
+    """Each embedded model (default, accurate) is on the committed scoreboard under its own name,
+    measured on the same faces to the same accuracy its manifest claims (ONNX Runtime fp32)."""
+    import json
+
+    root = README.parent
+    board = json.loads((root / "benchmarks" / "results" / "domains.json").read_text())["models"]
+    manifests = sorted((root / "motivnet_edge" / "models").glob("*/manifest.json"))
+    assert "default" in [m.parent.name for m in manifests]
+    for path in manifests:
+        name = path.parent.name
+        assert name in board, f"{name} has no scoreboard row: python benchmarks/domains.py --model {name} --keep"
+        for protocol, by_precision in json.loads(path.read_text())["metrics"]["test"].items():
+            assert board[name][protocol]["n"] == by_precision["fp32"]["n"], (name, protocol)
+            assert abs(board[name][protocol]["accuracy"] - by_precision["fp32"]["accuracy"]) < 6e-4, (name, protocol)
+
+
 def test_committed_models_carry_no_machine_paths():
     """The dynamo exporter writes per-node stack traces with absolute paths; packages strip them."""
     root = README.parent
-    models = [*(root / "motivnet_edge" / "models" / "default").rglob("*.onnx"), *(root / "tests" / "data").rglob("*.onnx")]
+    models = [*(root / "motivnet_edge" / "models").rglob("*.onnx"), *(root / "tests" / "data").rglob("*.onnx")]
     assert models
     for path in models:
         data = path.read_bytes()

@@ -12,6 +12,7 @@ import pytest
 from motivnet_edge import BackendOptions, EmotionRecognizer, FacePrediction, RecognizerOptions
 from motivnet_edge.backends import installed_backends
 from motivnet_edge.errors import InvalidImageError, MotivnetError, OptionError, PackageError
+from motivnet_edge.package import embedded_models
 
 
 def test_predict_a_real_photo(rec, astronaut):
@@ -204,19 +205,20 @@ def test_close_waits_for_running_calls_and_then_refuses(tiny_package):
 
 
 @pytest.mark.slow
-def test_embedded_default_reproduces_the_accuracy_its_manifest_claims():
-    """Every accuracy in the shipped manifest (metrics.test) is re-measured here from the shipped files."""
+@pytest.mark.parametrize("model", embedded_models())
+def test_each_embedded_model_reproduces_the_accuracy_its_manifest_claims(model):
+    """Every accuracy in each shipped manifest (metrics.test) is re-measured here from the shipped files."""
     from conftest import SHARED
 
     pytest.importorskip("motivnet_distill.evaluate")
     from motivnet_edge.datasets.domains import crops_for, test_sets
     from motivnet_distill.evaluate import evaluate_probs, package_probs
     from motivnet_edge.detectors import YuNetDetector
-    from motivnet_edge.recognizer import DEFAULT_MODEL
+    from motivnet_edge.package import resolve_model
 
     if not (SHARED / "data").is_dir():
         pytest.skip(f"{SHARED}/data is absent: no test sets on this machine")
-    rec = EmotionRecognizer.from_pretrained(detector="none")
+    rec = EmotionRecognizer.from_pretrained(model, detector="none")
     claimed, pp = rec.package.metrics["test"], rec.package.preprocessing
     rec.close()
     sets = test_sets(SHARED, YuNetDetector(SHARED / "models" / "yunet" / "face_detection_yunet_2023mar.onnx"))
@@ -225,7 +227,7 @@ def test_embedded_default_reproduces_the_accuracy_its_manifest_claims():
         faces = crops_for(sets[name], pp)
         missed = np.array([d is None for d in sets[name].detections]) if sets[name].detections else None
         for precision, m in by_precision.items():
-            labels, probs = package_probs(DEFAULT_MODEL, faces, backend="onnxruntime", precision=precision)
+            labels, probs = package_probs(resolve_model(model), faces, backend="onnxruntime", precision=precision)
             got = evaluate_probs(labels, probs, faces, unanswered=missed)
             # fp32 reproduces to rounding; INT8 kernels differ between CPUs (VNNI vs AVX2 u8s8), so
             # an int8 figure measured on another CPU may move by a few faces.
