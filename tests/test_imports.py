@@ -31,10 +31,11 @@ def test_wheel_carries_all_packages_and_default_model(tmp_path):
         assert must in names, f"{must} missing from the wheel"
     assert not any(n.startswith(("distill/", "export/")) for n in names), "generic top-level names leaked"
     # Every file each embedded manifest lists must be in the wheel, within that model's budget
-    # (benchmarks/make_default.py's BUDGET_BYTES: every embedded binary stays in git history).
+    # (make_default.py's BUDGET_BYTES: every embedded binary stays in git history).
     import json
+    from conftest import load_benchmark
     from motivnet_edge.package import embedded_models
-    budgets = {"default": 15e6, "accurate": 20e6}
+    budgets = load_benchmark("make_default").BUDGET_BYTES
     assert embedded_models() and set(embedded_models()) <= set(budgets)
     for name in embedded_models():
         folder = f"motivnet_edge/models/{name}/"

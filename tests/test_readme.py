@@ -78,12 +78,12 @@ def test_every_embedded_model_has_the_scoreboard_row_its_manifest_claims():
     measured on the same faces to the same accuracy its manifest claims (ONNX Runtime fp32)."""
     import json
 
-    root = README.parent
-    board = json.loads((root / "benchmarks" / "results" / "domains.json").read_text())["models"]
-    manifests = sorted((root / "motivnet_edge" / "models").glob("*/manifest.json"))
-    assert "default" in [m.parent.name for m in manifests]
-    for path in manifests:
-        name = path.parent.name
+    from motivnet_edge.package import MODELS_DIR, embedded_models
+
+    board = json.loads((README.parent / "benchmarks" / "results" / "domains.json").read_text())["models"]
+    assert "default" in embedded_models()
+    for name in embedded_models():
+        path = MODELS_DIR / name / "manifest.json"
         assert name in board, f"{name} has no scoreboard row: python benchmarks/domains.py --model {name} --keep"
         for protocol, by_precision in json.loads(path.read_text())["metrics"]["test"].items():
             assert board[name][protocol]["n"] == by_precision["fp32"]["n"], (name, protocol)
