@@ -16,7 +16,8 @@ from common import CPU_CLASSES, ROOT, per_cpu_result, results_dir, pct as _pct  
 from report_domains import (DOMAIN_COLUMNS, IMG, domains_section, pareto_section, prior_section,  # noqa: E402
                             robustness_section)
 from report_training import (ablation_section, distill_section, ensemble_teacher_section,  # noqa: E402
-                             fit_gap_section, selection_section, teacher_candidates_section)
+                             fit_gap_section, selection_section, teacher_candidates_section,
+                             test_time_views_section)
 from report_runtime import (arm64_section, class_weight_section, export_time_section, first_load_section,  # noqa: E402
                             frame_section, int8_section, int8_sources_section, isa_section, mirror_section,
                             profile_section, ratio_section)
@@ -137,6 +138,7 @@ def render() -> str:
                          ("redistil_selection.json", selection_section),
                          ("teacher_candidates.json", teacher_candidates_section),
                          ("ensemble_teacher.json", ensemble_teacher_section), ("fit_gap.json", fit_gap_section),
+                         ("test_time_views_accurate.json", test_time_views_section),
                          ("ablations.json", ablation_section), ("robustness.json", robustness_section),
                          ("latency_ratio.json", ratio_section), ("classify_profile.json", profile_section),
                          ("isa_agreement.json", isa_section), ("frame_pipeline.json", frame_section),

@@ -205,3 +205,19 @@ def fit_gap_section(path: Path) -> list[str]:
             cells.append(_pct(v["train"]) + ("" if v["val"] is None else f" / {_pct(v['val'])}"))
         out.append(f"| {name} | " + " | ".join(cells) + " |")
     return out + [""]
+
+
+def test_time_views_section(path: Path) -> list[str]:
+    """Issue 41: more test-time views than the mirror, on validation (benchmarks/test_time_views.py)."""
+    r = json.loads(path.read_text())
+    domains = list(r["rows"][0]["domains"])
+    views = ", ".join(f"{k} ({v['dx']:+.2f}, {v['dy']:+.2f}, x{v['scale']:.2f})" for k, v in r["views"].items())
+    out = [f"**More test-time views, on validation data** (issue 41; `python benchmarks/test_time_views.py "
+           f"--model {r['model']}`; {_stamp(r['machine'])}; {r['score']}; each view moves the face in the source "
+           f"image before the model's own preprocessing, as (horizontal, vertical shift as a fraction of the side, "
+           f"scale): {views}; %)", "",
+           "| views | passes | pooled | " + " | ".join(domains) + " |", "|---|---|---|" + "---|" * len(domains)]
+    for row in r["rows"]:
+        out.append(f"| {row['views']} | {row['passes']} | {_pct(row['pooled'])} | "
+                   + " | ".join(_pct(row["domains"][d]) for d in domains) + " |")
+    return out + [""]

@@ -48,3 +48,33 @@ def test_the_fit_gap_sample_is_seeded_labelled_and_bounded():
     assert len(a) == 12 and a.files == b.files and (a.hard >= 0).all()
     assert a.files != fit_gap.sample(faces, 12, seed=1).files
     assert len(fit_gap.sample(faces, 100)) == 30  # never more than the labelled faces there are
+
+
+def test_a_view_moves_the_face_by_its_fraction_of_the_side_and_keeps_the_image_shape():
+    views = load_benchmark("test_time_views")
+    image = np.zeros((40, 40), np.uint8)
+    image[20, 20] = 255
+    np.testing.assert_array_equal(views.moved(image, 0.0, 0.0, 1.0), image)
+    right = views.moved(image, 0.1, 0.0, 1.0)      # 4 pixels to the right, nothing up or down
+    assert right.shape == image.shape and np.unravel_index(right.argmax(), right.shape) == (20, 24)
+    down = views.moved(image, 0.0, 0.1, 1.0)
+    assert np.unravel_index(down.argmax(), down.shape) == (24, 20)
+    image[:, :2] = 90                              # a border column: replicated into the gap a shift leaves
+    assert (views.moved(image, 0.1, 0.0, 1.0)[:, :4] == 90).all()
+    square = np.zeros((40, 40), np.uint8)
+    square[16:24, 16:24] = 255                     # scaled about the centre: the square grows, centred
+    big = views.moved(square, 0.0, 0.0, 1.5) > 127
+    rows, cols = np.flatnonzero(big.any(1)), np.flatnonzero(big.any(0))
+    assert (rows[0], rows[-1], cols[0], cols[-1]) == (14, 25, 14, 25)
+
+
+def test_every_view_set_starts_from_the_face_as_it_is_and_names_known_views():
+    views = load_benchmark("test_time_views")
+    assert views.VIEWS["identity"] == (0.0, 0.0, 1.0)
+    for label, members in views.CANDIDATES.items():
+        assert members[0] == "identity" and set(members) <= set(views.VIEWS), label
+    teacher = CountingTeacher()
+    faces = synthetic(3)
+    moved = views.member_probs(views.Moved(teacher, views.VIEWS["left"]), {"d": faces})["d"]
+    plain = views.member_probs(teacher, {"d": faces})["d"]
+    assert moved.shape == plain.shape == (3, 7) and teacher.calls == 6
