@@ -15,7 +15,7 @@ where that run's CPU time ends, so the long teacher's lineage reads as one curve
 
     python benchmarks/teacher_candidates.py --run runs/teacher_resnet48 --run runs/teacher_resnet64 \
         --run runs/teacher_nano --run runs/teacher_resnet48_fresh --run runs/teacher_resnet_s1 \
-        --run runs/teacher_resnet48_ens
+        --run runs/teacher_resnet48_ens --run runs/teacher_labels
 """
 
 from __future__ import annotations
