@@ -52,6 +52,26 @@ def candidates(names: list[str]) -> list[tuple[str, ...]]:
     return out + ([tuple(names)] if len(names) > 2 else [])
 
 
+def teachers_and_sets(models: list[str], shared: Path, cache_dir: Path, *, tool: str) -> tuple[dict, dict]:
+    """Each model read as a teacher (``load_teacher``) and the selection sets as ``distill`` cuts them
+    (its preprocessing, YuNet-aligned where the domain is measured so, crops cached in ``cache_dir``).
+    A model that cannot be read ends the script with ``tool``'s name and the reason, no traceback."""
+    from motivnet_distill.distill_options import STUDENT_PREPROCESSING
+    from motivnet_distill.mixture import validation_sets
+    from motivnet_distill.teachers.load import load_teacher
+    from motivnet_edge.datasets.domains import shared_yunet
+    from motivnet_edge.detectors import YuNetDetector
+    from motivnet_edge.errors import MotivnetError
+
+    require_data(shared)
+    try:
+        teachers = {m: load_teacher(m) for m in models}
+    except MotivnetError as exc:  # a missing file, an unknown format: say which
+        raise SystemExit(f"{tool}: {exc}") from None
+    return teachers, validation_sets(shared, STUDENT_PREPROCESSING, YuNetDetector(shared_yunet(shared)),
+                                     cache_dir=cache_dir)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--member", action="append", required=True,
@@ -62,21 +82,10 @@ def main() -> None:
     ap.add_argument("--out", type=Path, default=OUT)
     args = ap.parse_args()
 
-    from motivnet_distill.mixture import validation_sets
-    from motivnet_distill.teachers.load import MirroredTeacher, load_teacher
-    from motivnet_edge.datasets.domains import shared_yunet
-    from motivnet_edge.detectors import YuNetDetector
-    from motivnet_edge.errors import MotivnetError
-    from motivnet_distill.distill_options import STUDENT_PREPROCESSING
+    from motivnet_distill.teachers.load import MirroredTeacher
     from motivnet_edge.machine import machine_info
 
-    require_data(args.shared)
-    try:
-        members = {m: load_teacher(m) for m in args.member}
-    except MotivnetError as exc:  # a missing file, an unknown format: say which, no traceback
-        raise SystemExit(f"ensemble_teacher: {exc}") from None
-    sets = validation_sets(args.shared, STUDENT_PREPROCESSING, YuNetDetector(shared_yunet(args.shared)),
-                           cache_dir=args.cache_dir)
+    members, sets = teachers_and_sets(args.member, args.shared, args.cache_dir, tool="ensemble_teacher")
     rows = []
     for mirror in (False, True):  # each member read once per mode; a candidate is the mean of its members'
         wrap = MirroredTeacher if mirror else (lambda t: t)

@@ -21,8 +21,8 @@ from pathlib import Path
 
 import numpy as np
 
-from common import ROOT, SHARED, require_data, write_result  # noqa: E402  (benchmarks/ is the script folder)
-from ensemble_teacher import member_probs, score  # noqa: E402  (the same reading and score as the teachers')
+from common import ROOT, SHARED, write_result  # noqa: E402  (benchmarks/ is the script folder)
+from ensemble_teacher import member_probs, score, teachers_and_sets  # noqa: E402  (the same reading and score as the teachers')
 
 #: Each view as (horizontal shift, vertical shift, scale), shifts in fractions of the image's side.
 VIEWS = {
@@ -73,22 +73,11 @@ def main() -> None:
     ap.add_argument("--out", type=Path, default=None)
     args = ap.parse_args()
 
-    from motivnet_distill.distill_options import STUDENT_PREPROCESSING
-    from motivnet_distill.mixture import validation_sets
-    from motivnet_distill.teachers.load import load_teacher
-    from motivnet_edge.datasets.domains import shared_yunet
-    from motivnet_edge.detectors import YuNetDetector
-    from motivnet_edge.errors import MotivnetError
     from motivnet_edge.machine import machine_info
     from motivnet_edge.package import resolve_model, sha256_file
 
-    require_data(args.shared)
-    try:
-        teacher = load_teacher(args.model)
-    except MotivnetError as exc:  # a missing file, an unknown format: say which, no traceback
-        raise SystemExit(f"test_time_views: {exc}") from None
-    sets = validation_sets(args.shared, STUDENT_PREPROCESSING, YuNetDetector(shared_yunet(args.shared)),
-                           cache_dir=args.cache_dir)
+    teachers, sets = teachers_and_sets([args.model], args.shared, args.cache_dir, tool="test_time_views")
+    teacher = teachers[args.model]
     probs = {view: member_probs(Moved(teacher, params), sets) for view, params in VIEWS.items()}
     rows = [{"views": label, "passes": len(views), **score([probs[v] for v in views], sets)}
             for label, views in CANDIDATES.items()]

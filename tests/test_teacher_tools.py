@@ -78,3 +78,13 @@ def test_every_view_set_starts_from_the_face_as_it_is_and_names_known_views():
     moved = views.member_probs(views.Moved(teacher, views.VIEWS["left"]), {"d": faces})["d"]
     plain = views.member_probs(teacher, {"d": faces})["d"]
     assert moved.shape == plain.shape == (3, 7) and teacher.calls == 6
+
+
+def test_a_teacher_that_cannot_be_read_ends_the_script_with_its_name_and_no_traceback(tmp_path):
+    ens = load_benchmark("ensemble_teacher")
+    with pytest.raises(SystemExit, match="has no data/: point --shared"):
+        ens.teachers_and_sets(["default"], tmp_path, tmp_path / "cache", tool="test_time_views")
+    if not (ens.SHARED / "data").is_dir():
+        pytest.skip(f"the unreadable-teacher case needs the shared data folder: {ens.SHARED} has no data/")
+    with pytest.raises(SystemExit, match=r"^test_time_views: teacher .*missing\.onnx does not exist"):
+        ens.teachers_and_sets([str(tmp_path / "missing.onnx")], ens.SHARED, tmp_path / "cache", tool="test_time_views")
