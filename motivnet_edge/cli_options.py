@@ -113,7 +113,8 @@ def _class_weights(ctx, param, items: Sequence[str]) -> dict[str, float] | None:
 #: --mirror, shared by predict and eval (the recognizer's mirror).
 MIRROR = click.option("--mirror", is_flag=True,
                       help="Average each face's scores with its mirror image's: about a point more "
-                           "accuracy for twice the classify time.")
+                           "accuracy for twice the classify time (a model whose graph reads the "
+                           "mirror image itself, such as accurate, is read once).")
 
 #: --class-weight, shared by predict and eval (the recognizer's class_weights).
 CLASS_WEIGHT = click.option(

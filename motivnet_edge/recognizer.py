@@ -56,6 +56,12 @@ class EmotionRecognizer:
 
     def __init__(self, package: ModelPackage, detector: FaceDetector, options: RecognizerOptions) -> None:
         self.package, self.detector, self.options = package, detector, options
+        # A graph that reads the mirror image itself answers a face and its mirror alike: a
+        # second reading would double the classify work for the same probabilities.
+        self._mirror = options.mirror and not package.reads_mirror
+        if options.mirror and not self._mirror:
+            log.info("mirror: %s already reads each face's mirror image in its graph; not read twice",
+                     package.root.name)
         self.labels = package.labels
         self._log_weights = class_log_weights(self.labels, options.class_weights)  # before the backend: fail fast
         runtime = options.runtime
@@ -134,6 +140,12 @@ class EmotionRecognizer:
             model=path, backend=backend, precision=precision, detector=detector,
             runtime=BackendOptions(threads=threads, **runtime), **kwargs))
 
+    @property
+    def mirror(self) -> bool:
+        """Whether ``classify`` reads each face's mirror image beside it: the ``mirror`` option,
+        except for a package whose graph reads it already (``ModelPackage.reads_mirror``)."""
+        return self._mirror
+
     # -- inference -------------------------------------------------------------------------
     def _check_open(self) -> None:
         if self._closed:
@@ -155,7 +167,7 @@ class EmotionRecognizer:
             return np.concatenate([self.classify(crops[i:i + piece]) for i in range(0, len(crops), piece)])
         x = to_tensor(crops, self.package.preprocessing)
         with self._running():
-            if not self.options.mirror:
+            if not self._mirror:
                 return softmax(self._backend.run(x) + self._log_weights)
             # An expression reads the same in a mirror, and the model saw mirrored faces in
             # training: averaging the two readings cancels part of each one's noise. One call

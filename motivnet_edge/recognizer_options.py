@@ -33,7 +33,9 @@ class RecognizerOptions:
             trade-off (benchmarks/class_weights.py).
         mirror: score each face and its mirror image and average the two (test-time
             augmentation): about a point more accuracy for twice the classify work; README has
-            the measured trade-off (benchmarks/mirror.py).
+            the measured trade-off (benchmarks/mirror.py). A package whose graph reads the mirror
+            image itself (``accurate``) is not read twice: it would cost twice as much for the
+            same answer.
         redetect_change / redetect_drop: between detections, a carried face is searched again
             in a window around it (the detector's ``refine``) when its patch changed by more than
             ``redetect_change`` (mean absolute gray-level difference of a 16x16 thumbnail, 0-255)

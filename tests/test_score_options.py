@@ -69,6 +69,25 @@ def test_mirror_averages_each_face_with_its_mirror_image(astronaut):
         np.testing.assert_allclose([got[k] for k in mirrored.labels], mirrored.classify(crops[:1])[0], atol=1e-5)
 
 
+def test_a_graph_that_reads_the_mirror_itself_is_not_read_twice(astronaut, caplog):
+    """``accurate`` reads each face's mirror image in its graph: mirror=True would double its work
+    for the same answer, so the recognizer reads it once and says so in the log."""
+    from motivnet_edge.preprocess import face_crop
+
+    settings = dict(detector="none", backend="onnxruntime", precision="fp32", threads=1)
+    with EmotionRecognizer.from_pretrained("accurate", **settings) as plain, \
+            caplog.at_level("INFO", logger="motivnet_edge.recognizer"), \
+            EmotionRecognizer.from_pretrained("accurate", mirror=True, **settings) as asked:
+        assert plain.package.reads_mirror and not asked.mirror and not plain.mirror
+        assert "already reads each face's mirror image" in caplog.text
+        crops = np.stack([face_crop(f, plain.package.preprocessing) for f in _faces_of(astronaut)])
+        flipped = np.ascontiguousarray(crops[:, :, ::-1])
+        np.testing.assert_allclose(plain.classify(flipped), plain.classify(crops), atol=1e-5)  # the graph's own mirror
+        np.testing.assert_allclose(asked.classify(crops), plain.classify(crops), atol=1e-6)
+    with EmotionRecognizer.from_pretrained(None, mirror=True, **settings) as default:
+        assert not default.package.reads_mirror and default.mirror  # a plain graph: the recognizer mirrors
+
+
 @pytest.mark.parametrize("mirror", ["yes", 1, None])
 def test_mirror_misuse(tiny_package, mirror):
     with pytest.raises(OptionError, match="must be True or False"):

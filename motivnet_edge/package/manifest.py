@@ -87,6 +87,14 @@ class ModelPackage:
     def path_of(self, f: ModelFile) -> Path:
         return self.root / f.path
 
+    @property
+    def reads_mirror(self) -> bool:
+        """Whether the graph itself reads each face's mirror image and averages both views (a
+        package made by ``ensemble --mirror``, such as ``accurate``): reading the mirror image
+        again outside it changes nothing, since the graph gives a face and its mirror one answer."""
+        student = self.provenance.get("student")
+        return isinstance(student, dict) and student.get("mirror") is True
+
 
 
 
