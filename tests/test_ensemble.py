@@ -91,6 +91,12 @@ def test_a_mirrored_ensemble_averages_both_views_and_exports_as_one_graph(tmp_pa
     onnx_out = session.run(None, {session.get_inputs()[0].name: x.numpy()})[0]
     with torch.no_grad():
         np.testing.assert_allclose(onnx_out, ens.model(x).numpy(), atol=1e-4)
+    # The package says so, and the runtime then never reads the mirror image a second time.
+    from motivnet_edge.package import load_package
+
+    assert load_package(pkg).reads_mirror
+    assert not load_package(export(write_ensemble([a, b], tmp_path / "ens_plain"), tmp_path / "pkg_plain",
+                                   formats=("onnx",), latency=False)).reads_mirror
 
 
 def test_int8_rungs_that_leave_a_resnet_member_fp32_are_not_tried(tmp_path):
