@@ -10,7 +10,7 @@ face in the source image (replicated border, as the crop's own padding would), b
 own preprocessing, so it is the face a slightly displaced detector box would hand the model. Every
 candidate set of views is scored as ``ensemble_teacher.py`` scores a teacher: the mean of the
 views' probabilities, per selection domain, and the mean of the domains (``distill``'s val_acc).
-Writes benchmarks/results/test_time_views_<model>.json (model sha256, commit, date inside). Test
+Writes benchmarks/results/test_time_views_<model>.json (model file and sha256, commit, date inside). Test
 parts are never read.
 """
 
@@ -74,17 +74,14 @@ def main() -> None:
     args = ap.parse_args()
 
     from motivnet_edge.machine import machine_info
-    from motivnet_edge.package import resolve_model, sha256_file
 
     teachers, sets = teachers_and_sets([args.model], args.shared, args.cache_dir, tool="test_time_views")
     teacher = teachers[args.model]
     probs = {view: member_probs(Moved(teacher, params), sets) for view, params in VIEWS.items()}
     rows = [{"views": label, "passes": len(views), **score([probs[v] for v in views], sets)}
             for label, views in CANDIDATES.items()]
-    folder = resolve_model(args.model)
-    onnx = folder / "model.onnx" if folder.is_dir() else folder
     out = args.out or ROOT / "benchmarks" / "results" / f"test_time_views_{Path(args.model).name}.json"
-    write_result(out, {"model": args.model, "model_sha256": sha256_file(onnx)[:16] if onnx.is_file() else None,
+    write_result(out, {"model": args.model, "teacher": teacher.name,  # its file and sha256, as load_teacher read it
                        "views": {k: dict(zip(("dx", "dy", "scale"), v)) for k, v in VIEWS.items()},
                        "selection_sets": {k: len(v) for k, v in sets.items()},
                        "score": "mean of the domains' validation accuracies (distill's val_acc); passes: "
